@@ -1,0 +1,44 @@
+"""The sans-IO protocol core: no sockets, no event loop, no clock, no global randomness.
+
+Time enters as ``now`` arguments and randomness as an injected ``random_bytes``
+callable; datagrams enter as bytes and leave as ``(bytes, address)`` pairs.
+"""
+
+from __future__ import annotations
+
+from .config import ConnectionConfig, ListenerConfig
+from .connection import Address, Connection
+from .errors import (
+    ConnectionClosedError,
+    FrameError,
+    LocalProtocolError,
+    MessageTooLargeError,
+    SendBufferFullError,
+)
+from .events import Connected, ConnectionTerminated, Event, MessageReceived, TerminationReason
+from .frames import ErrorCode
+from .listener import Listener, ListenerStats
+from .state import State
+from .stats import ConnectionStats
+
+__all__ = [
+    "Address",
+    "Connected",
+    "Connection",
+    "ConnectionClosedError",
+    "ConnectionConfig",
+    "ConnectionStats",
+    "ConnectionTerminated",
+    "ErrorCode",
+    "Event",
+    "FrameError",
+    "Listener",
+    "ListenerConfig",
+    "ListenerStats",
+    "LocalProtocolError",
+    "MessageReceived",
+    "MessageTooLargeError",
+    "SendBufferFullError",
+    "State",
+    "TerminationReason",
+]

@@ -1,0 +1,252 @@
+"""The one module that speaks msgpack: packets and frames to bytes and back.
+
+Decoding is total: for any input it returns a valid packet (or frame tuple) or
+raises :class:`FrameError`, never anything else, and allocates no more than the
+input's size allows.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Sequence
+from typing import Any, Final
+
+import msgpack
+
+from .errors import FrameError
+from .frames import (
+    CONNECTION_ID_SIZE,
+    MAX_ACK_RANGES,
+    MAX_CLOSE_REASON_BYTES,
+    MAX_COUNTER,
+    MAX_FRAGMENTS,
+    MAX_TOKEN_SIZE,
+    RESET_TOKEN_SIZE,
+    AckFrame,
+    CloseFrame,
+    DataFrame,
+    Frame,
+    HelloPacket,
+    Packet,
+    PacketKind,
+    PingFrame,
+    ResetPacket,
+    RetryPacket,
+    SessionPacket,
+    WelcomePacket,
+)
+
+__all__ = [
+    "CRC_SIZE",
+    "DATA_FRAME_OVERHEAD",
+    "MAX_DATAGRAM_SIZE",
+    "SESSION_OVERHEAD",
+    "decode_datagram",
+    "decode_frames",
+    "encode_datagram",
+    "encode_frames",
+]
+
+CRC_SIZE: Final = 4
+MAX_DATAGRAM_SIZE: Final = 65_507  # largest UDP payload over IPv4
+MAX_FRAMES: Final = 256  # frames in one session packet
+MAX_DELAY_US: Final = 2**32 - 1
+
+# Worst-case bytes around the payload, used to size fragments so a DATA frame always fits.
+# Session packet: fixarray(1) kind(1) bin8 id(2+8) uint64 number(9) bin32 header(5) + CRC.
+SESSION_OVERHEAD: Final = 1 + 1 + 2 + CONNECTION_ID_SIZE + 9 + 5 + CRC_SIZE
+# Frame list array32 header(5) + DATA frame: fixarray(1) type(1) seq(9) id(9) index(3) count(3) bin32(5).
+DATA_FRAME_OVERHEAD: Final = 5 + 1 + 1 + 9 + 9 + 3 + 3 + 5
+
+_FRAME_ACK: Final = 0
+_FRAME_DATA: Final = 1
+_FRAME_PING: Final = 2
+_FRAME_CLOSE: Final = 3
+
+_CRC: Final = struct.Struct(">I")
+_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+
+def encode_datagram(packet: Packet) -> bytes:
+    """Serialise ``packet`` and append its CRC-32 trailer."""
+    fields: list[Any]
+    match packet:
+        case SessionPacket(connection_id, number, payload):
+            fields = [PacketKind.SESSION, connection_id, number, payload]
+        case HelloPacket(client_id, number, version, token, padding):
+            fields = [PacketKind.HELLO, client_id, number, version, token, bytes(padding)]
+        case RetryPacket(client_id, token):
+            fields = [PacketKind.RETRY, client_id, token]
+        case WelcomePacket(client_id, number, server_id, reset_token):
+            fields = [PacketKind.WELCOME, client_id, number, server_id, reset_token]
+        case ResetPacket(connection_id, reset_token):
+            fields = [PacketKind.RESET, connection_id, reset_token]
+    body: bytes = _packer.pack(fields)
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def encode_frames(frames: Sequence[Frame]) -> bytes:
+    """Serialise the frames of one session packet (the part a later version seals)."""
+    items: list[list[Any]] = []
+    for frame in frames:
+        match frame:
+            case DataFrame(seq, message_id, index, count, payload):
+                items.append([_FRAME_DATA, seq, message_id, index, count, payload])
+            case AckFrame(cumulative, ranges, delay_us, window):
+                flat = [bound for first, last in ranges for bound in (last, first)]
+                items.append([_FRAME_ACK, cumulative, flat, delay_us, window])
+            case PingFrame():
+                items.append([_FRAME_PING])
+            case CloseFrame(error_code, final_seq, reason):
+                items.append([_FRAME_CLOSE, error_code, final_seq, reason])
+    packed: bytes = _packer.pack(items)
+    return packed
+
+
+def _unpack(data: bytes) -> Any:
+    size = len(data)
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=False,
+            max_bin_len=size,
+            max_str_len=size,
+            max_array_len=min(size, 2 * MAX_ACK_RANGES + MAX_FRAMES),
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises a zoo of types; the edge turns all into one
+        raise FrameError(f"not msgpack: {exc}") from None
+
+
+def _uint(value: object, name: str, limit: int = MAX_COUNTER) -> int:
+    if type(value) is not int or not 0 <= value <= limit:
+        raise FrameError(f"{name} must be an integer in 0..{limit}")
+    return value
+
+
+def _bin(value: object, name: str, low: int, high: int) -> bytes:
+    if type(value) is not bytes or not low <= len(value) <= high:
+        raise FrameError(f"{name} must be {low}..{high} bytes")
+    return value
+
+
+def _connection_id(value: object) -> bytes:
+    return _bin(value, "connection id", CONNECTION_ID_SIZE, CONNECTION_ID_SIZE)
+
+
+def _shape(items: object, length: int, name: str) -> tuple[Any, ...]:
+    if type(items) is not tuple or len(items) != length:
+        raise FrameError(f"{name} must be an array of {length}")
+    return items
+
+
+def decode_datagram(data: bytes) -> Packet:
+    """Check the CRC and decode one datagram; raises :class:`FrameError` on any flaw."""
+    if not CRC_SIZE < len(data) <= MAX_DATAGRAM_SIZE:
+        raise FrameError("datagram size out of range")
+    body = data[:-CRC_SIZE]
+    if _CRC.unpack_from(data, len(body))[0] != zlib.crc32(body):
+        raise FrameError("CRC mismatch")
+    fields = _unpack(body)
+    if type(fields) is not tuple or not fields:
+        raise FrameError("a datagram is a non-empty array")
+    kind = fields[0]
+    if kind == PacketKind.SESSION and type(kind) is int:
+        _, cid, number, payload = _shape(fields, 4, "SESSION")
+        return SessionPacket(
+            _connection_id(cid),
+            _uint(number, "packet number"),
+            _bin(payload, "payload", 0, len(data)),
+        )
+    if kind == PacketKind.HELLO and type(kind) is int:
+        _, cid, number, version, token, padding = _shape(fields, 6, "HELLO")
+        return HelloPacket(
+            _connection_id(cid),
+            _uint(number, "packet number"),
+            _uint(version, "version", 2**32 - 1),
+            _bin(token, "token", 0, MAX_TOKEN_SIZE),
+            len(_bin(padding, "padding", 0, len(data))),
+        )
+    if kind == PacketKind.RETRY and type(kind) is int:
+        _, cid, token = _shape(fields, 3, "RETRY")
+        return RetryPacket(_connection_id(cid), _bin(token, "token", 1, MAX_TOKEN_SIZE))
+    if kind == PacketKind.WELCOME and type(kind) is int:
+        _, cid, number, server_id, reset_token = _shape(fields, 5, "WELCOME")
+        return WelcomePacket(
+            _connection_id(cid),
+            _uint(number, "packet number"),
+            _connection_id(server_id),
+            _bin(reset_token, "reset token", RESET_TOKEN_SIZE, RESET_TOKEN_SIZE),
+        )
+    if kind == PacketKind.RESET and type(kind) is int:
+        _, cid, reset_token = _shape(fields, 3, "RESET")
+        return ResetPacket(
+            _connection_id(cid),
+            _bin(reset_token, "reset token", RESET_TOKEN_SIZE, RESET_TOKEN_SIZE),
+        )
+    raise FrameError("unknown packet kind")
+
+
+def decode_frames(payload: bytes) -> tuple[Frame, ...]:
+    """Decode a session packet's payload; raises :class:`FrameError` on any flaw."""
+    items = _unpack(payload)
+    if type(items) is not tuple or not 0 < len(items) <= MAX_FRAMES:
+        raise FrameError(f"a payload is an array of 1..{MAX_FRAMES} frames")
+    return tuple(_decode_frame(item) for item in items)
+
+
+def _decode_frame(item: object) -> Frame:
+    if type(item) is not tuple or not item:
+        raise FrameError("a frame is a non-empty array")
+    kind = item[0]
+    if type(kind) is not int:
+        raise FrameError("frame type must be an integer")
+    if kind == _FRAME_DATA:
+        _, seq, message_id, index, count, payload = _shape(item, 6, "DATA")
+        count = _uint(count, "fragment count", MAX_FRAGMENTS)
+        if count == 0 or _uint(index, "fragment index", MAX_FRAGMENTS) >= count:
+            raise FrameError("need 0 <= fragment index < fragment count")
+        if type(payload) is not bytes:
+            raise FrameError("DATA payload must be bytes")
+        return DataFrame(
+            _uint(seq, "sequence number"), _uint(message_id, "message id"), index, count, payload
+        )
+    if kind == _FRAME_ACK:
+        _, cumulative, flat, delay_us, window = _shape(item, 5, "ACK")
+        return AckFrame(
+            _uint(cumulative, "cumulative ack"),
+            _ack_ranges(flat),
+            _uint(delay_us, "ack delay", MAX_DELAY_US),
+            _uint(window, "window"),
+        )
+    if kind == _FRAME_PING:
+        _shape(item, 1, "PING")
+        return PingFrame()
+    if kind == _FRAME_CLOSE:
+        _, error_code, final_seq, reason = _shape(item, 4, "CLOSE")
+        if type(reason) is not str or len(reason.encode()) > MAX_CLOSE_REASON_BYTES:
+            raise FrameError(
+                f"CLOSE reason must be a string of at most {MAX_CLOSE_REASON_BYTES} bytes"
+            )
+        return CloseFrame(
+            _uint(error_code, "error code", 2**32 - 1), _uint(final_seq, "final seq"), reason
+        )
+    raise FrameError("unknown frame type")
+
+
+def _ack_ranges(flat: object) -> tuple[tuple[int, int], ...]:
+    """Ranges arrive as a flat array ``[last0, first0, last1, first1, ...]``, highest first."""
+    if type(flat) is not tuple or not 2 <= len(flat) <= 2 * MAX_ACK_RANGES or len(flat) % 2:
+        raise FrameError(f"ACK ranges must be 1..{MAX_ACK_RANGES} pairs")
+    ranges: list[tuple[int, int]] = []
+    floor = MAX_COUNTER + 2  # the previous range's first, exclusive of the gap between
+    for i in range(0, len(flat), 2):
+        last, first = _uint(flat[i], "range end"), _uint(flat[i + 1], "range start")
+        if not first <= last < floor - 1:
+            raise FrameError("ACK ranges must be descending, disjoint and non-adjacent")
+        ranges.append((first, last))
+        floor = first
+    return tuple(ranges)

@@ -1,0 +1,98 @@
+"""The one place where the protocol's tunables live, each with its unit and its reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ConnectionConfig", "ListenerConfig"]
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionConfig:
+    """Tunables of one connection. Times are seconds, sizes bytes.
+
+    Raises ``ValueError`` from ``__post_init__`` when the values cannot work together.
+    """
+
+    max_datagram_size: int = 1200
+    """Largest datagram we send, CRC included: 1200 fits every IPv6 path without fragmentation."""
+
+    max_message_size: int = 1 * MIB
+    """Largest message ``send`` accepts."""
+
+    send_buffer_size: int = 4 * MIB
+    """Bytes of unacknowledged messages held for retransmission; ``send`` blocks past it."""
+
+    receive_window: int = 4 * MIB
+    """Bytes of out-of-order and unread data the receiver buffers (advertised window)."""
+
+    heartbeat_interval: float = 1.0
+    """A PING goes out after this long without sending anything the peer must acknowledge."""
+
+    idle_timeout: float = 10.0
+    """The connection times out after this long without hearing a valid datagram."""
+
+    handshake_timeout: float = 10.0
+    """A client gives up when the handshake has not completed after this long."""
+
+    initial_rtt: float = 0.333
+    """RTT assumed before the first sample (RFC 9002 §6.2.2)."""
+
+    min_rto: float = 0.05
+    """RTO floor: 50 ms suits LAN chat; RFC 6298's 1 s floor would stall a lossy chat."""
+
+    max_rto: float = 4.0
+    """RTO ceiling after backoff; heartbeats keep probing a healed path sooner than this."""
+
+    max_ack_delay: float = 0.010
+    """Longest a receiver holds back a pure ACK (piggybacking on data otherwise)."""
+
+    drain_period_rtos: float = 3.0
+    """After close, answer retransmitted CLOSEs for this many RTOs, then forget the connection."""
+
+    initial_window_packets: int = 10
+    """Initial congestion window in datagrams (RFC 6928)."""
+
+    def __post_init__(self) -> None:
+        if not 256 <= self.max_datagram_size <= 65_507:
+            raise ValueError("max_datagram_size must be within 256..65507 bytes")
+        if not 0 <= self.max_message_size <= 64 * MIB:
+            raise ValueError("max_message_size must be within 0..64 MiB")
+        if self.send_buffer_size < self.max_message_size:
+            raise ValueError("send_buffer_size must hold at least one max_message_size message")
+        if self.receive_window < self.max_message_size:
+            raise ValueError("receive_window must hold at least one max_message_size message")
+        if not 0 < self.heartbeat_interval < self.idle_timeout:
+            raise ValueError("need 0 < heartbeat_interval < idle_timeout")
+        if self.handshake_timeout <= 0 or self.initial_rtt <= 0:
+            raise ValueError("handshake_timeout and initial_rtt must be positive")
+        if not 0 < self.min_rto <= self.max_rto:
+            raise ValueError("need 0 < min_rto <= max_rto")
+        if not 0 <= self.max_ack_delay < self.min_rto:
+            raise ValueError("need 0 <= max_ack_delay < min_rto")
+        if self.initial_window_packets < 2:
+            raise ValueError("initial_window_packets must be at least 2")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """Tunables of a server endpoint: the bounds on what strangers can make it hold or send."""
+
+    connection: ConnectionConfig = ConnectionConfig()
+    max_connections: int = 4096
+    """Connections in the table (any state) before new clients are refused."""
+    max_connections_per_address: int = 16
+    """Connections from one IP address, so one host cannot take the whole table."""
+    token_lifetime: float = 10.0
+    """Seconds a RETRY token stays valid: long enough for a slow path, short for replays."""
+    resets_per_second: float = 100.0
+    """RESETs sent for unknown connection ids, at most (token bucket, burst the same)."""
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1 or self.max_connections_per_address < 1:
+            raise ValueError("connection limits must be at least 1")
+        if self.token_lifetime <= 0 or self.resets_per_second < 0:
+            raise ValueError("token_lifetime must be positive and resets_per_second non-negative")

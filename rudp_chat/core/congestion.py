@@ -1,0 +1,224 @@
+"""Congestion control: a model-based (BBR-style) controller that tells random loss from congestion.
+
+Loss-based controllers (Reno, CUBIC) halve their rate on every loss, so 5 % random
+loss on a wireless hop holds them near 1 Mbit/s whatever the capacity. This one
+paces at the bottleneck bandwidth it measures (a windowed maximum of delivery-rate
+samples) and caps the data in flight at twice the bandwidth-delay product. A loss
+seen while the path shows no queue (latest RTT close to the minimum) is classed as
+random: the lost datagram still crossed the bottleneck, so it counts as delivered
+for the bandwidth model. A loss with a standing queue is congestion and does not.
+See PROTOCOL.md, "Congestion control".
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from .rtt import RttEstimator
+
+__all__ = ["CongestionController", "SentPacket"]
+
+STARTUP_GAIN = 2 / math.log(2)  # doubles the delivery rate each round (BBR)
+PROBE_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)  # one probe-up, one drain, six cruise
+CWND_GAIN = 2.0  # room for delayed and stretched acks
+FULL_BW_GROWTH = 1.25  # startup ends when three rounds grow the estimate by less than this
+FULL_BW_ROUNDS = 3
+BW_FILTER_ROUNDS = 10  # the bandwidth estimate is the max over this many round trips
+MIN_RTT_WINDOW_S = 10.0  # a min RTT older than this is replaced by the latest sample
+RANDOM_LOSS_QUEUE_FRACTION = 0.5  # a loss is random while queueing delay < this × min RTT
+RANDOM_LOSS_QUEUE_FLOOR_S = 0.002  # ... or less than 2 ms, whichever is larger
+MIN_CWND_PACKETS = 4
+PACING_BURST_S = 0.002  # bytes worth this much time may leave back-to-back
+
+
+@dataclass(slots=True)
+class SentPacket:
+    """An ack-eliciting packet in flight, with the stamps delivery-rate estimation needs."""
+
+    number: int
+    time_sent: float
+    size: int
+    seqs: tuple[int, ...]
+    """DATA sequence numbers it carried."""
+    carries_close: bool = False
+    delivered: int = 0
+    delivered_time: float = 0.0
+    first_sent_time: float = 0.0
+    app_limited: bool = False
+
+
+class Mode(enum.Enum):
+    STARTUP = "startup"
+    DRAIN = "drain"
+    PROBE_BW = "probe_bw"
+
+
+class CongestionController:
+    """Decides how much may be in flight (``congestion_window``) and how fast it leaves (``pacing_rate``)."""
+
+    def __init__(
+        self, max_datagram_size: int, initial_window_packets: int, initial_rtt: float
+    ) -> None:
+        self.mtu = max_datagram_size
+        self.mode = Mode.STARTUP
+        self.congestion_window = initial_window_packets * max_datagram_size
+        self.pacing_rate = STARTUP_GAIN * self.congestion_window / initial_rtt
+        self.bottleneck_bandwidth = 0.0
+        self._bw_samples: deque[tuple[int, float]] = deque()  # (round, rate), rates decreasing
+        self._min_rtt = math.inf
+        self._min_rtt_stamp = 0.0
+        # delivery-rate estimation (draft-cheng-iccrg-delivery-rate-estimation)
+        self.delivered = 0
+        self._delivered_time = 0.0
+        self._first_sent_time = 0.0
+        self._app_limited_until = 0
+        self._sample_prior_delivered = -1
+        self._sample_prior_time = 0.0
+        self._sample_interval = 0.0
+        self._sample_app_limited = False
+        # round counting
+        self.round = 0
+        self._next_round_delivered = 0
+        self._round_started = False
+        # startup exit
+        self._full_bw = 0.0
+        self._full_bw_rounds = 0
+        # probe_bw cycling
+        self._cycle_index = 0
+        self._cycle_stamp = 0.0
+        self._pacing_gain = STARTUP_GAIN
+        self._cwnd_gain = STARTUP_GAIN
+        self._lost_in_round = False
+
+    # ----------------------------------------------------------------- inputs
+
+    def on_packet_sent(self, packet: SentPacket, bytes_in_flight: int, now: float) -> None:
+        """Stamp ``packet`` before it leaves; ``bytes_in_flight`` excludes it."""
+        if bytes_in_flight == 0:
+            self._first_sent_time = self._delivered_time = now
+        packet.delivered = self.delivered
+        packet.delivered_time = self._delivered_time
+        packet.first_sent_time = self._first_sent_time
+        packet.app_limited = self._app_limited_until > 0
+
+    def on_app_limited(self, bytes_in_flight: int) -> None:
+        """The sender ran out of data with window to spare: samples until it refills undercount."""
+        self._app_limited_until = max(self.delivered + bytes_in_flight, 1)
+
+    def on_packet_acked(self, packet: SentPacket, now: float) -> None:
+        self.delivered += packet.size
+        self._delivered_time = now
+        if packet.delivered >= self._sample_prior_delivered:
+            self._sample_prior_delivered = packet.delivered
+            self._sample_prior_time = packet.delivered_time
+            self._sample_app_limited = packet.app_limited
+            send_elapsed = packet.time_sent - packet.first_sent_time
+            ack_elapsed = now - packet.delivered_time
+            self._sample_interval = max(send_elapsed, ack_elapsed)
+            self._first_sent_time = packet.time_sent
+        if packet.delivered >= self._next_round_delivered:
+            self._next_round_delivered = self.delivered
+            self.round += 1
+            self._round_started = True
+
+    def on_packet_lost(self, packet: SentPacket, rtt: RttEstimator) -> None:
+        """A random loss still crossed the bottleneck, so it counts as delivered for the model."""
+        queueing = rtt.latest - rtt.min_rtt
+        if queueing < max(RANDOM_LOSS_QUEUE_FRACTION * rtt.min_rtt, RANDOM_LOSS_QUEUE_FLOOR_S):
+            self.delivered += packet.size
+        else:
+            self._lost_in_round = True
+
+    def on_ack_processed(self, now: float, rtt: RttEstimator, bytes_in_flight: int) -> None:
+        """Update the path model after all packets one ACK covered were passed in."""
+        if self._app_limited_until and self.delivered > self._app_limited_until:
+            self._app_limited_until = 0
+        if rtt.has_sample and (
+            rtt.latest <= self._min_rtt or now - self._min_rtt_stamp > MIN_RTT_WINDOW_S
+        ):
+            self._min_rtt, self._min_rtt_stamp = rtt.latest, now
+        self._take_rate_sample()
+        new_round, self._round_started = self._round_started, False
+        if self.mode is Mode.STARTUP and new_round:
+            self._check_full_bandwidth()
+        if self.mode is Mode.DRAIN and bytes_in_flight <= self._bdp(1.0):
+            self._enter_probe_bw(now)
+        if self.mode is Mode.PROBE_BW:
+            self._advance_cycle(now, bytes_in_flight)
+        self._lost_in_round = self._lost_in_round and not new_round
+        self._set_outputs(rtt)
+
+    # ------------------------------------------------------------- internals
+
+    def _take_rate_sample(self) -> None:
+        if self._sample_prior_delivered < 0:
+            return
+        interval = self._sample_interval
+        prior, self._sample_prior_delivered = self._sample_prior_delivered, -1
+        if interval <= 0 or (self._min_rtt != math.inf and interval < self._min_rtt):
+            return
+        rate = (self.delivered - prior) / interval
+        if self._sample_app_limited and rate < self.bottleneck_bandwidth:
+            return
+        samples = self._bw_samples
+        while samples and samples[-1][1] <= rate:
+            samples.pop()
+        samples.append((self.round, rate))
+        while samples[0][0] <= self.round - BW_FILTER_ROUNDS:
+            samples.popleft()
+        self.bottleneck_bandwidth = samples[0][1]
+
+    def _check_full_bandwidth(self) -> None:
+        if self._sample_app_limited:
+            return
+        if self.bottleneck_bandwidth >= self._full_bw * FULL_BW_GROWTH:
+            self._full_bw = self.bottleneck_bandwidth
+            self._full_bw_rounds = 0
+            return
+        self._full_bw_rounds += 1
+        if self._full_bw_rounds >= FULL_BW_ROUNDS:
+            self.mode = Mode.DRAIN
+            self._pacing_gain = 1 / STARTUP_GAIN
+
+    def _enter_probe_bw(self, now: float) -> None:
+        self.mode = Mode.PROBE_BW
+        self._cwnd_gain = CWND_GAIN
+        self._cycle_index = 2  # start cruising; probing comes around soon enough
+        self._cycle_stamp = now
+        self._pacing_gain = PROBE_GAINS[self._cycle_index]
+
+    def _advance_cycle(self, now: float, bytes_in_flight: int) -> None:
+        elapsed = now - self._cycle_stamp > self._min_rtt
+        gain = PROBE_GAINS[self._cycle_index]
+        if gain > 1:
+            done = elapsed and (bytes_in_flight >= self._bdp(gain) or self._lost_in_round)
+        elif gain < 1:
+            done = elapsed or bytes_in_flight <= self._bdp(1.0)
+        else:
+            done = elapsed
+        if done:
+            self._cycle_index = (self._cycle_index + 1) % len(PROBE_GAINS)
+            self._cycle_stamp = now
+            self._pacing_gain = PROBE_GAINS[self._cycle_index]
+
+    def _bdp(self, gain: float) -> float:
+        if self._min_rtt == math.inf or not self.bottleneck_bandwidth:
+            return float(self.congestion_window)
+        return gain * self.bottleneck_bandwidth * self._min_rtt
+
+    def _set_outputs(self, rtt: RttEstimator) -> None:
+        if not self.bottleneck_bandwidth or self._min_rtt == math.inf:
+            self.pacing_rate = self._pacing_gain * self.congestion_window / rtt.smoothed
+            return
+        self.pacing_rate = self._pacing_gain * self.bottleneck_bandwidth
+        target = self._cwnd_gain * self.bottleneck_bandwidth * self._min_rtt + 3 * self.mtu
+        if self.mode is Mode.STARTUP:
+            target = max(target, self.congestion_window)  # never shrink while still growing
+        self.congestion_window = max(int(target), MIN_CWND_PACKETS * self.mtu)
+
+    def pacing_burst(self) -> float:
+        """Bytes that may leave back-to-back before pacing spaces them."""
+        return max(2 * self.mtu, self.pacing_rate * PACING_BURST_S)

@@ -1,0 +1,710 @@
+"""One reliable connection, sans-IO: datagrams and time in, datagrams, timers and events out.
+
+The connection coordinates; the work is delegated: :mod:`.sendbuffer` (fragments
+awaiting acknowledgement), :mod:`.receiving` (reassembly and ACK policy),
+:mod:`.recovery` (loss detection, RTO), :mod:`.congestion` (window and pacing),
+:mod:`.codec` (bytes), :mod:`.state` (the transition table).
+
+Inputs: :meth:`send`, :meth:`close`, :meth:`abort`, :meth:`receive_datagram`,
+:meth:`handle_timer`. Outputs: :meth:`datagrams_to_send`, :meth:`get_timer`,
+:meth:`next_event`. After every input, call ``datagrams_to_send`` and re-arm the
+timer from ``get_timer``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+
+from .codec import (
+    DATA_FRAME_OVERHEAD,
+    SESSION_OVERHEAD,
+    decode_datagram,
+    decode_frames,
+    encode_datagram,
+    encode_frames,
+)
+from .config import ConnectionConfig
+from .congestion import CongestionController, SentPacket
+from .errors import ConnectionClosedError, FrameError, PeerProtocolError
+from .events import Connected, ConnectionTerminated, Event, MessageReceived, TerminationReason
+from .frames import (
+    CONNECTION_ID_SIZE,
+    MIN_HELLO_SIZE,
+    PROTOCOL_VERSION,
+    AckFrame,
+    CloseFrame,
+    DataFrame,
+    ErrorCode,
+    Frame,
+    HelloPacket,
+    Packet,
+    PingFrame,
+    ResetPacket,
+    RetryPacket,
+    SessionPacket,
+    WelcomePacket,
+)
+from .receiving import INITIAL_WINDOW_FRAGMENTS, Receiver
+from .recovery import Recovery
+from .rtt import RttEstimator
+from .sendbuffer import SendBuffer
+from .state import Input, State, next_state
+from .stats import ConnectionStats
+
+__all__ = ["Address", "Connection"]
+
+Address = tuple[str, int]
+
+HELLO_RETRY_CAP_S = 1.0  # HELLOs back off no further: a lossy path should not cost a long handshake
+BUNDLE_MAX_FRAGMENTS = 8  # redundant fragments one thin-stream packet may repeat
+ACK_FRAME_BOUND = 28  # an ACK frame's bytes besides its ranges (msgpack worst case)
+ACK_RANGE_BOUND = 18  # bytes per ACK range, worst case
+PING_FRAME_SIZE = 2
+CLOSE_FRAME_BOUND = 32  # plus the reason's bytes
+
+
+def _ack_size_bound(ranges: int) -> int:
+    return ACK_FRAME_BOUND + ACK_RANGE_BOUND * ranges
+
+
+class Connection:
+    """A reliable, ordered, message-oriented connection to one peer."""
+
+    def __init__(
+        self,
+        config: ConnectionConfig,
+        *,
+        local_id: bytes,
+        peer_address: Address,
+        now: float,
+        remote_id: bytes | None = None,
+        reset_token: bytes | None = None,
+    ) -> None:
+        """Use :meth:`connect` for a client; a server's connections come from a ``Listener``."""
+        self.config = config
+        self.is_client = remote_id is None
+        self.local_id = local_id
+        self.remote_id = remote_id
+        self.peer_address = peer_address
+        self.state = State.CONNECTING if self.is_client else State.OPEN
+        self.on_change: Callable[[Connection], None] | None = None
+        """Called after an API call that may have given the connection something to send."""
+        self._reset_token = reset_token
+        self._events: deque[Event] = deque()
+        self._next_number = 0
+        self._fragment_size = config.max_datagram_size - SESSION_OVERHEAD - DATA_FRAME_OVERHEAD
+        self._payload_room = config.max_datagram_size - SESSION_OVERHEAD
+        self._rtt = RttEstimator(
+            config.initial_rtt, config.min_rto, config.max_rto, config.max_ack_delay
+        )
+        self._congestion = CongestionController(
+            config.max_datagram_size, config.initial_window_packets, config.initial_rtt
+        )
+        self._recovery = Recovery(self._rtt, self._congestion)
+        self._send = SendBuffer(
+            config.send_buffer_size, self._fragment_size, config.max_message_size
+        )
+        self._receiver = Receiver(
+            config.receive_window,
+            self._fragment_size,
+            config.max_message_size,
+            config.max_ack_delay,
+        )
+        self._peer_window = INITIAL_WINDOW_FRAGMENTS
+        self._now = now  # the latest time any input brought; API calls have no clock of their own
+        self._last_heard = now
+        self._last_eliciting_sent = now
+        self._pacing_budget = float(config.max_datagram_size * 2)
+        self._pacing_time = now
+        self._pacing_wake: float | None = None
+        # handshake (client)
+        self._handshake_deadline = now + config.handshake_timeout
+        self._hello_token = b""
+        self._hello_due = self.is_client
+        self._hello_deadline = math.inf
+        self._hello_attempts = 0
+        self._hello_first_sent = now
+        self._welcome_due = not self.is_client
+        if not self.is_client:
+            self._events.append(Connected(local_id))
+        # probes, heartbeats, close
+        self._probe_due = False
+        self._ping_due = False
+        self._closed_by_peer = False
+        self._close_frame: CloseFrame | None = None  # graceful: resent until acked; error: once
+        self._close_sent = False
+        self._close_acked = False
+        self._peer_final_seq: int | None = None
+        # statistics
+        self._datagrams_sent = self._datagrams_received = 0
+        self._bytes_sent = self._bytes_received = 0
+        self._messages_received = 0
+        self._packets_lost = 0
+        self._retransmitted_fragments = self._retransmitted_bytes = 0
+        self._dropped_invalid = self._dropped_unexpected = 0
+
+    @classmethod
+    def connect(
+        cls,
+        peer_address: Address,
+        now: float,
+        random_bytes: Callable[[int], bytes],
+        config: ConnectionConfig | None = None,
+    ) -> Connection:
+        """A client connection that starts its handshake with the first ``datagrams_to_send``.
+
+        ``random_bytes`` picks the connection id: pass ``os.urandom`` in production.
+        """
+        return cls(
+            config or ConnectionConfig(),
+            local_id=random_bytes(CONNECTION_ID_SIZE),
+            peer_address=peer_address,
+            now=now,
+        )
+
+    # ---------------------------------------------------------------- API calls
+
+    def send(self, data: bytes) -> int:
+        """Queue one message; returns its message id.
+
+        Allowed while connecting and open. Raises :class:`ConnectionClosedError` after
+        ``close`` or termination, :class:`MessageTooLargeError`, or
+        :class:`SendBufferFullError` (wait for ``send_capacity``, then retry).
+        """
+        if self.state not in (State.CONNECTING, State.OPEN):
+            raise ConnectionClosedError(f"cannot send on a {self.state.value} connection")
+        message_id = self._send.push(data)
+        self._changed()
+        return message_id
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
+
+    @property
+    def send_capacity(self) -> int:
+        """Bytes ``send`` accepts now without :class:`SendBufferFullError` (0 once closing)."""
+        if self.state not in (State.CONNECTING, State.OPEN):
+            return 0
+        return self._send.free_bytes if self._send.buffered_bytes else self._send.capacity
+
+    def close(self) -> None:
+        """Close gracefully: queued messages are delivered both ways, then the connection ends.
+
+        Idempotent. The final event is ``ConnectionTerminated(CLOSED)``.
+        """
+        if self.state is State.CONNECTING:
+            self._terminate(Input.CLOSE_CALLED, TerminationReason.CLOSED)
+        elif self.state is State.OPEN:
+            self.state = next_state(self.state, Input.CLOSE_CALLED)
+            self._advance_close()
+        self._changed()
+
+    def abort(self, detail: str = "") -> None:
+        """Drop everything, tell the peer once, and end now with ``ConnectionTerminated(ABORTED)``."""
+        if self.state in (State.OPEN, State.CLOSING):
+            self._queue_error_close(ErrorCode.APPLICATION, detail)
+        if self.state in (State.CONNECTING, State.OPEN, State.CLOSING):
+            self._terminate(Input.FAILED, TerminationReason.ABORTED, ErrorCode.APPLICATION, detail)
+        self._changed()
+
+    def refuse(self, detail: str) -> None:
+        """Server side, before the application sees it: answer WELCOME, then CLOSE(REFUSED)."""
+        self._queue_error_close(ErrorCode.REFUSED, detail)
+        self._terminate(Input.FAILED, TerminationReason.ABORTED, ErrorCode.REFUSED, detail)
+
+    def next_event(self) -> Event | None:
+        """The oldest event not yet taken, or None."""
+        if not self._events:
+            return None
+        event = self._events.popleft()
+        if type(event) is MessageReceived:
+            receiver = self._receiver
+            before = receiver.window()
+            receiver.unread_bytes -= len(event.data)
+            if receiver.window() - before >= receiver.window_bytes // (4 * self._fragment_size):
+                receiver.ack_deadline = -math.inf  # a window update is due now
+                self._changed()
+        return event
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the connection has nothing left to do and can be forgotten."""
+        return self.state is State.CLOSED
+
+    def stats(self) -> ConnectionStats:
+        rtt, congestion = self._rtt, self._congestion
+        return ConnectionStats(
+            state=self.state.value,
+            datagrams_sent=self._datagrams_sent,
+            datagrams_received=self._datagrams_received,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            messages_sent=self._send.next_message_id,
+            messages_received=self._messages_received,
+            packets_lost=self._packets_lost,
+            retransmitted_fragments=self._retransmitted_fragments,
+            retransmitted_bytes=self._retransmitted_bytes,
+            duplicates_received=self._receiver.duplicates,
+            dropped_invalid=self._dropped_invalid,
+            dropped_unexpected=self._dropped_unexpected,
+            smoothed_rtt=rtt.smoothed,
+            rtt_variance=rtt.variance,
+            min_rtt=rtt.min_rtt,
+            rto=rtt.rto(self._recovery.probe_count),
+            congestion_window=congestion.congestion_window,
+            pacing_rate=congestion.pacing_rate,
+            bytes_in_flight=self._recovery.bytes_in_flight,
+            send_buffered_bytes=self._send.buffered_bytes,
+        )
+
+    # ------------------------------------------------------------------- input
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Process one datagram from the network. Never raises for anything the peer sent."""
+        try:
+            packet = decode_datagram(data)
+        except FrameError:
+            self._dropped_invalid += 1
+            return
+        self.receive_packet(packet, len(data), addr, now)
+
+    def receive_packet(self, packet: Packet, size: int, addr: Address, now: float) -> None:
+        """Process an already decoded packet (the listener decodes once to route)."""
+        if self.state is State.CLOSED or addr != self.peer_address:
+            self._dropped_unexpected += 1
+            return
+        self._now = now
+        if type(packet) is SessionPacket and packet.connection_id == self.local_id:
+            self._receive_session(packet, now)
+        elif type(packet) is RetryPacket and self._is_for_handshake(packet.client_id):
+            self._hello_token = packet.token
+            self._hello_attempts = 0
+            self._hello_due = True
+        elif type(packet) is WelcomePacket and self._is_for_handshake(packet.client_id):
+            self._receive_welcome(packet, now)
+        elif (
+            type(packet) is ResetPacket
+            and packet.connection_id == self.local_id
+            and packet.reset_token == self._reset_token
+        ):
+            self._terminate(Input.RESET, TerminationReason.RESET)
+        elif (
+            type(packet) is HelloPacket
+            and not self.is_client
+            and packet.client_id == self.remote_id
+        ):
+            self._welcome_due = True  # our WELCOME was lost: the client asks again
+        else:
+            self._dropped_unexpected += 1
+            return
+        self._datagrams_received += 1
+        self._bytes_received += size
+        self._last_heard = now
+
+    def _is_for_handshake(self, client_id: bytes) -> bool:
+        return self.state is State.CONNECTING and client_id == self.local_id
+
+    def _receive_welcome(self, packet: WelcomePacket, now: float) -> None:
+        self.remote_id = packet.server_id
+        self._reset_token = packet.reset_token
+        if self._hello_attempts == 1:  # Karn: only an unrepeated HELLO gives a clean sample
+            self._rtt.update(now - self._hello_first_sent, 0.0)
+        self._receiver.on_packet(packet.number, now, ack_eliciting=False, urgent=False)
+        self.state = next_state(self.state, Input.HANDSHAKE_DONE)
+        self._events.append(Connected(self.local_id))
+
+    def _receive_session(self, packet: SessionPacket, now: float) -> None:
+        if self.state is State.CONNECTING:
+            self._dropped_unexpected += 1  # sent before our WELCOME arrived; it will come again
+            return
+        try:
+            frames = decode_frames(packet.payload)
+        except FrameError:
+            self._dropped_invalid += 1
+            return
+        if not self._acceptable(frames):
+            self._dropped_unexpected += 1
+            return
+        eliciting = urgent = False
+        for frame in frames:
+            if type(frame) is not AckFrame:
+                eliciting = True
+                urgent = urgent or type(frame) is not DataFrame
+        if not self._receiver.on_packet(packet.number, now, eliciting, urgent):
+            return
+        if self.state is State.DRAINING:
+            for frame in frames:
+                if type(frame) is AckFrame:
+                    self._receive_ack(frame, now)
+            return
+        try:
+            for frame in frames:
+                self._receive_frame(frame, now)
+        except PeerProtocolError as error:
+            self._fail(error.error_code, error.detail)
+            return
+        self._advance_close()
+
+    def _acceptable(self, frames: tuple[Frame, ...]) -> bool:
+        """RFC 5961 in spirit: a packet whose ACK or DATA cannot be genuine changes nothing."""
+        new_bytes = 0
+        receiver = self._receiver
+        for frame in frames:
+            if type(frame) is AckFrame:
+                if not self._recovery.is_plausible(frame) or frame.cumulative > self._send.next_seq:
+                    return False
+            elif type(frame) is DataFrame and frame.seq >= receiver.next_seq:
+                if frame.seq >= receiver.window():
+                    return False
+                new_bytes += len(frame.payload)
+        return receiver.buffered_bytes + new_bytes <= receiver.window_bytes
+
+    def _receive_frame(self, frame: Frame, now: float) -> None:
+        if type(frame) is DataFrame:
+            if self._peer_final_seq is not None and frame.seq >= self._peer_final_seq:
+                raise PeerProtocolError(ErrorCode.PROTOCOL_VIOLATION, "DATA after CLOSE")
+            for message_id, data in self._receiver.on_data(frame):
+                self._messages_received += 1
+                self._events.append(MessageReceived(message_id, data))
+        elif type(frame) is AckFrame:
+            self._receive_ack(frame, now)
+        elif type(frame) is CloseFrame:
+            self._receive_close(frame)
+
+    def _receive_ack(self, frame: AckFrame, now: float) -> None:
+        self._peer_window = max(self._peer_window, frame.window)
+        send = self._send
+        send.acknowledge_below(frame.cumulative)
+        result = self._recovery.on_ack(frame, now, frame.delay_us / 1e6)
+        for packet in result.acked:
+            for seq in packet.seqs:
+                send.acknowledge(seq)
+            self._close_acked = self._close_acked or packet.carries_close
+        self._on_lost(result.lost)
+
+    def _on_lost(self, lost: list[SentPacket]) -> None:
+        self._packets_lost += len(lost)
+        for packet in lost:
+            for seq in packet.seqs:
+                self._send.mark_lost(seq)
+            if packet.carries_close and not self._close_acked:
+                self._close_sent = False  # send it again
+
+    def _receive_close(self, frame: CloseFrame) -> None:
+        if frame.error_code != ErrorCode.NO_ERROR:
+            self._terminate(
+                Input.FAILED, TerminationReason.PEER_ERROR, frame.error_code, frame.reason
+            )
+            return
+        if frame.final_seq < self._receiver.next_seq or (
+            self._peer_final_seq is not None and frame.final_seq != self._peer_final_seq
+        ):
+            raise PeerProtocolError(ErrorCode.PROTOCOL_VIOLATION, "CLOSE contradicts the data")
+        self._peer_final_seq = frame.final_seq
+        if self.state is State.OPEN:
+            self._closed_by_peer = True
+            self.state = next_state(self.state, Input.PEER_CLOSED)
+
+    def _advance_close(self) -> None:
+        """In CLOSING: queue our CLOSE once our data is all acknowledged; finish once the peer's
+        CLOSE and all its data are in (our CLOSE's own acknowledgement is awaited while draining)."""
+        if self.state is not State.CLOSING:
+            return
+        if self._close_frame is None and self._send.all_acknowledged:
+            self._close_frame = CloseFrame(ErrorCode.NO_ERROR, self._send.next_seq)
+        if (
+            self._close_frame is not None
+            and self._peer_final_seq is not None
+            and self._receiver.next_seq >= self._peer_final_seq
+            and not self._receiver.mid_message
+        ):
+            reason = (
+                TerminationReason.CLOSED_BY_PEER
+                if self._closed_by_peer
+                else TerminationReason.CLOSED
+            )
+            self._terminate(Input.CLOSE_DONE, reason)
+
+    def _fail(self, error_code: int, detail: str) -> None:
+        """We caught the peer breaking the protocol: tell it once, then end."""
+        self._queue_error_close(error_code, detail)
+        self._terminate(Input.FAILED, TerminationReason.PROTOCOL_ERROR, error_code, detail)
+
+    def _queue_error_close(self, error_code: int, detail: str) -> None:
+        """An error CLOSE goes out once, unacknowledged; nothing else is sent again."""
+        self._close_frame = CloseFrame(error_code, self._send.next_seq, detail[:128])
+        self._close_sent = False
+        self._close_acked = True
+        self._recovery.discard()
+
+    def _terminate(
+        self, cause: Input, reason: TerminationReason, error_code: int = 0, detail: str = ""
+    ) -> None:
+        self.state = next_state(self.state, cause)
+        self._events.append(ConnectionTerminated(reason, error_code, detail or reason.value))
+
+    def _drain_end(self) -> float:
+        """Draining lasts until our CLOSE is acknowledged (or the peer goes silent for the idle
+        timeout), then a few RTOs past the last datagram heard, to re-acknowledge the peer's."""
+        if not self._close_acked:
+            return self._last_heard + self.config.idle_timeout
+        return self._last_heard + self.config.drain_period_rtos * self._rtt.rto()
+
+    # ------------------------------------------------------------------ timers
+
+    def get_timer(self) -> float | None:
+        """The next absolute time :meth:`handle_timer` must run, or None."""
+        state = self.state
+        if state is State.CLOSED:
+            return None
+        if state is State.CONNECTING:
+            return min(self._handshake_deadline, self._hello_deadline)
+        if state is State.DRAINING:
+            deadline = self._drain_end()
+        else:
+            deadline = min(
+                self._last_heard + self.config.idle_timeout,
+                self._last_eliciting_sent + self.config.heartbeat_interval,
+            )
+        recovery = self._recovery
+        for candidate in (
+            self._receiver.ack_deadline,
+            recovery.loss_time,
+            recovery.probe_deadline(),
+            self._pacing_wake,
+        ):
+            if candidate is not None and candidate < deadline:
+                deadline = candidate
+        return deadline
+
+    def handle_timer(self, now: float) -> None:
+        """Run whatever is due at ``now``; harmless when nothing is."""
+        state = self.state
+        if state is State.CLOSED:
+            return
+        self._now = now
+        if state is State.CONNECTING:
+            if now >= self._handshake_deadline:
+                self._terminate(Input.TIMED_OUT, TerminationReason.HANDSHAKE_TIMEOUT)
+            elif now >= self._hello_deadline:
+                self._hello_due = True
+            return
+        if state is State.DRAINING:
+            if now >= self._drain_end():
+                self.state = next_state(state, Input.DRAINED)
+                return
+        elif now >= self._last_heard + self.config.idle_timeout:
+            self._terminate(Input.TIMED_OUT, TerminationReason.IDLE_TIMEOUT)
+            return
+        recovery = self._recovery
+        if recovery.loss_time is not None and now >= recovery.loss_time:
+            self._on_lost(recovery.detect_losses(now))
+        probe = recovery.probe_deadline()
+        if probe is not None and now >= probe:
+            self._on_lost(recovery.on_probe_timeout())
+            self._probe_due = True
+        if (
+            state is not State.DRAINING
+            and now >= self._last_eliciting_sent + self.config.heartbeat_interval
+        ):
+            self._ping_due = True
+
+    # ------------------------------------------------------------------ output
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Everything that may leave now (limited by congestion window and pacing)."""
+        state = self.state
+        if state is State.CLOSED:
+            return []
+        self._now = now
+        out: list[tuple[bytes, Address]] = []
+        if state is State.CONNECTING:
+            if self._hello_due:
+                out.append((self._build_hello(now), self.peer_address))
+            return out
+        if self._welcome_due:
+            self._welcome_due = False
+            out.append((self._build_welcome(), self.peer_address))
+        self._advance_close()
+        self._pacing_wake = None
+        while True:
+            datagram = self._build_session(now)
+            if datagram is None:
+                break
+            out.append((datagram, self.peer_address))
+        return out
+
+    def _build_hello(self, now: float) -> bytes:
+        self._hello_due = False
+        if self._hello_attempts == 0:
+            self._hello_first_sent = now
+        self._hello_attempts += 1
+        timeout = min(
+            2 * self.config.initial_rtt * 2 ** (self._hello_attempts - 1), HELLO_RETRY_CAP_S
+        )
+        self._hello_deadline = now + timeout
+        number = self._take_number()
+        padding = 0
+        while True:  # pad to MIN_HELLO_SIZE; the padding's own length header may grow once
+            hello = HelloPacket(self.local_id, number, PROTOCOL_VERSION, self._hello_token, padding)
+            datagram = encode_datagram(hello)
+            if len(datagram) >= MIN_HELLO_SIZE:
+                return self._count_sent(datagram)
+            padding += MIN_HELLO_SIZE - len(datagram)
+
+    def _build_welcome(self) -> bytes:
+        assert self._reset_token is not None  # a server connection is built with one
+        welcome = WelcomePacket(
+            self.remote_id or b"", self._take_number(), self.local_id, self._reset_token
+        )
+        return self._count_sent(encode_datagram(welcome))
+
+    def _take_number(self) -> int:
+        number = self._next_number
+        self._next_number += 1
+        return number
+
+    def _count_sent(self, datagram: bytes) -> bytes:
+        self._datagrams_sent += 1
+        self._bytes_sent += len(datagram)
+        return datagram
+
+    def _refill_pacing(self, now: float) -> None:
+        congestion = self._congestion
+        elapsed = now - self._pacing_time
+        self._pacing_time = now
+        self._pacing_budget = min(
+            self._pacing_budget + elapsed * congestion.pacing_rate, congestion.pacing_burst()
+        )
+
+    def _build_session(self, now: float) -> bytes | None:
+        """One session packet, or None when nothing (more) should leave now."""
+        room = self._payload_room
+        frames: list[Frame] = []
+        seqs: list[int] = []
+        draining = self.state is State.DRAINING
+        ack_deadline = self._receiver.ack_deadline
+        ack_owed = ack_deadline is not None
+        if ack_owed:
+            room -= _ack_size_bound(min(len(self._receiver.packets), 32))
+        if self._probe_due:
+            self._probe_due = False
+            room = self._add_probe(frames, seqs, room)
+            self._recovery.on_probe_sent(now)
+        elif not draining:
+            room = self._add_data(frames, seqs, room, now)
+        if self._ping_due and not draining and room >= PING_FRAME_SIZE:
+            self._ping_due = False
+            if not frames:
+                frames.append(PingFrame())
+        close = self._close_frame
+        carries_close = False
+        if (
+            close is not None
+            and not self._close_sent
+            and room >= CLOSE_FRAME_BOUND + len(close.reason) * 4
+        ):
+            frames.append(close)
+            self._close_sent = carries_close = True
+        eliciting = bool(frames)
+        if not eliciting and (ack_deadline is None or ack_deadline > now):
+            return None
+        if ack_owed:
+            frames.insert(0, self._receiver.build_ack(now))
+        number = self._take_number()
+        datagram = encode_datagram(
+            SessionPacket(self.remote_id or b"", number, encode_frames(frames))
+        )
+        if eliciting and not (carries_close and close is not None and close.error_code):
+            self._last_eliciting_sent = now
+            packet = SentPacket(number, now, len(datagram), tuple(seqs), carries_close)
+            self._recovery.on_packet_sent(number, now, packet)
+            self._pacing_budget -= len(datagram)
+        else:
+            self._recovery.on_packet_sent(number, now, None)
+        return self._count_sent(datagram)
+
+    def _add_probe(self, frames: list[Frame], seqs: list[int], room: int) -> int:
+        """A timeout probe repeats the oldest unacknowledged thing: a fragment, else our CLOSE."""
+        send = self._send
+        fragment = send.next_retransmission()
+        if fragment is not None:
+            send.pop_retransmission()
+        else:
+            fragment = send.oldest_in_flight()
+        if fragment is not None:
+            self._add_fragment(frames, seqs, fragment, retransmission=True)
+            return room - len(fragment.payload) - DATA_FRAME_OVERHEAD
+        if self._close_frame is not None and not self._close_acked:
+            self._close_sent = False  # the CLOSE block below repeats it
+        else:
+            frames.append(PingFrame())
+        return room
+
+    def _add_data(self, frames: list[Frame], seqs: list[int], room: int, now: float) -> int:
+        """Fill ``frames`` with retransmissions, then new fragments, then redundant bundling."""
+        send = self._send
+        congestion = self._congestion
+        mtu = self.config.max_datagram_size
+        if self._recovery.bytes_in_flight + mtu > congestion.congestion_window:
+            return room
+        self._refill_pacing(now)
+        if self._pacing_budget < mtu:
+            if send.has_pending or send.next_retransmission() is not None:
+                self._pacing_wake = now + (mtu - self._pacing_budget) / congestion.pacing_rate
+            return room
+        while True:
+            fragment = send.next_retransmission()
+            if fragment is not None:
+                if len(fragment.payload) + DATA_FRAME_OVERHEAD > room:
+                    return room
+                send.pop_retransmission()
+                self._add_fragment(frames, seqs, fragment, retransmission=True)
+                room -= len(fragment.payload) + DATA_FRAME_OVERHEAD
+                continue
+            fragment = send.next_new()
+            if fragment is None or fragment.seq >= self._peer_window:
+                break
+            if len(fragment.payload) + DATA_FRAME_OVERHEAD > room:
+                return room
+            send.pop_new()
+            self._add_fragment(frames, seqs, fragment, retransmission=False)
+            room -= len(fragment.payload) + DATA_FRAME_OVERHEAD
+        if not send.has_pending:
+            if frames:
+                room = self._bundle(frames, seqs, room)
+            congestion.on_app_limited(self._recovery.bytes_in_flight)
+        return room
+
+    def _bundle(self, frames: list[Frame], seqs: list[int], room: int) -> int:
+        """Thin streams: repeat recent unacknowledged fragments in the spare room of this packet.
+
+        With a message every few tens of milliseconds, a lost datagram's content then
+        arrives with the next one instead of a loss-detection delay later (redundant
+        data bundling, as in thin-stream TCP). Costs bandwidth only where there is room.
+        """
+        carried = set(seqs)
+        bundled = 0
+        for fragment in reversed(self._send.unacked.values()):
+            if bundled == BUNDLE_MAX_FRAGMENTS:
+                break
+            if fragment.seq in carried:
+                continue
+            if len(fragment.payload) + DATA_FRAME_OVERHEAD > room:
+                break
+            self._add_fragment(frames, seqs, fragment, retransmission=True)
+            room -= len(fragment.payload) + DATA_FRAME_OVERHEAD
+            bundled += 1
+        return room
+
+    def _add_fragment(
+        self, frames: list[Frame], seqs: list[int], fragment: DataFrame, *, retransmission: bool
+    ) -> None:
+        frames.append(fragment)
+        seqs.append(fragment.seq)
+        if retransmission:
+            self._retransmitted_fragments += 1
+            self._retransmitted_bytes += len(fragment.payload)

@@ -1,0 +1,158 @@
+"""The wire vocabulary: packets (what a datagram holds) and frames (what a session packet holds).
+
+Pure data; :mod:`rudp_chat.core.codec` turns them into bytes and back.
+See PROTOCOL.md for the layout of each.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = [
+    "CONNECTION_ID_SIZE",
+    "MAX_ACK_RANGES",
+    "MAX_CLOSE_REASON_BYTES",
+    "MAX_COUNTER",
+    "MAX_FRAGMENTS",
+    "MAX_TOKEN_SIZE",
+    "MIN_HELLO_SIZE",
+    "PROTOCOL_VERSION",
+    "RESET_TOKEN_SIZE",
+    "AckFrame",
+    "CloseFrame",
+    "DataFrame",
+    "ErrorCode",
+    "Frame",
+    "HelloPacket",
+    "Packet",
+    "PacketKind",
+    "PingFrame",
+    "ResetPacket",
+    "RetryPacket",
+    "SessionPacket",
+    "WelcomePacket",
+]
+
+PROTOCOL_VERSION = 1
+CONNECTION_ID_SIZE = 8  # 64 random bits: 2^16 guesses hit with probability 2^-48
+RESET_TOKEN_SIZE = 16
+MAX_TOKEN_SIZE = 64
+MIN_HELLO_SIZE = 1200  # a HELLO is padded to this so the server's answers can never amplify
+MAX_COUNTER = 2**62 - 1  # packet numbers, sequence numbers, message ids never wrap
+MAX_FRAGMENTS = 65_535  # fragments of one message
+MAX_ACK_RANGES = 32  # packet-number ranges in one ACK
+MAX_CLOSE_REASON_BYTES = 256
+
+
+class PacketKind(enum.IntEnum):
+    """First element of every datagram's array."""
+
+    HELLO = 0
+    """Client → server: open a connection (padded to ``MIN_HELLO_SIZE``)."""
+    RETRY = 1
+    """Server → client: a stateless address-validation token to echo in the next HELLO."""
+    WELCOME = 2
+    """Server → client: the connection exists; here is the server's connection id."""
+    RESET = 3
+    """Server → client: the server does not know that connection id."""
+    SESSION = 4
+    """Either way, after the handshake: frames (the part a later version seals)."""
+
+
+class ErrorCode(enum.IntEnum):
+    """Codes carried by CLOSE."""
+
+    NO_ERROR = 0
+    """Graceful close."""
+    PROTOCOL_VIOLATION = 1
+    """The sender of CLOSE saw a frame that breaks the protocol."""
+    FLOW_CONTROL = 2
+    """Data beyond the advertised window."""
+    APPLICATION = 3
+    """The application aborted the connection."""
+    REFUSED = 4
+    """The server will not take this connection (full, or too many from this address)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HelloPacket:
+    client_id: bytes
+    number: int
+    version: int
+    token: bytes
+    """Empty on the first HELLO; the RETRY token afterwards."""
+    padding: int = 0
+    """Bytes of padding (their content is ignored)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPacket:
+    client_id: bytes
+    token: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WelcomePacket:
+    client_id: bytes
+    number: int
+    server_id: bytes
+    reset_token: bytes
+    """What a RESET for ``server_id`` must carry to be believed."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResetPacket:
+    connection_id: bytes
+    reset_token: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPacket:
+    connection_id: bytes
+    """The receiver's own id."""
+    number: int
+    """Packet number: one per datagram sent, never reused, so every ACK gives an exact RTT."""
+    payload: bytes
+    """Encoded frames (see ``codec.encode_frames``)."""
+
+
+Packet = HelloPacket | RetryPacket | WelcomePacket | ResetPacket | SessionPacket
+
+
+@dataclass(frozen=True, slots=True)
+class AckFrame:
+    cumulative: int
+    """Every DATA sequence number below this was received."""
+    ranges: tuple[tuple[int, int], ...]
+    """Received packet numbers as inclusive (first, last) ranges, highest first."""
+    delay_us: int
+    """How long the receiver held the ACK after the largest packet arrived (µs)."""
+    window: int
+    """The receiver accepts DATA with sequence numbers below this."""
+
+
+@dataclass(frozen=True, slots=True)
+class DataFrame:
+    seq: int
+    """Sequence number of this fragment; orders delivery, one per fragment, from 0."""
+    message_id: int
+    fragment_index: int
+    fragment_count: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PingFrame:
+    """Asks for an immediate ACK: the heartbeat (the ACK is the pong)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseFrame:
+    error_code: int
+    final_seq: int
+    """The sender will send no DATA at or beyond this sequence number."""
+    reason: str = ""
+
+
+Frame = AckFrame | DataFrame | PingFrame | CloseFrame

@@ -1,0 +1,231 @@
+"""The server endpoint, sans-IO: one socket's datagrams, demultiplexed to connections by id.
+
+It answers HELLOs statelessly (RETRY with an HMAC token) until the client proves
+its address, refuses past its limits, resets unknown ids at a bounded rate, and
+keeps one timer heap for all its connections. Same three inputs and outputs as a
+:class:`Connection`, so the simulator and the asyncio shell drive both alike.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .codec import decode_datagram, encode_datagram
+from .config import ListenerConfig
+from .connection import Address, Connection
+from .errors import FrameError
+from .frames import (
+    CONNECTION_ID_SIZE,
+    MIN_HELLO_SIZE,
+    PROTOCOL_VERSION,
+    HelloPacket,
+    ResetPacket,
+    RetryPacket,
+    SessionPacket,
+)
+from .tokens import TokenIssuer
+
+__all__ = ["Listener", "ListenerStats"]
+
+
+@dataclass(slots=True)
+class ListenerStats:
+    """Counters of what the listener dropped or answered without a connection."""
+
+    dropped_invalid: int = 0
+    """Datagrams that did not decode."""
+    dropped_unexpected: int = 0
+    """Decodable but not for us: server-bound kinds from a client's view, wrong address for an id."""
+    hellos_too_small: int = 0
+    hellos_bad_version: int = 0
+    hellos_bad_token: int = 0
+    retries_sent: int = 0
+    refused: int = 0
+    resets_sent: int = 0
+    resets_suppressed: int = 0
+    """Unknown-id datagrams left unanswered (rate limit, or too small to answer without amplifying)."""
+    accepted: int = 0
+
+
+class Listener:
+    """Accepts and serves connections for one server socket."""
+
+    def __init__(
+        self, random_bytes: Callable[[int], bytes], config: ListenerConfig | None = None
+    ) -> None:
+        """``random_bytes`` supplies ids and the token secret: pass ``os.urandom`` in production."""
+        self.config = config or ListenerConfig()
+        self.stats = ListenerStats()
+        self._random_bytes = random_bytes
+        self._tokens = TokenIssuer(random_bytes(32), self.config.token_lifetime)
+        self.connections: dict[bytes, Connection] = {}
+        self._by_client: dict[tuple[Address, bytes], Connection] = {}
+        self._per_host: dict[str, int] = {}
+        self._accept_queue: deque[Connection] = deque()
+        self._outbox: list[tuple[bytes, Address]] = []
+        self._dirty: dict[
+            bytes, Connection
+        ] = {}  # insertion-ordered, so output order is deterministic
+        self._timers: list[tuple[float, int, bytes]] = []
+        self._scheduled: dict[bytes, float] = {}
+        self._timer_counter = 0
+        self._reset_budget = self.config.resets_per_second
+        self._reset_time = 0.0
+
+    # ------------------------------------------------------------------ API
+
+    def accept(self) -> Connection | None:
+        """The oldest connection not yet handed out, or None."""
+        return self._accept_queue.popleft() if self._accept_queue else None
+
+    def wake(self, connection: Connection) -> None:
+        """An API call on ``connection`` may have given it something to send."""
+        self._dirty[connection.local_id] = connection
+
+    # ---------------------------------------------------------------- input
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Route one datagram; never raises for anything a peer sent."""
+        try:
+            packet = decode_datagram(data)
+        except FrameError:
+            self.stats.dropped_invalid += 1
+            return
+        if type(packet) is SessionPacket:
+            connection = self.connections.get(packet.connection_id)
+            if connection is None:
+                self._send_reset(packet.connection_id, len(data), addr, now)
+            elif connection.peer_address != addr:
+                self.stats.dropped_unexpected += (
+                    1  # no migration: a replay from elsewhere changes nothing
+                )
+            else:
+                connection.receive_packet(packet, len(data), addr, now)
+                self._dirty[connection.local_id] = connection
+        elif type(packet) is HelloPacket:
+            self._receive_hello(packet, len(data), addr, now)
+        else:
+            self.stats.dropped_unexpected += 1
+
+    def _receive_hello(self, hello: HelloPacket, size: int, addr: Address, now: float) -> None:
+        stats = self.stats
+        if size < MIN_HELLO_SIZE:
+            stats.hellos_too_small += 1
+            return
+        if hello.version != PROTOCOL_VERSION:
+            stats.hellos_bad_version += 1
+            return
+        existing = self._by_client.get((addr, hello.client_id))
+        if existing is not None:
+            existing.receive_packet(hello, size, addr, now)
+            self._dirty[existing.local_id] = existing
+            return
+        if not hello.token:
+            stats.retries_sent += 1
+            token = self._tokens.retry_token(hello.client_id, addr, now)
+            self._outbox.append((encode_datagram(RetryPacket(hello.client_id, token)), addr))
+            return
+        if not self._tokens.check_retry_token(hello.token, hello.client_id, addr, now):
+            stats.hellos_bad_token += 1
+            return
+        self._open(hello.client_id, addr, now)
+
+    def _open(self, client_id: bytes, addr: Address, now: float) -> None:
+        server_id = self._random_bytes(CONNECTION_ID_SIZE)
+        while server_id in self.connections:
+            server_id = self._random_bytes(CONNECTION_ID_SIZE)
+        connection = Connection(
+            self.config.connection,
+            local_id=server_id,
+            peer_address=addr,
+            now=now,
+            remote_id=client_id,
+            reset_token=self._tokens.reset_token(server_id),
+        )
+        host = addr[0]
+        if (
+            len(self.connections) >= self.config.max_connections
+            or self._per_host.get(host, 0) >= self.config.max_connections_per_address
+        ):
+            self.stats.refused += 1
+            connection.refuse("server full" if len(self.connections) else "too many connections")
+            self._outbox.extend(connection.datagrams_to_send(now))
+            return
+        self.stats.accepted += 1
+        self.connections[server_id] = connection
+        self._by_client[addr, client_id] = connection
+        self._per_host[host] = self._per_host.get(host, 0) + 1
+        connection.on_change = self.wake
+        self._accept_queue.append(connection)
+        self._dirty[server_id] = connection
+
+    def _send_reset(self, connection_id: bytes, size: int, addr: Address, now: float) -> None:
+        reset = encode_datagram(ResetPacket(connection_id, self._tokens.reset_token(connection_id)))
+        rate = self.config.resets_per_second
+        self._reset_budget = min(rate, self._reset_budget + (now - self._reset_time) * rate)
+        self._reset_time = now
+        if len(reset) >= size or self._reset_budget < 1:
+            self.stats.resets_suppressed += 1
+            return
+        self._reset_budget -= 1
+        self.stats.resets_sent += 1
+        self._outbox.append((reset, addr))
+
+    # --------------------------------------------------------------- timers
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline of any connection (one heap, stale entries skipped)."""
+        timers, scheduled = self._timers, self._scheduled
+        while timers:
+            deadline, _, connection_id = timers[0]
+            if scheduled.get(connection_id) == deadline:
+                return deadline
+            heapq.heappop(timers)
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        timers, scheduled = self._timers, self._scheduled
+        while timers and timers[0][0] <= now:
+            deadline, _, connection_id = heapq.heappop(timers)
+            if scheduled.get(connection_id) != deadline:
+                continue
+            del scheduled[connection_id]
+            connection = self.connections[connection_id]
+            connection.handle_timer(now)
+            self._dirty[connection_id] = connection
+
+    # --------------------------------------------------------------- output
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Stateless replies, then whatever the connections touched since the last call send."""
+        out, self._outbox = self._outbox, []
+        dirty, self._dirty = self._dirty, {}
+        for connection_id, connection in dirty.items():
+            out.extend(connection.datagrams_to_send(now))
+            if connection.is_closed:
+                self._forget(connection)
+                continue
+            deadline = connection.get_timer()
+            if deadline is None:
+                self._scheduled.pop(connection_id, None)
+            elif self._scheduled.get(connection_id) != deadline:
+                self._scheduled[connection_id] = deadline
+                self._timer_counter += 1
+                heapq.heappush(self._timers, (deadline, self._timer_counter, connection_id))
+        return out
+
+    def _forget(self, connection: Connection) -> None:
+        connection_id = connection.local_id
+        if self.connections.pop(connection_id, None) is None:
+            return
+        self._scheduled.pop(connection_id, None)
+        self._by_client.pop((connection.peer_address, connection.remote_id or b""), None)
+        host = connection.peer_address[0]
+        remaining = self._per_host[host] - 1
+        if remaining:
+            self._per_host[host] = remaining
+        else:
+            del self._per_host[host]

@@ -1,0 +1,164 @@
+"""The receiving half: which packets arrived (for ACKs), and fragments back into ordered messages."""
+
+from __future__ import annotations
+
+from .errors import PeerProtocolError
+from .frames import MAX_ACK_RANGES, AckFrame, DataFrame, ErrorCode
+from .rangeset import RangeSet
+
+__all__ = ["INITIAL_WINDOW_FRAGMENTS", "Receiver"]
+
+INITIAL_WINDOW_FRAGMENTS = 256  # what a sender may assume before the first ACK says otherwise
+TRACKED_RANGES = 2 * MAX_ACK_RANGES  # older gaps are covered by the cumulative ack
+ACK_EVERY = 2  # ack-eliciting packets that force an immediate ACK (RFC 9000 §13.2.2)
+
+
+class Receiver:
+    """Delivers each message once, in order, and decides when an ACK is owed.
+
+    Memory is bounded twice: the advertised window bounds sequence numbers, and a byte
+    budget (``window_bytes``) bounds what any sender, honest or not, can make us hold.
+    """
+
+    __slots__ = (
+        "_advertised",
+        "_buffer",
+        "_eliciting_since_ack",
+        "_max_ack_delay",
+        "_partial",
+        "_partial_bytes",
+        "_partial_count",
+        "_window_fragments",
+        "ack_deadline",
+        "buffered_bytes",
+        "duplicates",
+        "fragment_size",
+        "largest_time",
+        "max_message_size",
+        "next_message_id",
+        "next_seq",
+        "packets",
+        "unread_bytes",
+        "window_bytes",
+    )
+
+    def __init__(
+        self, window_bytes: int, fragment_size: int, max_message_size: int, max_ack_delay: float
+    ) -> None:
+        self._max_ack_delay = max_ack_delay
+        self.window_bytes = window_bytes
+        self.fragment_size = fragment_size
+        self.max_message_size = max_message_size
+        self._window_fragments = max(window_bytes // fragment_size, INITIAL_WINDOW_FRAGMENTS)
+        self.packets = RangeSet(TRACKED_RANGES)
+        self.largest_time = 0.0
+        self.ack_deadline: float | None = None
+        """When an owed ACK must leave; None when none is owed."""
+        self._eliciting_since_ack = 0
+        self.next_seq = 0
+        """Every fragment below this has arrived (the cumulative ack)."""
+        self.next_message_id = 0
+        self._buffer: dict[int, DataFrame] = {}
+        self._partial: list[bytes] = []
+        self._partial_bytes = 0
+        self._partial_count = 0
+        self.buffered_bytes = 0
+        """Out-of-order fragments plus the message being reassembled."""
+        self.unread_bytes = 0
+        """Delivered messages the application has not taken yet (the connection maintains it)."""
+        self._advertised = INITIAL_WINDOW_FRAGMENTS
+        self.duplicates = 0
+
+    # --------------------------------------------------------------- packets
+
+    def on_packet(self, number: int, now: float, ack_eliciting: bool, urgent: bool) -> bool:
+        """Note a packet number; returns False for a duplicate (already acknowledged)."""
+        largest = self.packets.largest
+        if not self.packets.add(number):
+            self.duplicates += 1
+            self.ack_deadline = now  # our ACK was probably lost
+            return False
+        if largest is None or number > largest:
+            self.largest_time = now
+        if ack_eliciting:
+            self._eliciting_since_ack += 1
+            out_of_order = largest is not None and number != largest + 1
+            if urgent or out_of_order or self._eliciting_since_ack >= ACK_EVERY:
+                self.ack_deadline = now
+            elif self.ack_deadline is None:
+                self.ack_deadline = now + self._max_ack_delay
+        return True
+
+    def build_ack(self, now: float) -> AckFrame:
+        """The ACK to send now; clears the debt."""
+        self.ack_deadline = None
+        self._eliciting_since_ack = 0
+        delay_us = int(max(now - self.largest_time, 0.0) * 1e6)
+        return AckFrame(
+            self.next_seq, self.packets.descending(MAX_ACK_RANGES), delay_us, self.window()
+        )
+
+    def window(self) -> int:
+        """The sequence number the sender must stay below; it never shrinks."""
+        used = -(-(self._partial_bytes + self.unread_bytes) // self.fragment_size)
+        self._advertised = max(self._advertised, self.next_seq + self._window_fragments - used)
+        return self._advertised
+
+    # ------------------------------------------------------------------ data
+
+    def on_data(self, frame: DataFrame) -> list[tuple[int, bytes]]:
+        """Accept one fragment; returns the (message id, data) pairs it completes, in order.
+
+        Raises :class:`PeerProtocolError` for data beyond the window or inconsistent fragments.
+        """
+        seq = frame.seq
+        if seq < self.next_seq or seq in self._buffer:
+            self.duplicates += 1
+            return []
+        if seq >= self._advertised:
+            raise PeerProtocolError(
+                ErrorCode.FLOW_CONTROL, f"DATA {seq} beyond window {self._advertised}"
+            )
+        if self.buffered_bytes + len(frame.payload) > self.window_bytes:
+            raise PeerProtocolError(ErrorCode.FLOW_CONTROL, "DATA beyond the receive buffer")
+        self.buffered_bytes += len(frame.payload)
+        if seq != self.next_seq:
+            self._buffer[seq] = frame
+            return []
+        delivered: list[tuple[int, bytes]] = []
+        buffer = self._buffer
+        while True:
+            self._assemble(frame, delivered)
+            self.next_seq += 1
+            next_frame = buffer.pop(self.next_seq, None)
+            if next_frame is None:
+                return delivered
+            frame = next_frame
+
+    def _assemble(self, frame: DataFrame, delivered: list[tuple[int, bytes]]) -> None:
+        if (
+            frame.message_id != self.next_message_id
+            or frame.fragment_index != len(self._partial)
+            or (self._partial and frame.fragment_count != self._partial_count)
+        ):
+            raise PeerProtocolError(
+                ErrorCode.PROTOCOL_VIOLATION, f"fragment {frame.seq} out of place"
+            )
+        self._partial_bytes += len(frame.payload)
+        if self._partial_bytes > self.max_message_size:
+            raise PeerProtocolError(ErrorCode.PROTOCOL_VIOLATION, "message over the size limit")
+        self._partial.append(frame.payload)
+        self._partial_count = frame.fragment_count
+        if frame.fragment_index + 1 == frame.fragment_count:
+            data = frame.payload if len(self._partial) == 1 else b"".join(self._partial)
+            delivered.append((self.next_message_id, data))
+            self.next_message_id += 1
+            self.buffered_bytes -= self._partial_bytes
+            self.unread_bytes += self._partial_bytes
+            self._partial = []
+            self._partial_bytes = 0
+
+    @property
+    def mid_message(self) -> bool:
+        """A message is partly reassembled (a CLOSE before its end is a violation)."""
+        return bool(self._partial)

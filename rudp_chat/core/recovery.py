@@ -1,0 +1,149 @@
+"""Loss recovery: which packets are in flight, which an ACK covers, which are lost, when to probe.
+
+Packet numbers are never reused, so every acknowledgement yields an unambiguous
+RTT sample (no Karn's rule needed). Loss is declared per RFC 9002 §6.1 (packet and
+time thresholds); the probe timeout is RFC 6298's RTO with exponential backoff.
+Results go back to the caller as lists of acknowledged and lost packets: the
+delivery callbacks of aioquic, not retransmission special cases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .congestion import CongestionController, SentPacket
+from .frames import AckFrame
+from .rtt import RttEstimator
+
+__all__ = ["AckResult", "Recovery"]
+
+PACKET_THRESHOLD = 3  # RFC 9002 kPacketThreshold
+
+
+@dataclass(slots=True)
+class AckResult:
+    acked: list[SentPacket]
+    lost: list[SentPacket]
+
+
+class Recovery:
+    """Tracks ack-eliciting packets in flight for one connection."""
+
+    __slots__ = (
+        "bytes_in_flight",
+        "congestion",
+        "largest_acked",
+        "largest_sent",
+        "loss_time",
+        "probe_count",
+        "rtt",
+        "sent",
+        "time_of_last_ack_eliciting",
+    )
+
+    def __init__(self, rtt: RttEstimator, congestion: CongestionController) -> None:
+        self.rtt = rtt
+        self.congestion = congestion
+        self.sent: dict[int, SentPacket] = {}
+        """Ack-eliciting packets neither acknowledged nor declared lost, in packet-number order."""
+        self.bytes_in_flight = 0
+        self.largest_sent = -1
+        self.largest_acked = -1
+        self.loss_time: float | None = None
+        self.probe_count = 0
+        """Consecutive probe timeouts without an acknowledgement (the RTO backoff exponent)."""
+        self.time_of_last_ack_eliciting = 0.0
+
+    def on_packet_sent(self, number: int, now: float, packet: SentPacket | None) -> None:
+        """Record a sent packet; ``packet`` is None for one that elicits no ACK (pure ACKs)."""
+        self.largest_sent = number
+        if packet is None:
+            return
+        self.congestion.on_packet_sent(packet, self.bytes_in_flight, now)
+        self.sent[number] = packet
+        self.bytes_in_flight += packet.size
+        self.time_of_last_ack_eliciting = now
+
+    def is_plausible(self, ack: AckFrame) -> bool:
+        """RFC 5961 spirit: an ACK for a packet never sent is dropped, not believed."""
+        return ack.ranges[0][1] <= self.largest_sent
+
+    def on_ack(self, ack: AckFrame, now: float, ack_delay: float) -> AckResult:
+        """Apply one plausible ACK frame."""
+        sent = self.sent
+        acked: list[SentPacket] = []
+        largest = ack.ranges[0][1]
+        newest = sent.get(largest)
+        lowest = next(iter(sent), None)
+        if lowest is not None:
+            for first, last in ack.ranges:
+                if last < lowest:
+                    break
+                for number in range(max(first, lowest), last + 1):
+                    packet = sent.pop(number, None)
+                    if packet is not None:
+                        acked.append(packet)
+        self.largest_acked = max(self.largest_acked, largest)
+        if acked:
+            if newest is not None:
+                self.rtt.update(now - newest.time_sent, ack_delay)
+            self.probe_count = 0
+            for packet in acked:
+                self.bytes_in_flight -= packet.size
+                self.congestion.on_packet_acked(packet, now)
+        lost = self.detect_losses(now)
+        self.congestion.on_ack_processed(now, self.rtt, self.bytes_in_flight)
+        return AckResult(acked, lost)
+
+    def detect_losses(self, now: float) -> list[SentPacket]:
+        """Declare lost what the packet or time threshold condemns; set ``loss_time`` for the rest."""
+        self.loss_time = None
+        lost: list[SentPacket] = []
+        largest_acked = self.largest_acked
+        send_deadline = now - self.rtt.loss_delay()
+        for number, packet in self.sent.items():
+            if number > largest_acked:
+                break
+            if packet.time_sent <= send_deadline or largest_acked - number >= PACKET_THRESHOLD:
+                lost.append(packet)
+            else:
+                self.loss_time = packet.time_sent + self.rtt.loss_delay()
+                break
+        for packet in lost:
+            del self.sent[packet.number]
+            self.bytes_in_flight -= packet.size
+            self.congestion.on_packet_lost(packet, self.rtt)
+        return lost
+
+    def probe_deadline(self) -> float | None:
+        """When the retransmission timer fires, or None with nothing in flight."""
+        if not self.sent:
+            return None
+        return self.time_of_last_ack_eliciting + self.rtt.rto(self.probe_count)
+
+    def on_probe_timeout(self) -> list[SentPacket]:
+        """The RTO fired: back off; from the second expiry on, everything in flight is lost.
+
+        The first expiry is a tail-loss probe: the caller resends the oldest fragment
+        without condemning the rest.
+        """
+        self.probe_count += 1
+        if self.probe_count < 2:
+            return []
+        lost = list(self.sent.values())
+        self.sent.clear()
+        self.bytes_in_flight = 0
+        self.loss_time = None
+        for packet in lost:
+            self.congestion.on_packet_lost(packet, self.rtt)
+        return lost
+
+    def discard(self) -> None:
+        """Forget everything in flight: the connection failed and will not retransmit."""
+        self.sent.clear()
+        self.bytes_in_flight = 0
+        self.loss_time = None
+
+    def on_probe_sent(self, now: float) -> None:
+        """Restart the RTO clock from the probe."""
+        self.time_of_last_ack_eliciting = now

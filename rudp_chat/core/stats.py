@@ -1,0 +1,37 @@
+"""A snapshot of one connection's counters and path estimates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ConnectionStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStats:
+    state: str
+    datagrams_sent: int
+    datagrams_received: int
+    bytes_sent: int
+    bytes_received: int
+    messages_sent: int
+    messages_received: int
+    packets_lost: int
+    """Ack-eliciting packets declared lost (threshold or timeout)."""
+    retransmitted_fragments: int
+    retransmitted_bytes: int
+    """Payload bytes sent again: loss repair, probes and redundant bundling."""
+    duplicates_received: int
+    dropped_invalid: int
+    """Datagrams that did not decode (CRC, msgpack, field checks)."""
+    dropped_unexpected: int
+    """Decodable datagrams refused: wrong address or id, implausible ACK, out of window."""
+    smoothed_rtt: float
+    rtt_variance: float
+    min_rtt: float
+    rto: float
+    congestion_window: int
+    pacing_rate: float
+    """Bytes per second."""
+    bytes_in_flight: int
+    send_buffered_bytes: int
