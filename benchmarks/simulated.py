@@ -1,0 +1,247 @@
+"""Protocol figures measured on the virtual-time simulator: exact and repeatable for a seed.
+
+Usage: python benchmarks/simulated.py [--json PATH] [--seed N] [--quick] [--only NAME]
+
+Scenarios (targets from the project's issue):
+- bulk-L%:       10 Mbit/s, 50 ms RTT, drop-tail queue of 1.5 x BDP, 1 KiB messages, 20 MB,
+                 random loss L each way. Goodput >= 90 % of capacity x (1 - loss) up to 10 %,
+                 >= 80 % at 20 %; retransmit_ratio <= loss / (1 - loss) + 0.05.
+- congestion:    the same link with no random loss: the queue is the only drop point.
+                 Goodput >= 90 % and queue drops <= 1 % of datagrams sent.
+- kcp-echo:      KCP's test.cpp: 10 % loss each way, one-way delay uniform in 30-62.5 ms,
+                 a small message every 20 ms, 1,000 echoed. Echo time avg <= 110 ms, max <= 392 ms.
+- chat:          10 messages/s of 200 B each way, 50 ms RTT, 5 % loss, 60 s.
+                 One-way p50 <= 30 ms, p99 <= 150 ms.
+
+Latency is measured per message from ``send`` to delivery (for kcp-echo: to the echo's
+delivery back at the sender). In bulk, every message is queued at t=0, so its latency
+includes waiting in the send buffer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from rudp_chat.core import Connection, ConnectionConfig, Listener, ListenerConfig, MessageReceived
+from rudp_chat.sim import LinkProfile, Network
+from rudp_chat.sim.endpoint import Endpoint, Recorded
+
+SERVER = ("10.0.0.1", 4000)
+CLIENT = ("10.0.0.2", 5000)
+STAMP = struct.Struct(">I")  # message index, so latency needs no side table lookups by content
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    scenario: str
+    loss: float
+    goodput_ratio: float
+    retransmit_ratio: float
+    latency_avg_ms: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    latency_max_ms: float
+    queue_drops: int
+    datagrams_sent: int
+    virtual_s: float
+    wall_s: float
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+@dataclass(slots=True)
+class Setup:
+    network: Network
+    client: Connection
+    server: Endpoint
+    client_endpoint: Endpoint
+
+
+def _setup(seed: int, up: LinkProfile, down: LinkProfile, config: ConnectionConfig) -> Setup:
+    rng = random.Random(seed)
+    network = Network(seed)
+    network.set_link(CLIENT, SERVER, up)
+    network.set_link(SERVER, CLIENT, down)
+    server = Endpoint(Listener(rng.randbytes, ListenerConfig(connection=config)))
+    network.attach(SERVER, server)
+    client = Connection.connect(SERVER, 0.0, rng.randbytes, config)
+    client_endpoint = Endpoint(client)
+    network.attach(CLIENT, client_endpoint)
+    network.run(stop=lambda: client.state.value == "open", until=30.0)
+    return Setup(network, client, server, client_endpoint)
+
+
+def _row(
+    scenario: str,
+    loss: float,
+    setup: Setup,
+    latencies: list[float],
+    payload: int,
+    capacity: float | None,
+    duration: float,
+    wall: float,
+) -> Row:
+    stats = setup.client.stats()
+    link = setup.network.link(CLIENT, SERVER).stats
+    goodput = payload / duration / capacity if capacity else 0.0
+    return Row(
+        scenario=scenario,
+        loss=loss,
+        goodput_ratio=round(goodput, 4),
+        retransmit_ratio=round(stats.retransmitted_bytes / max(payload, 1), 4),
+        latency_avg_ms=round(1000 * statistics.fmean(latencies), 2),
+        latency_p50_ms=round(1000 * _percentile(latencies, 0.50), 2),
+        latency_p99_ms=round(1000 * _percentile(latencies, 0.99), 2),
+        latency_max_ms=round(1000 * max(latencies), 2),
+        queue_drops=link.queue_drops,
+        datagrams_sent=link.sent,
+        virtual_s=round(duration, 3),
+        wall_s=round(wall, 2),
+    )
+
+
+def bulk(seed: int, loss: float, megabytes: float, scenario: str) -> Row:
+    rate = 10e6 / 8  # bytes per second
+    one_way = 0.025
+    bdp_packets = rate * 2 * one_way / 1200
+    queue = int(1.5 * bdp_packets) + 1
+    up = LinkProfile(loss=loss, delay=one_way, rate=rate, queue=queue)
+    down = LinkProfile(loss=loss, delay=one_way, rate=rate, queue=queue)
+    count = int(megabytes * 1e6 / 1024)
+    config = ConnectionConfig(send_buffer_size=count * 1024 + 1, receive_window=8 * 1024 * 1024)
+    setup = _setup(seed, up, down, config)
+    network = setup.network
+    sent_at: list[float] = []
+    arrived: list[float] = []
+
+    def on_server(record: Recorded) -> None:
+        if isinstance(record.event, MessageReceived):
+            arrived.append(record.time)
+
+    setup.server.on_event = on_server
+    start = network.now
+    filler = bytes(1024 - STAMP.size)
+    for index in range(count):
+        setup.client.send(STAMP.pack(index) + filler)
+        sent_at.append(start)
+    network.flush(CLIENT)
+    wall = time.perf_counter()
+    network.run(stop=lambda: len(arrived) == count, until=start + 600)
+    wall = time.perf_counter() - wall
+    duration = arrived[-1] - start
+    latencies = [a - s for a, s in zip(arrived, sent_at, strict=True)]
+    return _row(scenario, loss, setup, latencies, count * 1024, rate, duration, wall)
+
+
+def _paced(
+    seed: int,
+    profile: LinkProfile,
+    interval: float,
+    count: int,
+    size: int,
+    echo: bool,
+    scenario: str,
+    loss: float,
+) -> Row:
+    """A message every ``interval`` from the client (and, unless echoing, from the server too)."""
+    setup = _setup(seed, profile, profile, ConnectionConfig())
+    network = setup.network
+    start = network.now + 0.5  # let the connection settle after the handshake
+    latencies: list[float] = []
+    server_conn: list[Connection] = []
+    padding = bytes(size - STAMP.size)
+
+    def sent_time(data: bytes) -> float:
+        return start + STAMP.unpack_from(data)[0] * interval
+
+    def on_server(record: Recorded) -> None:
+        if not isinstance(record.event, MessageReceived):
+            return
+        if echo:
+            record.connection.send(record.event.data)
+        else:
+            latencies.append(record.time - sent_time(record.event.data))
+
+    def on_client(record: Recorded) -> None:
+        if isinstance(record.event, MessageReceived):
+            latencies.append(record.time - sent_time(record.event.data))
+
+    setup.server.on_event = on_server
+    setup.client_endpoint.on_event = on_client
+    server_conn.extend(setup.server.connections)
+
+    def sender(conn: Connection, index: int) -> Callable[[], None]:
+        return lambda: conn.send(STAMP.pack(index) + padding)
+
+    for index in range(count):
+        network.call_at(start + index * interval, sender(setup.client, index))
+        if not echo:
+            network.call_at(start + index * interval, sender(server_conn[0], index))
+    expected = count if echo else 2 * count
+    wall = time.perf_counter()
+    network.run(stop=lambda: len(latencies) == expected, until=start + count * interval + 120)
+    wall = time.perf_counter() - wall
+    if len(latencies) != expected:
+        raise RuntimeError(f"{scenario}: {len(latencies)} of {expected} messages arrived")
+    duration = network.now - start
+    return _row(scenario, loss, setup, latencies, count * size, None, duration, wall)
+
+
+def kcp_echo(seed: int, count: int) -> Row:
+    profile = LinkProfile.uniform_delay(0.030, 0.0625, loss=0.10)
+    return _paced(seed, profile, 0.020, count, 16, True, "kcp-echo", 0.10)
+
+
+def chat(seed: int, seconds: float) -> Row:
+    profile = LinkProfile(loss=0.05, delay=0.025)
+    return _paced(seed, profile, 0.1, int(seconds * 10), 200, False, "chat", 0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="smaller transfers (for smoke tests)")
+    parser.add_argument("--only", metavar="NAME", help="run only scenarios starting with NAME")
+    args = parser.parse_args(argv)
+    megabytes = 2.0 if args.quick else 20.0
+    runs: list[tuple[str, Callable[[], Row]]] = []
+    for loss in (0.0, 0.01, 0.05, 0.10, 0.20):
+        name = f"bulk-{round(loss * 100)}%"
+        runs.append((name, lambda loss=loss, name=name: bulk(args.seed, loss, megabytes, name)))
+    runs.append(("congestion", lambda: bulk(args.seed, 0.0, megabytes, "congestion")))
+    runs.append(("kcp-echo", lambda: kcp_echo(args.seed, 200 if args.quick else 1000)))
+    runs.append(("chat", lambda: chat(args.seed, 10 if args.quick else 60)))
+    rows: list[Row] = []
+    header = f"{'scenario':<12} {'loss':>5} {'goodput':>8} {'retx':>6} {'avg ms':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'qdrops':>7} {'wall s':>7}"
+    print(header)
+    for name, run in runs:
+        if args.only and not name.startswith(args.only):
+            continue
+        row = run()
+        rows.append(row)
+        print(
+            f"{row.scenario:<12} {row.loss:>5.2f} {row.goodput_ratio:>8.3f} {row.retransmit_ratio:>6.3f} "
+            f"{row.latency_avg_ms:>8.1f} {row.latency_p50_ms:>8.1f} {row.latency_p99_ms:>8.1f} "
+            f"{row.latency_max_ms:>8.1f} {row.queue_drops:>7} {row.wall_s:>7.1f}",
+            flush=True,
+        )
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump([asdict(row) for row in rows], handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
