@@ -208,6 +208,28 @@ def chat(seed: int, seconds: float) -> Row:
     return _paced(seed, profile, 0.1, int(seconds * 10), 200, False, "chat", 0.05)
 
 
+def verdict(row: Row) -> str:
+    """The issue's targets for this scenario, checked: 'ok' or what missed."""
+    misses: list[str] = []
+    if row.scenario.startswith("bulk"):
+        floor = (0.9 if row.loss <= 0.10 else 0.8) * (1 - row.loss)
+        if row.goodput_ratio < floor:
+            misses.append(f"goodput<{floor:.3f}")
+        if row.retransmit_ratio > row.loss / (1 - row.loss) + 0.05:
+            misses.append("retransmits")
+    elif row.scenario == "congestion":
+        if row.goodput_ratio < 0.9:
+            misses.append("goodput<0.9")
+        if row.queue_drops > 0.01 * row.datagrams_sent:
+            misses.append("queue drops>1%")
+    elif row.scenario == "kcp-echo":
+        if row.latency_avg_ms > 110 or row.latency_max_ms > 392:
+            misses.append("echo time")
+    elif row.scenario == "chat" and (row.latency_p50_ms > 30 or row.latency_p99_ms > 150):
+        misses.append("latency")
+    return "ok" if not misses else "MISS " + ",".join(misses)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
@@ -224,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     runs.append(("kcp-echo", lambda: kcp_echo(args.seed, 200 if args.quick else 1000)))
     runs.append(("chat", lambda: chat(args.seed, 10 if args.quick else 60)))
     rows: list[Row] = []
-    header = f"{'scenario':<12} {'loss':>5} {'goodput':>8} {'retx':>6} {'avg ms':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'qdrops':>7} {'wall s':>7}"
+    header = f"{'scenario':<12} {'loss':>5} {'goodput':>8} {'retx':>6} {'avg ms':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'qdrop%':>7} {'wall s':>7}  target"
     print(header)
     for name, run in runs:
         if args.only and not name.startswith(args.only):
@@ -234,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{row.scenario:<12} {row.loss:>5.2f} {row.goodput_ratio:>8.3f} {row.retransmit_ratio:>6.3f} "
             f"{row.latency_avg_ms:>8.1f} {row.latency_p50_ms:>8.1f} {row.latency_p99_ms:>8.1f} "
-            f"{row.latency_max_ms:>8.1f} {row.queue_drops:>7} {row.wall_s:>7.1f}",
+            f"{row.latency_max_ms:>8.1f} {100 * row.queue_drops / row.datagrams_sent:>7.2f} "
+            f"{row.wall_s:>7.1f}  {verdict(row)}",
             flush=True,
         )
     if args.json:

@@ -30,7 +30,8 @@ class ConnectionConfig:
     """Bytes of out-of-order and unread data the receiver buffers (advertised window)."""
 
     heartbeat_interval: float = 1.0
-    """A PING goes out after this long without sending anything the peer must acknowledge."""
+    """A PING goes out after this long without hearing from the peer or sending it anything
+    it must acknowledge."""
 
     idle_timeout: float = 10.0
     """The connection times out after this long without hearing a valid datagram."""

@@ -352,12 +352,13 @@ class Connection:
         """RFC 5961 in spirit: a packet whose ACK or DATA cannot be genuine changes nothing."""
         new_bytes = 0
         receiver = self._receiver
+        window = receiver.window()
         for frame in frames:
             if type(frame) is AckFrame:
                 if not self._recovery.is_plausible(frame) or frame.cumulative > self._send.next_seq:
                     return False
             elif type(frame) is DataFrame and frame.seq >= receiver.next_seq:
-                if frame.seq >= receiver.window():
+                if frame.seq >= window:
                     return False
                 new_bytes += len(frame.payload)
         return receiver.buffered_bytes + new_bytes <= receiver.window_bytes
@@ -467,7 +468,7 @@ class Connection:
         else:
             deadline = min(
                 self._last_heard + self.config.idle_timeout,
-                self._last_eliciting_sent + self.config.heartbeat_interval,
+                self._heartbeat_due(),
             )
         recovery = self._recovery
         for candidate in (
@@ -479,6 +480,14 @@ class Connection:
             if candidate is not None and candidate < deadline:
                 deadline = candidate
         return deadline
+
+    def _heartbeat_due(self) -> float:
+        """A PING goes out after ``heartbeat_interval`` of silence both ways.
+
+        Counting what we hear as well as what we send lets the two sides take turns:
+        an idle connection costs one PING and one ACK per interval, not two of each.
+        """
+        return max(self._last_heard, self._last_eliciting_sent) + self.config.heartbeat_interval
 
     def handle_timer(self, now: float) -> None:
         """Run whatever is due at ``now``; harmless when nothing is."""
@@ -506,10 +515,7 @@ class Connection:
         if probe is not None and now >= probe:
             self._on_lost(recovery.on_probe_timeout())
             self._probe_due = True
-        if (
-            state is not State.DRAINING
-            and now >= self._last_eliciting_sent + self.config.heartbeat_interval
-        ):
+        if state is not State.DRAINING and now >= self._heartbeat_due():
             self._ping_due = True
 
     # ------------------------------------------------------------------ output

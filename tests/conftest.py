@@ -1,0 +1,36 @@
+"""Hypothesis profiles for the whole suite.
+
+* ``ci`` (the default): derandomized, so every run tries the same examples and a red build
+  is never a coin toss; no example database, so a developer's local failures do not leak in;
+  few enough examples that the suite stays fast on two cores.
+* ``thorough``: ``HYPOTHESIS_PROFILE=thorough pytest``. Random exploration, ten times the
+  examples, the database on: the nightly or pre-release run.
+
+Both print the ``@reproduce_failure`` blob of a falsifying example. Simulator properties
+add ``deadline=None`` themselves (see ``simharness.sim_settings``): their run time depends
+on the generated volume, not on a regression.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    max_examples=60,
+    derandomize=True,
+    database=None,
+    deadline=2000,  # ms; generous, a pure function taking this long is a bug
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=600,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
