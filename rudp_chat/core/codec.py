@@ -21,6 +21,7 @@ from .frames import (
     MAX_CLOSE_REASON_BYTES,
     MAX_COUNTER,
     MAX_FRAGMENTS,
+    MAX_FRAMES,
     MAX_TOKEN_SIZE,
     RESET_TOKEN_SIZE,
     AckFrame,
@@ -50,7 +51,6 @@ __all__ = [
 
 CRC_SIZE: Final = 4
 MAX_DATAGRAM_SIZE: Final = 65_507  # largest UDP payload over IPv4
-MAX_FRAMES: Final = 256  # frames in one session packet
 MAX_DELAY_US: Final = 2**32 - 1
 
 # Worst-case bytes around the payload, used to size fragments so a DATA frame always fits.

@@ -126,8 +126,9 @@ class CongestionController:
 
     def on_packet_lost(self, packet: SentPacket, rtt: RttEstimator) -> None:
         """A random loss still crossed the bottleneck, so it counts as delivered for the model."""
-        queueing = rtt.latest - rtt.min_rtt
-        if queueing < max(RANDOM_LOSS_QUEUE_FRACTION * rtt.min_rtt, RANDOM_LOSS_QUEUE_FLOOR_S):
+        min_rtt = rtt.min_rtt if self._min_rtt == math.inf else self._min_rtt
+        queueing = rtt.latest - min_rtt
+        if queueing < max(RANDOM_LOSS_QUEUE_FRACTION * min_rtt, RANDOM_LOSS_QUEUE_FLOOR_S):
             self.delivered += packet.size
         else:
             self._lost_in_round = True

@@ -31,6 +31,7 @@ from .errors import ConnectionClosedError, FrameError, PeerProtocolError
 from .events import Connected, ConnectionTerminated, Event, MessageReceived, TerminationReason
 from .frames import (
     CONNECTION_ID_SIZE,
+    MAX_FRAMES,
     MIN_HELLO_SIZE,
     PROTOCOL_VERSION,
     AckFrame,
@@ -57,8 +58,13 @@ __all__ = ["Address", "Connection"]
 
 Address = tuple[str, int]
 
+MAX_ERROR_REASON_BYTES = 128  # of the 256 a CLOSE may carry: room to spare
 HELLO_RETRY_CAP_S = 1.0  # HELLOs back off no further: a lossy path should not cost a long handshake
-BUNDLE_MAX_FRAGMENTS = 8  # redundant fragments one thin-stream packet may repeat
+PACING_MIN_WAIT_S = 1e-4  # a pacing wake-up never rounds down to "now"
+BUNDLE_MAX_FRAGMENTS = 8
+DATA_FRAMES_PER_PACKET = (
+    MAX_FRAMES - 3
+)  # leaves room for ACK, PING and CLOSE  # redundant fragments one thin-stream packet may repeat
 ACK_FRAME_BOUND = 28  # an ACK frame's bytes besides its ranges (msgpack worst case)
 ACK_RANGE_BOUND = 18  # bytes per ACK range, worst case
 PING_FRAME_SIZE = 2
@@ -278,7 +284,8 @@ class Connection:
             return
         self._now = now
         if type(packet) is SessionPacket and packet.connection_id == self.local_id:
-            self._receive_session(packet, now)
+            if not self._receive_session(packet, now):
+                return
         elif type(packet) is RetryPacket and self._is_for_handshake(packet.client_id):
             self._hello_token = packet.token
             self._hello_attempts = 0
@@ -287,7 +294,8 @@ class Connection:
             self._receive_welcome(packet, now)
         elif (
             type(packet) is ResetPacket
-            and packet.connection_id == self.local_id
+            and self.is_client
+            and packet.connection_id == self.remote_id
             and packet.reset_token == self._reset_token
         ):
             self._terminate(Input.RESET, TerminationReason.RESET)
@@ -316,52 +324,48 @@ class Connection:
         self.state = next_state(self.state, Input.HANDSHAKE_DONE)
         self._events.append(Connected(self.local_id))
 
-    def _receive_session(self, packet: SessionPacket, now: float) -> None:
+    def _receive_session(self, packet: SessionPacket, now: float) -> bool:
+        """Process a session packet; False if it was dropped (it then counts for nothing)."""
         if self.state is State.CONNECTING:
             self._dropped_unexpected += 1  # sent before our WELCOME arrived; it will come again
-            return
+            return False
         try:
             frames = decode_frames(packet.payload)
         except FrameError:
             self._dropped_invalid += 1
-            return
+            return False
         if not self._acceptable(frames):
             self._dropped_unexpected += 1
-            return
+            return False
         eliciting = urgent = False
         for frame in frames:
             if type(frame) is not AckFrame:
                 eliciting = True
                 urgent = urgent or type(frame) is not DataFrame
         if not self._receiver.on_packet(packet.number, now, eliciting, urgent):
-            return
-        if self.state is State.DRAINING:
-            for frame in frames:
-                if type(frame) is AckFrame:
-                    self._receive_ack(frame, now)
-            return
+            return True
         try:
             for frame in frames:
-                self._receive_frame(frame, now)
+                if self.state is State.DRAINING:  # after a CLOSE, only ACKs still matter
+                    if type(frame) is AckFrame:
+                        self._receive_ack(frame, now)
+                else:
+                    self._receive_frame(frame, now)
         except PeerProtocolError as error:
             self._fail(error.error_code, error.detail)
-            return
+            return True
         self._advance_close()
+        return True
 
     def _acceptable(self, frames: tuple[Frame, ...]) -> bool:
-        """RFC 5961 in spirit: a packet whose ACK or DATA cannot be genuine changes nothing."""
-        new_bytes = 0
-        receiver = self._receiver
-        window = receiver.window()
+        """RFC 5961 in spirit: a packet whose ACK or DATA cannot be genuine changes nothing,
+        and neither does one the receive buffer cannot hold (it is not acknowledged either)."""
         for frame in frames:
-            if type(frame) is AckFrame:
-                if not self._recovery.is_plausible(frame) or frame.cumulative > self._send.next_seq:
-                    return False
-            elif type(frame) is DataFrame and frame.seq >= receiver.next_seq:
-                if frame.seq >= window:
-                    return False
-                new_bytes += len(frame.payload)
-        return receiver.buffered_bytes + new_bytes <= receiver.window_bytes
+            if type(frame) is AckFrame and (
+                not self._recovery.is_plausible(frame) or frame.cumulative > self._send.next_seq
+            ):
+                return False
+        return self._receiver.admits(frames)
 
     def _receive_frame(self, frame: Frame, now: float) -> None:
         if type(frame) is DataFrame:
@@ -431,21 +435,27 @@ class Connection:
 
     def _fail(self, error_code: int, detail: str) -> None:
         """We caught the peer breaking the protocol: tell it once, then end."""
+        self._receiver.ack_deadline = None  # the offending packet is not acknowledged
         self._queue_error_close(error_code, detail)
         self._terminate(Input.FAILED, TerminationReason.PROTOCOL_ERROR, error_code, detail)
 
     def _queue_error_close(self, error_code: int, detail: str) -> None:
-        """An error CLOSE goes out once, unacknowledged; nothing else is sent again."""
-        self._close_frame = CloseFrame(error_code, self._send.next_seq, detail[:128])
+        """An error CLOSE goes out once, unacknowledged."""
+        reason = detail.encode()[:MAX_ERROR_REASON_BYTES].decode(errors="ignore")
+        self._close_frame = CloseFrame(error_code, self._send.next_seq, reason)
         self._close_sent = False
-        self._close_acked = True
-        self._recovery.discard()
 
     def _terminate(
         self, cause: Input, reason: TerminationReason, error_code: int = 0, detail: str = ""
     ) -> None:
+        """Move the state machine; the first ending emits the one ConnectionTerminated."""
+        ended = self.state in (State.DRAINING, State.CLOSED)
         self.state = next_state(self.state, cause)
-        self._events.append(ConnectionTerminated(reason, error_code, detail or reason.value))
+        if cause is Input.FAILED:  # nothing will be retransmitted or awaited any more
+            self._recovery.discard()
+            self._close_acked = True
+        if not ended:
+            self._events.append(ConnectionTerminated(reason, error_code, detail or reason.value))
 
     def _drain_end(self) -> float:
         """Draining lasts until our CLOSE is acknowledged (or the peer goes silent for the idle
@@ -533,7 +543,7 @@ class Connection:
             return out
         if self._welcome_due:
             self._welcome_due = False
-            out.append((self._build_welcome(), self.peer_address))
+            out.append((self._build_welcome(now), self.peer_address))
         self._advance_close()
         self._pacing_wake = None
         while True:
@@ -554,17 +564,18 @@ class Connection:
         self._hello_deadline = now + timeout
         number = self._take_number()
         padding = 0
-        while True:  # pad to MIN_HELLO_SIZE; the padding's own length header may grow once
+        while True:  # pad to exactly MIN_HELLO_SIZE; the padding's length header grows once
             hello = HelloPacket(self.local_id, number, PROTOCOL_VERSION, self._hello_token, padding)
             datagram = encode_datagram(hello)
-            if len(datagram) >= MIN_HELLO_SIZE:
+            if len(datagram) == MIN_HELLO_SIZE or padding == 0 < len(datagram) - MIN_HELLO_SIZE:
                 return self._count_sent(datagram)
-            padding += MIN_HELLO_SIZE - len(datagram)
+            padding = max(padding + MIN_HELLO_SIZE - len(datagram), 0)
 
-    def _build_welcome(self) -> bytes:
-        assert self._reset_token is not None  # a server connection is built with one
+    def _build_welcome(self, now: float) -> bytes:
+        number = self._take_number()
+        self._recovery.on_packet_sent(number, now, None)  # so an ACK of it is plausible
         welcome = WelcomePacket(
-            self.remote_id or b"", self._take_number(), self.local_id, self._reset_token
+            self.remote_id or b"", number, self.local_id, self._reset_token or b""
         )
         return self._count_sent(encode_datagram(welcome))
 
@@ -660,7 +671,8 @@ class Connection:
         self._refill_pacing(now)
         if self._pacing_budget < mtu:
             if send.has_pending or send.next_retransmission() is not None:
-                self._pacing_wake = now + (mtu - self._pacing_budget) / congestion.pacing_rate
+                wait = (mtu - self._pacing_budget) / congestion.pacing_rate
+                self._pacing_wake = now + max(wait, PACING_MIN_WAIT_S)
             return room
         while True:
             fragment = send.next_retransmission()
@@ -674,6 +686,8 @@ class Connection:
             fragment = send.next_new()
             if fragment is None or fragment.seq >= self._peer_window:
                 break
+            if len(frames) >= DATA_FRAMES_PER_PACKET:
+                return room
             if len(fragment.payload) + DATA_FRAME_OVERHEAD > room:
                 return room
             send.pop_new()
@@ -695,7 +709,7 @@ class Connection:
         carried = set(seqs)
         bundled = 0
         for fragment in reversed(self._send.unacked.values()):
-            if bundled == BUNDLE_MAX_FRAGMENTS:
+            if bundled == BUNDLE_MAX_FRAGMENTS or len(frames) >= DATA_FRAMES_PER_PACKET:
                 break
             if fragment.seq in carried:
                 continue

@@ -15,6 +15,7 @@ __all__ = [
     "MAX_CLOSE_REASON_BYTES",
     "MAX_COUNTER",
     "MAX_FRAGMENTS",
+    "MAX_FRAMES",
     "MAX_TOKEN_SIZE",
     "MIN_HELLO_SIZE",
     "PROTOCOL_VERSION",
@@ -42,6 +43,7 @@ MIN_HELLO_SIZE = 1200  # a HELLO is padded to this so the server's answers can n
 MAX_COUNTER = 2**62 - 1  # packet numbers, sequence numbers, message ids never wrap
 MAX_FRAGMENTS = 65_535  # fragments of one message
 MAX_ACK_RANGES = 32  # packet-number ranges in one ACK
+MAX_FRAMES = 256  # frames in one session packet
 MAX_CLOSE_REASON_BYTES = 256
 
 
@@ -67,11 +69,9 @@ class ErrorCode(enum.IntEnum):
     """Graceful close."""
     PROTOCOL_VIOLATION = 1
     """The sender of CLOSE saw a frame that breaks the protocol."""
-    FLOW_CONTROL = 2
-    """Data beyond the advertised window."""
-    APPLICATION = 3
+    APPLICATION = 2
     """The application aborted the connection."""
-    REFUSED = 4
+    REFUSED = 3
     """The server will not take this connection (full, or too many from this address)."""
 
 

@@ -54,13 +54,21 @@ class Listener:
     """Accepts and serves connections for one server socket."""
 
     def __init__(
-        self, random_bytes: Callable[[int], bytes], config: ListenerConfig | None = None
+        self,
+        random_bytes: Callable[[int], bytes],
+        config: ListenerConfig | None = None,
+        *,
+        secret: bytes | None = None,
     ) -> None:
-        """``random_bytes`` supplies ids and the token secret: pass ``os.urandom`` in production."""
+        """``random_bytes`` supplies connection ids: pass ``os.urandom`` in production.
+
+        ``secret`` keys RETRY and RESET tokens; pass one kept across restarts so that a
+        restarted server can still reset its old clients' connections (default: random).
+        """
         self.config = config or ListenerConfig()
         self.stats = ListenerStats()
         self._random_bytes = random_bytes
-        self._tokens = TokenIssuer(random_bytes(32), self.config.token_lifetime)
+        self._tokens = TokenIssuer(secret or random_bytes(32), self.config.token_lifetime)
         self.connections: dict[bytes, Connection] = {}
         self._by_client: dict[tuple[Address, bytes], Connection] = {}
         self._per_host: dict[str, int] = {}
@@ -123,15 +131,14 @@ class Listener:
             existing.receive_packet(hello, size, addr, now)
             self._dirty[existing.local_id] = existing
             return
-        if not hello.token:
-            stats.retries_sent += 1
-            token = self._tokens.retry_token(hello.client_id, addr, now)
-            self._outbox.append((encode_datagram(RetryPacket(hello.client_id, token)), addr))
+        if hello.token and self._tokens.check_retry_token(hello.token, hello.client_id, addr, now):
+            self._open(hello.client_id, addr, now)
             return
-        if not self._tokens.check_retry_token(hello.token, hello.client_id, addr, now):
-            stats.hellos_bad_token += 1
-            return
-        self._open(hello.client_id, addr, now)
+        if hello.token:
+            stats.hellos_bad_token += 1  # expired, or minted elsewhere: validate afresh
+        stats.retries_sent += 1
+        token = self._tokens.retry_token(hello.client_id, addr, now)
+        self._outbox.append((encode_datagram(RetryPacket(hello.client_id, token)), addr))
 
     def _open(self, client_id: bytes, addr: Address, now: float) -> None:
         server_id = self._random_bytes(CONNECTION_ID_SIZE)
@@ -146,12 +153,15 @@ class Listener:
             reset_token=self._tokens.reset_token(server_id),
         )
         host = addr[0]
-        if (
-            len(self.connections) >= self.config.max_connections
-            or self._per_host.get(host, 0) >= self.config.max_connections_per_address
-        ):
+        if len(self.connections) >= self.config.max_connections:
+            refusal = "server full"
+        elif self._per_host.get(host, 0) >= self.config.max_connections_per_address:
+            refusal = "too many connections from this address"
+        else:
+            refusal = ""
+        if refusal:
             self.stats.refused += 1
-            connection.refuse("server full" if len(self.connections) else "too many connections")
+            connection.refuse(refusal)
             self._outbox.extend(connection.datagrams_to_send(now))
             return
         self.stats.accepted += 1

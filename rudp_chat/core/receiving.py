@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .errors import PeerProtocolError
-from .frames import MAX_ACK_RANGES, AckFrame, DataFrame, ErrorCode
+from .frames import MAX_ACK_RANGES, AckFrame, DataFrame, ErrorCode, Frame
 from .rangeset import RangeSet
 
 __all__ = ["INITIAL_WINDOW_FRAGMENTS", "Receiver"]
 
+MAX_ACK_DELAY_US = 2**32 - 1  # the wire field's limit
 INITIAL_WINDOW_FRAGMENTS = 256  # what a sender may assume before the first ACK says otherwise
 TRACKED_RANGES = 2 * MAX_ACK_RANGES  # older gaps are covered by the cumulative ack
 ACK_EVERY = 2  # ack-eliciting packets that force an immediate ACK (RFC 9000 §13.2.2)
@@ -93,7 +96,7 @@ class Receiver:
         """The ACK to send now; clears the debt."""
         self.ack_deadline = None
         self._eliciting_since_ack = 0
-        delay_us = int(max(now - self.largest_time, 0.0) * 1e6)
+        delay_us = min(int(max(now - self.largest_time, 0.0) * 1e6), MAX_ACK_DELAY_US)
         return AckFrame(
             self.next_seq, self.packets.descending(MAX_ACK_RANGES), delay_us, self.window()
         )
@@ -106,21 +109,30 @@ class Receiver:
 
     # ------------------------------------------------------------------ data
 
-    def on_data(self, frame: DataFrame) -> list[tuple[int, bytes]]:
-        """Accept one fragment; returns the (message id, data) pairs it completes, in order.
+    def admits(self, frames: Iterable[Frame]) -> bool:
+        """Whether every DATA frame of a packet fits the window and the byte budget.
 
-        Raises :class:`PeerProtocolError` for data beyond the window or inconsistent fragments.
+        A packet that does not is dropped unacknowledged (RFC 5961 spirit): an honest
+        sender never exceeds the window, and a dishonest one cannot make us hold more.
+        """
+        window = self.window()
+        new_bytes = 0
+        for frame in frames:
+            if type(frame) is DataFrame and frame.seq >= self.next_seq:
+                if frame.seq >= window:
+                    return False
+                new_bytes += len(frame.payload)
+        return self.buffered_bytes + new_bytes <= self.window_bytes
+
+    def on_data(self, frame: DataFrame) -> list[tuple[int, bytes]]:
+        """Accept one admitted fragment; returns the (message id, data) pairs it completes.
+
+        Raises :class:`PeerProtocolError` for fragments inconsistent with their message.
         """
         seq = frame.seq
         if seq < self.next_seq or seq in self._buffer:
             self.duplicates += 1
             return []
-        if seq >= self._advertised:
-            raise PeerProtocolError(
-                ErrorCode.FLOW_CONTROL, f"DATA {seq} beyond window {self._advertised}"
-            )
-        if self.buffered_bytes + len(frame.payload) > self.window_bytes:
-            raise PeerProtocolError(ErrorCode.FLOW_CONTROL, "DATA beyond the receive buffer")
         self.buffered_bytes += len(frame.payload)
         if seq != self.next_seq:
             self._buffer[seq] = frame
