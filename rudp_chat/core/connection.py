@@ -61,10 +61,8 @@ Address = tuple[str, int]
 MAX_ERROR_REASON_BYTES = 128  # of the 256 a CLOSE may carry: room to spare
 HELLO_RETRY_CAP_S = 1.0  # HELLOs back off no further: a lossy path should not cost a long handshake
 PACING_MIN_WAIT_S = 1e-4  # a pacing wake-up never rounds down to "now"
-BUNDLE_MAX_FRAGMENTS = 8
-DATA_FRAMES_PER_PACKET = (
-    MAX_FRAMES - 3
-)  # leaves room for ACK, PING and CLOSE  # redundant fragments one thin-stream packet may repeat
+BUNDLE_MAX_FRAGMENTS = 8  # redundant fragments one thin-stream packet may repeat
+DATA_FRAMES_PER_PACKET = MAX_FRAMES - 3  # leaves room for ACK, PING and CLOSE
 ACK_FRAME_BOUND = 28  # an ACK frame's bytes besides its ranges (msgpack worst case)
 ACK_RANGE_BOUND = 18  # bytes per ACK range, worst case
 PING_FRAME_SIZE = 2
@@ -674,7 +672,7 @@ class Connection:
                 wait = (mtu - self._pacing_budget) / congestion.pacing_rate
                 self._pacing_wake = now + max(wait, PACING_MIN_WAIT_S)
             return room
-        while True:
+        while len(frames) < DATA_FRAMES_PER_PACKET:
             fragment = send.next_retransmission()
             if fragment is not None:
                 if len(fragment.payload) + DATA_FRAME_OVERHEAD > room:
@@ -686,8 +684,6 @@ class Connection:
             fragment = send.next_new()
             if fragment is None or fragment.seq >= self._peer_window:
                 break
-            if len(frames) >= DATA_FRAMES_PER_PACKET:
-                return room
             if len(fragment.payload) + DATA_FRAME_OVERHEAD > room:
                 return room
             send.pop_new()

@@ -1,0 +1,520 @@
+"""The asyncio face of the protocol: ``connect``, ``serve``, their connections and servers.
+
+All protocol logic stays in the core; this module only turns its events into awaitables.
+
+Flow control: ``recv`` takes events out of the core one at a time, as the application reads, so
+unread messages stay in the core, where they count against the receive window it advertises: a
+slow reader stalls its sender instead of growing a queue here. The end of a connection is seen
+from the core's ``state`` without taking messages out; the remaining messages are then moved here
+(they were already received, so this holds nothing new) and stay readable before ``recv`` raises.
+While ``close`` waits, messages are moved here as they arrive, so a peer's last messages can
+still be delivered (and read afterwards) even if nobody reads during the close.
+
+Which connections an input reached: the listener does not say, so the server narrows it by the
+datagram's source address (the core drops a datagram from any address but the connection's own),
+and learns of timer-driven ends (idle timeout, drain) when the listener's table shrinks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import deque
+from collections.abc import Callable, Collection
+from dataclasses import asdict, dataclass, field, replace
+
+from rudp_chat.core.config import ConnectionConfig, ListenerConfig
+from rudp_chat.core.connection import Address, Connection
+from rudp_chat.core.errors import ConnectionClosedError, SendBufferFullError
+from rudp_chat.core.events import (
+    Connected,
+    ConnectionTerminated,
+    Event,
+    MessageReceived,
+    TerminationReason,
+)
+from rudp_chat.core.frames import ErrorCode
+from rudp_chat.core.listener import Listener, ListenerStats
+from rudp_chat.core.state import State
+from rudp_chat.core.stats import ConnectionStats
+
+from .endpoint import DatagramEndpoint, SocketStats, open_udp_socket, resolve
+from .errors import (
+    ConnectError,
+    ConnectionLostError,
+    ConnectionRefusedByServer,
+    HandshakeTimeoutError,
+    PortUnreachableError,
+    TransportError,
+)
+
+__all__ = ["ReliableConnection", "Server", "ServerStats", "connect", "serve"]
+
+_GRACEFUL = frozenset({TerminationReason.CLOSED, TerminationReason.CLOSED_BY_PEER})
+
+
+class ReliableConnection:
+    """One reliable, ordered, message-oriented connection, as awaitable calls.
+
+    Made by :func:`connect` (a client, which owns its UDP socket) or handed out by
+    :meth:`Server.accept` (sharing the server's socket).
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        endpoint: DatagramEndpoint,
+        server: Server | None = None,
+        wake: Callable[[Connection], None] | None = None,
+    ) -> None:
+        """Internal: use :func:`connect` or :meth:`Server.accept`."""
+        loop = endpoint.loop
+        self.peer_address: Address = connection.peer_address
+        self._core = connection
+        self._endpoint = endpoint
+        self._server = server
+        self._wake = wake
+        self._unread: deque[Event] = deque()  # taken from the core, not yet returned by recv
+        self._termination: ConnectionTerminated | None = None
+        self._terminated: asyncio.Future[ConnectionTerminated] = loop.create_future()
+        self._released: asyncio.Future[None] = loop.create_future()  # nothing left to drive
+        self._handshake: asyncio.Future[None] = loop.create_future()
+        self._recv_waiter: asyncio.Future[Event] | None = None
+        self._send_waiter: asyncio.Future[None] | None = None
+        self._send_need = 0
+        self._send_lock = asyncio.Lock()  # FIFO: concurrent senders keep their call order
+        self._closing = False
+        self._discard = False  # after abort: unread messages are dropped
+        self._unreachable = False
+        connection.on_change = self._on_change
+        if connection.state is not State.CONNECTING:
+            self._handshake.set_result(None)
+
+    # ------------------------------------------------------------------ API
+
+    @property
+    def state(self) -> State:
+        return self._core.state
+
+    @property
+    def termination(self) -> ConnectionTerminated | None:
+        """The core's final event, once the connection has ended."""
+        return self._termination
+
+    def stats(self) -> ConnectionStats:
+        return self._core.stats()
+
+    def socket_stats(self) -> SocketStats:
+        """Counters of the UDP socket under this connection (the server's, if accepted)."""
+        return replace(self._endpoint.stats)
+
+    async def send(self, data: bytes) -> None:
+        """Queue one message; waits while the send buffer is full (the peer has not acknowledged).
+
+        Raises ``MessageTooLargeError``; ``ConnectionClosedError`` after a close by either side;
+        :class:`ConnectionLostError` after an abnormal end.
+        """
+        async with self._send_lock:
+            while True:
+                try:
+                    self._core.send(data)
+                    return
+                except SendBufferFullError:
+                    pass
+                except ConnectionClosedError:
+                    termination = self._termination
+                    if termination is not None and termination.reason not in _GRACEFUL:
+                        raise self._end_error() from None
+                    raise
+                self._send_need = len(data)
+                self._send_waiter = waiter = self._endpoint.loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    self._send_waiter = None
+
+    async def recv(self) -> bytes:
+        """The next message. Raises ``EOFError`` once a graceful close by either side delivered
+        everything, :class:`ConnectionLostError` after an abnormal end (messages that arrived
+        before it are returned first), ``RuntimeError`` if another ``recv`` is waiting."""
+        if self._recv_waiter is not None:
+            raise RuntimeError("recv() is already being awaited on this connection")
+        while True:
+            event = self._take_event()
+            if event is None:
+                if self._termination is not None:
+                    raise self._end_error()
+                self._recv_waiter = waiter = self._endpoint.loop.create_future()
+                try:
+                    event = await waiter
+                except asyncio.CancelledError:
+                    if waiter.done() and not waiter.cancelled():
+                        self._unread.appendleft(waiter.result())  # not lost to the cancel
+                    raise
+                finally:
+                    self._recv_waiter = None
+            if type(event) is MessageReceived:
+                return event.data
+            if type(event) is ConnectionTerminated:
+                raise self._end_error()
+
+    def __aiter__(self) -> ReliableConnection:
+        return self
+
+    async def __anext__(self) -> bytes:
+        """Ends at a graceful close; raises :class:`ConnectionLostError` otherwise."""
+        try:
+            return await self.recv()
+        except EOFError:
+            raise StopAsyncIteration from None
+
+    async def close(self) -> None:
+        """Close gracefully: returns once queued messages were delivered both ways and the core
+        reported the end. After a graceful end a client also waits out the core's drain (a few
+        RTOs, answering the peer's retransmitted CLOSE), then closes its socket; after an
+        abnormal end there is nothing to answer, so it closes at once. Bounded by the idle
+        timeout if the peer vanishes. Cancelling it aborts the connection."""
+        try:
+            if self._termination is None:
+                self._begin_close()
+                termination = await asyncio.shield(self._terminated)
+            else:
+                termination = self._termination
+            if self._server is None:
+                if termination.reason not in _GRACEFUL:
+                    self._release()
+                await asyncio.shield(self._released)
+        except asyncio.CancelledError:
+            self.abort("close cancelled")
+            raise
+
+    def abort(self, detail: str = "") -> None:
+        """End now: unread and unacknowledged messages are dropped, the peer is told once."""
+        self._discard = True
+        self._unread.clear()
+        self._core.abort(detail)
+        self._poll()
+        if self._server is None:
+            self._endpoint.flush()
+            self._release()
+
+    async def wait_closed(self) -> ConnectionTerminated:
+        """Wait until the connection has ended (by anyone); returns the core's final event."""
+        return await asyncio.shield(self._terminated)
+
+    async def __aenter__(self) -> ReliableConnection:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------- internals
+
+    def _begin_close(self) -> None:
+        self._closing = True
+        self._core.close()
+        self._poll()
+
+    def _on_change(self, connection: Connection) -> None:
+        if self._wake is not None:
+            self._wake(connection)  # the listener's own hook, which this one replaces
+        self._endpoint.request_flush()
+
+    def _on_input(self, touched: Collection[Address]) -> None:
+        """A client's endpoint dispatch: every input concerns its one connection."""
+        self._poll()
+
+    def _on_socket_error(self, error: OSError) -> None:
+        """ICMP port unreachable during the handshake: nothing listens there, fail now. Later it
+        only costs a datagram (it may be forged, or the server may be restarting)."""
+        if isinstance(error, ConnectionRefusedError) and self._core.state is State.CONNECTING:
+            self._unreachable = True
+            self._core.abort("port unreachable")
+
+    def _poll(self) -> None:
+        """After an input that may have reached this connection: wake whoever waits on it."""
+        core = self._core
+        state = core.state
+        if self._termination is None and (
+            self._closing or state is State.DRAINING or state is State.CLOSED
+        ):  # DRAINING or CLOSED: the core has emitted ConnectionTerminated
+            self._collect()
+        if not self._handshake.done() and state is not State.CONNECTING:
+            self._handshake.set_result(None)
+        waiter = self._recv_waiter
+        if waiter is not None and not waiter.done():
+            event = self._take_event()
+            if event is not None:
+                waiter.set_result(event)
+        sender = self._send_waiter
+        if (
+            sender is not None
+            and not sender.done()
+            and (
+                self._termination is not None
+                or state is State.CLOSING  # the peer closed: the retry raises
+                or core.send_capacity >= self._send_need
+            )
+        ):
+            sender.set_result(None)
+        if core.is_closed:
+            self._release()
+
+    def _collect(self) -> None:
+        """Move the core's pending events here (at the end, or while closing)."""
+        while (event := self._core.next_event()) is not None:
+            if type(event) is ConnectionTerminated:
+                self._unread.append(event)
+                self._set_terminated(event)
+            elif type(event) is MessageReceived and not self._discard:
+                self._unread.append(event)
+
+    def _take_event(self) -> Event | None:
+        while True:
+            if self._unread:
+                event = self._unread.popleft()
+            else:
+                core_event = self._core.next_event()
+                if core_event is None:
+                    return None
+                event = core_event
+                if type(event) is ConnectionTerminated:
+                    self._set_terminated(event)
+            if type(event) is not Connected:
+                return event
+
+    def _set_terminated(self, event: ConnectionTerminated) -> None:
+        if self._termination is None:
+            self._termination = event
+            self._terminated.set_result(event)
+
+    def _end_error(self) -> Exception:
+        termination = self._termination
+        if termination is None or termination.reason in _GRACEFUL:
+            return EOFError("connection closed")
+        return ConnectionLostError(termination.reason, termination.detail, termination.error_code)
+
+    def _release(self) -> None:
+        """The core is done (or abandoned): free the socket (client) or the table slot (server)."""
+        if self._released.done():
+            return
+        self._released.set_result(None)
+        if self._server is None:
+            self._endpoint.close()
+        else:
+            self._server._forget(self)
+
+    async def _wait_established(self) -> None:
+        """Client: wait out the handshake; raises a :class:`ConnectError` if it fails."""
+        await asyncio.shield(self._handshake)
+        termination = self._termination
+        if self._unreachable:
+            raise PortUnreachableError(f"nothing listens on {self.peer_address} (ICMP)")
+        if termination is None or termination.reason in _GRACEFUL:
+            return
+        if termination.error_code == ErrorCode.REFUSED:
+            raise ConnectionRefusedByServer(termination.detail)
+        if termination.reason is TerminationReason.HANDSHAKE_TIMEOUT:
+            raise HandshakeTimeoutError(f"no answer from {self.peer_address}")
+        raise ConnectError(f"connection to {self.peer_address} failed: {termination.detail}")
+
+
+async def connect(
+    host: str, port: int, *, config: ConnectionConfig | None = None
+) -> ReliableConnection:
+    """Open a connection to a server, on a UDP socket of its own ``connect()``-ed to it.
+
+    Raises :class:`HandshakeTimeoutError`, :class:`PortUnreachableError`,
+    :class:`ConnectionRefusedByServer` or another :class:`ConnectError`; ``OSError`` if the
+    address does not resolve or the socket cannot be made.
+    """
+    loop = asyncio.get_running_loop()
+    family, address = await resolve(host, port, passive=False)
+    sock = open_udp_socket(family)
+    try:
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    peer: Address = (address[0], address[1])  # the core compares 2-tuples; IPv6 gives 4
+    core = Connection.connect(peer, loop.time(), os.urandom, config)
+    endpoint = DatagramEndpoint(sock, core, peer=peer)
+    connection = ReliableConnection(core, endpoint)
+    endpoint.start(connection._on_input, on_error=connection._on_socket_error)
+    try:
+        await connection._wait_established()
+    except BaseException:
+        connection.abort("connect failed")
+        raise
+    return connection
+
+
+@dataclass(slots=True)
+class ServerStats(ListenerStats):
+    """The listener's counters, plus the server socket's and the live connection count."""
+
+    connections: int = 0
+    socket: SocketStats = field(default_factory=SocketStats)
+
+
+class Server:
+    """Accepts connections on one UDP socket, demultiplexed by connection id (the Listener).
+
+    Accepted connections and the server share the socket; closing the server closes them.
+    """
+
+    def __init__(self, listener: Listener, endpoint: DatagramEndpoint) -> None:
+        """Internal: use :func:`serve`."""
+        self.address: Address = endpoint.local_address
+        self._listener = listener
+        self._endpoint = endpoint
+        self._wrappers: dict[bytes, ReliableConnection] = {}  # until the core forgets them
+        self._by_address: dict[Address, list[ReliableConnection]] = {}
+        self._pending: deque[ReliableConnection] = deque()  # not yet accepted
+        self._accept_waiter: asyncio.Future[None] | None = None
+        self._forgotten = 0
+        self._closing = False
+        self._drained: asyncio.Future[None] = endpoint.loop.create_future()  # see _check_drained
+        self._closed: asyncio.Future[None] = endpoint.loop.create_future()
+
+    @property
+    def connections(self) -> list[ReliableConnection]:
+        """Connections not yet ended, accepted or waiting to be."""
+        return [wrapper for wrapper in self._wrappers.values() if wrapper.termination is None]
+
+    def stats(self) -> ServerStats:
+        return ServerStats(
+            **asdict(self._listener.stats),
+            connections=len(self.connections),
+            socket=replace(self._endpoint.stats),
+        )
+
+    async def accept(self) -> ReliableConnection:
+        """The next new connection; raises :class:`TransportError` once the server is closing."""
+        while not self._pending:
+            if self._closing:
+                raise TransportError("the server is closed")
+            if self._accept_waiter is None:
+                self._accept_waiter = self._endpoint.loop.create_future()
+            await asyncio.shield(self._accept_waiter)
+        return self._pending.popleft()
+
+    def __aiter__(self) -> Server:
+        return self
+
+    async def __anext__(self) -> ReliableConnection:
+        """Stops once the server is closing."""
+        try:
+            return await self.accept()
+        except TransportError:
+            raise StopAsyncIteration from None
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close every connection gracefully: queued data is delivered both ways and each
+        gracefully ended connection drains (answering its peer's retransmitted CLOSE). After
+        ``timeout`` seconds the rest are aborted; then the socket closes. Idempotent; concurrent
+        calls wait together."""
+        if self._closing:
+            await asyncio.shield(self._closed)
+            return
+        self._closing = True
+        self._wake_acceptors()
+        try:
+            for wrapper in list(self._wrappers.values()):
+                if wrapper.termination is None:
+                    wrapper._begin_close()
+            self._endpoint.request_flush()
+            self._check_drained()
+            if not self._drained.done():
+                try:
+                    async with asyncio.timeout(timeout):
+                        await asyncio.shield(self._drained)
+                except TimeoutError:
+                    pass
+        finally:
+            for wrapper in list(self._wrappers.values()):
+                if wrapper.termination is None:
+                    wrapper.abort("server closed")
+            self._endpoint.flush()
+            self._endpoint.close()
+            for wrapper in list(self._wrappers.values()):
+                wrapper._release()
+            self._closed.set_result(None)
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------- internals
+
+    def _on_input(self, touched: Collection[Address]) -> None:
+        """Endpoint dispatch: adopt new connections, wake those the input may have reached."""
+        listener = self._listener
+        while (core := listener.accept()) is not None:
+            wrapper = ReliableConnection(core, self._endpoint, self, listener.wake)
+            self._wrappers[core.local_id] = wrapper
+            self._by_address.setdefault(core.peer_address, []).append(wrapper)
+            wrapper._poll()
+            if self._closing:
+                wrapper.abort("server closing")
+            else:
+                self._pending.append(wrapper)
+                self._wake_acceptors()
+        by_address = self._by_address
+        for address in touched:
+            wrappers = by_address.get(address)
+            if wrappers is not None:
+                for wrapper in tuple(wrappers):
+                    wrapper._poll()
+        forgotten = listener.stats.accepted - len(listener.connections)
+        if forgotten != self._forgotten:  # a timer ended or drained some: find them
+            self._forgotten = forgotten
+            for wrapper in [w for w in self._wrappers.values() if w._core.is_closed]:
+                wrapper._poll()
+        if self._closing:
+            self._check_drained()
+
+    def _wake_acceptors(self) -> None:
+        waiter = self._accept_waiter
+        if waiter is not None:
+            self._accept_waiter = None
+            waiter.set_result(None)
+
+    def _forget(self, wrapper: ReliableConnection) -> None:
+        del self._wrappers[wrapper._core.local_id]
+        same_address = self._by_address[wrapper.peer_address]
+        same_address.remove(wrapper)
+        if not same_address:
+            del self._by_address[wrapper.peer_address]
+
+    def _check_drained(self) -> None:
+        """While closing: done once no connection is open or draining after a graceful end (an
+        abnormal end leaves no CLOSE handshake to finish, so its drain is not waited for)."""
+        if self._drained.done():
+            return
+        for wrapper in self._wrappers.values():
+            termination = wrapper.termination
+            if termination is None or termination.reason in _GRACEFUL:
+                return
+        self._drained.set_result(None)
+
+
+async def serve(host: str, port: int, *, config: ListenerConfig | None = None) -> Server:
+    """Bind a UDP socket (port 0 picks a free one, see ``Server.address``) and start accepting.
+
+    Raises ``OSError`` if the address does not resolve or cannot be bound.
+    """
+    family, address = await resolve(host, port, passive=True)
+    sock = open_udp_socket(family)
+    try:
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    listener = Listener(os.urandom, config)
+    endpoint = DatagramEndpoint(sock, listener)
+    server = Server(listener, endpoint)
+    endpoint.start(server._on_input)
+    return server
