@@ -1,0 +1,330 @@
+"""The chat client's connection logic, without a user interface: the console front-ends and the
+demo drive it.
+
+Each typed line gets a client message id (1, 2, 3, ... for this process's random session) and
+stays pending until the server acknowledges it. After a lost connection the client reconnects
+with backoff under the same name and session; the server's welcome says which ids it already
+processed, so only the others are resent and none is delivered twice. Lines are sent at half
+the server's announced rate and burst, so that retransmission stalls bunching them up in
+transit do not trip the server's flood limit. Leaving waits until every pending line is
+acknowledged, then closes the connection gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from rudp_chat.aio import ConnectError, ConnectionLostError, ReliableConnection, connect
+from rudp_chat.core.config import ConnectionConfig
+from rudp_chat.core.errors import LocalProtocolError
+from rudp_chat.core.stats import ConnectionStats
+
+from .protocol import (
+    MAX_TEXT_CHARS,
+    SESSION_BYTES,
+    Ack,
+    Bye,
+    ByeCode,
+    Chat,
+    ChatProtocolError,
+    Hello,
+    HistoryEnd,
+    HistoryStart,
+    RefusalCode,
+    Refused,
+    Renamed,
+    Say,
+    ServerMessage,
+    Welcome,
+    decode_server,
+    encode,
+)
+from .ratelimit import TokenBucket
+from .render import Event, Notice
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_NAME_REFUSED",
+    "EXIT_OK",
+    "ChatClient",
+    "ClientOptions",
+]
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_NAME_REFUSED: Final = 2
+
+WELCOME_TIMEOUT_S: Final = 10.0  # the server answers hello at once; this only bounds a stuck one
+BACKOFF_FIRST_S: Final = 0.5  # first reconnect delay: a restarting server is usually back soon
+BACKOFF_MAX_S: Final = 8.0  # later delays double up to this, with ±25 % jitter against herds
+RECONNECT_GIVE_UP_S: Final = 300.0  # a server gone for five minutes is not coming back soon
+PACING_SHARE: Final = 0.5  # of the server's rate and burst, leaving slack for delivery bunching
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """Where to connect and as whom."""
+
+    host: str
+    port: int
+    name: str
+    reconnect: bool = True
+    connection: ConnectionConfig = field(default_factory=ConnectionConfig)
+
+
+class ChatClient:
+    """One user's chat session across reconnects.
+
+    ``on_event`` receives every server message to show (acks included) and the client's own
+    :class:`Notice`\\ s, in order. Call :meth:`run` once; feed it lines with :meth:`submit`.
+    """
+
+    def __init__(self, options: ClientOptions, on_event: Callable[[Event], None]) -> None:
+        self.options = options
+        self.name = options.name
+        """The name we are known by (the server's normalised form once welcomed)."""
+        self.error: str | None = None
+        """Why :meth:`run` failed, for the user (stderr), when it returns non-zero."""
+        self.state = "connecting"
+        self._on_event = on_event
+        self._session = os.urandom(SESSION_BYTES)
+        self._pending: dict[int, Say] = {}  # sent or not, not yet acknowledged, in id order
+        self._next_id = 1
+        self._next_to_send = 1  # on the current connection
+        self._last_seq = 0  # highest chat seq shown: history repeats after a reconnect are skipped
+        self._quiet_history = False  # after a reconnect, history markers are not shown
+        self._wake = asyncio.Event()  # a line was submitted
+        self._done = asyncio.Event()  # asked to quit, and nothing is pending
+        self._quitting = False
+        self._connection: ReliableConnection | None = None
+
+    # --- what the front-end calls -----------------------------------------------------------
+
+    def submit(self, line: str) -> None:
+        """Handle one typed line: ``exit`` and ``/quit`` leave, ``/stats`` shows the connection,
+        blank lines are ignored, anything else is sent (``/help`` also lists our commands)."""
+        text = line.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates
+        command = text.strip().lower()
+        if command in ("exit", "/quit"):
+            self.quit()
+        elif command == "/stats":
+            self._on_event(Notice(self.describe()))
+        elif not command:
+            return
+        elif len(text) > MAX_TEXT_CHARS:
+            limit = f"{len(text)} characters; the limit is {MAX_TEXT_CHARS}"
+            self._on_event(Notice(f"error: message too long, not sent: {limit}"))
+        else:
+            if command == "/help":
+                self._on_event(Notice("this client: /stats (connection statistics), exit"))
+            self._pending[self._next_id] = Say(self._next_id, text)
+            self._next_id += 1
+            self._wake.set()
+
+    @property
+    def quitting(self) -> bool:
+        """Whether :meth:`quit` was called."""
+        return self._quitting
+
+    def quit(self) -> None:
+        """Leave once everything submitted so far is acknowledged."""
+        self._quitting = True
+        self._check_done()
+
+    @property
+    def unacknowledged(self) -> int:
+        """Lines submitted and not yet acknowledged by the server."""
+        return len(self._pending)
+
+    def stats(self) -> ConnectionStats | None:
+        """The current (or last) connection's statistics; None before the first connection."""
+        return None if self._connection is None else self._connection.stats()
+
+    def describe(self) -> str:
+        """One line about the connection, for ``/stats`` and the toolbar."""
+        stats = self.stats()
+        if stats is None:
+            return f"{self.state}, never connected"
+        return f"{self.state}, {_format_stats(stats)}, {self.unacknowledged} unacknowledged"
+
+    # --- the session --------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Connect, chat, reconnect as needed; returns the exit code (:data:`EXIT_OK`, ...)."""
+        options = self.options
+        backoff = BACKOFF_FIRST_S
+        lost_since: float | None = None
+        while True:
+            try:
+                connection = await connect(options.host, options.port, config=options.connection)
+            except (ConnectError, OSError) as exc:
+                if lost_since is None:
+                    self.state = "closed"
+                    self.error = f"cannot connect to {options.host}:{options.port}: {exc}"
+                    return EXIT_FAILURE
+                self._on_event(Notice(f"cannot connect: {exc}"))
+            else:
+                self._connection = connection
+                try:
+                    code = await self._converse(connection)
+                except BaseException:  # cancelled: do not leave the socket to the collector
+                    connection.abort("cancelled")
+                    raise
+                if code is not None:
+                    self.state = "closed"
+                    return code
+                if self.state == "lost":  # it worked for a while: start backing off afresh
+                    backoff, lost_since = BACKOFF_FIRST_S, None
+            now = time.monotonic()
+            lost_since = lost_since or now
+            if not options.reconnect or now - lost_since > RECONNECT_GIVE_UP_S:
+                self.state = "closed"
+                unsent = f"; {len(self._pending)} messages not delivered" if self._pending else ""
+                self.error = f"connection to {options.host}:{options.port} lost{unsent}"
+                return EXIT_FAILURE
+            self.state = "reconnecting"
+            delay = backoff * random.uniform(0.75, 1.25)
+            self._on_event(Notice(f"reconnecting in {delay:.1f} s"))
+            try:
+                async with asyncio.timeout(delay):
+                    await self._done.wait()  # leaving with nothing pending needs no server
+                self.state = "closed"
+                return EXIT_OK
+            except TimeoutError:
+                backoff = min(BACKOFF_MAX_S, backoff * 2)
+
+    async def _converse(self, connection: ReliableConnection) -> int | None:
+        """One connection: hello, then chat until we leave (an exit code) or it is lost (None)."""
+        try:
+            await connection.send(encode(Hello(self.name, self._session)))
+            async with asyncio.timeout(WELCOME_TIMEOUT_S):
+                first = decode_server(await connection.recv())
+        except (
+            ConnectionLostError,
+            EOFError,
+            TimeoutError,
+            LocalProtocolError,
+            ChatProtocolError,
+        ) as exc:
+            connection.abort("no welcome")
+            self._on_event(Notice(f"no welcome from the server: {exc}"))
+            return None
+        if isinstance(first, Refused):
+            connection.abort("refused")  # the server closes its side; nothing of ours is unsent
+            self.error = f"refused: {first.reason}"
+            name_problem = first.code in (RefusalCode.INVALID_NAME, RefusalCode.NAME_TAKEN)
+            return EXIT_NAME_REFUSED if name_problem else EXIT_FAILURE
+        if not isinstance(first, Welcome):
+            connection.abort("no welcome")
+            self._on_event(Notice("the server did not answer hello with a welcome"))
+            return None
+        pacer = self._welcome(first)
+        receiver = asyncio.create_task(self._receive(connection))
+        sender = asyncio.create_task(self._send(connection, pacer))
+        done = asyncio.create_task(self._done.wait())
+        tasks = (receiver, sender, done)
+        try:  # a failed send needs no attention: the receiver sees the connection end too
+            await asyncio.wait((receiver, done), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        if done.done() and not done.cancelled():
+            self.state = "closing"
+            await connection.close()
+            return EXIT_OK
+        code = results[0]
+        if isinstance(code, int):
+            await connection.close()
+            return code
+        self.state = "lost"
+        termination = connection.termination
+        reason = "closed" if termination is None else termination.reason.value
+        self._on_event(Notice(f"connection lost ({reason})"))
+        connection.abort("lost")
+        return None
+
+    def _welcome(self, welcome: Welcome) -> TokenBucket:
+        """Start a session: drop what the server already processed, resend the rest, paced."""
+        self.state = "open"
+        self.name = welcome.name
+        for say_id in [i for i in self._pending if i <= welcome.acked]:
+            del self._pending[say_id]
+        self._next_to_send = next(iter(self._pending), self._next_id)
+        self._quiet_history = self._last_seq > 0
+        self._on_event(welcome)
+        self._check_done()
+        rate, burst = welcome.rate * PACING_SHARE, max(1, int(welcome.burst * PACING_SHARE))
+        return TokenBucket(rate, burst, asyncio.get_running_loop().time())
+
+    async def _send(self, connection: ReliableConnection, pacer: TokenBucket) -> None:
+        """Send pending lines in order, paced; ends only by raising when the connection fails."""
+        loop = asyncio.get_running_loop()
+        while True:
+            while self._next_to_send < self._next_id:
+                say = self._pending.get(self._next_to_send)
+                if say is not None:
+                    if not pacer.take(loop.time()):
+                        await asyncio.sleep(pacer.delay(loop.time()))
+                        continue
+                    await connection.send(encode(say))
+                self._next_to_send += 1
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _receive(self, connection: ReliableConnection) -> int | None:
+        """Show what arrives; an exit code when the server says goodbye, None if lost."""
+        try:
+            async for data in connection:
+                try:
+                    message = decode_server(data)
+                except ChatProtocolError as exc:
+                    self._on_event(Notice(f"ignored a malformed message from the server: {exc}"))
+                    continue
+                code = self._handle(message)
+                if code is not None:
+                    return code
+        except ConnectionLostError:
+            pass
+        return None
+
+    def _handle(self, message: ServerMessage) -> int | None:
+        match message:
+            case Ack(id=say_id):
+                self._pending.pop(say_id, None)
+                self._check_done()
+            case Chat(seq=seq):
+                if seq <= self._last_seq:
+                    return None  # already shown before a reconnect
+                self._last_seq = seq
+            case HistoryStart() | HistoryEnd() if self._quiet_history:
+                return None  # after a reconnect only the missed messages are shown, as live
+            case Renamed(old=old, new=new) if old == self.name:
+                self.name = new
+            case Bye(code=code, text=text):
+                self._on_event(message)
+                if code in (ByeCode.SHUTDOWN, ByeCode.LEFT):
+                    return EXIT_OK
+                self.error = text
+                return EXIT_FAILURE
+        self._on_event(message)
+        return None
+
+    def _check_done(self) -> None:
+        if self._quitting and not self._pending:
+            self._done.set()
+
+
+def _format_stats(stats: ConnectionStats) -> str:
+    """RTT, datagrams, loss and retransmissions on one line."""
+    return (
+        f"rtt {stats.smoothed_rtt * 1000:.0f} ms (min {stats.min_rtt * 1000:.0f}),"
+        f" datagrams {stats.datagrams_sent} out / {stats.datagrams_received} in,"
+        f" {stats.packets_lost} lost, {stats.retransmitted_fragments} retransmitted"
+    )

@@ -1,0 +1,470 @@
+"""Chat messages ↔ bytes: the only module that encodes or decodes them.
+
+Decoding is total, like the core's codec: any bytes give a valid message or raise
+:class:`ChatProtocolError`, never anything else, and allocate no more than the input's size.
+
+Chat protocol
+=============
+
+Each chat message is one transport message (delivered reliably, once, in order) holding one
+msgpack map with string keys. ``type`` names the message; the other keys are exactly the fields
+listed (a missing or extra key is an error). Strings are UTF-8, lengths count characters (code
+points), times are Unix seconds as float64 (up to year 9999), ``int?`` may be nil.
+
+A session starts with ``hello``; the server answers ``welcome`` (then history, then ``joined``)
+or ``refused`` (then closes). Every ``say`` gets exactly one ``ack``, after anything it caused
+was stored durably and sent; a rejected ``say`` is answered by ``error`` and then its ``ack``.
+The sender of a message is always taken from the session, never from the frame.
+
+Client → server (at most 64 KiB per frame):
+
+============  ===========================================================================
+``hello``     ``name: str`` (≤ 128; the server applies the name rules: 1–32 characters after
+              NFKC, letters, digits, ``_-.``), ``session: bin`` (16 random bytes a client
+              process keeps across reconnects), ``version: int`` (1).
+``say``       ``id: int`` (client message id: 1, 2, 3, ... per session, 1..2^63-1),
+              ``text: str`` (≤ 4,000 characters accepted; longer is answered by ``error``).
+              Text starting with ``/`` is a command: ``/who``, ``/me ACTION``,
+              ``/msg NAME TEXT``, ``/nick NEW``, ``/help``, ``/quit``; ``//x`` sends ``/x``.
+============  ===========================================================================
+
+Server → client (at most 1 MiB per frame):
+
+================  =======================================================================
+``welcome``       ``name: str`` (your name as the server shows it), ``users: [str]`` (who is
+                  here, you included), ``acked: int`` (highest ``say.id`` of this session the
+                  server already processed: resend only later ones), ``max_text: int``,
+                  ``rate: float`` (messages per second), ``burst: int`` (the server's limits).
+``refused``       ``code: str`` (``invalid_name``, ``name_taken``, ``server_full``,
+                  ``bad_hello``), ``reason: str``. The server then closes the connection.
+``history``       ``count: int``: the next ``count`` ``chat`` messages are history.
+``history_end``   no fields: history is over, what follows is live.
+``chat``          ``seq: int`` (server message id: one total order, +1 per public message),
+                  ``time: float``, ``sender: str``, ``text: str`` (≤ 4,000),
+                  ``action: bool`` (``/me``), ``history: bool``.
+``private``       ``time: float``, ``sender: str``, ``recipient: str``, ``text: str``: sent to
+                  both the recipient and the sender.
+``joined``        ``name: str``.
+``left``          ``name: str``, ``reason: str`` (``left``, ``timed out``, ``connection
+                  lost``, ``kicked for flooding``, ``reconnected``).
+``renamed``       ``old: str``, ``new: str``.
+``users``         ``names: [str]`` (answer to ``/who``).
+``info``          ``lines: [str]`` (≤ 64 lines of ≤ 4,000; answer to ``/help``).
+``ack``           ``id: int`` (the ``say.id``), ``seq: int?`` (the ``chat.seq`` it became, nil
+                  if it was a command, refused, or a duplicate of a processed id).
+``error``         ``code: str`` (``too_long``, ``empty``, ``rate_limited``,
+                  ``unknown_command``, ``no_such_user``, ``invalid_name``, ``name_taken``,
+                  ``malformed``), ``text: str``, ``id: int?`` (the ``say.id`` it answers).
+``bye``           ``code: str`` (``shutdown``, ``flooding``, ``replaced``, ``left``),
+                  ``text: str``. The server then closes the connection gracefully.
+================  =======================================================================
+
+Names in server messages are 1–32 characters. Every string may still hold anything: clients
+must pass what they print through :func:`rudp_chat.chat.text.neutralise`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, Final, cast
+
+import msgpack
+
+from .text import MAX_NAME_CHARS
+
+__all__ = [
+    "MAX_CLIENT_FRAME_BYTES",
+    "MAX_ID",
+    "MAX_SERVER_FRAME_BYTES",
+    "MAX_TEXT_CHARS",
+    "PROTOCOL_VERSION",
+    "SESSION_BYTES",
+    "Ack",
+    "Bye",
+    "ByeCode",
+    "Chat",
+    "ChatProtocolError",
+    "ClientMessage",
+    "Error",
+    "ErrorCode",
+    "Hello",
+    "HistoryEnd",
+    "HistoryStart",
+    "Info",
+    "Joined",
+    "LeaveReason",
+    "Left",
+    "Private",
+    "RefusalCode",
+    "Refused",
+    "Renamed",
+    "Say",
+    "ServerMessage",
+    "Users",
+    "Welcome",
+    "decode_client",
+    "decode_server",
+    "encode",
+]
+
+PROTOCOL_VERSION: Final = 1
+SESSION_BYTES: Final = 16  # 128 random bits: unguessable, so a session cannot be hijacked
+MAX_TEXT_CHARS: Final = 4000  # a long paragraph; at 4 bytes per character still 16 KB
+MAX_HELLO_NAME_CHARS: Final = 128  # raw names longer than this are not worth normalising
+MAX_ID: Final = 2**63 - 1  # msgpack int64
+MAX_TIME: Final = 253_402_300_799.0  # 9999-12-31T23:59:59Z: every platform can format it
+MAX_INFO_LINES: Final = 64
+# 4,000 characters of 4-byte UTF-8 is 16 KB: room to answer longer text with a clear error.
+MAX_CLIENT_FRAME_BYTES: Final = 64 * 1024
+# The transport's default message limit; bounds a /who of a very full room.
+MAX_SERVER_FRAME_BYTES: Final = 1024 * 1024
+
+
+class ChatProtocolError(ValueError):
+    """Bytes that are not a valid chat message (the one decode error)."""
+
+
+class RefusalCode(enum.StrEnum):
+    """Why ``hello`` was refused."""
+
+    INVALID_NAME = "invalid_name"
+    NAME_TAKEN = "name_taken"
+    SERVER_FULL = "server_full"
+    BAD_HELLO = "bad_hello"
+    """Not a ``hello``, or an unsupported version."""
+
+
+class ErrorCode(enum.StrEnum):
+    """What was wrong with a ``say`` (or an undecodable frame)."""
+
+    TOO_LONG = "too_long"
+    EMPTY = "empty"
+    RATE_LIMITED = "rate_limited"
+    UNKNOWN_COMMAND = "unknown_command"
+    NO_SUCH_USER = "no_such_user"
+    INVALID_NAME = "invalid_name"
+    NAME_TAKEN = "name_taken"
+    MALFORMED = "malformed"
+
+
+class ByeCode(enum.StrEnum):
+    """Why the server is closing this session."""
+
+    SHUTDOWN = "shutdown"
+    FLOODING = "flooding"
+    REPLACED = "replaced"
+    """The same session joined again on a new connection."""
+    LEFT = "left"
+    """The client sent ``/quit``."""
+
+
+class LeaveReason(enum.StrEnum):
+    """Why a user left, as everyone else is told."""
+
+    LEFT = "left"
+    TIMED_OUT = "timed out"
+    LOST = "connection lost"
+    FLOODING = "kicked for flooding"
+    RECONNECTED = "reconnected"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientMessage:
+    """Base of what a client sends."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerMessage:
+    """Base of what the server sends."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(ClientMessage):
+    name: str
+    session: bytes
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Say(ClientMessage):
+    id: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome(ServerMessage):
+    name: str
+    users: tuple[str, ...]
+    acked: int
+    max_text: int
+    rate: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refused(ServerMessage):
+    code: RefusalCode
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryStart(ServerMessage):
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEnd(ServerMessage):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Chat(ServerMessage):
+    seq: int
+    time: float
+    sender: str
+    text: str
+    action: bool = False
+    history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Private(ServerMessage):
+    time: float
+    sender: str
+    recipient: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Joined(ServerMessage):
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Left(ServerMessage):
+    name: str
+    reason: LeaveReason
+
+
+@dataclass(frozen=True, slots=True)
+class Renamed(ServerMessage):
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class Users(ServerMessage):
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Info(ServerMessage):
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(ServerMessage):
+    id: int
+    seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Error(ServerMessage):
+    code: ErrorCode
+    text: str
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Bye(ServerMessage):
+    code: ByeCode
+    text: str
+
+
+# --- field checks: each returns the value or raises ChatProtocolError -----------------------
+
+_Check = Callable[[object], object]
+
+
+def _str(low: int, high: int) -> _Check:
+    def check(value: object) -> object:
+        if type(value) is not str or not low <= len(value) <= high:
+            raise ChatProtocolError(f"must be a string of {low}..{high} characters")
+        return value
+
+    return check
+
+
+def _int(low: int) -> _Check:
+    def check(value: object) -> object:
+        if type(value) is not int or not low <= value <= MAX_ID:
+            raise ChatProtocolError(f"must be an integer in {low}..{MAX_ID}")
+        return value
+
+    return check
+
+
+def _optional(inner: _Check) -> _Check:
+    def check(value: object) -> object:
+        return None if value is None else inner(value)
+
+    return check
+
+
+def _list(item: _Check, limit: int) -> _Check:
+    def check(value: object) -> object:
+        if type(value) is not tuple or len(value) > limit:
+            raise ChatProtocolError(f"must be an array of at most {limit}")
+        return tuple(item(element) for element in value)
+
+    return check
+
+
+def _enum(kind: type[enum.StrEnum]) -> _Check:
+    allowed = {member.value: member for member in kind}
+
+    def check(value: object) -> object:
+        if type(value) is not str or value not in allowed:
+            raise ChatProtocolError(f"must be one of {sorted(allowed)}")
+        return allowed[value]
+
+    return check
+
+
+def _rate(value: object) -> object:
+    if type(value) is not float or not 0 < value < math.inf:
+        raise ChatProtocolError("must be a positive finite float")
+    return value
+
+
+def _time(value: object) -> object:
+    if type(value) is not float or not 0 <= value <= MAX_TIME:
+        raise ChatProtocolError(f"must be a float in 0..{MAX_TIME}")
+    return value
+
+
+def _bool(value: object) -> object:
+    if type(value) is not bool:
+        raise ChatProtocolError("must be a boolean")
+    return value
+
+
+def _session(value: object) -> object:
+    if type(value) is not bytes or len(value) != SESSION_BYTES:
+        raise ChatProtocolError(f"must be {SESSION_BYTES} bytes")
+    return value
+
+
+_NAME = _str(1, MAX_NAME_CHARS)
+_TEXT = _str(0, MAX_TEXT_CHARS)
+_NAMES = _list(_NAME, MAX_SERVER_FRAME_BYTES)
+
+_CLIENT: Final[dict[str, tuple[type[ClientMessage], dict[str, _Check]]]] = {
+    "hello": (
+        Hello,
+        {"name": _str(0, MAX_HELLO_NAME_CHARS), "session": _session, "version": _int(0)},
+    ),
+    "say": (Say, {"id": _int(1), "text": _str(0, MAX_CLIENT_FRAME_BYTES)}),
+}
+
+_SERVER: Final[dict[str, tuple[type[ServerMessage], dict[str, _Check]]]] = {
+    "welcome": (
+        Welcome,
+        {
+            "name": _NAME,
+            "users": _NAMES,
+            "acked": _int(0),
+            "max_text": _int(1),
+            "rate": _rate,
+            "burst": _int(1),
+        },
+    ),
+    "refused": (Refused, {"code": _enum(RefusalCode), "reason": _TEXT}),
+    "history": (HistoryStart, {"count": _int(0)}),
+    "history_end": (HistoryEnd, {}),
+    "chat": (
+        Chat,
+        {
+            "seq": _int(1),
+            "time": _time,
+            "sender": _NAME,
+            "text": _TEXT,
+            "action": _bool,
+            "history": _bool,
+        },
+    ),
+    "private": (
+        Private,
+        {"time": _time, "sender": _NAME, "recipient": _NAME, "text": _TEXT},
+    ),
+    "joined": (Joined, {"name": _NAME}),
+    "left": (Left, {"name": _NAME, "reason": _enum(LeaveReason)}),
+    "renamed": (Renamed, {"old": _NAME, "new": _NAME}),
+    "users": (Users, {"names": _NAMES}),
+    "info": (Info, {"lines": _list(_TEXT, MAX_INFO_LINES)}),
+    "ack": (Ack, {"id": _int(1), "seq": _optional(_int(1))}),
+    "error": (Error, {"code": _enum(ErrorCode), "text": _TEXT, "id": _optional(_int(1))}),
+    "bye": (Bye, {"code": _enum(ByeCode), "text": _TEXT}),
+}
+
+_TAGS: Final[dict[type, str]] = {cls: tag for tag, (cls, _) in (_CLIENT | _SERVER).items()}
+_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+
+def encode(message: ClientMessage | ServerMessage) -> bytes:
+    """Serialise one message as a msgpack map (no validation: the decoder checks)."""
+    body: dict[str, Any] = {"type": _TAGS[type(message)]}
+    for field in fields(message):
+        body[field.name] = getattr(message, field.name)
+    packed: bytes = _packer.pack(body)
+    return packed
+
+
+def _decode(
+    data: bytes, limit: int, schemas: dict[str, tuple[type[Any], dict[str, _Check]]]
+) -> Any:
+    size = len(data)
+    if size > limit:
+        raise ChatProtocolError(f"frame of {size} bytes exceeds {limit}")
+    try:
+        body = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=False,
+            strict_map_key=True,
+            max_str_len=size,
+            max_bin_len=size,
+            max_array_len=size,
+            max_map_len=16,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises a zoo of types; the edge turns all into one
+        raise ChatProtocolError(f"not msgpack: {exc}") from None
+    if type(body) is not dict:
+        raise ChatProtocolError("a chat message is a map")
+    tag = body.pop("type", None)
+    if type(tag) is not str or tag not in schemas:
+        raise ChatProtocolError(f"unknown message type {tag!r}")
+    cls, checks = schemas[tag]
+    if body.keys() != checks.keys():
+        raise ChatProtocolError(f"{tag} needs exactly the fields {sorted(checks)}")
+    values: dict[str, object] = {}
+    for name, check in checks.items():
+        try:
+            values[name] = check(body[name])
+        except ChatProtocolError as exc:
+            raise ChatProtocolError(f"{tag}.{name} {exc}") from None
+    return cls(**values)
+
+
+def decode_client(data: bytes) -> ClientMessage:
+    """Decode what a client sent; raises :class:`ChatProtocolError` on any flaw."""
+    return cast(ClientMessage, _decode(data, MAX_CLIENT_FRAME_BYTES, _CLIENT))
+
+
+def decode_server(data: bytes) -> ServerMessage:
+    """Decode what the server sent; raises :class:`ChatProtocolError` on any flaw."""
+    return cast(ServerMessage, _decode(data, MAX_SERVER_FRAME_BYTES, _SERVER))

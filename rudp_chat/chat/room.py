@@ -1,0 +1,353 @@
+"""The chat itself, sans-IO: users, names, the one order of messages, rate limits and commands.
+
+Inputs are calls (a user joined, said something, sent garbage, left) with the time as an
+argument; each returns the ``(recipient, message)`` pairs to send, in order. Sending every
+recipient's messages in that order over an ordered connection is what gives every client the
+same order. What must survive a crash (new messages, and per session the highest client message
+id processed) accumulates in a journal the shell drains with :meth:`Room.take_journal` and
+commits before it sends the outputs, so nothing is acknowledged or seen before it is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+from .protocol import (
+    MAX_TEXT_CHARS,
+    PROTOCOL_VERSION,
+    Ack,
+    Bye,
+    ByeCode,
+    Chat,
+    Error,
+    ErrorCode,
+    Hello,
+    HistoryEnd,
+    HistoryStart,
+    Info,
+    Joined,
+    LeaveReason,
+    Left,
+    Private,
+    RefusalCode,
+    Refused,
+    Renamed,
+    Say,
+    ServerMessage,
+    Users,
+    Welcome,
+)
+from .ratelimit import TokenBucket
+from .text import MAX_NAME_CHARS, InvalidNameError, name_key, neutralise, normalise_name
+
+__all__ = ["HELP", "Journal", "Output", "Room", "RoomLimits"]
+
+log = logging.getLogger(__name__)
+
+Output = tuple[int, ServerMessage]
+"""A message and the connection (an id the shell chose) it goes to."""
+
+HELP = (
+    "commands:",
+    "  /who             list who is here",
+    "  /me ACTION       tell what you are doing",
+    "  /msg NAME TEXT   send TEXT to NAME only",
+    "  /nick NEW        change your name",
+    "  /quit            leave",
+    "  /help            this list",
+    "  //TEXT           send TEXT that starts with /",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomLimits:
+    """How much the room takes. Raises ``ValueError`` when a value cannot work."""
+
+    max_users: int = 100
+    history_size: int = 20
+    """Messages a joining user is shown."""
+    rate: float = 20.0
+    """Messages per second a user may send, sustained (faster than anyone types)."""
+    burst: int = 40
+    """Messages a user may send at once (a pasted paragraph)."""
+    flood_kick: int = 20
+    """Messages refused after the warning before the user is disconnected."""
+
+    def __post_init__(self) -> None:
+        if self.max_users < 1 or self.history_size < 0 or self.flood_kick < 1:
+            raise ValueError("need max_users >= 1, history_size >= 0 and flood_kick >= 1")
+        if not self.rate > 0 or self.burst < 1:
+            raise ValueError("need rate > 0 messages per second and burst >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """What must be stored before the outputs that produced it are sent."""
+
+    messages: tuple[Chat, ...]
+    """New public messages, in ``seq`` order."""
+    acked: tuple[tuple[bytes, int], ...]
+    """``(session, id)``: the highest ``Say.id`` now processed for each session that changed."""
+
+
+@dataclass(slots=True)
+class _User:
+    conn: int
+    name: str
+    key: str
+    session: bytes
+    acked: int
+    bucket: TokenBucket
+    warned: bool = False
+    refused_since_warning: int = 0
+
+
+class Room:
+    """Everyone connected and everything said; see the module docstring."""
+
+    def __init__(
+        self,
+        limits: RoomLimits,
+        *,
+        next_seq: int = 1,
+        recent: Iterable[Chat] = (),
+        recall: Callable[[bytes], int] = lambda session: 0,
+    ) -> None:
+        """Start empty. ``next_seq`` continues a stored history whose last messages are
+        ``recent``; ``recall(session)`` returns the stored highest processed ``Say.id`` of a
+        session that is not connected (0 if unknown)."""
+        self.limits = limits
+        self._next_seq = next_seq
+        self._recent: deque[Chat] = deque(
+            (replace(chat, history=True) for chat in recent), maxlen=limits.history_size
+        )
+        self._recall = recall
+        self._users: dict[int, _User] = {}
+        self._by_key: dict[str, _User] = {}
+        self._by_session: dict[bytes, _User] = {}
+        self._journal_messages: list[Chat] = []
+        self._journal_acked: dict[bytes, int] = {}
+
+    @property
+    def names(self) -> list[str]:
+        """Who is here, in order of arrival."""
+        return [user.name for user in self._users.values()]
+
+    def take_journal(self) -> Journal | None:
+        """Hand over (and forget) what must be stored; None if nothing."""
+        if not self._journal_messages and not self._journal_acked:
+            return None
+        journal = Journal(tuple(self._journal_messages), tuple(self._journal_acked.items()))
+        self._journal_messages.clear()
+        self._journal_acked.clear()
+        return journal
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def join(self, conn: int, hello: Hello, now: float) -> list[Output]:
+        """``conn`` asks to join: a welcome, history and a join notice, or a refusal.
+
+        A connection of the same session (the same client, reconnecting before the server
+        noticed it was gone) is replaced; a name held by another session is refused.
+        """
+        if conn in self._users:
+            return [(conn, Error(ErrorCode.MALFORMED, "you have already joined"))]
+        if hello.version != PROTOCOL_VERSION:
+            reason = f"protocol version {hello.version} is not supported (need {PROTOCOL_VERSION})"
+            return [(conn, Refused(RefusalCode.BAD_HELLO, reason))]
+        try:
+            name = normalise_name(hello.name)
+        except InvalidNameError as exc:
+            return [(conn, Refused(RefusalCode.INVALID_NAME, f"invalid name: {exc}"))]
+        key = name_key(name)
+        holder = self._by_key.get(key)
+        if holder is not None and holder.session != hello.session:
+            return [(conn, Refused(RefusalCode.NAME_TAKEN, f"the name {name} is taken"))]
+        out: list[Output] = []
+        previous = self._by_session.get(hello.session)
+        bucket = TokenBucket(self.limits.rate, self.limits.burst, now)
+        if previous is not None:  # its tokens carry over: reconnecting refills nothing
+            acked, bucket = previous.acked, previous.bucket
+            out.append((previous.conn, Bye(ByeCode.REPLACED, "you connected again elsewhere")))
+            out += self._remove(previous, LeaveReason.RECONNECTED)
+        elif len(self._users) >= self.limits.max_users:
+            reason = f"the server is full ({self.limits.max_users} users)"
+            return [(conn, Refused(RefusalCode.SERVER_FULL, reason))]
+        else:
+            acked = self._journal_acked.get(hello.session) or self._recall(hello.session)
+        user = _User(conn, name, key, hello.session, acked, bucket)
+        self._users[conn] = self._by_key[key] = self._by_session[hello.session] = user
+        welcome = Welcome(
+            name, tuple(self.names), acked, MAX_TEXT_CHARS, self.limits.rate, self.limits.burst
+        )
+        out.append((conn, welcome))
+        if self._recent:
+            out.append((conn, HistoryStart(len(self._recent))))
+            out += [(conn, chat) for chat in self._recent]
+            out.append((conn, HistoryEnd()))
+        log.info("%s joined (connection %d)", name, conn)
+        return out + self._broadcast(Joined(name))
+
+    def receive(self, conn: int, say: Say, now: float) -> list[Output]:
+        """``conn`` said something: the message, a command's answer or an error, then an ack.
+
+        A ``say`` whose id was already processed (a resend after reconnecting) is only acked.
+        Ignored if ``conn`` is not (or no longer) a user.
+        """
+        user = self._users.get(conn)
+        if user is None:
+            return []
+        if not self._admit(user, now):
+            return self._refuse_flood(user, say.id)
+        if say.id <= user.acked:
+            return [(conn, Ack(say.id, None))]
+        user.acked = self._journal_acked[user.session] = say.id
+        if _command_name(say.text) == "quit":
+            bye = Bye(ByeCode.LEFT, "goodbye")
+            return [(conn, Ack(say.id, None)), (conn, bye), *self._remove(user, LeaveReason.LEFT)]
+        out, seq = self._perform(user, say.text, say.id, now)
+        return [*out, (conn, Ack(say.id, seq))]
+
+    def malformed(self, conn: int, detail: str, now: float) -> list[Output]:
+        """``conn`` sent bytes that are no chat message: an error, counted against its rate."""
+        user = self._users.get(conn)
+        if user is None:
+            return []
+        if not self._admit(user, now):
+            return self._refuse_flood(user, None)
+        return [(conn, Error(ErrorCode.MALFORMED, f"malformed message: {detail}"))]
+
+    def leave(self, conn: int, reason: LeaveReason, now: float) -> list[Output]:
+        """``conn`` is gone: a leave notice to everyone else. Ignored if it was not a user."""
+        user = self._users.get(conn)
+        return [] if user is None else self._remove(user, reason)
+
+    def shutdown(self, now: float) -> list[Output]:
+        """The server is stopping: a goodbye to every user, and the room is empty."""
+        out: list[Output] = []
+        for user in self._users.values():
+            out.append((user.conn, Bye(ByeCode.SHUTDOWN, "the server is shutting down")))
+            log.info("%s left (kicked by shutdown)", user.name)
+        self._users.clear()
+        self._by_key.clear()
+        self._by_session.clear()
+        return out
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _broadcast(self, message: ServerMessage) -> list[Output]:
+        return [(conn, message) for conn in self._users]
+
+    def _remove(self, user: _User, reason: LeaveReason) -> list[Output]:
+        del self._users[user.conn], self._by_key[user.key], self._by_session[user.session]
+        log.info("%s left (%s)", user.name, reason.value)
+        return self._broadcast(Left(user.name, reason))
+
+    def _admit(self, user: _User, now: float) -> bool:
+        """Spend a token; a user whose bucket refilled completely is forgiven its warning."""
+        if user.warned and user.bucket.is_full(now):
+            user.warned = False
+        return user.bucket.take(now)
+
+    def _refuse_flood(self, user: _User, say_id: int | None) -> list[Output]:
+        if not user.warned:
+            user.warned, user.refused_since_warning = True, 0
+        else:
+            user.refused_since_warning += 1
+        if user.refused_since_warning >= self.limits.flood_kick:
+            bye = Bye(ByeCode.FLOODING, "disconnected for sending too fast")
+            return [(user.conn, bye), *self._remove(user, LeaveReason.FLOODING)]
+        limit = f"{self.limits.rate:g} messages per second"
+        error = Error(
+            ErrorCode.RATE_LIMITED, f"slow down: at most {limit}, or you are disconnected", say_id
+        )
+        out: list[Output] = [(user.conn, error)]
+        if say_id is not None:
+            out.append((user.conn, Ack(say_id, None)))
+        return out
+
+    def _post(
+        self, user: _User, text: str, action: bool, say_id: int, now: float
+    ) -> tuple[list[Output], int | None]:
+        text = neutralise(text)
+        if not text.strip():
+            usage = "/me needs an action" if action else "empty message"
+            return [(user.conn, Error(ErrorCode.EMPTY, usage, say_id))], None
+        chat = Chat(self._next_seq, now, user.name, text, action)
+        self._next_seq += 1
+        self._journal_messages.append(chat)
+        self._recent.append(replace(chat, history=True))
+        return self._broadcast(chat), chat.seq
+
+    def _perform(
+        self, user: _User, text: str, say_id: int, now: float
+    ) -> tuple[list[Output], int | None]:
+        """Carry out one ``say``: its outputs, and the ``seq`` of the message it posted."""
+        conn = user.conn
+        if len(text) > MAX_TEXT_CHARS:
+            limit = f"{len(text)} characters; the limit is {MAX_TEXT_CHARS}"
+            return [(conn, Error(ErrorCode.TOO_LONG, f"message too long: {limit}", say_id))], None
+        command = _command_name(text)
+        if command is None:
+            return self._post(user, text.removeprefix("/"), False, say_id, now)
+        argument = text.partition(" ")[2].strip()
+        if command == "me":
+            return self._post(user, argument, True, say_id, now)
+        if command == "who":
+            return [(conn, Users(tuple(self.names)))], None
+        if command == "help":
+            return [(conn, Info(HELP))], None
+        if command == "msg":
+            return self._private(user, argument, say_id, now), None
+        if command == "nick":
+            return self._rename(user, argument, say_id), None
+        unknown = f"unknown command /{_quote(command)}; try /help"
+        return [(conn, Error(ErrorCode.UNKNOWN_COMMAND, unknown, say_id))], None
+
+    def _private(self, user: _User, argument: str, say_id: int, now: float) -> list[Output]:
+        target, _, text = argument.partition(" ")
+        text = neutralise(text)
+        if not target or not text.strip():
+            return [(user.conn, Error(ErrorCode.EMPTY, "usage: /msg NAME TEXT", say_id))]
+        recipient = self._by_key.get(name_key(target))
+        if recipient is None:
+            missing = f"nobody here is called {_quote(target)}"
+            return [(user.conn, Error(ErrorCode.NO_SUCH_USER, missing, say_id))]
+        message = Private(now, user.name, recipient.name, text)
+        if recipient is user:
+            return [(user.conn, message)]
+        return [(recipient.conn, message), (user.conn, message)]
+
+    def _rename(self, user: _User, argument: str, say_id: int) -> list[Output]:
+        try:
+            name = normalise_name(argument)
+        except InvalidNameError as exc:
+            return [(user.conn, Error(ErrorCode.INVALID_NAME, f"invalid name: {exc}", say_id))]
+        key = name_key(name)
+        holder = self._by_key.get(key)
+        if holder is not None and holder is not user:
+            return [(user.conn, Error(ErrorCode.NAME_TAKEN, f"the name {name} is taken", say_id))]
+        if name == user.name:
+            return [(user.conn, Info((f"you are already called {name}",)))]
+        old = user.name
+        del self._by_key[user.key]
+        user.name, user.key = name, key
+        self._by_key[key] = user
+        log.info("%s is now known as %s", old, name)
+        return self._broadcast(Renamed(old, name))
+
+
+def _command_name(text: str) -> str | None:
+    """``"msg"`` for ``"/MSG bob hi"``; None for plain text, including ``"//escaped"``."""
+    if not text.startswith("/") or text.startswith("//"):
+        return None
+    return text[1:].partition(" ")[0].lower()
+
+
+def _quote(text: str) -> str:
+    """``text`` made harmless and short enough to echo in an error."""
+    text = neutralise(text)
+    return text if len(text) <= MAX_NAME_CHARS else text[: MAX_NAME_CHARS - 1] + "…"

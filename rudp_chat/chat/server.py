@@ -1,0 +1,304 @@
+"""The chat server's asyncio shell: connections in, the room in the middle, SQLite behind it.
+
+One task per connection reads and decodes; every input goes through one queue to one
+dispatcher, which feeds the room in arrival order, commits the room's journal (in a worker
+thread, so a slow fsync stalls no connection), and only then hands the outputs to each
+connection's writer queue. Inputs that arrive while a commit runs are processed together and
+committed in one transaction. A client too slow to take its messages is dropped, so it cannot
+make the server hold an unbounded queue or hold up anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import signal
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from rudp_chat.aio import ConnectionLostError, ReliableConnection, Server, TransportError, serve
+from rudp_chat.core.config import ConnectionConfig, ListenerConfig
+from rudp_chat.core.errors import LocalProtocolError
+from rudp_chat.core.events import TerminationReason
+
+from .history import DEFAULT_HISTORY_FILE, History
+from .protocol import (
+    Bye,
+    ChatProtocolError,
+    Hello,
+    LeaveReason,
+    RefusalCode,
+    Refused,
+    Say,
+    decode_client,
+    encode,
+)
+from .room import Output, Room, RoomLimits
+
+__all__ = ["ChatServer", "ServerOptions", "open_room", "run_server"]
+
+log = logging.getLogger(__name__)
+
+CONNECTION_SLACK: Final = 64  # transport slots beyond max users: handshakes, closes draining
+HELLO_TIMEOUT_S: Final = 10.0  # a connection that says nothing is dropped: bounds idle strangers
+SHUTDOWN_DRAIN_S: Final = 5.0  # how long shutdown waits for goodbyes and queued messages
+MAX_QUEUED_MESSAGES: Final = 10_000  # for one client; past it the client is dropped as too slow
+
+_Step = Callable[[float], list[Output]]
+"""One input for the room, applied at the given time."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """What ``rudp-chat server`` was asked for."""
+
+    host: str = "0.0.0.0"
+    port: int = 12345
+    history: Path | None = Path(DEFAULT_HISTORY_FILE)
+    """The SQLite file; None keeps history in memory only."""
+    limits: RoomLimits = field(default_factory=RoomLimits)
+    connection: ConnectionConfig = field(default_factory=ConnectionConfig)
+
+
+def open_room(history: History, limits: RoomLimits) -> Room:
+    """A room that continues ``history``: its numbering, recent messages and sessions."""
+    return Room(
+        limits,
+        next_seq=history.last_seq() + 1,
+        recent=history.recent(limits.history_size),
+        recall=history.recall,
+    )
+
+
+async def run_server(options: ServerOptions) -> int:
+    """Serve until SIGINT or SIGTERM; prints where history lives and where it listens.
+
+    Returns the exit code. Raises ``OSError`` if the address cannot be bound and
+    ``sqlite3.Error`` if the history cannot be opened.
+    """
+    path = None if options.history is None else options.history.resolve()
+    history = History(path, time.time())
+    try:
+        listener = ListenerConfig(
+            connection=options.connection,
+            max_connections=options.limits.max_users + CONNECTION_SLACK,
+        )
+        transport = await serve(options.host, options.port, config=listener)
+        where = "in memory only" if path is None else str(path)
+        print(f"History: {where} (SQLite, WAL, synchronous=FULL)", flush=True)
+        host, port = transport.address
+        print(f"Server is listening on {host}:{port}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            return await ChatServer(transport, open_room(history, options.limits), history).run(
+                stop
+            )
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+    finally:
+        history.close()
+
+
+@dataclass(slots=True)
+class _Client:
+    connection: ReliableConnection
+    queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    """Encoded messages to send; None closes the connection after them."""
+    closing: bool = False
+
+
+class ChatServer:
+    """Serves a :class:`Room` on a transport :class:`Server`, storing in a :class:`History`."""
+
+    def __init__(self, transport: Server, room: Room, history: History) -> None:
+        self.transport = transport
+        self.room = room
+        self.history = history
+        self._clients: dict[int, _Client] = {}
+        self._ids = itertools.count(1)
+        self._inputs: asyncio.Queue[_Step] = asyncio.Queue()
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._storage = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-history")
+        self._storage_failed = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Serve until ``stop`` is set (or storage fails), then shut down gracefully: every
+        client is told, queued messages drain (bounded), connections close. Returns the exit
+        code: 0, or 1 if storage failed. The caller closes the history afterwards."""
+        accepting = asyncio.create_task(self._accept())
+        dispatching = asyncio.create_task(self._dispatch())
+        stopped = asyncio.create_task(stop.wait())
+        failed = asyncio.create_task(self._storage_failed.wait())
+        await asyncio.wait((stopped, failed, dispatching), return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        failed.cancel()
+        accepting.cancel()
+        healthy = not self._storage_failed.is_set() and not dispatching.done()
+        log.info("shutting down" if healthy else "shutting down after an internal failure")
+        drained = asyncio.get_running_loop().create_future()
+        if healthy:  # goodbyes go through the dispatcher, after every input already received
+            self._input(lambda now: [*self.room.shutdown(now), *_resolve(drained)])
+        else:  # nothing more is acknowledged, but everyone is still told
+            self._send([*self.room.shutdown(time.time()), *_resolve(drained)])
+        self._stopping = True
+        clients = [task for task in self._tasks if not task.done()]
+        try:
+            async with asyncio.timeout(SHUTDOWN_DRAIN_S):
+                await drained
+                if clients:
+                    await asyncio.wait(clients)
+        except TimeoutError:
+            log.warning("clients did not finish within %.0f s", SHUTDOWN_DRAIN_S)
+        await self.transport.close(timeout=SHUTDOWN_DRAIN_S)
+        for task in (accepting, dispatching, *self._tasks):
+            task.cancel()
+        await asyncio.gather(accepting, dispatching, *self._tasks, return_exceptions=True)
+        self._storage.shutdown()
+        return 0 if healthy else 1
+
+    # --- inputs --------------------------------------------------------------------------------
+
+    def _input(self, step: _Step) -> None:
+        if not self._stopping:
+            self._inputs.put_nowait(step)
+
+    async def _accept(self) -> None:
+        async for connection in self.transport:
+            conn = next(self._ids)
+            task = asyncio.create_task(self._serve(conn, connection))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, conn: int, connection: ReliableConnection) -> None:
+        """Run one connection: a writer task, and reading here until the connection ends."""
+        client = self._clients[conn] = _Client(connection)
+        writer = asyncio.create_task(self._write(client))
+        try:
+            reason = await self._read(conn, connection)
+            if reason is not None:
+                self._input(lambda now: self.room.leave(conn, reason, now))
+        except Exception:  # a bug serving one connection must not take everyone down
+            log.exception("internal error on connection %d", conn)
+            connection.abort("internal error")
+            self._input(lambda now: self.room.leave(conn, LeaveReason.LOST, now))
+        finally:
+            if not client.closing:
+                client.closing = True
+                client.queue.put_nowait(None)
+            await writer
+            del self._clients[conn]
+
+    async def _read(self, conn: int, connection: ReliableConnection) -> LeaveReason | None:
+        """Feed what ``conn`` sends to the room; returns why it left (None: it never joined)."""
+        host, port = connection.peer_address
+        peer = f"{host}:{port}"
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT_S):
+                first = await connection.recv()
+            hello = decode_client(first)
+            if not isinstance(hello, Hello):
+                raise ChatProtocolError("the first message must be hello")
+        except ChatProtocolError as exc:
+            log.info("refused %s: %s", peer, exc)
+            self._send([(conn, Refused(RefusalCode.BAD_HELLO, str(exc)))])
+            return None
+        except (TimeoutError, EOFError, ConnectionLostError) as exc:
+            log.info("dropped %s before hello: %s", peer, exc or "timed out")
+            connection.abort("no hello")
+            return None
+        self._input(lambda now: self.room.join(conn, hello, now))
+        try:
+            async for data in connection:
+                self._input(_step(self.room, conn, data))
+        except ConnectionLostError as exc:
+            if exc.reason is TerminationReason.IDLE_TIMEOUT:
+                return LeaveReason.TIMED_OUT
+            log.info("connection %d (%s) lost: %s", conn, peer, exc)
+            return LeaveReason.LOST
+        return LeaveReason.LEFT
+
+    async def _write(self, client: _Client) -> None:
+        """Send ``client``'s queue in order; after a None, close the connection gracefully."""
+        connection = client.connection
+        try:
+            while (data := await client.queue.get()) is not None:
+                await connection.send(data)
+            await connection.close()
+        except (TransportError, LocalProtocolError):
+            pass  # the connection ended; its reader reports why
+
+    # --- the dispatcher ------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        """Apply inputs in order; store what must be stored; then send. Returns only when
+        storage failed; raises only on a bug outside the room."""
+        loop = asyncio.get_running_loop()
+        while True:
+            steps = [await self._inputs.get()]
+            while not self._inputs.empty():
+                steps.append(self._inputs.get_nowait())
+            now = time.time()
+            outputs: list[Output] = []
+            for step in steps:
+                try:
+                    outputs += step(now)
+                except Exception:  # a bug in handling one input must not take everyone down
+                    log.exception("internal error while handling an input")
+            journal = self.room.take_journal()
+            if journal is not None:
+                try:
+                    await loop.run_in_executor(self._storage, self.history.write, journal, now)
+                except sqlite3.Error:
+                    log.exception("cannot store messages: shutting down without acknowledging")
+                    self._storage_failed.set()
+                    return
+            self._send(outputs)
+
+    def _send(self, outputs: list[Output]) -> None:
+        """Queue each output for its connection, encoding each message once."""
+        encoded: dict[int, bytes] = {}
+        for conn, message in outputs:
+            client = self._clients.get(conn)
+            if client is None or client.closing:
+                continue
+            data = encoded.get(id(message))
+            if data is None:
+                data = encoded[id(message)] = encode(message)
+            client.queue.put_nowait(data)
+            if isinstance(message, Bye | Refused):
+                client.closing = True
+                client.queue.put_nowait(None)
+            elif client.queue.qsize() > MAX_QUEUED_MESSAGES:
+                log.warning("connection %d is too slow to keep up: dropping it", conn)
+                client.closing = True
+                client.connection.abort("too slow")
+
+
+def _step(room: Room, conn: int, data: bytes) -> _Step:
+    """The room input for one frame from ``conn``."""
+    try:
+        message = decode_client(data)
+    except ChatProtocolError as exc:
+        detail = str(exc)
+        return lambda now: room.malformed(conn, detail, now)
+    if isinstance(message, Say):
+        say = message
+        return lambda now: room.receive(conn, say, now)
+    return lambda now: room.malformed(conn, "hello was already said", now)
+
+
+def _resolve(future: asyncio.Future[None]) -> list[Output]:
+    """A no-output step that marks its place in the input order."""
+    future.set_result(None)
+    return []

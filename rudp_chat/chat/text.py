@@ -1,0 +1,114 @@
+"""User names and message text: what is allowed, what counts as the same name, and how text is
+made harmless to print.
+
+Two users must never be able to look alike or to paint over each other's terminal. So a name is
+restricted to letters, digits and ``_-.`` after Unicode NFKC normalisation, and two names collide
+when their NFKC-casefolded keys are equal (``Bob``, ``BOB`` and the fullwidth ``Ｂｏｂ`` are one
+name). Text is never refused for its characters; :func:`neutralise` rewrites what a terminal
+would act on (C0/C1 controls, escape sequences, bidi overrides, line breaks) into visible or no
+characters. The server applies it before storing or relaying, and every client again before
+rendering, so neither side has to trust the other.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Final
+
+__all__ = [
+    "MAX_NAME_CHARS",
+    "InvalidNameError",
+    "name_key",
+    "neutralise",
+    "normalise_name",
+]
+
+MAX_NAME_CHARS: Final = 32  # fits a chat column; counted after NFKC, which can lengthen a name
+_NAME_PUNCTUATION: Final = frozenset("_-.")
+_MAX_MARK_RUN: Final = 4  # combining marks on one base: enough for Vietnamese, too few for "zalgo"
+
+_C0_PICTURES: Final = 0x2400  # U+2400..U+241F show C0 controls visibly: ESC becomes ␛
+_DEL_PICTURE: Final = "\u2421"  # ␡
+_REPLACEMENT: Final = "\ufffd"  # stands in for C1 controls (8-bit CSI, ...) and lone surrogates
+
+
+class InvalidNameError(ValueError):
+    """A user name that breaks the rules; ``str(error)`` says which rule, for the user."""
+
+
+def normalise_name(raw: str) -> str:
+    """Return the display form of ``raw`` (NFKC) or raise :class:`InvalidNameError`.
+
+    A name is 1..MAX_NAME_CHARS characters, each a letter, a decimal digit, one of ``_-.``, or
+    a combining mark on a letter (so names in Devanagari or decomposed Latin work). Spaces,
+    symbols, and every invisible, format or bidi-control character are refused.
+    """
+    name = unicodedata.normalize("NFKC", raw)
+    if not name:
+        raise InvalidNameError("a name needs at least one character")
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidNameError(f"a name has at most {MAX_NAME_CHARS} characters")
+    after_letter = False
+    for char in name:
+        category = unicodedata.category(char)
+        if category[0] == "L":
+            after_letter = True
+        elif category in ("Mn", "Mc") and after_letter:
+            pass
+        elif category == "Nd" or char in _NAME_PUNCTUATION:
+            after_letter = False
+        else:
+            raise InvalidNameError(
+                f"a name may hold only letters, digits and _ - . (not U+{ord(char):04X})"
+            )
+    return name
+
+
+def name_key(name: str) -> str:
+    """The identity of a name: two names are the same user exactly when their keys are equal.
+
+    NFKC, casefold, NFKC again (casefolding can denormalise), as Unicode's identifier
+    caseless matching does.
+    """
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return unicodedata.normalize("NFKC", folded)
+
+
+def neutralise(text: str) -> str:
+    """Return ``text`` with nothing a terminal would execute and on one line.
+
+    C0 controls (ESC, BEL, CR, LF, ...) become their visible Control Pictures (``␛``), TAB a
+    space, DEL ``␡``; C1 controls (8-bit CSI) and lone surrogates become U+FFFD; format
+    characters (bidi overrides and isolates, zero-width joiners, ...) are dropped; line and
+    paragraph separators become spaces; runs of combining marks are capped. The result contains no
+    character of Unicode category Cc, Cf, Cs, Zl or Zp.
+    """
+    if text.isascii() and text.isprintable():  # the common case, without the per-char walk
+        return text
+    out: list[str] = []
+    marks = 0
+    for char in text:
+        category = unicodedata.category(char)
+        if category in ("Mn", "Me"):
+            marks += 1
+            if marks <= _MAX_MARK_RUN:
+                out.append(char)
+            continue
+        marks = 0
+        if category == "Cc":
+            code = ord(char)
+            if char == "\t":
+                out.append(" ")
+            elif code < 0x20:
+                out.append(chr(_C0_PICTURES + code))
+            elif code == 0x7F:
+                out.append(_DEL_PICTURE)
+            else:
+                out.append(_REPLACEMENT)
+        elif category == "Cs":
+            out.append(_REPLACEMENT)
+        elif category in ("Zl", "Zp"):
+            out.append(" ")
+        elif category != "Cf":
+            out.append(char)
+    return "".join(out)

@@ -1,0 +1,301 @@
+"""End to end through the real command line: servers, proxies and clients as subprocesses.
+
+Nothing here asserts on timing: every wait is for an output line, bounded only to turn a hang
+into a failure.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from rudp_chat.cli import main
+
+# Short keep-alives and timeouts keep the tests fast; 4 s of silence is still far beyond any
+# loss burst at 20 % loss.
+FAST_FLAGS = ("--heartbeat", "0.2", "--idle-timeout", "4")
+WAIT_S = 60.0  # bound on any one wait; a passing run needs a small fraction of it
+CHAT_LINE = re.compile(r"^(\w+): (\w+) line (\d+)$")
+
+
+class Chat:
+    """One ``python -m rudp_chat`` subprocess; stdout and stderr lines collected by threads."""
+
+    def __init__(self, args: Sequence[str], *, stdin: int = subprocess.PIPE) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rudp_chat", *args],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+        )
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        self._readers = [
+            threading.Thread(target=_collect, args=(self.process.stdout, self.lines)),
+            threading.Thread(target=_collect, args=(self.process.stderr, self.errors)),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def wait_for(self, condition: Callable[[list[str]], bool], what: str) -> None:
+        """Wait until ``condition(stdout lines)`` holds; fail with the output otherwise."""
+        deadline = time.monotonic() + WAIT_S
+        while not condition(self.lines):
+            ended = self.process.poll() is not None
+            if ended:
+                for reader in self._readers:
+                    reader.join(timeout=WAIT_S)
+            if (ended and not condition(self.lines)) or time.monotonic() > deadline:
+                raise AssertionError(f"no {what}: {self.lines} {self.errors}")
+            time.sleep(0.02)
+
+    def wait_line(self, pattern: str) -> re.Match[str]:
+        """Wait for a stdout line matching ``pattern``; returns the first match."""
+        regex = re.compile(pattern)
+        self.wait_for(lambda lines: any(regex.search(line) for line in lines), repr(pattern))
+        return next(m for line in self.lines if (m := regex.search(line)))
+
+    def type(self, *lines: str) -> None:
+        stdin = self.process.stdin
+        assert stdin is not None
+        stdin.write("".join(f"{line}\n" for line in lines))
+        stdin.flush()
+
+    def exit_code(self) -> int:
+        code = self.process.wait(timeout=WAIT_S)
+        for reader in self._readers:
+            reader.join(timeout=WAIT_S)
+        return code
+
+    def kill(self) -> None:
+        """End the process if it still runs, and release its pipes."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.exit_code()
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _collect(stream: IO[str], into: list[str]) -> None:
+    for line in stream:
+        into.append(line.rstrip("\n"))
+
+
+@contextmanager
+def processes() -> Iterator[list[Chat]]:
+    """Everything started into the yielded list is killed at the end, pass or fail."""
+    started: list[Chat] = []
+    try:
+        yield started
+    finally:
+        for chat in started:
+            chat.kill()
+
+
+def server(history: Path, *flags: str, port: int = 0) -> tuple[Chat, int]:
+    args = ["server", "--host", "127.0.0.1", "--port", str(port), "--history", str(history)]
+    chat = Chat([*args, *FAST_FLAGS, *flags], stdin=subprocess.DEVNULL)
+    return chat, int(chat.wait_line(r"^Server is listening on 127\.0\.0\.1:(\d+)$").group(1))
+
+
+def proxy(upstream: int, loss: str, seed: int) -> tuple[Chat, int]:
+    args = ["proxy", "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{upstream}"]
+    args += ["--loss", loss, "--delay", "5", "--jitter", "3", "--seed", str(seed)]
+    chat = Chat(args, stdin=subprocess.DEVNULL)
+    return chat, int(chat.wait_line(r"^proxy listening on 127\.0\.0\.1:(\d+)").group(1))
+
+
+def client(name: str, port: int, *flags: str) -> Chat:
+    return Chat(["client", "--plain", "--name", name, "--port", str(port), *FAST_FLAGS, *flags])
+
+
+def test_three_clients_through_twenty_percent_loss(tmp_path: Path) -> None:
+    with processes() as started:
+        chat_server, server_port = server(tmp_path / "history.sqlite3")
+        started.append(chat_server)
+        lossy, port = proxy(server_port, "0.2", seed=5)
+        started.append(lossy)
+        names = ["ann", "ben", "cat"]
+        clients = {}
+        for name in names:
+            clients[name] = client(name, port)
+            started.append(clients[name])
+            clients[name].wait_line(f"^\\*\\*\\* {name} joined$")
+        clients["ann"].wait_line(r"^\*\*\* cat joined$")
+
+        twin = client("BEN", port)
+        started.append(twin)
+        assert twin.exit_code() == 2
+        assert any("the name BEN is taken" in line for line in twin.errors)
+
+        for name in names:
+            clients[name].type(*(f"{name} line {i}" for i in range(50)))
+        for chat in clients.values():
+            chat.wait_for(lambda lines: sum(map(bool, map(CHAT_LINE.match, lines))) >= 150, "150")
+        orders = [[line for line in c.lines if CHAT_LINE.match(line)] for c in clients.values()]
+        assert orders[0] == orders[1] == orders[2]
+        assert sorted(orders[0]) == sorted(f"{n}: {n} line {i}" for n in names for i in range(50))
+        for name in names:  # each sender's lines in the order it typed them
+            mine = [
+                int(m[3]) for line in orders[0] if (m := CHAT_LINE.match(line)) and m[1] == name
+            ]
+            assert mine == list(range(50))
+
+        clients["cat"].type("exit")
+        assert clients["cat"].exit_code() == 0
+        for name in ("ann", "ben"):
+            clients[name].wait_line(r"^\*\*\* cat left \(left\)$")
+        chat_server.process.send_signal(signal.SIGTERM)
+        for name in ("ann", "ben"):
+            clients[name].wait_line(r"^\*\*\* the server is shutting down$")
+            assert clients[name].exit_code() == 0
+        assert chat_server.exit_code() == 0
+
+
+def test_acknowledged_messages_survive_kill_9_and_clients_reconnect(tmp_path: Path) -> None:
+    history = tmp_path / "history.sqlite3"
+    with processes() as started:
+        first, port = server(history)
+        started.append(first)
+        alice = client("alice", port)
+        started.append(alice)
+        alice.type(*(f"alice line {i}" for i in range(5)))
+        alice.wait_line(r"^alice: alice line 4$")  # shown only after the server committed it
+        first.process.send_signal(signal.SIGKILL)
+        assert first.exit_code() == -signal.SIGKILL
+
+        alice.type("alice line 5")  # typed while the server is down: kept and sent later
+        second, _ = server(history, port=port)
+        started.append(second)
+        alice.wait_line(r"^alice: alice line 5$")
+        bob = client("bob", port)
+        started.append(bob)
+        bob.wait_line(r"^\*\*\* end of history$")
+        shown = [line for line in bob.lines if CHAT_LINE.match(line)]
+        assert shown == [f"alice: alice line {i}" for i in range(6)]
+        assert bob.lines[1] == "*** history: 6 earlier messages"
+        assert [line for line in alice.lines if CHAT_LINE.match(line)] == shown
+
+
+def test_a_silent_client_times_out(tmp_path: Path) -> None:
+    with processes() as started:
+        chat_server, port = server(tmp_path / "history.sqlite3", "--idle-timeout", "2")
+        started.append(chat_server)
+        sleeper = client("sleeper", port)
+        started.append(sleeper)
+        sleeper.wait_line(r"^\*\*\* sleeper joined$")
+        watcher = client("watcher", port)
+        started.append(watcher)
+        watcher.wait_line(r"^\*\*\* watcher joined$")
+        sleeper.process.send_signal(signal.SIGSTOP)  # alive, but silent
+        try:
+            watcher.wait_line(r"^\*\*\* sleeper left \(timed out\)$")
+        finally:
+            sleeper.process.send_signal(signal.SIGCONT)
+
+
+def test_an_unreachable_server_is_a_clear_failure() -> None:
+    with processes() as started:
+        nobody = client("alice", 9, "--handshake-timeout", "2")  # discard port: nothing listens
+        started.append(nobody)
+        assert nobody.exit_code() == 1
+        assert any("cannot connect to 127.0.0.1:9" in line for line in nobody.errors)
+
+
+def test_interactive_input_line_survives_incoming_messages(tmp_path: Path) -> None:
+    with processes() as started:
+        chat_server, port = server(tmp_path / "history.sqlite3")
+        bob = client("bob", port)
+        started += [chat_server, bob]
+        bob.wait_line(r"^\*\*\* bob joined$")
+        master, terminal = pty.openpty()
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        alice = subprocess.Popen(
+            [sys.executable, "-m", "rudp_chat", "client", "--name", "alice", "--port", str(port)],
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            env=dict(os.environ, TERM="xterm-256color"),
+            start_new_session=True,
+        )
+        os.close(terminal)
+        screen = Screen(master)
+        try:
+            screen.wait_for("alice joined")
+            screen.wait_for(f" alice @ 127.0.0.1:{port} | ")  # the bottom toolbar
+            os.write(master, b"/stats\r")
+            screen.wait_for("*** open, rtt ")
+            bob.wait_line(r"^\*\*\* alice joined$")
+            os.write(master, b"hello wor")
+            screen.wait_for("hello wor")
+            bob.type("interrupting while alice types")
+            screen.wait_for("interrupting while alice types")
+            os.write(master, b"ld, all in one piece\r")
+            bob.wait_line(r"^alice: hello world, all in one piece$")
+            os.write(master, b"exit\r")
+            assert alice.wait(timeout=WAIT_S) == 0
+        finally:
+            if alice.poll() is None:
+                alice.kill()
+                alice.wait()
+            screen.close()
+
+
+class Screen:
+    """A terminal on a pseudo-terminal: reads the output on a thread (a full pty would block the
+    child), and answers cursor position requests as a terminal would."""
+
+    def __init__(self, master: int) -> None:
+        self.master = master
+        self.output = b""
+        self._reader = threading.Thread(target=self._read)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:  # EIO once the child closed its side
+                return
+            if not chunk:
+                return
+            self.output += chunk
+            for _ in range(chunk.count(b"\x1b[6n")):  # where is the cursor? (CPR): top left
+                os.write(self.master, b"\x1b[1;1R")
+
+    def wait_for(self, text: str) -> None:
+        deadline = time.monotonic() + WAIT_S
+        while text.encode() not in self.output:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} on the terminal: {self.output!r}")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        os.close(self.master)
+        self._reader.join(timeout=WAIT_S)
+
+
+def test_demo_checks_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--pause", "0.1", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "--- as carol saw it ---" in out
+    assert "FAIL" not in out
+    assert "ok   every user saw all 8 messages exactly once, in the same order" in out

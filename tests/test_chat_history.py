@@ -1,0 +1,48 @@
+"""The SQLite history: what the server commits is there after reopening."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from rudp_chat.chat.history import SESSION_RETENTION_S, History
+from rudp_chat.chat.protocol import Chat
+from rudp_chat.chat.room import Journal
+
+S1, S2 = bytes([1]) * 16, bytes([2]) * 16
+
+
+def test_messages_and_session_ids_survive_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "chat.sqlite3"
+    history = History(path, now=0.0)
+    assert (history.last_seq(), history.recent(5), history.recall(S1)) == (0, [], 0)
+    chats = [Chat(seq, float(seq), "alice", f"line {seq}", action=seq == 2) for seq in (1, 2, 3)]
+    history.write(Journal(tuple(chats[:2]), ((S1, 2),)), now=10.0)
+    history.write(Journal(tuple(chats[2:]), ((S1, 3), (S2, 1))), now=11.0)
+    history.close()
+
+    reopened = History(path, now=12.0)
+    assert reopened.last_seq() == 3
+    assert reopened.recent(2) == chats[1:]
+    assert (reopened.recall(S1), reopened.recall(S2)) == (3, 1)
+    reopened.close()
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_old_sessions_are_forgotten(tmp_path: Path) -> None:
+    path = tmp_path / "chat.sqlite3"
+    history = History(path, now=0.0)
+    history.write(Journal((), ((S1, 4),)), now=0.0)
+    history.close()
+    history = History(path, now=SESSION_RETENTION_S + 1)
+    assert history.recall(S1) == 0
+    history.close()
+
+
+def test_in_memory_history_works_the_same() -> None:
+    history = History(None, now=0.0)
+    history.write(Journal((Chat(1, 0.0, "a", "x"),), ((S1, 1),)), now=0.0)
+    assert (history.last_seq(), history.recall(S1)) == (1, 1)
+    history.close()
