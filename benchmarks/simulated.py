@@ -119,7 +119,7 @@ def bulk(seed: int, loss: float, megabytes: float, scenario: str) -> Row:
     up = LinkProfile(loss=loss, delay=one_way, rate=rate, queue=queue)
     down = LinkProfile(loss=loss, delay=one_way, rate=rate, queue=queue)
     count = int(megabytes * 1e6 / 1024)
-    config = ConnectionConfig(send_buffer_size=count * 1024 + 1, receive_window=8 * 1024 * 1024)
+    config = ConnectionConfig(send_buffer_size=count * 2048, receive_window=8 * 1024 * 1024)
     setup = _setup(seed, up, down, config)
     network = setup.network
     sent_at: list[float] = []

@@ -5,7 +5,7 @@ The socket is read directly with ``loop.add_reader`` and a ``recvfrom`` loop rat
 per readiness callback, which measured about six times the CPU per datagram here and lost two
 thirds of a 100 k datagrams/s burst; uvloop runs both equally fast. Each wake-up feeds every
 readable datagram (up to a batch) to the node, then drains ``datagrams_to_send`` once, tells the
-owner which peer addresses were heard, and re-arms the one ``loop.call_at`` timer from
+owner which peer addresses were heard, and re-arms the one loop timer from
 ``get_timer``. Sends go straight to ``sendto``; only when the socket would block are they queued
 (bounded) behind ``add_writer``. Any other OS error on a send is a lost datagram: counted, and
 repaired by the protocol's loss recovery.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -40,6 +41,10 @@ SOCKET_BUFFER_BYTES = 4 * 1024 * 1024  # requested SO_RCVBUF/SO_SNDBUF: ~3,500 f
 # absorb a 30 ms stall of a 1 Gbit/s burst; Linux caps the request at rmem_max/wmem_max
 TIMER_RETRY_S = 0.001  # uvloop rounds a timer to whole milliseconds and may run it up to 0.5 ms
 # early; waiting 1 ms more then beats spinning through call_soon until the deadline
+clock = time.monotonic
+"""The protocol's ``now``: ``loop.time()`` is the same clock on the stock loop, but uvloop's moves
+in 1 ms steps, which turns loopback RTT samples into zeros and starves the congestion window.
+Timers are armed with ``call_later`` from this clock, so the two clocks never mix."""
 SEND_BACKLOG_MAX = 1024  # datagrams held while sendto would block; past it they are dropped
 # (counted), as a router queue would: the protocol resends what matters
 
@@ -164,7 +169,7 @@ class DatagramEndpoint:
     def flush(self) -> None:
         """Send what the node has queued now, without dispatching (``abort`` before ``close``)."""
         if not self.closed:
-            self._send_all(self._node.datagrams_to_send(self.loop.time()))
+            self._send_all(self._node.datagrams_to_send(clock()))
 
     def close(self) -> None:
         """Stop driving the node and close the socket; idempotent. Queued datagrams are lost."""
@@ -187,7 +192,7 @@ class DatagramEndpoint:
         stats = self.stats
         stats.read_wakeups += 1
         node = self._node
-        now = self.loop.time()
+        now = clock()
         peer = self._peer
         touched: set[Address] = set()
         received = size = 0
@@ -218,10 +223,10 @@ class DatagramEndpoint:
 
     def _on_timer(self) -> None:
         self.stats.timer_wakeups += 1
-        now = self.loop.time()
+        now = clock()
         deadline = self._deadline
         if deadline is not None and now < deadline:  # uvloop: see TIMER_RETRY_S
-            self._timer = self.loop.call_at(max(deadline, now + TIMER_RETRY_S), self._on_timer)
+            self._timer = self.loop.call_later(max(deadline - now, TIMER_RETRY_S), self._on_timer)
             return
         self._timer = None
         self._deadline = None
@@ -234,7 +239,7 @@ class DatagramEndpoint:
 
     def _after_input(self, touched: Collection[Address]) -> None:
         """Send once, let the owner read events, re-arm the timer once."""
-        self._send_all(self._node.datagrams_to_send(self.loop.time()))
+        self._send_all(self._node.datagrams_to_send(clock()))
         self._dispatch(touched)
         if self.closed:
             return
@@ -244,7 +249,9 @@ class DatagramEndpoint:
         if self._timer is not None:
             self._timer.cancel()
         self._deadline = deadline
-        self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
+        self._timer = (
+            None if deadline is None else self.loop.call_later(deadline - clock(), self._on_timer)
+        )
 
     # ----------------------------------------------------------------- output
 

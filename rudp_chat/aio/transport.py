@@ -38,7 +38,7 @@ from rudp_chat.core.listener import Listener, ListenerStats
 from rudp_chat.core.state import State
 from rudp_chat.core.stats import ConnectionStats
 
-from .endpoint import DatagramEndpoint, SocketStats, open_udp_socket, resolve
+from .endpoint import DatagramEndpoint, SocketStats, clock, open_udp_socket, resolve
 from .errors import (
     ConnectError,
     ConnectionLostError,
@@ -328,7 +328,6 @@ async def connect(
     :class:`ConnectionRefusedByServer` or another :class:`ConnectError`; ``OSError`` if the
     address does not resolve or the socket cannot be made.
     """
-    loop = asyncio.get_running_loop()
     family, address = await resolve(host, port, passive=False)
     sock = open_udp_socket(family)
     try:
@@ -337,7 +336,7 @@ async def connect(
         sock.close()
         raise
     peer: Address = (address[0], address[1])  # the core compares 2-tuples; IPv6 gives 4
-    core = Connection.connect(peer, loop.time(), os.urandom, config)
+    core = Connection.connect(peer, clock(), os.urandom, config)
     endpoint = DatagramEndpoint(sock, core, peer=peer)
     connection = ReliableConnection(core, endpoint)
     endpoint.start(connection._on_input, on_error=connection._on_socket_error)

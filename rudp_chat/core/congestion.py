@@ -27,10 +27,13 @@ CWND_GAIN = 2.0  # room for delayed and stretched acks
 FULL_BW_GROWTH = 1.25  # startup ends when three rounds grow the estimate by less than this
 FULL_BW_ROUNDS = 3
 BW_FILTER_ROUNDS = 10  # the bandwidth estimate is the max over this many round trips
-MIN_RTT_WINDOW_S = 10.0  # a min RTT older than this is replaced by the latest sample
+MIN_RTT_WINDOW_S = 10.0  # the min RTT is the minimum of the samples this recent
+MIN_RTT_STEP_S = MIN_RTT_WINDOW_S / 64  # rising samples closer than this share a slot (bound)
 RANDOM_LOSS_QUEUE_FRACTION = 0.5  # a loss is random while queueing delay < this × min RTT
 RANDOM_LOSS_QUEUE_FLOOR_S = 0.002  # ... or less than 2 ms, whichever is larger
 MIN_CWND_PACKETS = 4
+AGGREGATION_CAP_S = 0.01  # ack bursts are credited up to 10 ms of bandwidth: batching receivers
+# need well under that, and a larger credit only builds queues on slow links
 PACING_BURST_S = 0.002  # bytes worth this much time may leave back-to-back
 
 
@@ -69,7 +72,7 @@ class CongestionController:
         self.bottleneck_bandwidth = 0.0
         self._bw_samples: deque[tuple[int, float]] = deque()  # (round, rate), rates decreasing
         self._min_rtt = math.inf
-        self._min_rtt_stamp = 0.0
+        self._rtt_samples: deque[tuple[float, float]] = deque()  # (time, rtt), rtts increasing
         # delivery-rate estimation (draft-cheng-iccrg-delivery-rate-estimation)
         self.delivered = 0
         self._delivered_time = 0.0
@@ -92,6 +95,12 @@ class CongestionController:
         self._pacing_gain = STARTUP_GAIN
         self._cwnd_gain = STARTUP_GAIN
         self._lost_in_round = False
+        # ack aggregation: ACKs that arrive in bursts (batched receivers, delayed ACKs)
+        self._acked_now = 0  # bytes newly acknowledged by the ACK being processed
+        self._epoch_start = 0.0
+        self._epoch_acked = 0
+        self._extra_acked: deque[tuple[int, float]] = deque()  # (round, bytes), decreasing
+        self.extra_acked = 0.0
 
     # ----------------------------------------------------------------- inputs
 
@@ -110,6 +119,7 @@ class CongestionController:
 
     def on_packet_acked(self, packet: SentPacket, now: float) -> None:
         self.delivered += packet.size
+        self._acked_now += packet.size
         self._delivered_time = now
         if packet.delivered >= self._sample_prior_delivered:
             self._sample_prior_delivered = packet.delivered
@@ -126,7 +136,7 @@ class CongestionController:
 
     def on_packet_lost(self, packet: SentPacket, rtt: RttEstimator) -> None:
         """A random loss still crossed the bottleneck, so it counts as delivered for the model."""
-        min_rtt = rtt.min_rtt if self._min_rtt == math.inf else self._min_rtt
+        min_rtt = min(rtt.min_rtt, self._min_rtt)
         queueing = rtt.latest - min_rtt
         if queueing < max(RANDOM_LOSS_QUEUE_FRACTION * min_rtt, RANDOM_LOSS_QUEUE_FLOOR_S):
             self.delivered += packet.size
@@ -137,11 +147,10 @@ class CongestionController:
         """Update the path model after all packets one ACK covered were passed in."""
         if self._app_limited_until and self.delivered > self._app_limited_until:
             self._app_limited_until = 0
-        if rtt.has_sample and (
-            rtt.latest <= self._min_rtt or now - self._min_rtt_stamp > MIN_RTT_WINDOW_S
-        ):
-            self._min_rtt, self._min_rtt_stamp = rtt.latest, now
+        if rtt.has_sample:
+            self._track_min_rtt(rtt.latest, now)
         self._take_rate_sample()
+        self._update_aggregation(now)
         new_round, self._round_started = self._round_started, False
         if self.mode is Mode.STARTUP and new_round:
             self._check_full_bandwidth()
@@ -153,6 +162,24 @@ class CongestionController:
         self._set_outputs(rtt)
 
     # ------------------------------------------------------------- internals
+
+    def _track_min_rtt(self, sample: float, now: float) -> None:
+        """The minimum RTT over the last ``MIN_RTT_WINDOW_S`` (a monotonic deque).
+
+        A true windowed minimum, not "the latest sample once the old minimum expires":
+        with no PROBE_RTT phase, the latest sample carries our own queue and would
+        inflate the window and hide congestion from the loss classifier.
+        """
+        samples = self._rtt_samples
+        replaced = False
+        while samples and samples[-1][1] >= sample:
+            samples.pop()
+            replaced = True
+        if replaced or not samples or now - samples[-1][0] >= MIN_RTT_STEP_S:
+            samples.append((now, sample))
+        while samples[0][0] < now - MIN_RTT_WINDOW_S:
+            samples.popleft()
+        self._min_rtt = samples[0][1]
 
     def _take_rate_sample(self) -> None:
         if self._sample_prior_delivered < 0:
@@ -171,6 +198,30 @@ class CongestionController:
         while samples[0][0] <= self.round - BW_FILTER_ROUNDS:
             samples.popleft()
         self.bottleneck_bandwidth = samples[0][1]
+
+    def _update_aggregation(self, now: float) -> None:
+        """How far ACKs run ahead of the bandwidth estimate (BBR's extra_acked).
+
+        A receiver that drains its socket in batches acknowledges in bursts; with only
+        2 x BDP in flight the sender would stall between bursts. The largest excess seen
+        over the last rounds is added to the window so the pipe stays full.
+        """
+        acked, self._acked_now = self._acked_now, 0
+        bandwidth = self.bottleneck_bandwidth
+        if not acked or not bandwidth:
+            return
+        expected = bandwidth * (now - self._epoch_start)
+        if self._epoch_acked <= expected:  # on pace again: a new epoch starts here
+            self._epoch_start, self._epoch_acked, expected = now, 0, 0.0
+        self._epoch_acked += acked
+        extra = min(self._epoch_acked - expected, bandwidth * AGGREGATION_CAP_S)
+        samples = self._extra_acked
+        while samples and samples[-1][1] <= extra:
+            samples.pop()
+        samples.append((self.round, extra))
+        while samples[0][0] <= self.round - BW_FILTER_ROUNDS:
+            samples.popleft()
+        self.extra_acked = samples[0][1]
 
     def _check_full_bandwidth(self) -> None:
         if self._sample_app_limited:
@@ -215,7 +266,11 @@ class CongestionController:
             self.pacing_rate = self._pacing_gain * self.congestion_window / rtt.smoothed
             return
         self.pacing_rate = self._pacing_gain * self.bottleneck_bandwidth
-        target = self._cwnd_gain * self.bottleneck_bandwidth * self._min_rtt + 3 * self.mtu
+        target = (
+            self._cwnd_gain * self.bottleneck_bandwidth * self._min_rtt
+            + self.extra_acked
+            + 3 * self.mtu
+        )
         if self.mode is Mode.STARTUP:
             target = max(target, self.congestion_window)  # never shrink while still growing
         self.congestion_window = max(int(target), MIN_CWND_PACKETS * self.mtu)

@@ -60,6 +60,7 @@ Address = tuple[str, int]
 
 MAX_ERROR_REASON_BYTES = 128  # of the 256 a CLOSE may carry: room to spare
 HELLO_RETRY_CAP_S = 1.0  # HELLOs back off no further: a lossy path should not cost a long handshake
+SERVER_HEARTBEAT_FACTOR = 1.5  # the server leaves keep-alives to the client (see _heartbeat_due)
 PACING_MIN_WAIT_S = 1e-4  # a pacing wake-up never rounds down to "now"
 BUNDLE_MAX_FRAGMENTS = 8  # redundant fragments one thin-stream packet may repeat
 DATA_FRAMES_PER_PACKET = MAX_FRAMES - 3  # leaves room for ACK, PING and CLOSE
@@ -360,7 +361,7 @@ class Connection:
         and neither does one the receive buffer cannot hold (it is not acknowledged either)."""
         for frame in frames:
             if type(frame) is AckFrame and (
-                not self._recovery.is_plausible(frame) or frame.cumulative > self._send.next_seq
+                not self._recovery.is_plausible(frame) or frame.cumulative > self._send.sent_bound
             ):
                 return False
         return self._receiver.admits(frames)
@@ -439,7 +440,7 @@ class Connection:
 
     def _queue_error_close(self, error_code: int, detail: str) -> None:
         """An error CLOSE goes out once, unacknowledged."""
-        reason = detail.encode()[:MAX_ERROR_REASON_BYTES].decode(errors="ignore")
+        reason = detail.encode(errors="replace")[:MAX_ERROR_REASON_BYTES].decode(errors="ignore")
         self._close_frame = CloseFrame(error_code, self._send.next_seq, reason)
         self._close_sent = False
 
@@ -453,7 +454,9 @@ class Connection:
             self._recovery.discard()
             self._close_acked = True
         if not ended:
-            self._events.append(ConnectionTerminated(reason, error_code, detail or reason.value))
+            self._events.append(
+                ConnectionTerminated(reason, int(error_code), detail or reason.value)
+            )
 
     def _drain_end(self) -> float:
         """Draining lasts until our CLOSE is acknowledged (or the peer goes silent for the idle
@@ -492,10 +495,16 @@ class Connection:
     def _heartbeat_due(self) -> float:
         """A PING goes out after ``heartbeat_interval`` of silence both ways.
 
-        Counting what we hear as well as what we send lets the two sides take turns:
-        an idle connection costs one PING and one ACK per interval, not two of each.
+        Counting what we hear as well as what we send means one side's PING (and the ACK it
+        draws) keeps both quiet. The server waits longer than the client, so on any path
+        shorter than a quarter interval only the client pings (it is also the side whose
+        NAT binding needs the traffic): an idle connection costs one PING and one ACK per
+        interval, not two of each.
         """
-        return max(self._last_heard, self._last_eliciting_sent) + self.config.heartbeat_interval
+        interval = self.config.heartbeat_interval
+        if not self.is_client:
+            interval *= SERVER_HEARTBEAT_FACTOR
+        return max(self._last_heard, self._last_eliciting_sent) + interval
 
     def handle_timer(self, now: float) -> None:
         """Run whatever is due at ``now``; harmless when nothing is."""
@@ -606,9 +615,13 @@ class Connection:
         if ack_owed:
             room -= _ack_size_bound(min(len(self._receiver.packets), 32))
         if self._probe_due:
-            self._probe_due = False
-            room = self._add_probe(frames, seqs, room)
-            self._recovery.on_probe_sent(now)
+            probe_room = self._add_probe(frames, seqs, room)
+            if probe_room is None:  # the owed ACK leaves alone first; the probe follows
+                ack_deadline = now
+            else:
+                room = probe_room
+                self._probe_due = False
+                self._recovery.on_probe_sent(now)
         elif not draining:
             room = self._add_data(frames, seqs, room, now)
         if self._ping_due and not draining and room >= PING_FRAME_SIZE:
@@ -642,15 +655,18 @@ class Connection:
             self._recovery.on_packet_sent(number, now, None)
         return self._count_sent(datagram)
 
-    def _add_probe(self, frames: list[Frame], seqs: list[int], room: int) -> int:
-        """A timeout probe repeats the oldest unacknowledged thing: a fragment, else our CLOSE."""
+    def _add_probe(self, frames: list[Frame], seqs: list[int], room: int) -> int | None:
+        """A timeout probe repeats the oldest unacknowledged thing: a fragment, else our CLOSE.
+
+        Returns the room left, or None when the fragment does not fit beside an owed ACK.
+        """
         send = self._send
-        fragment = send.next_retransmission()
+        fragment = send.next_retransmission() or send.oldest_in_flight()
         if fragment is not None:
-            send.pop_retransmission()
-        else:
-            fragment = send.oldest_in_flight()
-        if fragment is not None:
+            if len(fragment.payload) + DATA_FRAME_OVERHEAD > room:
+                return None
+            if fragment is send.next_retransmission():
+                send.pop_retransmission()
             self._add_fragment(frames, seqs, fragment, retransmission=True)
             return room - len(fragment.payload) - DATA_FRAME_OVERHEAD
         if self._close_frame is not None and not self._close_acked:

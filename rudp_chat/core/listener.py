@@ -71,6 +71,8 @@ class Listener:
         self._tokens = TokenIssuer(secret or random_bytes(32), self.config.token_lifetime)
         self.connections: dict[bytes, Connection] = {}
         self._by_client: dict[tuple[Address, bytes], Connection] = {}
+        self._retired: dict[tuple[Address, bytes], float] = {}  # closed clients -> until when
+        # their HELLO tokens could still be valid: a late copy must not reopen them
         self._per_host: dict[str, int] = {}
         self._accept_queue: deque[Connection] = deque()
         self._outbox: list[tuple[bytes, Address]] = []
@@ -126,10 +128,14 @@ class Listener:
         if hello.version != PROTOCOL_VERSION:
             stats.hellos_bad_version += 1
             return
-        existing = self._by_client.get((addr, hello.client_id))
+        key = (addr, hello.client_id)
+        existing = self._by_client.get(key)
         if existing is not None:
             existing.receive_packet(hello, size, addr, now)
             self._dirty[existing.local_id] = existing
+            return
+        if self._retired.get(key, -1.0) >= now:
+            stats.dropped_unexpected += 1
             return
         if hello.token and self._tokens.check_retry_token(hello.token, hello.client_id, addr, now):
             self._open(hello.client_id, addr, now)
@@ -216,7 +222,7 @@ class Listener:
         for connection_id, connection in dirty.items():
             out.extend(connection.datagrams_to_send(now))
             if connection.is_closed:
-                self._forget(connection)
+                self._forget(connection, now)
                 continue
             deadline = connection.get_timer()
             if deadline is None:
@@ -227,12 +233,21 @@ class Listener:
                 heapq.heappush(self._timers, (deadline, self._timer_counter, connection_id))
         return out
 
-    def _forget(self, connection: Connection) -> None:
+    def _forget(self, connection: Connection, now: float) -> None:
         connection_id = connection.local_id
         if self.connections.pop(connection_id, None) is None:
             return
         self._scheduled.pop(connection_id, None)
-        self._by_client.pop((connection.peer_address, connection.remote_id or b""), None)
+        key = (connection.peer_address, connection.remote_id or b"")
+        self._by_client.pop(key, None)
+        retired = self._retired
+        retired.pop(key, None)  # re-inserted last, so insertion order stays expiry order
+        retired[key] = now + self.config.token_lifetime
+        while retired:  # expired or over the table size: drop from the oldest end
+            oldest, until = next(iter(retired.items()))
+            if until >= now and len(retired) <= self.config.max_connections:
+                break
+            del retired[oldest]
         host = connection.peer_address[0]
         remaining = self._per_host[host] - 1
         if remaining:

@@ -52,7 +52,7 @@ class Receiver:
         self.window_bytes = window_bytes
         self.fragment_size = fragment_size
         self.max_message_size = max_message_size
-        self._window_fragments = max(window_bytes // fragment_size, INITIAL_WINDOW_FRAGMENTS)
+        self._window_fragments = window_bytes // fragment_size
         self.packets = RangeSet(TRACKED_RANGES)
         self.largest_time = 0.0
         self.ack_deadline: float | None = None
@@ -113,16 +113,23 @@ class Receiver:
         """Whether every DATA frame of a packet fits the window and the byte budget.
 
         A packet that does not is dropped unacknowledged (RFC 5961 spirit): an honest
-        sender never exceeds the window, and a dishonest one cannot make us hold more.
+        sender never exceeds the window, and a dishonest one cannot make us hold more
+        than the budget (out-of-order, partial and unread data together).
+        The one exception: with nothing unread, the fragment that delivery waits for is always
+        admitted (a budget full of later fragments must not block the one that frees it).
         """
         window = self.window()
         new_bytes = 0
+        unblocks = False
         for frame in frames:
             if type(frame) is DataFrame and frame.seq >= self.next_seq:
                 if frame.seq >= window:
                     return False
                 new_bytes += len(frame.payload)
-        return self.buffered_bytes + new_bytes <= self.window_bytes
+                unblocks = unblocks or frame.seq == self.next_seq
+        if self.buffered_bytes + self.unread_bytes + new_bytes <= self.window_bytes:
+            return True
+        return unblocks and not self.unread_bytes
 
     def on_data(self, frame: DataFrame) -> list[tuple[int, bytes]]:
         """Accept one admitted fragment; returns the (message id, data) pairs it completes.

@@ -100,14 +100,15 @@ class Recovery:
         self.loss_time = None
         lost: list[SentPacket] = []
         largest_acked = self.largest_acked
-        send_deadline = now - self.rtt.loss_delay()
+        loss_delay = self.rtt.loss_delay()
         for number, packet in self.sent.items():
             if number > largest_acked:
                 break
-            if packet.time_sent <= send_deadline or largest_acked - number >= PACKET_THRESHOLD:
+            deadline = packet.time_sent + loss_delay  # one expression for test and timer
+            if deadline <= now or largest_acked - number >= PACKET_THRESHOLD:
                 lost.append(packet)
             else:
-                self.loss_time = packet.time_sent + self.rtt.loss_delay()
+                self.loss_time = deadline
                 break
         for packet in lost:
             del self.sent[packet.number]

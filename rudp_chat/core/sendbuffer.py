@@ -8,7 +8,9 @@ from collections import deque
 from .errors import MessageTooLargeError, SendBufferFullError
 from .frames import MAX_FRAGMENTS, DataFrame
 
-__all__ = ["SendBuffer"]
+__all__ = ["FRAGMENT_COST", "SendBuffer"]
+
+FRAGMENT_COST = 64  # bytes charged per fragment besides its payload, so empty messages count too
 
 
 class SendBuffer:
@@ -40,6 +42,7 @@ class SendBuffer:
         self.acked_below = 0
         """Every sequence number below this is acknowledged."""
         self.buffered_bytes = 0
+        """Payload plus ``FRAGMENT_COST`` per fragment, of everything unacknowledged."""
         self.unacked: dict[int, DataFrame] = {}
         """Every fragment not yet acknowledged, pending or in flight, in sequence order."""
         self._pending: deque[DataFrame] = deque()
@@ -59,14 +62,15 @@ class SendBuffer:
         size = len(data)
         if size > self.max_message_size:
             raise MessageTooLargeError(f"message of {size} bytes exceeds {self.max_message_size}")
-        if size > self.free_bytes and self.buffered_bytes:
-            raise SendBufferFullError(
-                f"send buffer holds {self.buffered_bytes} of {self.capacity} bytes"
-            )
         step = self.fragment_size
         count = max(1, -(-size // step))
         if count > MAX_FRAGMENTS:
             raise MessageTooLargeError(f"message needs {count} fragments, over {MAX_FRAGMENTS}")
+        cost = size + count * FRAGMENT_COST
+        if cost > self.free_bytes and self.buffered_bytes:
+            raise SendBufferFullError(
+                f"send buffer holds {self.buffered_bytes} of {self.capacity} bytes"
+            )
         message_id = self.next_message_id
         self.next_message_id += 1
         view = memoryview(data)
@@ -81,13 +85,13 @@ class SendBuffer:
             self.unacked[fragment.seq] = fragment
             self._pending.append(fragment)
             self.next_seq += 1
-        self.buffered_bytes += size
+        self.buffered_bytes += cost
         return message_id
 
     def acknowledge(self, seq: int) -> None:
         fragment = self.unacked.pop(seq, None)
         if fragment is not None:
-            self.buffered_bytes -= len(fragment.payload)
+            self.buffered_bytes -= len(fragment.payload) + FRAGMENT_COST
 
     def acknowledge_below(self, cumulative: int) -> None:
         """Everything below ``cumulative`` arrived (the ACK's cumulative field)."""
@@ -127,6 +131,11 @@ class SendBuffer:
 
     def pop_new(self) -> None:
         self._pending.popleft()
+
+    @property
+    def sent_bound(self) -> int:
+        """Every sequence number below this has been sent at least once."""
+        return self._pending[0].seq if self._pending else self.next_seq
 
     @property
     def has_pending(self) -> bool:

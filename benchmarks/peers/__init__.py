@@ -1,0 +1,50 @@
+"""The benchmark's peers: one module per implementation, all with the same two entry points.
+
+``server(job, ready, stop)`` binds, calls ``ready(address)``, then receives (bulk, one-way) or
+echoes (ping-pong) and returns its figures; ``client(job, address, stop)`` sends (bulk, one-way)
+or pings (ping-pong). Both return a dict of plain numbers and lists (it crosses a process
+boundary) and give up when ``stop`` is set. :mod:`peers.harness` runs each in its own process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+__all__ = ["IMPLS", "Impl", "missing"]
+
+
+@dataclass(frozen=True, slots=True)
+class Impl:
+    """One implementation under test: the peer module, and what it needs that may be missing."""
+
+    name: str
+    module: str
+    requires: tuple[str, ...]
+    loop: str = "asyncio"
+    """Event loop of the asyncio peers: "asyncio" or "uvloop"."""
+
+
+IMPLS: dict[str, Impl] = {
+    impl.name: impl
+    for impl in (
+        Impl("raw-udp", "peers.raw_udp", ()),
+        Impl("tcp", "peers.tcp", ()),
+        Impl("kcp", "peers.kcp_peer", ("kcp",)),
+        Impl("aioquic", "peers.quic", ("aioquic", "cryptography")),
+        Impl("rudp", "peers.rudp", ("rudp_chat.aio",)),
+        Impl("rudp-uvloop", "peers.rudp", ("rudp_chat.aio", "uvloop"), loop="uvloop"),
+    )
+}
+
+
+def missing(impl: Impl) -> str | None:
+    """The first module ``impl`` needs that cannot be imported here, or None."""
+    for name in impl.requires:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # a parent package is missing
+            found = False
+        if not found:
+            return name
+    return None

@@ -1,0 +1,516 @@
+"""Throughput and latency of rudp beside raw UDP, TCP, KCP and aioquic, on real loopback sockets.
+
+Usage: python benchmarks/throughput.py [--quick] [--json PATH] [--plot PATH] [--only TOKENS]
+                                       [--profile DIR]
+
+Every case runs its two peers in two spawned processes (one core each on a 2-core box) and
+counts at the receiver, from its first message on (connection setup excluded), until N messages
+or T seconds, whichever comes first. MB is 10^6 bytes.
+
+Cases:
+- cpu:      no proxy, 64 B / 1 KiB / 16 KiB messages sent as fast as each peer allows:
+            raw-udp (blocking sendto/recvfrom, 4 MiB receive buffer, no reliability: the
+            ceiling, with the loss it suffers), tcp (length-prefixed, Nagle on), kcp (fast
+            mode: nodelay, 10 ms interval, resend 2, nc=1, 1024-segment windows, 4 MiB socket
+            buffers), aioquic (one stream, length-prefixed), rudp (defaults) on the asyncio loop
+            and, as rudp-uvloop, on uvloop.
+- lossy:    1 KiB messages through ``python -m rudp_chat.aio.proxy``: 20 Mbit/s, 20 ms each way,
+            a drop-tail queue of 1.5 x BDP (125 datagrams of 1200 B), 0/1/5/10 % loss each way.
+            goodput = payload delivered / time / (2.5e6 B/s x (1 - loss)); retx = retransmitted
+            payload / payload delivered, where the peer reports it (rudp). KCP has no congestion
+            control (nc=1), so its window is its rate: 128 segments here, above the BDP (95
+            segments of 1048 B) and below BDP + queue. (Measured at 0 % loss: 0.90 of capacity
+            with 128, 0.60 with 256 and 0.33 with 1024, which flood the proxy's queue.)
+- pingpong: round-trip time of 64 B messages on loopback, echoed by the server.
+- chat:     one-way latency of 200 B messages at 10 per second through the proxy at 5 % loss
+            (the lossy link otherwise), from ``time.monotonic()`` stamps in the messages.
+
+``--only`` takes comma-separated tokens: case names, implementation names, sizes (64, 1024,
+16384, or 1KiB) and losses (5%); a case runs when it matches a token of every kind given
+(losses only filter the cases through the proxy): ``--only cpu,lossy,rudp,1024,0%``.
+The exit status is 1 when a case failed (a peer raised, died or timed out), else 0.
+``--profile DIR`` runs each peer under cProfile (wall clock: idle time shows as the event loop's
+epoll) into DIR/CASE/{server,client}.prof; read them with ``python -m pstats``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from peers import IMPLS, missing
+from peers.common import Job
+from peers.harness import Link, Outcome, PeerError, run_pair
+
+CASES = ("cpu", "lossy", "pingpong", "chat")
+SIZES = (64, 1024, 16 * 1024)
+LOSSES = (0.0, 0.01, 0.05, 0.10)
+CPU_IMPLS = ("raw-udp", "tcp", "kcp", "aioquic", "rudp", "rudp-uvloop")
+LOSSY_IMPLS = ("rudp", "kcp", "aioquic")
+PING_IMPLS = ("raw-udp", "tcp", "kcp", "aioquic", "rudp", "rudp-uvloop")
+CHAT_IMPLS = ("rudp", "kcp", "aioquic")
+
+RATE_KBIT = 20_000  # the lossy link's bottleneck
+CAPACITY = RATE_KBIT * 1000 / 8  # bytes per second: 2.5e6
+DELAY_MS = 20.0  # one way: a 40 ms round trip
+DATAGRAM = 1200  # bytes per datagram when sizing the queue (rudp's and aioquic's maximum)
+BDP_DATAGRAMS = CAPACITY * 2 * DELAY_MS / 1000 / DATAGRAM  # 83.3
+QUEUE = math.ceil(1.5 * BDP_DATAGRAMS)  # 125 datagrams, 60 ms of queueing at most
+KCP_LOSSY_WINDOW = 128  # segments: over the BDP (95), under BDP + queue; see the docstring
+CHAT_SIZE = 200  # bytes: a chat line
+CHAT_INTERVAL = 0.1  # 10 messages per second
+CHAT_LOSS = 0.05
+
+TARGET_VS_RAW = 0.25  # cpu 1 KiB: rudp / raw-udp messages per second
+TARGET_VS_QUIC = 5.0  # cpu 1 KiB: rudp / aioquic
+TARGET_GOODPUT = 0.90  # lossy: rudp goodput ratio at every loss
+
+
+@dataclass(frozen=True, slots=True)
+class Scale:
+    """How long each kind of case runs: full, or ``--quick``."""
+
+    cpu_s: float
+    cpu_count: int
+    lossy_s: float
+    losses: tuple[float, ...]
+    pings: int
+    ping_s: float
+    chat_messages: int
+
+
+FULL = Scale(cpu_s=3.0, cpu_count=2_000_000, lossy_s=15.0, losses=LOSSES, pings=5000,
+             ping_s=5.0, chat_messages=300)  # fmt: skip
+QUICK = Scale(cpu_s=0.4, cpu_count=200_000, lossy_s=2.0, losses=(0.0, 0.05), pings=300,
+              ping_s=0.5, chat_messages=20)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One measurement: an implementation, a job for its peers, and maybe a lossy link."""
+
+    case: str
+    impl: str
+    job: Job
+    loss: float | None = None
+    link: Link | None = None
+
+    @property
+    def label(self) -> str:
+        """A short name for the progress line and the profile directory."""
+        loss = "" if self.loss is None else f"-{round(self.loss * 100)}pct"
+        return f"{self.case}-{self.impl}-{self.job.size}{loss}"
+
+    @property
+    def timeout(self) -> float:
+        """Seconds the case may take after setup before its peers count as hung."""
+        job = self.job
+        length = job.count * job.interval if job.mode == "oneway" else job.duration
+        return length + 20.0
+
+
+@dataclass(slots=True)
+class Row:
+    """One line of the table and of the JSON; None where a figure does not apply."""
+
+    case: str
+    impl: str
+    size: int
+    loss: float | None
+    status: str = "ok"
+    """"ok", "failed" (see ``note``) or "skipped" (an optional package is missing)."""
+    msgs_per_s: float | None = None
+    mb_per_s: float | None = None
+    goodput_ratio: float | None = None
+    retransmit_ratio: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    delivered: int | None = None
+    """Messages counted: delivered (bulk, chat) or round trips (pingpong)."""
+    seconds: float | None = None
+    """Length of the receiver's window."""
+    udp_loss: float | None = None
+    """raw-udp: datagrams lost inside the receiver's window."""
+    queue_drops: int | None = None
+    """Proxy, client to server: datagrams dropped by the full bottleneck queue."""
+    note: str = ""
+
+
+def plan(scale: Scale) -> list[Case]:
+    """Every case of a run, in order."""
+    cases: list[Case] = []
+    for size in SIZES:
+        for impl in CPU_IMPLS:
+            job = Job("bulk", size, scale.cpu_count, scale.cpu_s, loop=IMPLS[impl].loop)
+            cases.append(Case("cpu", impl, job))
+    for loss in scale.losses:
+        link = Link(loss, DELAY_MS, RATE_KBIT, QUEUE)
+        for impl in LOSSY_IMPLS:
+            job = Job("bulk", 1024, 10**9, scale.lossy_s, window=KCP_LOSSY_WINDOW)
+            cases.append(Case("lossy", impl, job, loss, link))
+    for impl in PING_IMPLS:
+        job = Job("pingpong", 64, scale.pings, scale.ping_s, loop=IMPLS[impl].loop)
+        cases.append(Case("pingpong", impl, job))
+    chat_link = Link(CHAT_LOSS, DELAY_MS, RATE_KBIT, QUEUE)
+    for impl in CHAT_IMPLS:
+        job = Job("oneway", CHAT_SIZE, scale.chat_messages, 0.0, interval=CHAT_INTERVAL)
+        cases.append(Case("chat", impl, job, CHAT_LOSS, chat_link))
+    return cases
+
+
+def parse_only(text: str) -> dict[str, set[str]]:
+    """``--only`` tokens grouped by kind; raises ``ValueError`` for a token of no kind."""
+    kinds: dict[str, set[str]] = {}
+    for token in filter(None, (part.strip() for part in text.split(","))):
+        if token in CASES:
+            kind, value = "case", token
+        elif token in IMPLS:
+            kind, value = "impl", token
+        elif token.endswith("%"):
+            kind, value = "loss", str(round(float(token[:-1]), 3))
+        else:
+            kind, value = "size", str(_size(token))
+        kinds.setdefault(kind, set()).add(value)
+    return kinds
+
+
+def _size(token: str) -> int:
+    lowered = token.lower()
+    for suffix, factor in (("kib", 1024), ("k", 1024), ("b", 1)):
+        if lowered.endswith(suffix) and lowered[: -len(suffix)].isdigit():
+            return int(lowered[: -len(suffix)]) * factor
+    if token.isdigit():
+        return int(token)
+    raise ValueError(f"--only: {token!r} is no case, implementation, size or loss")
+
+
+def selected(case: Case, only: dict[str, set[str]]) -> bool:
+    """Whether ``case`` matches a token of every kind in ``only`` (losses: if it has a loss)."""
+    values = {"case": case.case, "impl": case.impl, "size": str(case.job.size)}
+    if case.loss is not None:
+        values["loss"] = str(round(100 * case.loss, 3))
+    return all(kind not in values or values[kind] in tokens for kind, tokens in only.items())
+
+
+class Progress:
+    """One line on stderr: the case running, its number, and the time spent so far."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.index = 0
+        self.label = ""
+        self.started = self.case_started = time.monotonic()
+        self.live = sys.stderr.isatty()
+        self.last = 0.0
+
+    def start(self, label: str) -> None:
+        """A new case begins."""
+        self.index += 1
+        self.label = label
+        self.case_started = time.monotonic()
+        self.tick(force=True)
+
+    def tick(self, force: bool = False) -> None:
+        """Refresh the line (on a terminal: in place, at most 5 times a second)."""
+        now = time.monotonic()
+        if not force and (not self.live or now - self.last < 0.2):
+            return
+        self.last = now
+        done = "#" * (20 * (self.index - 1) // max(self.total, 1))
+        timing = f"{now - self.case_started:4.1f} s, " if self.live else ""
+        line = (
+            f"[{done:<20}] {self.index}/{self.total} {self.label} "
+            f"({timing}total {now - self.started:5.1f} s)"
+        )
+        if self.live:
+            sys.stderr.write("\r\x1b[K" + line)
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        """Clear the line."""
+        if self.live:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def measure(case: Case, outcome: Outcome) -> Row:
+    """The row for a case from its peers' reports."""
+    row = Row(case.case, case.impl, case.job.size, case.loss)
+    server, client = outcome.server, outcome.client
+    if case.job.mode == "pingpong":
+        rtts = client.get("rtts_ms", [])
+        if not rtts:
+            raise PeerError("no round trip completed")
+        row.delivered = len(rtts)
+        row.p50_ms = _round(_percentile(rtts, 0.50))
+        row.p99_ms = _round(_percentile(rtts, 0.99))
+        if client.get("lost"):
+            row.note = f"{client['lost']} pings lost"
+        return row
+    delivered, elapsed = server["delivered"], server["elapsed"]
+    if delivered < 2 or elapsed <= 0:
+        raise PeerError(f"only {delivered} messages arrived")
+    row.delivered = delivered
+    row.seconds = _round(elapsed)
+    row.msgs_per_s = round(delivered / elapsed, 1)
+    row.mb_per_s = round(server["bytes"] / elapsed / 1e6, 3)
+    if "offered" in server:
+        lost = 1 - delivered / max(server["offered"], 1)
+        row.udp_loss = round(lost, 4)
+        row.note = f"lost {100 * lost:.1f}% of datagrams"
+    if "retransmitted_bytes" in client:
+        row.retransmit_ratio = _round(client["retransmitted_bytes"] / server["bytes"], 4)
+    if "up_queue_drops" in outcome.proxy:
+        row.queue_drops = outcome.proxy["up_queue_drops"]
+    if case.case == "lossy" and case.loss is not None:
+        row.goodput_ratio = _round(server["bytes"] / elapsed / (CAPACITY * (1 - case.loss)), 4)
+    if case.job.mode == "oneway":
+        latencies = server["latencies_ms"]
+        row.p50_ms = _round(_percentile(latencies, 0.50))
+        row.p99_ms = _round(_percentile(latencies, 0.99))
+        row.msgs_per_s = row.mb_per_s = None
+        if delivered < case.job.count:
+            row.note = f"only {delivered} of {case.job.count} messages arrived"
+    return row
+
+
+def run_case(case: Case, progress: Progress, profile_dir: str | None) -> Row:
+    """Run one case; a failure becomes a row with status "failed", never an exception."""
+    impl = IMPLS[case.impl]
+    absent = missing(impl)
+    if absent:
+        return Row(case.case, case.impl, case.job.size, case.loss, "skipped",
+                   note=f"skipped: {absent} is not installed")  # fmt: skip
+    directory = None
+    if profile_dir:
+        directory = os.path.join(profile_dir, case.label)
+        os.makedirs(directory, exist_ok=True)
+    try:
+        outcome = run_pair(
+            impl.module,
+            case.job,
+            timeout=case.timeout,
+            link=case.link,
+            profile_dir=directory,
+            tick=progress.tick,
+        )
+        return measure(case, outcome)
+    except PeerError as error:
+        progress.done()
+        print(f"{case.label} failed: {error}", file=sys.stderr)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "failed"
+        return Row(case.case, case.impl, case.job.size, case.loss, "failed", note=first[:120])
+
+
+def _cell(value: float | None, spec: str, width: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}"
+
+
+def table(rows: Iterable[Row]) -> str:
+    """The rows as a fixed-width table."""
+    lines = [
+        f"{'case':<9} {'impl':<12} {'size':>6} {'loss':>5} {'msgs/s':>11} {'MB/s':>9} "
+        f"{'goodput':>7} {'retx':>6} {'p50 ms':>8} {'p99 ms':>8}  note"
+    ]
+    previous = ""
+    for row in rows:
+        if previous and row.case != previous:
+            lines.append("")
+        previous = row.case
+        loss = "-" if row.loss is None else f"{100 * row.loss:.0f}%"
+        lines.append(
+            f"{row.case:<9} {row.impl:<12} {row.size:>6} {loss:>5} "
+            f"{_cell(row.msgs_per_s, ',.0f', 11)} {_cell(row.mb_per_s, '.2f', 9)} "
+            f"{_cell(row.goodput_ratio, '.3f', 7)} {_cell(row.retransmit_ratio, '.3f', 6)} "
+            f"{_cell(row.p50_ms, '.3f', 8)} {_cell(row.p99_ms, '.3f', 8)}  "
+            f"{row.note if row.status != 'failed' else 'FAILED: ' + row.note}"
+        )
+    return "\n".join(lines)
+
+
+def _find(
+    rows: list[Row], case: str, impl: str, size: int, loss: float | None = None
+) -> Row | None:
+    for row in rows:
+        if (row.case, row.impl, row.size, row.loss) == (case, impl, size, loss) and (
+            row.status == "ok"
+        ):
+            return row
+    return None
+
+
+def targets(rows: list[Row]) -> list[str]:
+    """The issue's target ratios, for the rows that were measured."""
+    lines: list[str] = []
+
+    def verdict(ok: bool) -> str:
+        return "ok" if ok else "MISS"
+
+    for impl in ("rudp", "rudp-uvloop"):
+        ours = _find(rows, "cpu", impl, 1024)
+        if ours is None or ours.msgs_per_s is None:
+            continue
+        for peer, target, unit in (
+            ("raw-udp", TARGET_VS_RAW, "%"),
+            ("aioquic", TARGET_VS_QUIC, "x"),
+        ):
+            theirs = _find(rows, "cpu", peer, 1024)
+            if theirs is None or not theirs.msgs_per_s:
+                continue
+            ratio = ours.msgs_per_s / theirs.msgs_per_s
+            shown = f"{100 * ratio:.1f} %" if unit == "%" else f"{ratio:.2f}x"
+            wanted = f"{100 * target:.0f} %" if unit == "%" else f"{target:.0f}x"
+            lines.append(
+                f"cpu 1 KiB {impl} / {peer}: {shown} (target >= {wanted}) {verdict(ratio >= target)}"
+            )
+    for loss in sorted({row.loss for row in rows if row.case == "lossy" and row.loss is not None}):
+        ours = _find(rows, "lossy", "rudp", 1024, loss)
+        if ours is None or ours.goodput_ratio is None:
+            continue
+        others = {
+            impl: row.goodput_ratio
+            for impl in ("kcp", "aioquic")
+            if (row := _find(rows, "lossy", impl, 1024, loss)) and row.goodput_ratio is not None
+        }
+        ok = ours.goodput_ratio >= TARGET_GOODPUT and all(
+            ours.goodput_ratio >= theirs for theirs in others.values()
+        )
+        peers = ", ".join(f"{impl} {value:.3f}" for impl, value in others.items()) or "no peers"
+        lines.append(
+            f"lossy {100 * loss:.0f}%: rudp goodput {ours.goodput_ratio:.3f} "
+            f"(target >= {TARGET_GOODPUT:.2f} and >= peers: {peers}) {verdict(ok)}"
+        )
+    return lines
+
+
+def plot(rows: list[Row], path: str) -> None:
+    """Three panels as a PNG: cpu MB/s, lossy goodput, latency. Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [row for row in rows if row.status == "ok"]
+    figure, (cpu, lossy, latency) = plt.subplots(1, 3, figsize=(17, 5))
+    impls = [impl for impl in CPU_IMPLS if any(r.case == "cpu" and r.impl == impl for r in ok)]
+    width = 0.8 / max(len(impls), 1)
+    for index, impl in enumerate(impls):
+        values = [
+            (row.mb_per_s or 0.0) if (row := _find(ok, "cpu", impl, size)) else 0.0
+            for size in SIZES
+        ]
+        cpu.bar([s + index * width for s in range(len(SIZES))], values, width, label=impl)
+    cpu.set_xticks([s + 0.4 - width / 2 for s in range(len(SIZES))], ["64 B", "1 KiB", "16 KiB"])
+    cpu.set_yscale("log")
+    cpu.set_ylabel("MB/s delivered")
+    cpu.set_title("CPU-bound, loopback")
+    cpu.legend(fontsize="small")
+    for impl in LOSSY_IMPLS:
+        points = sorted(
+            (row.loss * 100, row.goodput_ratio)
+            for row in ok
+            if row.case == "lossy" and row.impl == impl and row.loss is not None
+            and row.goodput_ratio is not None
+        )  # fmt: skip
+        if points:
+            lossy.plot(*zip(*points, strict=True), marker="o", label=impl)
+    lossy.axhline(TARGET_GOODPUT, linestyle="--", color="grey", label="target")
+    lossy.set_xlabel("loss each way, %")
+    lossy.set_ylabel("goodput / (20 Mbit/s x (1 - loss))")
+    lossy.set_ylim(0, 1.05)
+    lossy.set_title("Lossy link: 20 Mbit/s, 40 ms RTT")
+    lossy.legend(fontsize="small")
+    latency_rows = [r for r in ok if r.case in ("pingpong", "chat") and r.p50_ms is not None]
+    labels = [f"{r.case}\n{r.impl}" for r in latency_rows]
+    positions = range(len(latency_rows))
+    latency.bar([p - 0.2 for p in positions], [r.p50_ms or 0 for r in latency_rows], 0.4,
+                label="p50")  # fmt: skip
+    latency.bar([p + 0.2 for p in positions], [r.p99_ms or 0 for r in latency_rows], 0.4,
+                label="p99")  # fmt: skip
+    latency.set_xticks(list(positions), labels, fontsize="x-small", rotation=45)
+    latency.set_yscale("log")
+    latency.set_ylabel("ms (pingpong: round trip; chat: one way)")
+    latency.set_title("Latency")
+    latency.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _as_json(row: Row) -> dict[str, Any]:
+    return {key.name: getattr(row, key.name) for key in fields(Row)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected cases, print the table and targets; the exit status."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short runs: under a minute in all")
+    parser.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
+    parser.add_argument("--plot", metavar="PATH", help="write a PNG (needs matplotlib)")
+    parser.add_argument("--only", metavar="TOKENS", help="e.g. cpu,rudp,raw-udp,1024 or lossy,5%%")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="cProfile each peer process into DIR/CASE/{server,client}.prof",
+    )
+    args = parser.parse_args(argv)
+    try:
+        only = parse_only(args.only) if args.only else {}
+    except ValueError as error:
+        parser.error(str(error))
+    cases = [case for case in plan(QUICK if args.quick else FULL) if selected(case, only)]
+    if not cases:
+        parser.error("--only selects no case")
+    progress = Progress(len(cases))
+    rows: list[Row] = []
+    try:
+        for case in cases:
+            progress.start(case.label)
+            rows.append(run_case(case, progress, args.profile))
+    finally:
+        progress.done()
+    print(table(rows))
+    skipped = sorted({row.note for row in rows if row.status == "skipped"})
+    for note in skipped:
+        print(f"note: {note}")
+    if any(row.case in ("lossy", "chat") for row in rows):
+        print(
+            f"lossy/chat link: {RATE_KBIT} kbit/s, {DELAY_MS:.0f} ms each way, queue {QUEUE} "
+            f"datagrams (1.5 x BDP of {BDP_DATAGRAMS:.1f} x {DATAGRAM} B)"
+        )
+    verdicts = targets(rows)
+    if verdicts:
+        print("targets:")
+        for line in verdicts:
+            print(f"  {line}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump([_as_json(row) for row in rows], handle, indent=2)
+    if args.plot:
+        try:
+            plot(rows, args.plot)
+        except ImportError:
+            print("note: --plot skipped: matplotlib is not installed")
+    return 1 if any(row.status == "failed" for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

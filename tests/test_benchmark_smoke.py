@@ -1,0 +1,99 @@
+"""Smoke tests of the benchmark scripts: they run, exit 0 and write well-formed JSON rows.
+
+Figures are not checked (this box is shared and small); only that every case ran and reported.
+The optional ``bench`` extra is not needed: the subsets chosen use none of its packages.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
+
+THROUGHPUT_KEYS = {
+    "case",
+    "impl",
+    "size",
+    "loss",
+    "status",
+    "msgs_per_s",
+    "mb_per_s",
+    "goodput_ratio",
+    "p50_ms",
+    "p99_ms",
+}
+THROUGHPUT_NUMBERS = THROUGHPUT_KEYS - {"case", "impl", "status"} | {"retransmit_ratio"}
+SIMULATED_NUMBERS = {
+    "loss",
+    "goodput_ratio",
+    "retransmit_ratio",
+    "latency_avg_ms",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "queue_drops",
+    "datagrams_sent",
+    "virtual_s",
+    "wall_s",
+}
+
+
+def _run(script: str, args: list[str], output: Path, timeout: float) -> list[dict[str, Any]]:
+    completed = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args, "--json", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    rows = json.loads(output.read_text(encoding="utf-8"))
+    assert isinstance(rows, list)
+    assert rows
+    return rows
+
+
+def _assert_numbers(row: dict[str, Any], keys: set[str]) -> None:
+    for key in keys:
+        value = row[key]
+        if value is None:
+            continue
+        assert isinstance(value, int | float), (key, value)
+        assert not isinstance(value, bool), (key, value)
+        assert math.isfinite(value), (key, value)
+        assert value >= 0, (key, value)
+
+
+def test_throughput_quick_runs_and_writes_rows(tmp_path: Path) -> None:
+    only = "cpu,lossy,raw-udp,rudp,1024,0%"  # no optional package; one case through the proxy
+    rows = _run("throughput.py", ["--quick", "--only", only], tmp_path / "rows.json", 120)
+    assert {(row["case"], row["impl"]) for row in rows} == {
+        ("cpu", "raw-udp"),
+        ("cpu", "rudp"),
+        ("lossy", "rudp"),
+    }
+    for row in rows:
+        assert row.keys() >= THROUGHPUT_KEYS
+        assert row["status"] == "ok", row
+        assert row["size"] == 1024
+        _assert_numbers(row, THROUGHPUT_NUMBERS)
+        assert row["msgs_per_s"] > 0
+        assert row["mb_per_s"] > 0
+    lossy = next(row for row in rows if row["case"] == "lossy")
+    assert lossy["loss"] == 0.0
+    assert lossy["goodput_ratio"] is not None
+
+
+def test_simulated_quick_chat_writes_rows(tmp_path: Path) -> None:
+    rows = _run("simulated.py", ["--quick", "--only", "chat"], tmp_path / "rows.json", 120)
+    assert [row["scenario"] for row in rows] == ["chat"]
+    for row in rows:
+        assert row.keys() >= SIMULATED_NUMBERS
+        _assert_numbers(row, SIMULATED_NUMBERS)
