@@ -59,7 +59,8 @@ __all__ = ["Address", "Connection"]
 Address = tuple[str, int]
 
 MAX_ERROR_REASON_BYTES = 128  # of the 256 a CLOSE may carry: room to spare
-HELLO_RETRY_CAP_S = 1.0  # HELLOs back off no further: a lossy path should not cost a long handshake
+HELLO_RETRY_CAP_S = 0.5  # HELLOs back off no further: a lost WELCOME is only repeated when a
+# HELLO asks again, so a lossy path must not cost a long handshake (2 x 1200 B/s at most)
 SERVER_HEARTBEAT_FACTOR = 1.5  # the server leaves keep-alives to the client (see _heartbeat_due)
 PACING_MIN_WAIT_S = 1e-4  # a pacing wake-up never rounds down to "now"
 BUNDLE_MAX_FRAGMENTS = 8  # redundant fragments one thin-stream packet may repeat
@@ -141,6 +142,9 @@ class Connection:
         self._close_frame: CloseFrame | None = None  # graceful: resent until acked; error: once
         self._close_sent = False
         self._close_acked = False
+        self._close_numbers: list[
+            int
+        ] = []  # packets that carried our CLOSE (even if declared lost)
         self._peer_final_seq: int | None = None
         # statistics
         self._datagrams_sent = self._datagrams_received = 0
@@ -386,7 +390,12 @@ class Connection:
         for packet in result.acked:
             for seq in packet.seqs:
                 send.acknowledge(seq)
-            self._close_acked = self._close_acked or packet.carries_close
+        if self._close_numbers and not self._close_acked:  # also a CLOSE wrongly deemed lost
+            self._close_acked = any(
+                first <= number <= last
+                for number in self._close_numbers
+                for first, last in frame.ranges
+            )
         self._on_lost(result.lost)
 
     def _on_lost(self, lost: list[SentPacket]) -> None:
@@ -649,6 +658,8 @@ class Connection:
         if eliciting and not (carries_close and close is not None and close.error_code):
             self._last_eliciting_sent = now
             packet = SentPacket(number, now, len(datagram), tuple(seqs), carries_close)
+            if carries_close:
+                self._close_numbers.append(number)
             self._recovery.on_packet_sent(number, now, packet)
             self._pacing_budget -= len(datagram)
         else:

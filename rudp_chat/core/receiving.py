@@ -52,7 +52,7 @@ class Receiver:
         self.window_bytes = window_bytes
         self.fragment_size = fragment_size
         self.max_message_size = max_message_size
-        self._window_fragments = window_bytes // fragment_size
+        self._window_fragments = -(-window_bytes // fragment_size)  # a full message must fit
         self.packets = RangeSet(TRACKED_RANGES)
         self.largest_time = 0.0
         self.ack_deadline: float | None = None
@@ -127,8 +127,11 @@ class Receiver:
                     return False
                 new_bytes += len(frame.payload)
                 unblocks = unblocks or frame.seq == self.next_seq
-        if self.buffered_bytes + self.unread_bytes + new_bytes <= self.window_bytes:
-            return True
+        if (
+            not new_bytes
+            or self.buffered_bytes + self.unread_bytes + new_bytes <= self.window_bytes
+        ):
+            return True  # a packet without new data (ACK, PING, CLOSE) always gets through
         return unblocks and not self.unread_bytes
 
     def on_data(self, frame: DataFrame) -> list[tuple[int, bytes]]:

@@ -50,8 +50,12 @@ class SendBuffer:
 
     @property
     def free_bytes(self) -> int:
-        """What ``push`` accepts now; a message up to ``max_message_size`` fits an empty buffer."""
-        return max(self.capacity - self.buffered_bytes, 0)
+        """The largest message ``push`` accepts now (a message up to ``max_message_size`` fits
+        an empty buffer): the room left, less ``FRAGMENT_COST`` for each fragment it needs."""
+        room = self.capacity - self.buffered_bytes
+        step = self.fragment_size + FRAGMENT_COST
+        whole, rest = divmod(max(room, 0), step)
+        return whole * self.fragment_size + max(rest - FRAGMENT_COST, 0)
 
     def push(self, data: bytes) -> int:
         """Fragment one message; returns its message id.
@@ -67,7 +71,7 @@ class SendBuffer:
         if count > MAX_FRAGMENTS:
             raise MessageTooLargeError(f"message needs {count} fragments, over {MAX_FRAGMENTS}")
         cost = size + count * FRAGMENT_COST
-        if cost > self.free_bytes and self.buffered_bytes:
+        if cost > self.capacity - self.buffered_bytes and self.buffered_bytes:
             raise SendBufferFullError(
                 f"send buffer holds {self.buffered_bytes} of {self.capacity} bytes"
             )
