@@ -130,8 +130,10 @@ class Connection:
         self._hello_token = b""
         self._hello_due = self.is_client
         self._hello_deadline = math.inf
-        self._hello_attempts = 0
-        self._hello_first_sent = now
+        self._hello_attempts = 0  # since the last RETRY: drives the backoff
+        self._hellos_sent = 0
+        self._retries_received = 0
+        self._hello_sent_at = now
         self._welcome_due = not self.is_client
         if not self.is_client:
             self._events.append(Connected(local_id))
@@ -292,6 +294,7 @@ class Connection:
         elif type(packet) is RetryPacket and self._is_for_handshake(packet.client_id):
             self._hello_token = packet.token
             self._hello_attempts = 0
+            self._retries_received += 1
             self._hello_due = True
         elif type(packet) is WelcomePacket and self._is_for_handshake(packet.client_id):
             self._receive_welcome(packet, now)
@@ -321,8 +324,9 @@ class Connection:
     def _receive_welcome(self, packet: WelcomePacket, now: float) -> None:
         self.remote_id = packet.server_id
         self._reset_token = packet.reset_token
-        if self._hello_attempts == 1:  # Karn: only an unrepeated HELLO gives a clean sample
-            self._rtt.update(now - self._hello_first_sent, 0.0)
+        if self._hellos_sent == 2 and self._retries_received == 1:
+            # Karn: only a handshake without any repetition gives an unambiguous sample
+            self._rtt.update(now - self._hello_sent_at, 0.0)
         self._receiver.on_packet(packet.number, now, ack_eliciting=False, urgent=False)
         self.state = next_state(self.state, Input.HANDSHAKE_DONE)
         self._events.append(Connected(self.local_id))
@@ -571,8 +575,8 @@ class Connection:
 
     def _build_hello(self, now: float) -> bytes:
         self._hello_due = False
-        if self._hello_attempts == 0:
-            self._hello_first_sent = now
+        self._hello_sent_at = now
+        self._hellos_sent += 1
         self._hello_attempts += 1
         timeout = min(
             2 * self.config.initial_rtt * 2 ** (self._hello_attempts - 1), HELLO_RETRY_CAP_S
