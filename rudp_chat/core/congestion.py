@@ -136,7 +136,7 @@ class CongestionController:
 
     def on_packet_lost(self, packet: SentPacket, rtt: RttEstimator) -> None:
         """A random loss still crossed the bottleneck, so it counts as delivered for the model."""
-        min_rtt = min(rtt.min_rtt, self._min_rtt)
+        min_rtt = rtt.min_rtt  # lifetime: a queue we built can never pass for the path's floor
         queueing = rtt.latest - min_rtt
         if queueing < max(RANDOM_LOSS_QUEUE_FRACTION * min_rtt, RANDOM_LOSS_QUEUE_FLOOR_S):
             self.delivered += packet.size

@@ -233,10 +233,9 @@ class Connection:
         event = self._events.popleft()
         if type(event) is MessageReceived:
             receiver = self._receiver
-            before = receiver.window()
             receiver.unread_bytes -= len(event.data)
-            if receiver.window() - before >= receiver.window_bytes // (4 * self._fragment_size):
-                receiver.ack_deadline = -math.inf  # a window update is due now
+            if receiver.window_update_due():
+                receiver.ack_deadline = -math.inf  # due now
                 self._changed()
         return event
 
@@ -641,6 +640,8 @@ class Connection:
             self._ping_due = False
             if not frames:
                 frames.append(PingFrame())
+                # a keep-alive also carries our window: the peer may be waiting for it
+                ack_owed = ack_owed or len(self._receiver.packets) > 0
         close = self._close_frame
         carries_close = False
         if (

@@ -32,6 +32,7 @@ class Receiver:
         "_partial_bytes",
         "_partial_count",
         "_window_fragments",
+        "_window_sent",
         "ack_deadline",
         "buffered_bytes",
         "duplicates",
@@ -70,6 +71,7 @@ class Receiver:
         self.unread_bytes = 0
         """Delivered messages the application has not taken yet (the connection maintains it)."""
         self._advertised = INITIAL_WINDOW_FRAGMENTS
+        self._window_sent = INITIAL_WINDOW_FRAGMENTS  # the window our last ACK carried
         self.duplicates = 0
 
     # --------------------------------------------------------------- packets
@@ -97,9 +99,14 @@ class Receiver:
         self.ack_deadline = None
         self._eliciting_since_ack = 0
         delay_us = min(int(max(now - self.largest_time, 0.0) * 1e6), MAX_ACK_DELAY_US)
+        self._window_sent = self.window()
         return AckFrame(
-            self.next_seq, self.packets.descending(MAX_ACK_RANGES), delay_us, self.window()
+            self.next_seq, self.packets.descending(MAX_ACK_RANGES), delay_us, self._window_sent
         )
+
+    def window_update_due(self) -> bool:
+        """Reading opened the window by a quarter since our last ACK: tell the sender now."""
+        return self.window() - self._window_sent >= max(self._window_fragments // 4, 1)
 
     def window(self) -> int:
         """The sequence number the sender must stay below; it never shrinks."""
