@@ -14,6 +14,7 @@ virtual time, and calls ``close`` when its script says so.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from collections import deque
@@ -35,13 +36,15 @@ from rudp_chat.core.events import (
 )
 from rudp_chat.core.listener import Listener
 from rudp_chat.core.state import State
-from rudp_chat.sim import LinkProfile, Network
+from rudp_chat.sim import TIMER_GUARD_S, LinkProfile, Network
 from rudp_chat.sim.endpoint import Endpoint, Recorded
 
 __all__ = [
+    "CLIENT",
     "SERVER",
     "Closer",
     "Harness",
+    "Pair",
     "Peer",
     "Scenario",
     "client_address",
@@ -52,12 +55,15 @@ __all__ = [
 ]
 
 SERVER: Address = ("10.0.0.1", 4433)
+CLIENT: Address = ("10.1.0.1", 50_000)
 Closer = Literal["client", "server", "both", "client-eager", "none"]
 """Who calls ``close``: ``client``/``server``/``both`` once it has queued its messages and
 received all of the peer's; ``client-eager`` as soon as its own are queued (the server's
 queued data must still arrive); ``none`` nobody (timeouts, partitions)."""
 
 CLEAN = (TerminationReason.CLOSED, TerminationReason.CLOSED_BY_PEER)
+PERFECT = LinkProfile()
+DEFAULT_CONFIG = ConnectionConfig()
 
 
 def sim_settings(ci_examples: int, **kwargs: object) -> settings:
@@ -96,12 +102,12 @@ class Scenario:
     """Per client: sizes of the messages it sends, in order. Its length is the client count."""
     server_sizes: tuple[tuple[int, ...], ...] = ((),)
     """Per client: sizes of the messages the server sends on that client's connection."""
-    up: LinkProfile = LinkProfile()
+    up: LinkProfile = PERFECT
     """Every client -> server direction."""
-    down: LinkProfile = LinkProfile()
+    down: LinkProfile = PERFECT
     """Every server -> client direction."""
     closer: Closer = "client"
-    config: ConnectionConfig = ConnectionConfig()
+    config: ConnectionConfig = DEFAULT_CONFIG
     listener_config: ListenerConfig | None = None
     """Defaults to ``ListenerConfig(connection=config)``."""
     stagger: float = 0.0
@@ -133,9 +139,6 @@ class Peer:
     terminated: ConnectionTerminated | None = None
     terminated_at: float | None = None
     close_called_at: float | None = None
-    last_heard: float | None = None
-    """Virtual time of the last datagram that reached this end (valid or not)."""
-    send_errors: list[str] = field(default_factory=list)
 
     def record(self, time: float, event: Event) -> None:
         self.events.append((time, event))
@@ -181,10 +184,22 @@ class AppNode:
         self.endpoint = endpoint
         self.harness = harness
         self.last_arrival: dict[Address, float] = {}
+        """Per source address: when its last datagram arrived, valid or not."""
+        self.last_heard: dict[Address, float] = {}
+        """Per source address: when a connection last accepted one of its datagrams."""
+
+    def _accepted_from(self, addr: Address) -> tuple[int, int]:
+        """(connections, datagrams they accepted) from ``addr``; a HELLO that creates a
+        server connection counts as heard through the first number."""
+        connections = [c for c in self.endpoint.connections if c.peer_address == addr]
+        return len(connections), sum(c.stats().datagrams_received for c in connections)
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         self.last_arrival[addr] = now
+        before = self._accepted_from(addr) if self.harness.track_heard else (0, 0)
         self.endpoint.receive_datagram(data, addr, now)
+        if self.harness.track_heard and self._accepted_from(addr) != before:
+            self.last_heard[addr] = now
         self.after_input(now)
 
     def handle_timer(self, now: float) -> None:
@@ -208,8 +223,10 @@ class AppNode:
 class Harness:
     """A network with one listener at :data:`SERVER` and ``len(scenario.client_sizes)`` clients."""
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, *, track_heard: bool = False) -> None:
         self.scenario = scenario
+        self.track_heard = track_heard
+        """Record ``AppNode.last_heard`` (costs a stats snapshot per datagram)."""
         seed = scenario.seed
         self.network = Network(seed=seed)
         self.random_bytes = seeded_random_bytes(seed)
@@ -253,7 +270,7 @@ class Harness:
             if start == 0.0:
                 self._start_client(index)
             else:
-                self.network.call_at(start, lambda index=index: self._start_client(index))
+                self.network.call_at(start, functools.partial(self._start_client, index))
 
     # ----------------------------------------------------------------- wiring
 
@@ -318,7 +335,9 @@ class Harness:
                 f"at={peer.terminated_at} "
                 f"stats={connection.stats() if connection is not None else None}"
             )
-        lines.append(f"  listener: {self.listener.stats} connections={len(self.listener.connections)}")
+        lines.append(
+            f"  listener: {self.listener.stats} connections={len(self.listener.connections)}"
+        )
         return "\n".join(lines)
 
     def fail(self, message: str) -> AssertionError:
@@ -407,3 +426,174 @@ def run_scenario(scenario: Scenario, *, within: float | None = None) -> Harness:
 
 def total_bytes(sizes: Sequence[Sequence[int]]) -> int:
     return sum(sum(s) for s in sizes)
+
+
+# ------------------------------------------------------------------ by hand
+
+
+class Pair:
+    """A client :class:`Connection` and a :class:`Listener` wired by hand (h11's two-connection
+    helper): datagrams wait in ``to_server`` / ``to_client`` until the test delivers, drops,
+    duplicates or reorders them, and time moves only when the test says.
+
+    After every input both sides' output is collected and their events are taken into
+    ``client_events`` / ``server_events``.
+    """
+
+    def __init__(
+        self,
+        config: ConnectionConfig | None = None,
+        listener_config: ListenerConfig | None = None,
+        *,
+        seed: int = 0,
+        client_address: Address = CLIENT,
+    ) -> None:
+        self.config = config or ConnectionConfig()
+        self.now = 0.0
+        self.client_address = client_address
+        self.listener = Listener(
+            seeded_random_bytes(f"listener/{seed}"),
+            listener_config or ListenerConfig(connection=self.config),
+        )
+        self.client = Connection.connect(
+            SERVER, self.now, seeded_random_bytes(f"client/{seed}"), self.config
+        )
+        self.server: Connection | None = None
+        self.to_server: list[bytes] = []
+        self.to_client: list[bytes] = []
+        self.client_events: list[Event] = []
+        self.server_events: list[Event] = []
+        self.sent_by_client: list[bytes] = []
+        self.sent_by_server: list[bytes] = []
+        self._fired_at: float | None = None
+        self.collect()
+
+    # ------------------------------------------------------------- plumbing
+
+    def collect(self) -> None:
+        """Take both sides' datagrams into the in-flight lists and their events into the logs."""
+        for data, addr in self.client.datagrams_to_send(self.now):
+            assert addr == SERVER, addr
+            self.to_server.append(data)
+            self.sent_by_client.append(data)
+        for data, addr in self.listener.datagrams_to_send(self.now):
+            assert addr == self.client_address, addr
+            self.to_client.append(data)
+            self.sent_by_server.append(data)
+        while (accepted := self.listener.accept()) is not None:
+            assert self.server is None, "one client, one server connection"
+            self.server = accepted
+        while (event := self.client.next_event()) is not None:
+            self.client_events.append(event)
+        if self.server is not None:
+            while (event := self.server.next_event()) is not None:
+                self.server_events.append(event)
+            # taking events may have woken the connection (a window update is due): flush it
+            for data, addr in self.listener.datagrams_to_send(self.now):
+                assert addr == self.client_address, addr
+                self.to_client.append(data)
+                self.sent_by_server.append(data)
+
+    def deliver_to_server(self, index: int = 0) -> None:
+        self.listener.receive_datagram(self.to_server.pop(index), self.client_address, self.now)
+        self.collect()
+
+    def deliver_to_client(self, index: int = 0) -> None:
+        self.client.receive_datagram(self.to_client.pop(index), SERVER, self.now)
+        self.collect()
+
+    def exchange(self, max_datagrams: int = 100_000) -> int:
+        """Deliver everything in flight, in order, both ways, until nothing is left at ``now``;
+        returns how many datagrams were delivered."""
+        delivered = 0
+        while self.to_server or self.to_client:
+            if delivered >= max_datagrams:
+                raise AssertionError(f"still talking after {max_datagrams} datagrams")
+            if self.to_server:
+                self.deliver_to_server()
+            else:
+                self.deliver_to_client()
+            delivered += 1
+        return delivered
+
+    def drop_all(self) -> int:
+        count = len(self.to_server) + len(self.to_client)
+        self.to_server.clear()
+        self.to_client.clear()
+        return count
+
+    def next_timer(self) -> float | None:
+        deadlines = [
+            t for t in (self.client.get_timer(), self.listener.get_timer()) if t is not None
+        ]
+        return min(deadlines) if deadlines else None
+
+    def _fire_time(self, deadline: float) -> float:
+        """When to fire for ``deadline``: never before ``now``, and (like the simulator's
+        ``TIMER_GUARD_S``) a hair after ``now`` if timers already ran at ``now``, so a deadline
+        that firing does not clear cannot spin forever (see test_connection's timer tests)."""
+        if deadline > self.now:
+            return deadline
+        return self.now + TIMER_GUARD_S if self._fired_at == self.now else self.now
+
+    def fire_timers(self) -> None:
+        """Run both sides' timers that are due at ``now``."""
+        self._fired_at = self.now
+        timer = self.client.get_timer()
+        if timer is not None and timer <= self.now:
+            self.client.handle_timer(self.now)
+        timer = self.listener.get_timer()
+        if timer is not None and timer <= self.now:
+            self.listener.handle_timer(self.now)
+        self.collect()
+
+    def step_timer(self) -> float | None:
+        """Jump to the next timer and fire it; returns the new ``now`` (None: no timer)."""
+        deadline = self.next_timer()
+        if deadline is None:
+            return None
+        self.now = self._fire_time(deadline)
+        self.fire_timers()
+        return self.now
+
+    def advance(self, to: float) -> None:
+        """Move the clock to ``to``, firing (in order) every timer due on the way; datagrams
+        produced are collected but not delivered."""
+        while True:
+            deadline = self.next_timer()
+            if deadline is None or self._fire_time(deadline) > to:
+                break
+            self.step_timer()
+        self.now = max(self.now, to)
+
+    def run(self, until: float, *, lossless: bool = True) -> None:
+        """Deliver everything (if ``lossless``) and fire timers until ``until`` or quiescence."""
+        while True:
+            if lossless:
+                self.exchange()
+            deadline = self.next_timer()
+            if deadline is None:
+                return
+            if self._fire_time(deadline) > until:
+                self.now = max(self.now, until)
+                return
+            self.step_timer()
+
+    def handshake(self) -> Connection:
+        """Complete the handshake over a perfect link at ``now``; returns the server connection."""
+        self.exchange()
+        assert self.server is not None and self.client.state is State.OPEN, self.client_events
+        return self.server
+
+    # --------------------------------------------------------------- views
+
+    def received_by_client(self) -> list[bytes]:
+        return [e.data for e in self.client_events if isinstance(e, MessageReceived)]
+
+    def received_by_server(self) -> list[bytes]:
+        return [e.data for e in self.server_events if isinstance(e, MessageReceived)]
+
+    def terminated(self, events: list[Event]) -> ConnectionTerminated | None:
+        ends = [e for e in events if isinstance(e, ConnectionTerminated)]
+        assert len(ends) <= 1, ends
+        return ends[0] if ends else None

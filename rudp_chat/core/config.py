@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .receiving import INITIAL_WINDOW_FRAGMENTS
+
 __all__ = ["ConnectionConfig", "ListenerConfig"]
 
 KIB = 1024
@@ -66,6 +68,11 @@ class ConnectionConfig:
             raise ValueError("send_buffer_size must hold at least one max_message_size message")
         if self.receive_window < self.max_message_size:
             raise ValueError("receive_window must hold at least one max_message_size message")
+        if self.receive_window < INITIAL_WINDOW_FRAGMENTS * self.max_datagram_size:
+            raise ValueError(
+                f"receive_window must hold the {INITIAL_WINDOW_FRAGMENTS} datagrams a peer may "
+                "send before our first ACK"
+            )
         if not 0 < self.heartbeat_interval < self.idle_timeout:
             raise ValueError("need 0 < heartbeat_interval < idle_timeout")
         if self.handshake_timeout <= 0 or self.initial_rtt <= 0:

@@ -11,7 +11,9 @@ from .rangeset import RangeSet
 __all__ = ["INITIAL_WINDOW_FRAGMENTS", "Receiver"]
 
 MAX_ACK_DELAY_US = 2**32 - 1  # the wire field's limit
-INITIAL_WINDOW_FRAGMENTS = 256  # what a sender may assume before the first ACK says otherwise
+INITIAL_WINDOW_FRAGMENTS = 16  # what a sender may assume before the first ACK says otherwise;
+# every receiver buffers at least this many full datagrams (ConnectionConfig checks), and the
+# initial congestion window (10 datagrams) would not let more leave in the first RTT anyway
 TRACKED_RANGES = 2 * MAX_ACK_RANGES  # older gaps are covered by the cumulative ack
 ACK_EVERY = 2  # ack-eliciting packets that force an immediate ACK (RFC 9000 §13.2.2)
 
