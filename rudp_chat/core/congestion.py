@@ -79,7 +79,6 @@ class CongestionController:
         self._first_sent_time = 0.0
         self._app_limited_until = 0
         self._sample_prior_delivered = -1
-        self._sample_prior_time = 0.0
         self._sample_interval = 0.0
         self._sample_app_limited = False
         # round counting
@@ -123,7 +122,6 @@ class CongestionController:
         self._delivered_time = now
         if packet.delivered >= self._sample_prior_delivered:
             self._sample_prior_delivered = packet.delivered
-            self._sample_prior_time = packet.delivered_time
             self._sample_app_limited = packet.app_limited
             send_elapsed = packet.time_sent - packet.first_sent_time
             ack_elapsed = now - packet.delivered_time
