@@ -46,3 +46,17 @@ def test_in_memory_history_works_the_same() -> None:
     history.write(Journal((Chat(1, 0.0, "a", "x"),), ((S1, 1),)), now=0.0)
     assert (history.last_seq(), history.recall(S1)) == (1, 1)
     history.close()
+
+
+def test_the_listener_secret_is_made_once_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    first = History(path, 0.0)
+    secret = first.listener_secret()
+    assert len(secret) == 32 and first.listener_secret() == secret
+    first.close()
+    reopened = History(path, 0.0)
+    assert reopened.listener_secret() == secret
+    reopened.close()
+    other = History(tmp_path / "other.sqlite3", 0.0)
+    assert other.listener_secret() != secret
+    other.close()

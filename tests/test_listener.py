@@ -451,3 +451,42 @@ def test_a_stale_hello_does_not_resurrect_a_closed_connection() -> None:
     pair.listener.datagrams_to_send(pair.now)
     assert pair.listener.accept() is None
     assert pair.listener.connections == {}
+
+
+@pytest.mark.parametrize("same_secret", [True, False])
+def test_a_restarted_server_resets_its_old_clients_only_with_the_same_secret(
+    same_secret: bool,
+) -> None:
+    """A server restarted with the secret it kept (the chat keeps it in its history database)
+    answers an old client's packet with a RESET the client believes; a server with a new secret
+    cannot, and the client is left to its idle timeout."""
+    random_bytes = seeded_random_bytes(7)
+    secret = bytes(range(32))
+    before = Listener(random_bytes, secret=secret)
+    client = Connection.connect(SERVER, 0.0, random_bytes)
+    now = 0.0
+    for _ in range(4):  # HELLO, RETRY, HELLO with token, WELCOME
+        now += 0.01
+        for datagram, _ in client.datagrams_to_send(now):
+            before.receive_datagram(datagram, CLIENT, now)
+        for datagram, _ in before.datagrams_to_send(now):
+            client.receive_datagram(datagram, SERVER, now)
+    assert client.state is State.OPEN
+    after = Listener(random_bytes, secret=secret if same_secret else bytes(32))
+    client.send(b"are you still there?")
+    now += 0.01
+    for datagram, _ in client.datagrams_to_send(now):
+        after.receive_datagram(datagram, CLIENT, now)
+    for datagram, _ in after.datagrams_to_send(now):
+        client.receive_datagram(datagram, SERVER, now)
+    assert after.stats.resets_sent == 1
+    events = []
+    while (event := client.next_event()) is not None:
+        events.append(event)
+    ended = [e for e in events if isinstance(e, ConnectionTerminated)]
+    if same_secret:
+        assert ended == [ConnectionTerminated(TerminationReason.RESET, 0, "reset by peer")]
+        assert client.state is State.CLOSED
+    else:
+        assert ended == []
+        assert client.state is State.OPEN

@@ -500,10 +500,14 @@ class Server:
         self._drained.set_result(None)
 
 
-async def serve(host: str, port: int, *, config: ListenerConfig | None = None) -> Server:
+async def serve(
+    host: str, port: int, *, config: ListenerConfig | None = None, secret: bytes | None = None
+) -> Server:
     """Bind a UDP socket (port 0 picks a free one, see ``Server.address``) and start accepting.
 
-    Raises ``OSError`` if the address does not resolve or cannot be bound.
+    ``secret`` (32 random bytes kept across restarts) lets a restarted server reset its old
+    clients' connections; by default each start makes a new one. Raises ``OSError`` if the
+    address does not resolve or cannot be bound.
     """
     family, address = await resolve(host, port, passive=True)
     sock = open_udp_socket(family)
@@ -512,7 +516,7 @@ async def serve(host: str, port: int, *, config: ListenerConfig | None = None) -
     except BaseException:
         sock.close()
         raise
-    listener = Listener(os.urandom, config)
+    listener = Listener(os.urandom, config, secret=secret)
     endpoint = DatagramEndpoint(sock, listener)
     server = Server(listener, endpoint)
     endpoint.start(server._on_input)

@@ -15,6 +15,7 @@ what makes a resend after a reconnect, even across a server restart, never deliv
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Final
@@ -35,6 +36,10 @@ CREATE TABLE IF NOT EXISTS messages (
     text TEXT NOT NULL,
     action INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS secrets (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions (
     session BLOB PRIMARY KEY,
     acked INTEGER NOT NULL,
@@ -59,6 +64,18 @@ class History:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._db.execute("DELETE FROM sessions WHERE time < ?", (now - SESSION_RETENTION_S,))
+
+    def listener_secret(self) -> bytes:
+        """The transport's token secret, made once and kept with the history: after a restart
+        the server can still send RESETs its old clients believe, so they reconnect at once
+        instead of after an idle timeout."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO secrets (name, value) VALUES ('listener', ?)",
+                (os.urandom(32),),
+            )
+        row = self._db.execute("SELECT value FROM secrets WHERE name = 'listener'").fetchone()
+        return bytes(row[0])
 
     def last_seq(self) -> int:
         """The highest stored message id (0 if none)."""

@@ -89,7 +89,9 @@ async def run_server(options: ServerOptions) -> int:
             connection=options.connection,
             max_connections=options.limits.max_users + CONNECTION_SLACK,
         )
-        transport = await serve(options.host, options.port, config=listener)
+        transport = await serve(
+            options.host, options.port, config=listener, secret=history.listener_secret()
+        )
         where = "in memory only" if path is None else str(path)
         print(f"History: {where} (SQLite, WAL, synchronous=FULL)", flush=True)
         host, port = transport.address
