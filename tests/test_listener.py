@@ -490,3 +490,40 @@ def test_a_restarted_server_resets_its_old_clients_only_with_the_same_secret(
     else:
         assert ended == []
         assert client.state is State.OPEN
+
+
+def test_flushed_names_exactly_the_connections_an_input_reached() -> None:
+    """The shell polls only ``flushed()``: a datagram, a timer or an API call must show up there,
+    and an untouched connection must not."""
+    random_bytes = seeded_random_bytes(11)
+    listener = Listener(random_bytes)
+    clients = {
+        addr: Connection.connect(SERVER, 0.0, random_bytes) for addr in (CLIENT, ("10.9.9.9", 9))
+    }
+    now = 0.0
+    for _ in range(4):
+        now += 0.01
+        for addr, client in clients.items():
+            for datagram, _ in client.datagrams_to_send(now):
+                listener.receive_datagram(datagram, addr, now)
+        for datagram, to in listener.datagrams_to_send(now):
+            (clients[CLIENT] if to == CLIENT else clients[("10.9.9.9", 9)]).receive_datagram(
+                datagram, SERVER, now
+            )
+    first, second = listener.accept(), listener.accept()
+    assert first is not None and second is not None
+    assert listener.accept() is None
+    clients[CLIENT].send(b"hi")
+    now += 0.01
+    for datagram, _ in clients[CLIENT].datagrams_to_send(now):
+        listener.receive_datagram(datagram, CLIENT, now)
+    listener.datagrams_to_send(now)
+    assert listener.flushed() == [first]
+    second.send(b"api call")
+    listener.datagrams_to_send(now)
+    assert listener.flushed() == [second]
+    deadline = listener.get_timer()
+    assert deadline is not None
+    listener.handle_timer(deadline)
+    listener.datagrams_to_send(deadline)
+    assert listener.flushed() and set(listener.flushed()) <= {first, second}

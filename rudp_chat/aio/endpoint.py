@@ -4,8 +4,8 @@ The socket is read directly with ``loop.add_reader`` and a ``recvfrom`` loop rat
 ``loop.create_datagram_endpoint``: the stock event loop's datagram transport reads one datagram
 per readiness callback, which measured about six times the CPU per datagram here and lost two
 thirds of a 100 k datagrams/s burst; uvloop runs both equally fast. Each wake-up feeds every
-readable datagram (up to a batch) to the node, then drains ``datagrams_to_send`` once, tells the
-owner which peer addresses were heard, and re-arms the one loop timer from
+readable datagram (up to a batch) to the node, then drains ``datagrams_to_send`` once, lets the
+owner read the events it produced, and re-arms the one loop timer from
 ``get_timer``. Sends go straight to ``sendto``; only when the socket would block are they queued
 (bounded) behind ``add_writer``. Any other OS error on a send is a lost datagram: counted, and
 repaired by the protocol's loss recovery.
@@ -18,7 +18,7 @@ import contextlib
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,10 +48,8 @@ Timers are armed with ``call_later`` from this clock, so the two clocks never mi
 SEND_BACKLOG_MAX = 1024  # datagrams held while sendto would block; past it they are dropped
 # (counted), as a router queue would: the protocol resends what matters
 
-_NO_ADDRESSES: tuple[Address, ...] = ()
 
-
-def _ignore(touched: Collection[Address]) -> None:
+def _ignore() -> None:
     """Dispatch before ``start``: nothing can arrive yet."""
 
 
@@ -131,7 +129,7 @@ class DatagramEndpoint:
         self._fd = sock.fileno()
         self._node = node
         self._peer = peer
-        self._dispatch: Callable[[Collection[Address]], None] = _ignore
+        self._dispatch: Callable[[], None] = _ignore
         self._on_error: Callable[[OSError], None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None
@@ -147,19 +145,20 @@ class DatagramEndpoint:
 
     def start(
         self,
-        dispatch: Callable[[Collection[Address]], None],
+        dispatch: Callable[[], None],
         on_error: Callable[[OSError], None] | None = None,
     ) -> None:
         """Watch the socket and send whatever the node has queued (a client's first HELLO).
 
-        ``dispatch`` runs after every input with the peer addresses heard (empty after a timer
-        or a flush request), once the node's datagrams were sent: the owner then reads events.
+        ``dispatch`` runs after every input (datagrams, a timer, a flush request), once the
+        node's datagrams were sent: the owner then reads events (a ``Listener`` names the
+        connections it drove in ``flushed()``).
         ``on_error`` sees each OS error of the socket (ECONNREFUSED is the interesting one).
         """
         self._dispatch = dispatch
         self._on_error = on_error
         self.loop.add_reader(self._fd, self._on_readable)
-        self._after_input(_NO_ADDRESSES)
+        self._after_input()
 
     def request_flush(self) -> None:
         """An API call queued output: send it on the next loop iteration, batched with others."""
@@ -194,7 +193,6 @@ class DatagramEndpoint:
         node = self._node
         now = clock()
         peer = self._peer
-        touched: set[Address] = set()
         received = size = 0
         for _ in range(RECEIVE_BATCH):
             try:
@@ -216,10 +214,9 @@ class DatagramEndpoint:
             received += 1
             size += len(data)
             node.receive_datagram(data, address, now)
-            touched.add(address)
         stats.datagrams_received += received
         stats.bytes_received += size
-        self._after_input(touched)
+        self._after_input()
 
     def _on_timer(self) -> None:
         self.stats.timer_wakeups += 1
@@ -231,16 +228,16 @@ class DatagramEndpoint:
         self._timer = None
         self._deadline = None
         self._node.handle_timer(now)
-        self._after_input(_NO_ADDRESSES)
+        self._after_input()
 
     def _on_flush(self) -> None:
         self._flush_handle = None
-        self._after_input(_NO_ADDRESSES)
+        self._after_input()
 
-    def _after_input(self, touched: Collection[Address]) -> None:
+    def _after_input(self) -> None:
         """Send once, let the owner read events, re-arm the timer once."""
         self._send_all(self._node.datagrams_to_send(clock()))
-        self._dispatch(touched)
+        self._dispatch()
         if self.closed:
             return
         deadline = self._node.get_timer()

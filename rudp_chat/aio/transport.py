@@ -10,9 +10,8 @@ from the core's ``state`` without taking messages out; the remaining messages ar
 While ``close`` waits, messages are moved here as they arrive, so a peer's last messages can
 still be delivered (and read afterwards) even if nobody reads during the close.
 
-Which connections an input reached: the listener does not say, so the server narrows it by the
-datagram's source address (the core drops a datagram from any address but the connection's own),
-and learns of timer-driven ends (idle timeout, drain) when the listener's table shrinks.
+Which connections an input reached is the listener's to say (``Listener.flushed``): only those
+are polled, whether a datagram, a timer or an API call reached them.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from rudp_chat.core.config import ConnectionConfig, ListenerConfig
@@ -220,7 +219,7 @@ class ReliableConnection:
             self._wake(connection)  # the listener's own hook, which this one replaces
         self._endpoint.request_flush()
 
-    def _on_input(self, touched: Collection[Address]) -> None:
+    def _on_input(self) -> None:
         """A client's endpoint dispatch: every input concerns its one connection."""
         self._poll()
 
@@ -368,10 +367,8 @@ class Server:
         self._listener = listener
         self._endpoint = endpoint
         self._wrappers: dict[bytes, ReliableConnection] = {}  # until the core forgets them
-        self._by_address: dict[Address, list[ReliableConnection]] = {}
         self._pending: deque[ReliableConnection] = deque()  # not yet accepted
         self._accept_waiter: asyncio.Future[None] | None = None
-        self._forgotten = 0
         self._closing = False
         self._drained: asyncio.Future[None] = endpoint.loop.create_future()  # see _check_drained
         self._closed: asyncio.Future[None] = endpoint.loop.create_future()
@@ -448,30 +445,23 @@ class Server:
 
     # ------------------------------------------------------------- internals
 
-    def _on_input(self, touched: Collection[Address]) -> None:
-        """Endpoint dispatch: adopt new connections, wake those the input may have reached."""
+    def _on_input(self) -> None:
+        """Endpoint dispatch: adopt new connections, wake those the input reached."""
         listener = self._listener
         while (core := listener.accept()) is not None:
             wrapper = ReliableConnection(core, self._endpoint, self, listener.wake)
             self._wrappers[core.local_id] = wrapper
-            self._by_address.setdefault(core.peer_address, []).append(wrapper)
             wrapper._poll()
             if self._closing:
                 wrapper.abort("server closing")
             else:
                 self._pending.append(wrapper)
                 self._wake_acceptors()
-        by_address = self._by_address
-        for address in touched:
-            wrappers = by_address.get(address)
-            if wrappers is not None:
-                for wrapper in tuple(wrappers):
-                    wrapper._poll()
-        forgotten = listener.stats.accepted - len(listener.connections)
-        if forgotten != self._forgotten:  # a timer ended or drained some: find them
-            self._forgotten = forgotten
-            for wrapper in [w for w in self._wrappers.values() if w._core.is_closed]:
-                wrapper._poll()
+        wrappers = self._wrappers
+        for core in listener.flushed():
+            reached = wrappers.get(core.local_id)
+            if reached is not None:
+                reached._poll()
         if self._closing:
             self._check_drained()
 
@@ -483,10 +473,6 @@ class Server:
 
     def _forget(self, wrapper: ReliableConnection) -> None:
         del self._wrappers[wrapper._core.local_id]
-        same_address = self._by_address[wrapper.peer_address]
-        same_address.remove(wrapper)
-        if not same_address:
-            del self._by_address[wrapper.peer_address]
 
     def _check_drained(self) -> None:
         """While closing: done once no connection is open or draining after a graceful end (an

@@ -76,9 +76,9 @@ class Listener:
         self._per_host: dict[str, int] = {}
         self._accept_queue: deque[Connection] = deque()
         self._outbox: list[tuple[bytes, Address]] = []
-        self._dirty: dict[
-            bytes, Connection
-        ] = {}  # insertion-ordered, so output order is deterministic
+        # touched since the last datagrams_to_send; insertion-ordered, so output is deterministic
+        self._dirty: dict[bytes, Connection] = {}
+        self._flushed: list[Connection] = []  # what the last datagrams_to_send drove
         self._timers: list[tuple[float, int, bytes]] = []
         self._scheduled: dict[bytes, float] = {}
         self._timer_counter = 0
@@ -90,6 +90,12 @@ class Listener:
     def accept(self) -> Connection | None:
         """The oldest connection not yet handed out, or None."""
         return self._accept_queue.popleft() if self._accept_queue else None
+
+    def flushed(self) -> list[Connection]:
+        """The connections the last :meth:`datagrams_to_send` drove: every one an input, a
+        timer or an API call reached since the call before (ones it then forgot included).
+        A shell reads their events; no other connection has new ones."""
+        return self._flushed
 
     def wake(self, connection: Connection) -> None:
         """An API call on ``connection`` may have given it something to send."""
@@ -219,6 +225,7 @@ class Listener:
         """Stateless replies, then whatever the connections touched since the last call send."""
         out, self._outbox = self._outbox, []
         dirty, self._dirty = self._dirty, {}
+        self._flushed = list(dirty.values())
         for connection_id, connection in dirty.items():
             out.extend(connection.datagrams_to_send(now))
             if connection.is_closed:
