@@ -121,7 +121,6 @@ class Connection:
         self._peer_window = INITIAL_WINDOW_FRAGMENTS
         self._now = now  # the latest time any input brought; API calls have no clock of their own
         self._last_heard = now
-        self._last_eliciting_sent = now
         self._pacing_budget = float(config.max_datagram_size * 2)
         self._pacing_time = now
         self._pacing_wake: float | None = None
@@ -516,7 +515,7 @@ class Connection:
         interval = self.config.heartbeat_interval
         if not self.is_client:
             interval *= SERVER_HEARTBEAT_FACTOR
-        return max(self._last_heard, self._last_eliciting_sent) + interval
+        return max(self._last_heard, self._recovery.time_of_last_ack_eliciting) + interval
 
     def handle_timer(self, now: float) -> None:
         """Run whatever is due at ``now``; harmless when nothing is."""
@@ -632,8 +631,7 @@ class Connection:
                 ack_deadline = now
             else:
                 room = probe_room
-                self._probe_due = False
-                self._recovery.on_probe_sent(now)
+                self._probe_due = False  # sending it restarts the RTO clock
         elif not draining:
             room = self._add_data(frames, seqs, room, now)
         if self._ping_due and not draining and room >= PING_FRAME_SIZE:
@@ -661,7 +659,6 @@ class Connection:
             SessionPacket(self.remote_id or b"", number, encode_frames(frames))
         )
         if eliciting and not (carries_close and close is not None and close.error_code):
-            self._last_eliciting_sent = now
             packet = SentPacket(number, now, len(datagram), tuple(seqs), carries_close)
             if carries_close:
                 self._close_numbers.append(number)

@@ -144,7 +144,3 @@ class Recovery:
         self.sent.clear()
         self.bytes_in_flight = 0
         self.loss_time = None
-
-    def on_probe_sent(self, now: float) -> None:
-        """Restart the RTO clock from the probe."""
-        self.time_of_last_ack_eliciting = now
