@@ -318,66 +318,30 @@ def _outage(text: str) -> tuple[float, float]:
     return periods
 
 
+# Per-direction flags: (LinkProfile field, parser of one value, default, metavar, help).
+_DIRECTIONAL: tuple[tuple[str, Callable[[str], Any], Any, str, str], ...] = (
+    ("loss", _probability, 0.0, "P", "drop probability, 0.2 = 20%%"),
+    ("duplicate", _probability, 0.0, "P", "duplication probability"),
+    ("reorder", _probability, 0.0, "P", "probability a datagram is held back 10 ms"),
+    ("delay", _seconds_from_ms, 0.0, "MS", "one-way delay"),
+    ("jitter", _seconds_from_ms, 0.0, "MS", "delay varies by up to +-MS"),
+    ("rate", _bytes_per_s_from_kbit, None, "KBIT", "bottleneck in kbit/s"),
+    ("queue", _packets, None, "PACKETS", "drop-tail limit of the bottleneck (needs --rate)"),
+    ("corrupt", _probability, 0.0, "P", "probability one byte is changed"),
+)
+
+
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    pair = "V or UP:DOWN (UP = client to server)"
     parser.add_argument("--listen", type=_host_port, required=True, metavar="HOST:PORT")
     parser.add_argument("--upstream", type=_host_port, required=True, metavar="HOST:PORT")
-    parser.add_argument(
-        "--loss",
-        type=_pair(_probability),
-        default=(0.0, 0.0),
-        metavar="P",
-        help=f"drop probability, 0.2 = 20%%; {pair}",
-    )
-    parser.add_argument(
-        "--duplicate",
-        type=_pair(_probability),
-        default=(0.0, 0.0),
-        metavar="P",
-        help=f"duplication probability; {pair}",
-    )
-    parser.add_argument(
-        "--reorder",
-        type=_pair(_probability),
-        default=(0.0, 0.0),
-        metavar="P",
-        help=f"probability a datagram is held back 10 ms; {pair}",
-    )
-    parser.add_argument(
-        "--delay",
-        type=_pair(_seconds_from_ms),
-        default=(0.0, 0.0),
-        metavar="MS",
-        help=f"one-way delay; {pair}",
-    )
-    parser.add_argument(
-        "--jitter",
-        type=_pair(_seconds_from_ms),
-        default=(0.0, 0.0),
-        metavar="MS",
-        help=f"delay varies by up to +-MS; {pair}",
-    )
-    parser.add_argument(
-        "--rate",
-        type=_pair(_bytes_per_s_from_kbit),
-        default=(None, None),
-        metavar="KBIT",
-        help=f"bottleneck in kbit/s; {pair}",
-    )
-    parser.add_argument(
-        "--queue",
-        type=_pair(_packets),
-        default=(None, None),
-        metavar="PACKETS",
-        help=f"drop-tail limit of the bottleneck (needs --rate); {pair}",
-    )
-    parser.add_argument(
-        "--corrupt",
-        type=_pair(_probability),
-        default=(0.0, 0.0),
-        metavar="P",
-        help=f"probability one byte is changed; {pair}",
-    )
+    for name, convert, default, metavar, description in _DIRECTIONAL:
+        parser.add_argument(
+            f"--{name}",
+            type=_pair(convert),
+            default=(default, default),
+            metavar=metavar,
+            help=f"{description}; V or UP:DOWN (UP = client to server)",
+        )
     parser.add_argument(
         "--outage",
         type=_outage,
@@ -390,21 +354,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _profiles(args: argparse.Namespace) -> tuple[LinkProfile, LinkProfile]:
     """Raises ``ValueError`` for combinations the link model rejects (``--queue`` sans rate)."""
-
-    def profile(i: int) -> LinkProfile:
-        return LinkProfile(
-            loss=args.loss[i],
-            duplicate=args.duplicate[i],
-            reorder=args.reorder[i],
-            delay=args.delay[i],
-            jitter=args.jitter[i],
-            rate=args.rate[i],
-            queue=args.queue[i],
-            corrupt=args.corrupt[i],
+    up, down = (
+        LinkProfile(
             outage=args.outage,
+            **{name: getattr(args, name)[i] for name, *_ in _DIRECTIONAL},
         )
-
-    return profile(0), profile(1)
+        for i in (0, 1)
+    )
+    return up, down
 
 
 def _report(proxy: UdpProxy) -> str:
