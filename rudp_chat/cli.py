@@ -19,6 +19,7 @@ from rudp_chat.chat.history import DEFAULT_HISTORY_FILE
 from rudp_chat.chat.room import RoomLimits
 from rudp_chat.chat.server import ServerOptions, run_server
 from rudp_chat.core.config import ConnectionConfig
+from rudp_chat.identity import KeyFileError, default_key_file, default_known_servers
 
 __all__ = ["main"]
 
@@ -58,9 +59,19 @@ def _add_timeouts(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_insecure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no encryption: anyone on the path can read and alter the chat (benchmarks, "
+        "debugging; both ends must agree)",
+    )
+
+
 def _connection(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ConnectionConfig:
     try:
         return ConnectionConfig(
+            insecure=args.insecure,
             heartbeat_interval=args.heartbeat,
             idle_timeout=args.idle_timeout,
             handshake_timeout=getattr(args, "handshake_timeout", _DEFAULTS.handshake_timeout),
@@ -112,6 +123,15 @@ def _add_server(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="N",
         help="messages a user may send at once (default %(default)s)",
     )
+    parser.add_argument(
+        "--key-file",
+        type=Path,
+        default=default_key_file(),
+        metavar="PATH",
+        help="the server's private key, created on first start, readable by its owner only "
+        "(default %(default)s)",
+    )
+    _add_insecure(parser)
     _add_timeouts(parser)
     parser.set_defaults(run=lambda args: _server(parser, args))
 
@@ -132,13 +152,14 @@ def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         history=None if args.no_history else args.history,
         limits=limits,
         connection=_connection(parser, args),
+        key_file=args.key_file,
     )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
     try:
         return asyncio.run(run_server(options))
-    except OSError as exc:
+    except (OSError, KeyFileError) as exc:
         print(f"error: cannot start the server: {exc}", file=sys.stderr)
         return 1
 
@@ -163,6 +184,20 @@ def _add_client(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="S",
         help="seconds to wait for the server to answer (default %(default)s)",
     )
+    parser.add_argument(
+        "--server-key",
+        metavar="FINGERPRINT",
+        help="the server key's fingerprint (SHA256:...), as the server prints it at start; "
+        "without it the first key seen is pinned",
+    )
+    parser.add_argument(
+        "--known-servers",
+        type=Path,
+        default=default_known_servers(),
+        metavar="PATH",
+        help="where server keys are pinned (default %(default)s)",
+    )
+    _add_insecure(parser)
     _add_timeouts(parser)
     parser.set_defaults(run=lambda args: _client(parser, args))
 
@@ -174,9 +209,17 @@ def _client(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         name=args.name,
         reconnect=not args.no_reconnect,
         connection=_connection(parser, args),
+        server_key=args.server_key,
+        known_servers=args.known_servers,
     )
+    if options.connection.insecure:
+        print("WARNING: encryption is off (--insecure)", file=sys.stderr, flush=True)
     interactive = not args.plain and sys.stdin.isatty() and sys.stdout.isatty()
-    return asyncio.run(run_client(options, interactive=interactive))
+    try:
+        return asyncio.run(run_client(options, interactive=interactive))
+    except KeyFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -448,7 +448,7 @@ class Pair:
         seed: int = 0,
         client_address: Address = CLIENT,
     ) -> None:
-        self.config = config or ConnectionConfig()
+        self.config = config or (listener_config or ListenerConfig()).connection
         self.now = 0.0
         self.client_address = client_address
         self.listener = Listener(

@@ -1,7 +1,8 @@
 """The codec: round trips of every packet and frame kind, and totality of decoding.
 
 The fuzz invariant (h11's): decoding any input returns a valid packet or raises
-:class:`FrameError`, never anything else; any single corrupted byte is caught by the CRC.
+:class:`FrameError`, never anything else; any single corrupted byte is caught by the CRC
+(SEALED packets have none: the AEAD catches theirs, see test_security).
 """
 
 from __future__ import annotations
@@ -25,16 +26,20 @@ from rudp_chat.core.codec import (
     decode_frames,
     encode_datagram,
     encode_frames,
+    sealed_header,
 )
 from rudp_chat.core.errors import FrameError
 from rudp_chat.core.frames import (
+    AEAD_TAG_SIZE,
     CONNECTION_ID_SIZE,
     MAX_ACK_RANGES,
     MAX_CLOSE_REASON_BYTES,
     MAX_COUNTER,
     MAX_FRAGMENTS,
+    MAX_HANDSHAKE_SIZE,
     MAX_TOKEN_SIZE,
     RESET_TOKEN_SIZE,
+    SERVER_KEY_SIZE,
     AckFrame,
     CloseFrame,
     DataFrame,
@@ -45,6 +50,7 @@ from rudp_chat.core.frames import (
     PingFrame,
     ResetPacket,
     RetryPacket,
+    SealedPacket,
     SessionPacket,
     WelcomePacket,
 )
@@ -68,16 +74,38 @@ hello_packets = st.builds(
     counters,
     u32,
     st.binary(max_size=MAX_TOKEN_SIZE),
+    st.binary(max_size=MAX_HANDSHAKE_SIZE),
     st.integers(0, 1_300),
 )
 retry_packets = st.builds(
-    RetryPacket, connection_ids, st.binary(min_size=1, max_size=MAX_TOKEN_SIZE)
+    RetryPacket,
+    connection_ids,
+    st.binary(min_size=1, max_size=MAX_TOKEN_SIZE),
+    st.just(b"") | st.binary(min_size=SERVER_KEY_SIZE, max_size=SERVER_KEY_SIZE),
 )
-welcome_packets = st.builds(WelcomePacket, connection_ids, counters, connection_ids, reset_tokens)
+welcome_packets = st.builds(
+    WelcomePacket,
+    connection_ids,
+    counters,
+    st.binary(min_size=CONNECTION_ID_SIZE + RESET_TOKEN_SIZE, max_size=MAX_HANDSHAKE_SIZE),
+)
 reset_packets = st.builds(ResetPacket, connection_ids, reset_tokens)
 session_packets = st.builds(SessionPacket, connection_ids, counters, st.binary(max_size=1_400))
-packets: st.SearchStrategy[Packet] = st.one_of(
+
+
+def _sealed(connection_id: bytes, number: int, ciphertext: bytes) -> SealedPacket:
+    header = sealed_header(connection_id, number, len(ciphertext))
+    return SealedPacket(connection_id, number, header, ciphertext)
+
+
+sealed_packets = st.builds(
+    _sealed, connection_ids, counters, st.binary(min_size=AEAD_TAG_SIZE, max_size=1_400)
+)
+crc_packets: st.SearchStrategy[Packet] = st.one_of(
     hello_packets, retry_packets, welcome_packets, reset_packets, session_packets
+)
+"""Every kind that carries a CRC."""
+packets: st.SearchStrategy[Packet] = st.one_of(crc_packets, sealed_packets
 )
 
 
@@ -146,17 +174,22 @@ def assert_valid_packet(packet: object) -> None:
         case SessionPacket(cid, number, payload):
             assert len(cid) == CONNECTION_ID_SIZE and _is_uint(number)
             assert type(payload) is bytes
-        case HelloPacket(cid, number, version, token, padding):
+        case SealedPacket(cid, number, header, ciphertext):
+            assert len(cid) == CONNECTION_ID_SIZE and _is_uint(number)
+            assert header.startswith(b"\x94\x05") and len(ciphertext) >= AEAD_TAG_SIZE
+        case HelloPacket(cid, number, version, token, handshake, padding):
             assert (
                 len(cid) == CONNECTION_ID_SIZE and _is_uint(number) and _is_uint(version, MAX_U32)
             )
             assert type(token) is bytes and len(token) <= MAX_TOKEN_SIZE
+            assert type(handshake) is bytes and len(handshake) <= MAX_HANDSHAKE_SIZE
             assert type(padding) is int and padding >= 0
-        case RetryPacket(cid, token):
+        case RetryPacket(cid, token, server_key):
             assert len(cid) == CONNECTION_ID_SIZE and 1 <= len(token) <= MAX_TOKEN_SIZE
-        case WelcomePacket(cid, number, server_id, reset_token):
-            assert len(cid) == len(server_id) == CONNECTION_ID_SIZE and _is_uint(number)
-            assert len(reset_token) == RESET_TOKEN_SIZE
+            assert len(server_key) in (0, SERVER_KEY_SIZE)
+        case WelcomePacket(cid, number, body):
+            assert len(cid) == CONNECTION_ID_SIZE and _is_uint(number)
+            assert CONNECTION_ID_SIZE + RESET_TOKEN_SIZE <= len(body) <= MAX_HANDSHAKE_SIZE
         case ResetPacket(cid, reset_token):
             assert len(cid) == CONNECTION_ID_SIZE and len(reset_token) == RESET_TOKEN_SIZE
         case _:
@@ -238,15 +271,17 @@ def test_frames_round_trip_inside_a_session_datagram(
 def test_each_packet_kind_has_a_round_trip_example(kind: PacketKind) -> None:
     cid, other = b"\x01" * 8, b"\x02" * 8
     examples: dict[PacketKind, Packet] = {
-        PacketKind.HELLO: HelloPacket(cid, 0, 1, b"", 1_000),
-        PacketKind.RETRY: RetryPacket(cid, b"t" * MAX_TOKEN_SIZE),
-        PacketKind.WELCOME: WelcomePacket(cid, 1, other, b"r" * RESET_TOKEN_SIZE),
+        PacketKind.HELLO: HelloPacket(cid, 0, 1, b"", b"h" * 48, 1_000),
+        PacketKind.RETRY: RetryPacket(cid, b"t" * MAX_TOKEN_SIZE, b"k" * SERVER_KEY_SIZE),
+        PacketKind.WELCOME: WelcomePacket(cid, 1, other + b"r" * RESET_TOKEN_SIZE),
         PacketKind.RESET: ResetPacket(other, b"r" * RESET_TOKEN_SIZE),
         PacketKind.SESSION: SessionPacket(other, MAX_COUNTER, encode_frames([PingFrame()])),
+        PacketKind.SEALED: _sealed(other, MAX_COUNTER, b"s" * 40),
     }
     example = examples[kind]
     data = encode_datagram(example)
-    assert msgpack.unpackb(data[:-CRC_SIZE])[0] == kind
+    body = data if kind is PacketKind.SEALED else data[:-CRC_SIZE]
+    assert msgpack.unpackb(body)[0] == kind
     assert decode_datagram(data) == example
 
 
@@ -286,7 +321,7 @@ def test_overhead_constants_bound_a_full_data_datagram(
 # ------------------------------------------------------------------- corruption
 
 
-@given(packets, st.data())
+@given(crc_packets, st.data())
 def test_any_single_flipped_byte_is_detected(packet: Packet, data: st.DataObject) -> None:
     datagram = bytearray(encode_datagram(packet))
     position = data.draw(st.integers(0, len(datagram) - 1), label="position")
@@ -295,7 +330,7 @@ def test_any_single_flipped_byte_is_detected(packet: Packet, data: st.DataObject
         decode_datagram(bytes(datagram))
 
 
-@given(packets, st.data())
+@given(crc_packets, st.data())
 def test_any_burst_of_up_to_32_bits_is_detected(packet: Packet, data: st.DataObject) -> None:
     """CRC-32 catches every error burst no longer than 32 bits."""
     datagram = bytearray(encode_datagram(packet))
@@ -409,7 +444,17 @@ def test_frame_shaped_garbage_decodes_or_raises_frame_error(
     )
 
 
-@given(packets, st.data())
+@given(sealed_packets, st.data())
+def test_mutated_sealed_datagrams_decode_or_raise(packet: Packet, data: st.DataObject) -> None:
+    """No CRC stands in the way: every mutation reaches the field checks (or the AEAD)."""
+    datagram = bytearray(encode_datagram(packet))
+    position = data.draw(st.integers(0, len(datagram) - 1), label="position")
+    datagram[position] ^= data.draw(st.integers(1, 255), label="xor")
+    decoded = decode_is_total(bytes(datagram))
+    assert decoded != packet
+
+
+@given(crc_packets, st.data())
 def test_mutated_valid_datagrams_with_fixed_crc_decode_or_raise(
     packet: Packet, data: st.DataObject
 ) -> None:
@@ -458,10 +503,16 @@ RANGE_OK = [5, 1]
         ([PacketKind.SESSION, CID, True, b""], "bool as packet number"),
         ([PacketKind.SESSION, CID, 1.0, b""], "float as packet number"),
         ([PacketKind.SESSION, CID, 0, "text"], "str payload"),
-        ([PacketKind.HELLO, CID, 0, 1, b"t" * (MAX_TOKEN_SIZE + 1), b""], "token too long"),
-        ([PacketKind.HELLO, CID, 0, 2**32, b"", b""], "version over 32 bits"),
-        ([PacketKind.RETRY, CID, b""], "empty RETRY token"),
-        ([PacketKind.WELCOME, CID, 0, CID, b"r" * 15], "reset token of 15 bytes"),
+        ([PacketKind.HELLO, CID, 0, 1, b"t" * (MAX_TOKEN_SIZE + 1), b"", b""], "token too long"),
+        ([PacketKind.HELLO, CID, 0, 2**32, b"", b"", b""], "version over 32 bits"),
+        ([PacketKind.HELLO, CID, 0, 1, b"", b"h" * (MAX_HANDSHAKE_SIZE + 1), b""], "long hs"),
+        ([PacketKind.HELLO, CID, 0, 1, b"", b""], "HELLO without padding field"),
+        ([PacketKind.RETRY, CID, b"", b""], "empty RETRY token"),
+        ([PacketKind.RETRY, CID, b"t", b"k" * 31], "server key of 31 bytes"),
+        ([PacketKind.RETRY, CID, b"t"], "RETRY without key field"),
+        ([PacketKind.WELCOME, CID, 0, b"r" * 23], "WELCOME body of 23 bytes"),
+        ([PacketKind.WELCOME, CID, 0, b"r" * (MAX_HANDSHAKE_SIZE + 1)], "long WELCOME body"),
+        ([PacketKind.SEALED, CID, 0, b"s" * 20], "SEALED in the CRC format"),
         ([PacketKind.RESET, CID, b"r" * 17], "reset token of 17 bytes"),
         ([True, CID, 0, b""], "bool as kind"),
         ([4.0, CID, 0, b""], "float as kind"),
@@ -511,6 +562,21 @@ def test_malformed_packets_raise_frame_error(fields: Any, why: str) -> None:
 def test_malformed_frames_raise_frame_error(items: Any, why: str) -> None:
     with pytest.raises(FrameError):
         decode_frames(msgpack.packb(items, use_bin_type=True))
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ([PacketKind.SEALED, CID, 0, b"s" * (AEAD_TAG_SIZE - 1)], "shorter than a tag"),
+        ([PacketKind.SEALED, CID, 0], "too short"),
+        ([PacketKind.SEALED, CID, 0, b"s" * 20, b""], "too long"),
+        ([PacketKind.SEALED, b"short", 0, b"s" * 20], "connection id of 5 bytes"),
+        ([PacketKind.SEALED, CID, MAX_COUNTER + 1, b"s" * 20], "packet number over MAX_COUNTER"),
+    ],
+)
+def test_malformed_sealed_packets_raise_frame_error(fields: Any, why: str) -> None:
+    with pytest.raises(FrameError):
+        decode_datagram(msgpack.packb(fields, use_bin_type=True))
 
 
 def test_trailing_bytes_after_the_array_are_an_error() -> None:

@@ -54,7 +54,7 @@ from rudp_chat.core.rtt import RttEstimator
 from rudp_chat.core.state import State
 from rudp_chat.sim import LinkProfile
 
-DEFAULT = ConnectionConfig()
+DEFAULT = ConnectionConfig(insecure=True)  # these tests read and forge frames on the wire
 FRAGMENT = DEFAULT.max_datagram_size - SESSION_OVERHEAD - DATA_FRAME_OVERHEAD
 FORGED_BASE = 1_000_000  # packet numbers far beyond anything the real server sent
 
@@ -69,7 +69,7 @@ def frames_of(datagram: bytes) -> tuple[Frame, ...]:
     return decode_frames(packet.payload)
 
 
-def open_pair(config: ConnectionConfig | None = None) -> tuple[Pair, Connection]:
+def open_pair(config: ConnectionConfig = DEFAULT) -> tuple[Pair, Connection]:
     pair = Pair(config)
     server = pair.handshake()
     return pair, server
@@ -98,7 +98,7 @@ DIRECTIONS = ["client->server", "server->client"]
 
 
 def test_handshake_is_hello_retry_hello_welcome() -> None:
-    pair = Pair()
+    pair = Pair(DEFAULT)
     assert kinds(pair.to_server) == ["HelloPacket"]
     assert all(len(d) == MIN_HELLO_SIZE for d in pair.to_server)
     first = decode_datagram(pair.to_server[0])
@@ -122,7 +122,7 @@ def test_handshake_is_hello_retry_hello_welcome() -> None:
 
 
 def test_hellos_back_off_then_the_handshake_times_out_exactly() -> None:
-    pair = Pair()
+    pair = Pair(DEFAULT)
     hello_times = [0.0]
     pair.drop_all()
     while pair.client.state is State.CONNECTING:
@@ -144,7 +144,7 @@ def test_hellos_back_off_then_the_handshake_times_out_exactly() -> None:
 
 
 def test_close_while_connecting_ends_at_once_and_sends_nothing_more() -> None:
-    pair = Pair()
+    pair = Pair(DEFAULT)
     pair.drop_all()
     pair.client.close()
     pair.collect()
@@ -155,7 +155,7 @@ def test_close_while_connecting_ends_at_once_and_sends_nothing_more() -> None:
 
 
 def test_messages_sent_while_connecting_arrive_after_the_handshake() -> None:
-    pair = Pair()
+    pair = Pair(DEFAULT)
     pair.client.send(b"early")
     pair.client.send(b"")
     pair.collect()
@@ -166,7 +166,7 @@ def test_messages_sent_while_connecting_arrive_after_the_handshake() -> None:
 
 
 def test_session_packet_before_welcome_is_dropped_and_counted() -> None:
-    pair = Pair()
+    pair = Pair(DEFAULT)
     forged = encode_datagram(SessionPacket(pair.client.local_id, 0, encode_frames([PingFrame()])))
     pair.client.receive_datagram(forged, SERVER, 0.0)
     pair.collect()
@@ -236,7 +236,7 @@ def test_reordered_duplicated_and_lossy_delivery_still_arrives_once(direction: s
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_too_large_is_refused_without_harm(direction: str) -> None:
-    config = ConnectionConfig(max_message_size=10_000, send_buffer_size=10_000)
+    config = ConnectionConfig(insecure=True, max_message_size=10_000, send_buffer_size=10_000)
     pair, server = open_pair(config)
     sender, receiver_events = sender_and_receiver(pair, server, direction)
     with pytest.raises(MessageTooLargeError):
@@ -253,6 +253,7 @@ def test_no_datagram_exceeds_max_datagram_size(max_datagram_size: int) -> None:
     datagram but the (fixed-size) HELLO must still fit ``max_datagram_size``. Seeded scrambles
     (random.Random(seed)) pick which datagram goes next and which is lost."""
     config = ConnectionConfig(
+        insecure=True,
         max_datagram_size=max_datagram_size,
         max_message_size=60_000,
         send_buffer_size=1_000_000,
@@ -577,7 +578,11 @@ def test_implausible_packets_do_not_keep_a_dead_connection_alive() -> None:
 
 def test_data_beyond_the_receive_buffer_is_dropped_not_fatal() -> None:
     config = ConnectionConfig(
-        max_datagram_size=256, max_message_size=4_000, send_buffer_size=8_000, receive_window=8_000
+        insecure=True,
+        max_datagram_size=256,
+        max_message_size=4_000,
+        send_buffer_size=8_000,
+        receive_window=8_000,
     )
     pair, _ = open_pair(config)
     client = pair.client
@@ -757,7 +762,7 @@ def test_draining_ends_soon_after_our_close_was_acknowledged() -> None:
     declares the first copy lost); the newest copy is lost. The client acknowledged the CLOSE,
     drains and forgets; the server must too, within ``drain_period_rtos`` RTOs: it used to
     ignore the ACK of a copy it had declared lost and drain for the whole idle_timeout."""
-    config = ConnectionConfig(idle_timeout=60.0)
+    config = ConnectionConfig(insecure=True, idle_timeout=60.0)
     pair, server = open_pair(config)
     pair.client.close()
     pair.collect()
@@ -877,7 +882,7 @@ def test_max_size_messages_cross_a_lossy_path_with_a_tight_window() -> None:
     exception for the fragment delivery waits for), then drop every PING and ACK as
     'unexpected' until both ends timed out."""
     config = ConnectionConfig(
-        max_message_size=65_536, receive_window=70_000, send_buffer_size=4 * 65_536
+        insecure=True, max_message_size=65_536, receive_window=70_000, send_buffer_size=4 * 65_536
     )
     lossy = LinkProfile(loss=0.2, delay=0.02)
     run_scenario(
@@ -899,7 +904,7 @@ def test_a_window_of_max_message_size_carries_max_size_messages() -> None:
     fragments while a 64 KiB message needs 58, so after the 256 fragments everyone may assume
     the fifth message never completed, and nothing timed out (heartbeats flowed)."""
     config = ConnectionConfig(
-        max_message_size=65_536, receive_window=65_536, send_buffer_size=8 * 65_536
+        insecure=True, max_message_size=65_536, receive_window=65_536, send_buffer_size=8 * 65_536
     )
     pair, _server = open_pair(config)
     sent = [bytes([i]) * 65_536 for i in range(6)]
@@ -918,7 +923,7 @@ def test_a_receiver_honours_the_window_it_advertised() -> None:
     receive_window 64 KiB, 2 % loss, 50 ms, 10 Mbit/s; the receiver refuses ~200 packets and
     the sender retransmits 10x what a 300 kB window needs."""
     config = ConnectionConfig(
-        max_message_size=65_536, receive_window=65_536, send_buffer_size=8 * 65_536
+        insecure=True, max_message_size=65_536, receive_window=65_536, send_buffer_size=8 * 65_536
     )
     path = LinkProfile(delay=0.05, loss=0.02, rate=1.25e6)
     harness = run_scenario(

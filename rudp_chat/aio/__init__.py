@@ -13,6 +13,7 @@ from .errors import (
     HandshakeTimeoutError,
     PortUnreachableError,
     TransportError,
+    UntrustedServerError,
 )
 from .transport import ReliableConnection, Server, ServerStats, connect, serve
 
@@ -27,6 +28,7 @@ __all__ = [
     "ServerStats",
     "SocketStats",
     "TransportError",
+    "UntrustedServerError",
     "connect",
     "serve",
 ]

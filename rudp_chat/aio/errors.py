@@ -15,6 +15,7 @@ __all__ = [
     "HandshakeTimeoutError",
     "PortUnreachableError",
     "TransportError",
+    "UntrustedServerError",
 ]
 
 
@@ -40,6 +41,16 @@ class ConnectionRefusedByServer(ConnectError):  # noqa: N818 - the name the chat
     def __init__(self, detail: str) -> None:
         super().__init__(f"connection refused by server: {detail}")
         self.detail = detail
+
+
+class UntrustedServerError(ConnectError):
+    """The server's key is not the pinned one, or it does not speak our encryption setting."""
+
+    def __init__(self, detail: str, presented: str | None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.presented = presented
+        """The fingerprint of the key the server presented (None if it presented none)."""
 
 
 class ConnectionLostError(TransportError):

@@ -34,6 +34,7 @@ from rudp_chat.core.events import (
 )
 from rudp_chat.core.frames import ErrorCode
 from rudp_chat.core.listener import Listener, ListenerStats
+from rudp_chat.core.noise import StaticKey
 from rudp_chat.core.state import State
 from rudp_chat.core.stats import ConnectionStats
 
@@ -45,6 +46,7 @@ from .errors import (
     HandshakeTimeoutError,
     PortUnreachableError,
     TransportError,
+    UntrustedServerError,
 )
 
 __all__ = ["ReliableConnection", "Server", "ServerStats", "connect", "serve"]
@@ -99,6 +101,11 @@ class ReliableConnection:
     def termination(self) -> ConnectionTerminated | None:
         """The core's final event, once the connection has ended."""
         return self._termination
+
+    @property
+    def server_fingerprint(self) -> str | None:
+        """Client: the fingerprint of the server's key (None when ``insecure``)."""
+        return self._core.server_fingerprint
 
     def stats(self) -> ConnectionStats:
         return self._core.stats()
@@ -315,17 +322,26 @@ class ReliableConnection:
             raise ConnectionRefusedByServer(termination.detail)
         if termination.reason is TerminationReason.HANDSHAKE_TIMEOUT:
             raise HandshakeTimeoutError(f"no answer from {self.peer_address}")
+        if termination.reason is TerminationReason.UNTRUSTED:
+            raise UntrustedServerError(termination.detail, self._core.server_fingerprint)
         raise ConnectError(f"connection to {self.peer_address} failed: {termination.detail}")
 
 
 async def connect(
-    host: str, port: int, *, config: ConnectionConfig | None = None
+    host: str,
+    port: int,
+    *,
+    config: ConnectionConfig | None = None,
+    server_fingerprint: str | None = None,
 ) -> ReliableConnection:
     """Open a connection to a server, on a UDP socket of its own ``connect()``-ed to it.
 
+    ``server_fingerprint`` pins the server's key; without it any key is accepted and
+    :attr:`ReliableConnection.server_fingerprint` tells which, for the caller to pin.
     Raises :class:`HandshakeTimeoutError`, :class:`PortUnreachableError`,
-    :class:`ConnectionRefusedByServer` or another :class:`ConnectError`; ``OSError`` if the
-    address does not resolve or the socket cannot be made.
+    :class:`ConnectionRefusedByServer`, :class:`UntrustedServerError` or another
+    :class:`ConnectError`; ``OSError`` if the address does not resolve or the socket
+    cannot be made.
     """
     family, address = await resolve(host, port, passive=False)
     sock = open_udp_socket(family)
@@ -335,7 +351,9 @@ async def connect(
         sock.close()
         raise
     peer: Address = (address[0], address[1])  # the core compares 2-tuples; IPv6 gives 4
-    core = Connection.connect(peer, clock(), os.urandom, config)
+    core = Connection.connect(
+        peer, clock(), os.urandom, config, server_fingerprint=server_fingerprint
+    )
     endpoint = DatagramEndpoint(sock, core, peer=peer)
     connection = ReliableConnection(core, endpoint)
     endpoint.start(connection._on_input, on_error=connection._on_socket_error)
@@ -372,6 +390,11 @@ class Server:
         self._closing = False
         self._drained: asyncio.Future[None] = endpoint.loop.create_future()  # see _check_drained
         self._closed: asyncio.Future[None] = endpoint.loop.create_future()
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The fingerprint of the key clients pin (None when ``insecure``)."""
+        return self._listener.fingerprint
 
     @property
     def connections(self) -> list[ReliableConnection]:
@@ -487,13 +510,20 @@ class Server:
 
 
 async def serve(
-    host: str, port: int, *, config: ListenerConfig | None = None, secret: bytes | None = None
+    host: str,
+    port: int,
+    *,
+    config: ListenerConfig | None = None,
+    secret: bytes | None = None,
+    static_key: StaticKey | None = None,
 ) -> Server:
     """Bind a UDP socket (port 0 picks a free one, see ``Server.address``) and start accepting.
 
     ``secret`` (32 random bytes kept across restarts) lets a restarted server reset its old
-    clients' connections; by default each start makes a new one. Raises ``OSError`` if the
-    address does not resolve or cannot be bound.
+    clients' connections; by default each start makes a new one. ``static_key`` is the
+    identity clients pin (see ``rudp_chat.identity``); by default each start makes a new
+    one, which suits tests only. Raises ``OSError`` if the address does not resolve or
+    cannot be bound.
     """
     family, address = await resolve(host, port, passive=True)
     sock = open_udp_socket(family)
@@ -502,7 +532,7 @@ async def serve(
     except BaseException:
         sock.close()
         raise
-    listener = Listener(os.urandom, config, secret=secret)
+    listener = Listener(os.urandom, config, secret=secret, static_key=static_key)
     endpoint = DatagramEndpoint(sock, listener)
     server = Server(listener, endpoint)
     endpoint.start(server._on_input)

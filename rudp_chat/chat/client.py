@@ -18,12 +18,20 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
-from rudp_chat.aio import ConnectError, ConnectionLostError, ReliableConnection, connect
+from rudp_chat.aio import (
+    ConnectError,
+    ConnectionLostError,
+    ReliableConnection,
+    UntrustedServerError,
+    connect,
+)
 from rudp_chat.core.config import ConnectionConfig
 from rudp_chat.core.errors import LocalProtocolError
 from rudp_chat.core.stats import ConnectionStats
+from rudp_chat.identity import KnownServers
 
 from .protocol import (
     MAX_TEXT_CHARS,
@@ -76,6 +84,10 @@ class ClientOptions:
     name: str
     reconnect: bool = True
     connection: ConnectionConfig = field(default_factory=ConnectionConfig)
+    server_key: str | None = None
+    """The fingerprint the server's key must have; it replaces the pin once it connects."""
+    known_servers: Path | None = None
+    """Where pins are kept (like ``known_hosts``); None pins for this process only."""
 
 
 class ChatClient:
@@ -103,6 +115,7 @@ class ChatClient:
         self._done = asyncio.Event()  # asked to quit, and nothing is pending
         self._quitting = False
         self._connection: ReliableConnection | None = None
+        self._known = KnownServers(options.known_servers)
 
     # --- what the front-end calls -----------------------------------------------------------
 
@@ -161,8 +174,18 @@ class ChatClient:
         backoff = BACKOFF_FIRST_S
         lost_since: float | None = None
         while True:
+            pinned = options.server_key or self._known.lookup(options.host, options.port)
             try:
-                connection = await connect(options.host, options.port, config=options.connection)
+                connection = await connect(
+                    options.host,
+                    options.port,
+                    config=options.connection,
+                    server_fingerprint=pinned,
+                )
+            except UntrustedServerError as exc:  # never retried: it will not fix itself
+                self.state = "closed"
+                self.error = self._untrusted(exc, pinned)
+                return EXIT_FAILURE
             except (ConnectError, OSError) as exc:
                 if lost_since is None:
                     self.state = "closed"
@@ -170,6 +193,7 @@ class ChatClient:
                     return EXIT_FAILURE
                 self._on_event(Notice(f"cannot connect: {exc}"))
             else:
+                self._pin(connection.server_fingerprint, pinned)
                 self._connection = connection
                 try:
                     code = await self._converse(connection)
@@ -198,6 +222,29 @@ class ChatClient:
                 return EXIT_OK
             except TimeoutError:
                 backoff = min(BACKOFF_MAX_S, backoff * 2)
+
+    def _pin(self, presented: str | None, pinned: str | None) -> None:
+        options = self.options
+        if presented is None or presented == self._known.lookup(options.host, options.port):
+            return
+        self._known.pin(options.host, options.port, presented)
+        where = "" if options.known_servers is None else f" in {options.known_servers}"
+        verb = "trusted on first use" if pinned is None else "pinned"
+        self._on_event(Notice(f"server key {presented} {verb}{where}"))
+
+    def _untrusted(self, error: UntrustedServerError, pinned: str | None) -> str:
+        """What went wrong and how to proceed, naming both keys."""
+        options = self.options
+        server = KnownServers.name(options.host, options.port)
+        if error.presented is None or pinned is None or error.presented == pinned:
+            return f"{server}: {error.detail}"
+        source = "--server-key" if options.server_key else str(options.known_servers)
+        return (
+            f"the server at {server} presented key {error.presented}, but {pinned} is pinned "
+            f"for it ({source}). Someone may be intercepting the connection. If the server's "
+            f"key was changed on purpose, connect once with --server-key {error.presented} "
+            "to trust the new key."
+        )
 
     async def _converse(self, connection: ReliableConnection) -> int | None:
         """One connection: hello, then chat until we leave (an exit code) or it is lost (None)."""

@@ -97,14 +97,17 @@ async def _run(settings: DemoSettings, history: History) -> int:
         f"server on {transport.address[0]}:{transport.address[1]}, clients connect through a"
         f" proxy on {host}:{port} that drops {settings.loss:.0%} of datagrams and delays them"
         f" {settings.delay * 1000:.0f} ± {settings.jitter * 1000:.0f} ms, each way"
-        f" (seed {settings.seed})\n",
+        f" (seed {settings.seed}); encrypted, server key {transport.fingerprint}\n",
         flush=True,
     )
     users: dict[str, _User] = {}
 
     def join(name: str) -> None:
         seen: list[Event] = []
-        client = ChatClient(ClientOptions(host, port, name, connection=CONNECTION), seen.append)
+        options = ClientOptions(
+            host, port, name, connection=CONNECTION, server_key=transport.fingerprint
+        )
+        client = ChatClient(options, seen.append)
         users[name] = _User(client, asyncio.create_task(client.run()), seen)
 
     codes: dict[str, int] = {}

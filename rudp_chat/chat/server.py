@@ -26,6 +26,8 @@ from rudp_chat.aio import ConnectionLostError, ReliableConnection, Server, Trans
 from rudp_chat.core.config import ConnectionConfig, ListenerConfig
 from rudp_chat.core.errors import LocalProtocolError
 from rudp_chat.core.events import TerminationReason
+from rudp_chat.core.noise import StaticKey, fingerprint
+from rudp_chat.identity import default_key_file, load_or_create_server_key
 
 from .history import DEFAULT_HISTORY_FILE, History
 from .protocol import (
@@ -64,6 +66,29 @@ class ServerOptions:
     """The SQLite file; None keeps history in memory only."""
     limits: RoomLimits = field(default_factory=RoomLimits)
     connection: ConnectionConfig = field(default_factory=ConnectionConfig)
+    key_file: Path | None = field(default_factory=default_key_file)
+    """The server's private key, made on first start; None makes a new one per run."""
+
+
+def server_identity(options: ServerOptions) -> StaticKey | None:
+    """Load or make the key clients pin, and say which (None when insecure).
+
+    Raises ``KeyFileError`` for a key file others can read or that holds no key.
+    """
+    if options.connection.insecure:
+        print(
+            "WARNING: encryption is off (--insecure): anyone on the path can read, alter "
+            "and inject chat messages",
+            flush=True,
+        )
+        return None
+    if options.key_file is None:
+        key, where = StaticKey.generate(), "new for this run, not saved"
+    else:
+        key, created = load_or_create_server_key(options.key_file)
+        where = f"{'created in' if created else 'from'} {options.key_file}"
+    print(f"Server key: {fingerprint(key.public)} ({where})", flush=True)
+    return key
 
 
 def open_room(history: History, limits: RoomLimits) -> Room:
@@ -79,10 +104,11 @@ def open_room(history: History, limits: RoomLimits) -> Room:
 async def run_server(options: ServerOptions) -> int:
     """Serve until SIGINT or SIGTERM; prints where history lives and where it listens.
 
-    Returns the exit code. Raises ``OSError`` if the address cannot be bound and
-    ``sqlite3.Error`` if the history cannot be opened.
+    Returns the exit code. Raises ``OSError`` if the address cannot be bound,
+    ``sqlite3.Error`` if the history cannot be opened and ``KeyFileError`` for a bad key file.
     """
     path = None if options.history is None else options.history.resolve()
+    static_key = server_identity(options)
     history = History(path, time.time())
     try:
         listener = ListenerConfig(
@@ -90,7 +116,11 @@ async def run_server(options: ServerOptions) -> int:
             max_connections=options.limits.max_users + CONNECTION_SLACK,
         )
         transport = await serve(
-            options.host, options.port, config=listener, secret=history.listener_secret()
+            options.host,
+            options.port,
+            config=listener,
+            secret=history.listener_secret(),
+            static_key=static_key,
         )
         where = "in memory only" if path is None else str(path)
         print(f"History: {where} (SQLite, WAL, synchronous=FULL)", flush=True)

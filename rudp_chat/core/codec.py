@@ -16,14 +16,17 @@ import msgpack
 
 from .errors import FrameError
 from .frames import (
+    AEAD_TAG_SIZE,
     CONNECTION_ID_SIZE,
     MAX_ACK_RANGES,
     MAX_CLOSE_REASON_BYTES,
     MAX_COUNTER,
     MAX_FRAGMENTS,
     MAX_FRAMES,
+    MAX_HANDSHAKE_SIZE,
     MAX_TOKEN_SIZE,
     RESET_TOKEN_SIZE,
+    SERVER_KEY_SIZE,
     AckFrame,
     CloseFrame,
     DataFrame,
@@ -34,6 +37,7 @@ from .frames import (
     PingFrame,
     ResetPacket,
     RetryPacket,
+    SealedPacket,
     SessionPacket,
     WelcomePacket,
 )
@@ -42,11 +46,13 @@ __all__ = [
     "CRC_SIZE",
     "DATA_FRAME_OVERHEAD",
     "MAX_DATAGRAM_SIZE",
+    "SEALED_OVERHEAD",
     "SESSION_OVERHEAD",
     "decode_datagram",
     "decode_frames",
     "encode_datagram",
     "encode_frames",
+    "sealed_header",
 ]
 
 CRC_SIZE: Final = 4
@@ -55,7 +61,10 @@ MAX_DELAY_US: Final = 2**32 - 1
 
 # Worst-case bytes around the payload, used to size fragments so a DATA frame always fits.
 # Session packet: fixarray(1) kind(1) bin8 id(2+8) uint64 number(9) bin32 header(5) + CRC.
-SESSION_OVERHEAD: Final = 1 + 1 + 2 + CONNECTION_ID_SIZE + 9 + 5 + CRC_SIZE
+_SESSION_HEADER_BOUND: Final = 1 + 1 + 2 + CONNECTION_ID_SIZE + 9 + 5
+SESSION_OVERHEAD: Final = _SESSION_HEADER_BOUND + CRC_SIZE
+SEALED_OVERHEAD: Final = _SESSION_HEADER_BOUND + AEAD_TAG_SIZE
+_SEALED_PREFIX: Final = b"\x94\x05"  # fixarray(4), kind SEALED: the one kind without a CRC
 # Frame list array32 header(5) + DATA frame: fixarray(1) type(1) seq(9) id(9) index(3) count(3) bin32(5).
 DATA_FRAME_OVERHEAD: Final = 5 + 1 + 1 + 9 + 9 + 3 + 3 + 5
 
@@ -69,21 +78,41 @@ _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 
 
 def encode_datagram(packet: Packet) -> bytes:
-    """Serialise ``packet`` and append its CRC-32 trailer."""
+    """Serialise ``packet``: a CRC-32 trailer follows every kind but SEALED, which the AEAD
+    protects instead (its ciphertext must already be sealed over ``sealed_header``)."""
     fields: list[Any]
     match packet:
+        case SealedPacket(_, _, header, ciphertext):
+            return header + ciphertext
         case SessionPacket(connection_id, number, payload):
             fields = [PacketKind.SESSION, connection_id, number, payload]
-        case HelloPacket(client_id, number, version, token, padding):
-            fields = [PacketKind.HELLO, client_id, number, version, token, bytes(padding)]
-        case RetryPacket(client_id, token):
-            fields = [PacketKind.RETRY, client_id, token]
-        case WelcomePacket(client_id, number, server_id, reset_token):
-            fields = [PacketKind.WELCOME, client_id, number, server_id, reset_token]
+        case HelloPacket(client_id, number, version, token, handshake, padding):
+            fields = [
+                PacketKind.HELLO, client_id, number, version, token, handshake, bytes(padding)
+            ]
+        case RetryPacket(client_id, token, server_key):
+            fields = [PacketKind.RETRY, client_id, token, server_key]
+        case WelcomePacket(client_id, number, welcome_body):
+            fields = [PacketKind.WELCOME, client_id, number, welcome_body]
         case ResetPacket(connection_id, reset_token):
             fields = [PacketKind.RESET, connection_id, reset_token]
     body: bytes = _packer.pack(fields)
     return body + _CRC.pack(zlib.crc32(body))
+
+
+def sealed_header(connection_id: bytes, number: int, ciphertext_size: int) -> bytes:
+    """A SEALED datagram's bytes before its ciphertext (the AEAD's associated data): the
+    msgpack array header, kind, id, number and the ciphertext's bin length header."""
+    prefix: bytes = _packer.pack([PacketKind.SEALED, connection_id, number, b""])
+    return prefix[:-2] + _bin_header(ciphertext_size)  # in place of the empty bin c4 00
+
+
+def _bin_header(size: int) -> bytes:
+    if size < 2**8:
+        return b"\xc4" + size.to_bytes(1, "big")
+    if size < 2**16:
+        return b"\xc5" + size.to_bytes(2, "big")
+    return b"\xc6" + size.to_bytes(4, "big")
 
 
 def encode_frames(frames: Sequence[Frame]) -> bytes:
@@ -144,9 +173,19 @@ def _shape(items: object, length: int, name: str) -> tuple[Any, ...]:
 
 
 def decode_datagram(data: bytes) -> Packet:
-    """Check the CRC and decode one datagram; raises :class:`FrameError` on any flaw."""
+    """Check the CRC (unless SEALED) and decode one datagram; raises :class:`FrameError` on
+    any flaw. A SEALED packet's ciphertext is not opened here: that needs the session's key."""
     if not CRC_SIZE < len(data) <= MAX_DATAGRAM_SIZE:
         raise FrameError("datagram size out of range")
+    if data.startswith(_SEALED_PREFIX):
+        _, cid, number, ciphertext = _shape(_unpack(data), 4, "SEALED")
+        ciphertext = _bin(ciphertext, "ciphertext", AEAD_TAG_SIZE, len(data))
+        return SealedPacket(
+            _connection_id(cid),
+            _uint(number, "packet number"),
+            data[: len(data) - len(ciphertext)],
+            ciphertext,
+        )
     body = data[:-CRC_SIZE]
     if _CRC.unpack_from(data, len(body))[0] != zlib.crc32(body):
         raise FrameError("CRC mismatch")
@@ -162,24 +201,29 @@ def decode_datagram(data: bytes) -> Packet:
             _bin(payload, "payload", 0, len(data)),
         )
     if kind == PacketKind.HELLO and type(kind) is int:
-        _, cid, number, version, token, padding = _shape(fields, 6, "HELLO")
+        _, cid, number, version, token, handshake, padding = _shape(fields, 7, "HELLO")
         return HelloPacket(
             _connection_id(cid),
             _uint(number, "packet number"),
             _uint(version, "version", 2**32 - 1),
             _bin(token, "token", 0, MAX_TOKEN_SIZE),
+            _bin(handshake, "handshake", 0, MAX_HANDSHAKE_SIZE),
             len(_bin(padding, "padding", 0, len(data))),
         )
     if kind == PacketKind.RETRY and type(kind) is int:
-        _, cid, token = _shape(fields, 3, "RETRY")
-        return RetryPacket(_connection_id(cid), _bin(token, "token", 1, MAX_TOKEN_SIZE))
+        _, cid, token, server_key = _shape(fields, 4, "RETRY")
+        server_key = _bin(server_key, "server key", 0, SERVER_KEY_SIZE)
+        if len(server_key) not in (0, SERVER_KEY_SIZE):
+            raise FrameError(f"server key must be empty or {SERVER_KEY_SIZE} bytes")
+        return RetryPacket(
+            _connection_id(cid), _bin(token, "token", 1, MAX_TOKEN_SIZE), server_key
+        )
     if kind == PacketKind.WELCOME and type(kind) is int:
-        _, cid, number, server_id, reset_token = _shape(fields, 5, "WELCOME")
+        _, cid, number, body = _shape(fields, 4, "WELCOME")
         return WelcomePacket(
             _connection_id(cid),
             _uint(number, "packet number"),
-            _connection_id(server_id),
-            _bin(reset_token, "reset token", RESET_TOKEN_SIZE, RESET_TOKEN_SIZE),
+            _bin(body, "body", CONNECTION_ID_SIZE + RESET_TOKEN_SIZE, MAX_HANDSHAKE_SIZE),
         )
     if kind == PacketKind.RESET and type(kind) is int:
         _, cid, reset_token = _shape(fields, 3, "RESET")

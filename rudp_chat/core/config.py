@@ -59,6 +59,10 @@ class ConnectionConfig:
     initial_window_packets: int = 10
     """Initial congestion window in datagrams (RFC 6928)."""
 
+    insecure: bool = False
+    """Skip the Noise handshake and send frames in the clear, CRC-protected: for benchmarks
+    and debugging only. Both ends must agree; a mismatch fails the handshake clearly."""
+
     def __post_init__(self) -> None:
         if not 256 <= self.max_datagram_size <= 65_507:
             raise ValueError("max_datagram_size must be within 256..65507 bytes")

@@ -19,21 +19,25 @@ from collections.abc import Callable
 
 from .codec import (
     DATA_FRAME_OVERHEAD,
+    SEALED_OVERHEAD,
     SESSION_OVERHEAD,
     decode_datagram,
     decode_frames,
     encode_datagram,
     encode_frames,
+    sealed_header,
 )
 from .config import ConnectionConfig
 from .congestion import CongestionController, SentPacket
-from .errors import ConnectionClosedError, FrameError, PeerProtocolError
+from .errors import ConnectionClosedError, FrameError, HandshakeError, PeerProtocolError
 from .events import Connected, ConnectionTerminated, Event, MessageReceived, TerminationReason
 from .frames import (
+    AEAD_TAG_SIZE,
     CONNECTION_ID_SIZE,
     MAX_FRAMES,
     MIN_HELLO_SIZE,
     PROTOCOL_VERSION,
+    RESET_TOKEN_SIZE,
     AckFrame,
     CloseFrame,
     DataFrame,
@@ -44,11 +48,15 @@ from .frames import (
     PingFrame,
     ResetPacket,
     RetryPacket,
+    SealedPacket,
     SessionPacket,
     WelcomePacket,
 )
+from .noise import KEY_SIZE, Initiator, fingerprint, prologue
 from .receiving import INITIAL_WINDOW_FRAGMENTS, Receiver
+from .records import INTEGRITY_LIMIT, Opener, Sealer
 from .recovery import Recovery
+from .replay import ReplayWindow
 from .rtt import RttEstimator
 from .sendbuffer import SendBuffer
 from .state import Input, State, next_state
@@ -87,8 +95,13 @@ class Connection:
         now: float,
         remote_id: bytes | None = None,
         reset_token: bytes | None = None,
+        keys: tuple[bytes, bytes] | None = None,
+        welcome_body: bytes = b"",
+        random_bytes: Callable[[int], bytes] | None = None,
+        server_fingerprint: str | None = None,
     ) -> None:
-        """Use :meth:`connect` for a client; a server's connections come from a ``Listener``."""
+        """Use :meth:`connect` for a client; a server's connections come from a ``Listener``,
+        which did the handshake: ``keys`` (send, receive) and the WELCOME it answers with."""
         self.config = config
         self.is_client = remote_id is None
         self.local_id = local_id
@@ -100,8 +113,9 @@ class Connection:
         self._reset_token = reset_token
         self._events: deque[Event] = deque()
         self._next_number = 0
-        self._fragment_size = config.max_datagram_size - SESSION_OVERHEAD - DATA_FRAME_OVERHEAD
-        self._payload_room = config.max_datagram_size - SESSION_OVERHEAD
+        overhead = SESSION_OVERHEAD if config.insecure else SEALED_OVERHEAD
+        self._fragment_size = config.max_datagram_size - overhead - DATA_FRAME_OVERHEAD
+        self._payload_room = config.max_datagram_size - overhead
         self._rtt = RttEstimator(
             config.initial_rtt, config.min_rto, config.max_rto, config.max_ack_delay
         )
@@ -124,6 +138,18 @@ class Connection:
         self._pacing_budget = float(config.max_datagram_size * 2)
         self._pacing_time = now
         self._pacing_wake: float | None = None
+        # security: the server's key (client), the record keys, the replay window
+        self._random_bytes = random_bytes
+        self._pinned_fingerprint = server_fingerprint
+        self.server_fingerprint: str | None = None
+        """Client: the fingerprint of the key the server presented (None until RETRY)."""
+        self._initiator: Initiator | None = None
+        self._sealer: Sealer | None = None
+        self._opener: Opener | None = None
+        if keys is not None:
+            self._sealer, self._opener = Sealer(keys[0]), Opener(keys[1])
+        self._welcome_body = welcome_body
+        self._replay = ReplayWindow()
         # handshake (client)
         self._handshake_deadline = now + config.handshake_timeout
         self._hello_token = b""
@@ -154,6 +180,7 @@ class Connection:
         self._packets_lost = 0
         self._retransmitted_fragments = self._retransmitted_bytes = 0
         self._dropped_invalid = self._dropped_unexpected = 0
+        self._dropped_unauthenticated = self._dropped_replayed = self._migrations = 0
 
     @classmethod
     def connect(
@@ -162,16 +189,23 @@ class Connection:
         now: float,
         random_bytes: Callable[[int], bytes],
         config: ConnectionConfig | None = None,
+        *,
+        server_fingerprint: str | None = None,
     ) -> Connection:
         """A client connection that starts its handshake with the first ``datagrams_to_send``.
 
-        ``random_bytes`` picks the connection id: pass ``os.urandom`` in production.
+        ``random_bytes`` picks the connection id and the handshake's ephemeral key: pass
+        ``os.urandom`` in production. ``server_fingerprint`` pins the server's key (see
+        ``noise.fingerprint``); without it the key the server presents is trusted and
+        readable afterwards as :attr:`server_fingerprint`, for the caller to pin.
         """
         return cls(
             config or ConnectionConfig(),
             local_id=random_bytes(CONNECTION_ID_SIZE),
             peer_address=peer_address,
             now=now,
+            random_bytes=random_bytes,
+            server_fingerprint=server_fingerprint,
         )
 
     # ---------------------------------------------------------------- API calls
@@ -259,6 +293,9 @@ class Connection:
             duplicates_received=self._receiver.duplicates,
             dropped_invalid=self._dropped_invalid,
             dropped_unexpected=self._dropped_unexpected,
+            dropped_unauthenticated=self._dropped_unauthenticated,
+            dropped_replayed=self._dropped_replayed,
+            migrations=self._migrations,
             smoothed_rtt=rtt.smoothed,
             rtt_variance=rtt.variance,
             min_rtt=rtt.min_rtt,
@@ -281,21 +318,27 @@ class Connection:
         self.receive_packet(packet, len(data), addr, now)
 
     def receive_packet(self, packet: Packet, size: int, addr: Address, now: float) -> None:
-        """Process an already decoded packet (the listener decodes once to route)."""
-        if self.state is State.CLOSED or addr != self.peer_address:
+        """Process an already decoded packet (the listener decodes once to route).
+
+        Only a session packet may come from a new address, and only a sealed one that
+        authenticates and is the newest yet moves the connection there (migration).
+        """
+        kind = type(packet)
+        if self.state is State.CLOSED or (
+            addr != self.peer_address and kind is not SealedPacket
+        ):
             self._dropped_unexpected += 1
             return
         self._now = now
-        if type(packet) is SessionPacket and packet.connection_id == self.local_id:
-            if not self._receive_session(packet, now):
+        if type(packet) is SealedPacket or type(packet) is SessionPacket:
+            if not self._receive_session(packet, addr, now):
                 return
         elif type(packet) is RetryPacket and self._is_for_handshake(packet.client_id):
-            self._hello_token = packet.token
-            self._hello_attempts = 0
-            self._retries_received += 1
-            self._hello_due = True
+            if not self._receive_retry(packet):
+                return
         elif type(packet) is WelcomePacket and self._is_for_handshake(packet.client_id):
-            self._receive_welcome(packet, now)
+            if not self._receive_welcome(packet, now):
+                return
         elif (
             type(packet) is ResetPacket
             and self.is_client
@@ -319,29 +362,105 @@ class Connection:
     def _is_for_handshake(self, client_id: bytes) -> bool:
         return self.state is State.CONNECTING and client_id == self.local_id
 
-    def _receive_welcome(self, packet: WelcomePacket, now: float) -> None:
-        self.remote_id = packet.server_id
-        self._reset_token = packet.reset_token
+    def _receive_retry(self, packet: RetryPacket) -> bool:
+        """Take the token and, unless insecure, the server's key: checked against the pin,
+        it starts the Noise handshake that the next HELLO carries."""
+        if not self.config.insecure and self._initiator is None:
+            if not packet.server_key:
+                self._untrusted(
+                    "the server does not encrypt (it runs --insecure); "
+                    "connect with --insecure to accept that"
+                )
+                return True
+            presented = self.server_fingerprint = fingerprint(packet.server_key)
+            pinned = self._pinned_fingerprint
+            if pinned is not None and presented != pinned:
+                self._untrusted(f"the server's key {presented} is not the pinned {pinned}")
+                return True
+            assert self._random_bytes is not None  # a client connection always has it
+            self._initiator = Initiator(
+                packet.server_key,
+                prologue(PROTOCOL_VERSION, self.local_id),
+                self._random_bytes(KEY_SIZE),
+            )
+        elif self.config.insecure and packet.server_key:
+            self._untrusted("the server requires encryption; connect without --insecure")
+            return True
+        self._hello_token = packet.token
+        self._hello_attempts = 0
+        self._retries_received += 1
+        self._hello_due = True
+        return True
+
+    def _untrusted(self, detail: str) -> None:
+        self._terminate(Input.FAILED, TerminationReason.UNTRUSTED, detail=detail)
+
+    def _receive_welcome(self, packet: WelcomePacket, now: float) -> bool:
+        """Complete the handshake; False if the WELCOME does not authenticate (dropped)."""
+        body = packet.body
+        if self._initiator is not None:
+            try:
+                body, send_key, receive_key = self._initiator.read_message2(body)
+            except HandshakeError:
+                self._dropped_invalid += 1
+                return False
+            self._sealer, self._opener = Sealer(send_key), Opener(receive_key)
+            self._initiator = None
+        elif not self.config.insecure:
+            self._dropped_unexpected += 1  # a WELCOME before any RETRY: not our handshake
+            return False
+        if len(body) != CONNECTION_ID_SIZE + RESET_TOKEN_SIZE:
+            self._dropped_invalid += 1
+            return False
+        self.remote_id = body[:CONNECTION_ID_SIZE]
+        self._reset_token = body[CONNECTION_ID_SIZE:]
         if self._hellos_sent == 2 and self._retries_received == 1:
             # Karn: only a handshake without any repetition gives an unambiguous sample
             self._rtt.update(now - self._hello_sent_at, 0.0)
         self._receiver.on_packet(packet.number, now, ack_eliciting=False, urgent=False)
         self.state = next_state(self.state, Input.HANDSHAKE_DONE)
         self._events.append(Connected(self.local_id))
+        return True
 
-    def _receive_session(self, packet: SessionPacket, now: float) -> bool:
-        """Process a session packet; False if it was dropped (it then counts for nothing)."""
-        if self.state is State.CONNECTING:
-            self._dropped_unexpected += 1  # sent before our WELCOME arrived; it will come again
+    def _receive_session(
+        self, packet: SessionPacket | SealedPacket, addr: Address, now: float
+    ) -> bool:
+        """Process a session packet; False if it was dropped (it then counts for nothing).
+
+        Order: fresh number (cheap), then authentication, then decoding and plausibility;
+        only a packet that passed them all is marked seen and may move the peer's address.
+        """
+        number = packet.number
+        if self.state is State.CONNECTING or packet.connection_id != self.local_id:
+            self._dropped_unexpected += 1  # early: sent before our WELCOME; it will come again
+            return False
+        if not self._replay.is_fresh(number):
+            self._dropped_replayed += 1
+            return False
+        opener = self._opener
+        if type(packet) is SealedPacket and opener is not None:
+            payload = opener.open(number, packet.ciphertext, packet.header)
+            if payload is None:
+                self._dropped_unauthenticated += 1
+                if opener.failures >= INTEGRITY_LIMIT:
+                    self._fail(ErrorCode.PROTOCOL_VIOLATION, "too many forged packets")
+                return False
+        elif type(packet) is SessionPacket and opener is None:
+            payload = packet.payload
+        else:
+            self._dropped_unexpected += 1  # the other mode's packet
             return False
         try:
-            frames = decode_frames(packet.payload)
+            frames = decode_frames(payload)
         except FrameError:
             self._dropped_invalid += 1
             return False
         if not self._acceptable(frames):
             self._dropped_unexpected += 1
             return False
+        if self._replay.mark(number) and addr != self.peer_address:
+            self.peer_address = addr
+            self._migrations += 1
         eliciting = urgent = False
         for frame in frames:
             if type(frame) is not AckFrame:
@@ -581,9 +700,12 @@ class Connection:
         )
         self._hello_deadline = now + timeout
         number = self._take_number()
+        handshake = self._initiator.message1 if self._initiator is not None else b""
         padding = 0
         while True:  # pad to exactly MIN_HELLO_SIZE; the padding's length header grows once
-            hello = HelloPacket(self.local_id, number, PROTOCOL_VERSION, self._hello_token, padding)
+            hello = HelloPacket(
+                self.local_id, number, PROTOCOL_VERSION, self._hello_token, handshake, padding
+            )
             datagram = encode_datagram(hello)
             if len(datagram) == MIN_HELLO_SIZE or padding == 0 < len(datagram) - MIN_HELLO_SIZE:
                 return self._count_sent(datagram)
@@ -592,9 +714,7 @@ class Connection:
     def _build_welcome(self, now: float) -> bytes:
         number = self._take_number()
         self._recovery.on_packet_sent(number, now, None)  # so an ACK of it is plausible
-        welcome = WelcomePacket(
-            self.remote_id or b"", number, self.local_id, self._reset_token or b""
-        )
+        welcome = WelcomePacket(self.remote_id or b"", number, self._welcome_body)
         return self._count_sent(encode_datagram(welcome))
 
     def _take_number(self) -> int:
@@ -655,9 +775,7 @@ class Connection:
         if ack_owed:
             frames.insert(0, self._receiver.build_ack(now))
         number = self._take_number()
-        datagram = encode_datagram(
-            SessionPacket(self.remote_id or b"", number, encode_frames(frames))
-        )
+        datagram = self._seal(number, encode_frames(frames))
         if eliciting and not (carries_close and close is not None and close.error_code):
             packet = SentPacket(number, now, len(datagram), tuple(seqs), carries_close)
             if carries_close:
@@ -667,6 +785,13 @@ class Connection:
         else:
             self._recovery.on_packet_sent(number, now, None)
         return self._count_sent(datagram)
+
+    def _seal(self, number: int, payload: bytes) -> bytes:
+        remote_id = self.remote_id or b""
+        if self._sealer is None:
+            return encode_datagram(SessionPacket(remote_id, number, payload))
+        header = sealed_header(remote_id, number, len(payload) + AEAD_TAG_SIZE)
+        return header + self._sealer.seal(number, payload, header)
 
     def _add_probe(self, frames: list[Frame], seqs: list[int], room: int) -> int | None:
         """A timeout probe repeats the oldest unacknowledged thing: a fragment, else our CLOSE.

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "ConnectionClosedError",
     "FrameError",
+    "HandshakeError",
     "LocalProtocolError",
     "MessageTooLargeError",
     "PeerProtocolError",
@@ -20,6 +21,10 @@ __all__ = [
 
 class FrameError(ValueError):
     """Bytes from the network that are not a valid datagram (the one decode error)."""
+
+
+class HandshakeError(ValueError):
+    """A handshake message that does not authenticate or carries an invalid key (dropped)."""
 
 
 class LocalProtocolError(RuntimeError):

@@ -22,6 +22,8 @@ class TerminationReason(enum.Enum):
     """Nothing was heard from the peer for ``idle_timeout``."""
     HANDSHAKE_TIMEOUT = "handshake timed out"
     """The server never completed the handshake within ``handshake_timeout``."""
+    UNTRUSTED = "server not trusted"
+    """The server's key is not the one pinned, or its encryption setting is not ours."""
     RESET = "reset by peer"
     """The peer no longer knows this connection (it restarted, or forgot us)."""
     PEER_ERROR = "peer error"

@@ -10,16 +10,19 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
+    "AEAD_TAG_SIZE",
     "CONNECTION_ID_SIZE",
     "MAX_ACK_RANGES",
     "MAX_CLOSE_REASON_BYTES",
     "MAX_COUNTER",
     "MAX_FRAGMENTS",
     "MAX_FRAMES",
+    "MAX_HANDSHAKE_SIZE",
     "MAX_TOKEN_SIZE",
     "MIN_HELLO_SIZE",
     "PROTOCOL_VERSION",
     "RESET_TOKEN_SIZE",
+    "SERVER_KEY_SIZE",
     "AckFrame",
     "CloseFrame",
     "DataFrame",
@@ -31,6 +34,7 @@ __all__ = [
     "PingFrame",
     "ResetPacket",
     "RetryPacket",
+    "SealedPacket",
     "SessionPacket",
     "WelcomePacket",
 ]
@@ -39,12 +43,15 @@ PROTOCOL_VERSION = 1
 CONNECTION_ID_SIZE = 8  # 64 random bits: 2^16 guesses hit with probability 2^-48
 RESET_TOKEN_SIZE = 16
 MAX_TOKEN_SIZE = 64
+MAX_HANDSHAKE_SIZE = 128  # a HELLO's handshake field or a WELCOME's body, at most
 MIN_HELLO_SIZE = 1200  # a HELLO is padded to this so the server's answers can never amplify
 MAX_COUNTER = 2**62 - 1  # packet numbers, sequence numbers, message ids never wrap
 MAX_FRAGMENTS = 65_535  # fragments of one message
 MAX_ACK_RANGES = 32  # packet-number ranges in one ACK
 MAX_FRAMES = 256  # frames in one session packet
 MAX_CLOSE_REASON_BYTES = 256
+AEAD_TAG_SIZE = 16  # ChaCha20-Poly1305's tag: what sealing adds to a payload
+SERVER_KEY_SIZE = 32  # an X25519 public key
 
 
 class PacketKind(enum.IntEnum):
@@ -59,7 +66,9 @@ class PacketKind(enum.IntEnum):
     RESET = 3
     """Server → client: the server does not know that connection id."""
     SESSION = 4
-    """Either way, after the handshake: frames (the part a later version seals)."""
+    """Either way, after an unencrypted (``insecure``) handshake: frames, CRC-protected."""
+    SEALED = 5
+    """Either way, after an encrypted handshake: frames sealed with the AEAD (no CRC)."""
 
 
 class ErrorCode(enum.IntEnum):
@@ -82,6 +91,8 @@ class HelloPacket:
     version: int
     token: bytes
     """Empty on the first HELLO; the RETRY token afterwards."""
+    handshake: bytes = b""
+    """With the token, unless insecure: the Noise NK first message (see ``noise``)."""
     padding: int = 0
     """Bytes of padding (their content is ignored)."""
 
@@ -90,15 +101,17 @@ class HelloPacket:
 class RetryPacket:
     client_id: bytes
     token: bytes
+    server_key: bytes = b""
+    """The server's static X25519 public key; empty when it runs insecure."""
 
 
 @dataclass(frozen=True, slots=True)
 class WelcomePacket:
     client_id: bytes
     number: int
-    server_id: bytes
-    reset_token: bytes
-    """What a RESET for ``server_id`` must carry to be believed."""
+    body: bytes
+    """The server's id and the token its RESETs carry: in the clear when insecure, else the
+    Noise NK second message whose payload they are."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +130,19 @@ class SessionPacket:
     """Encoded frames (see ``codec.encode_frames``)."""
 
 
-Packet = HelloPacket | RetryPacket | WelcomePacket | ResetPacket | SessionPacket
+@dataclass(frozen=True, slots=True)
+class SealedPacket:
+    connection_id: bytes
+    """The receiver's own id."""
+    number: int
+    """Packet number, as in SESSION; also the AEAD nonce, so it is never reused."""
+    header: bytes
+    """The datagram's bytes before ``ciphertext``: the AEAD's associated data."""
+    ciphertext: bytes
+    """Encoded frames, sealed; the last ``AEAD_TAG_SIZE`` bytes are the tag."""
+
+
+Packet = HelloPacket | RetryPacket | WelcomePacket | ResetPacket | SessionPacket | SealedPacket
 
 
 @dataclass(frozen=True, slots=True)

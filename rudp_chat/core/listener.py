@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from .codec import decode_datagram, encode_datagram
 from .config import ListenerConfig
 from .connection import Address, Connection
-from .errors import FrameError
+from .errors import FrameError, HandshakeError
 from .frames import (
     CONNECTION_ID_SIZE,
     MIN_HELLO_SIZE,
@@ -24,8 +24,10 @@ from .frames import (
     HelloPacket,
     ResetPacket,
     RetryPacket,
+    SealedPacket,
     SessionPacket,
 )
+from .noise import KEY_SIZE, Responder, StaticKey, fingerprint, prologue
 from .tokens import TokenIssuer
 
 __all__ = ["Listener", "ListenerStats"]
@@ -42,6 +44,8 @@ class ListenerStats:
     hellos_too_small: int = 0
     hellos_bad_version: int = 0
     hellos_bad_token: int = 0
+    hellos_bad_handshake: int = 0
+    """Validated HELLOs whose Noise message did not authenticate, or whose mode is not ours."""
     retries_sent: int = 0
     refused: int = 0
     resets_sent: int = 0
@@ -59,13 +63,19 @@ class Listener:
         config: ListenerConfig | None = None,
         *,
         secret: bytes | None = None,
+        static_key: StaticKey | None = None,
     ) -> None:
-        """``random_bytes`` supplies connection ids: pass ``os.urandom`` in production.
+        """``random_bytes`` supplies connection ids and ephemeral keys: pass ``os.urandom``.
 
         ``secret`` keys RETRY and RESET tokens; pass one kept across restarts so that a
         restarted server can still reset its old clients' connections (default: random).
+        ``static_key`` is the server's identity, which clients pin (default: a new one;
+        unused when the connection config is ``insecure``).
         """
         self.config = config or ListenerConfig()
+        self._static_key: StaticKey | None = None
+        if not self.config.connection.insecure:
+            self._static_key = static_key or StaticKey(random_bytes(KEY_SIZE))
         self.stats = ListenerStats()
         self._random_bytes = random_bytes
         self._tokens = TokenIssuer(secret or random_bytes(32), self.config.token_lifetime)
@@ -86,6 +96,11 @@ class Listener:
         self._reset_time = 0.0
 
     # ------------------------------------------------------------------ API
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The server key's fingerprint, which clients pin; None when insecure."""
+        return None if self._static_key is None else fingerprint(self._static_key.public)
 
     def accept(self) -> Connection | None:
         """The oldest connection not yet handed out, or None."""
@@ -110,17 +125,16 @@ class Listener:
         except FrameError:
             self.stats.dropped_invalid += 1
             return
-        if type(packet) is SessionPacket:
+        if type(packet) is SealedPacket or type(packet) is SessionPacket:
             connection = self.connections.get(packet.connection_id)
             if connection is None:
                 self._send_reset(packet.connection_id, len(data), addr, now)
-            elif connection.peer_address != addr:
-                self.stats.dropped_unexpected += (
-                    1  # no migration: a replay from elsewhere changes nothing
-                )
-            else:
-                connection.receive_packet(packet, len(data), addr, now)
-                self._dirty[connection.local_id] = connection
+                return
+            old_address = connection.peer_address
+            connection.receive_packet(packet, len(data), addr, now)
+            if connection.peer_address != old_address:
+                self._moved(connection, old_address)
+            self._dirty[connection.local_id] = connection
         elif type(packet) is HelloPacket:
             self._receive_hello(packet, len(data), addr, now)
         else:
@@ -144,25 +158,50 @@ class Listener:
             stats.dropped_unexpected += 1
             return
         if hello.token and self._tokens.check_retry_token(hello.token, hello.client_id, addr, now):
-            self._open(hello.client_id, addr, now)
+            self._open(hello, addr, now)
             return
         if hello.token:
             stats.hellos_bad_token += 1  # expired, or minted elsewhere: validate afresh
         stats.retries_sent += 1
         token = self._tokens.retry_token(hello.client_id, addr, now)
-        self._outbox.append((encode_datagram(RetryPacket(hello.client_id, token)), addr))
+        server_key = b"" if self._static_key is None else self._static_key.public
+        retry = RetryPacket(hello.client_id, token, server_key)
+        self._outbox.append((encode_datagram(retry), addr))
 
-    def _open(self, client_id: bytes, addr: Address, now: float) -> None:
+    def _open(self, hello: HelloPacket, addr: Address, now: float) -> None:
+        """A validated HELLO: complete the handshake and make the connection (or refuse it)."""
+        responder = None
+        if self._static_key is not None:
+            try:
+                responder = Responder(
+                    self._static_key, prologue(hello.version, hello.client_id), hello.handshake
+                )
+            except HandshakeError:
+                self.stats.hellos_bad_handshake += 1
+                return
+        elif hello.handshake:
+            self.stats.hellos_bad_handshake += 1  # it expects encryption we do not offer
+            return
         server_id = self._random_bytes(CONNECTION_ID_SIZE)
         while server_id in self.connections:
             server_id = self._random_bytes(CONNECTION_ID_SIZE)
+        reset_token = self._tokens.reset_token(server_id)
+        welcome_body, keys = server_id + reset_token, None
+        if responder is not None:
+            welcome_body, send_key, receive_key = responder.write_message2(
+                self._random_bytes(KEY_SIZE), welcome_body
+            )
+            keys = (send_key, receive_key)
+        client_id = hello.client_id
         connection = Connection(
             self.config.connection,
             local_id=server_id,
             peer_address=addr,
             now=now,
             remote_id=client_id,
-            reset_token=self._tokens.reset_token(server_id),
+            reset_token=reset_token,
+            keys=keys,
+            welcome_body=welcome_body,
         )
         host = addr[0]
         if len(self.connections) >= self.config.max_connections:
@@ -183,6 +222,23 @@ class Listener:
         connection.on_change = self.wake
         self._accept_queue.append(connection)
         self._dirty[server_id] = connection
+
+    def _moved(self, connection: Connection, old_address: Address) -> None:
+        """The peer migrated: its tables follow it (a NAT rebinding is not a new client)."""
+        key = (old_address, connection.remote_id or b"")
+        if self._by_client.get(key) is connection:
+            del self._by_client[key]
+            self._by_client[connection.peer_address, key[1]] = connection
+        self._release_host(old_address[0])
+        host = connection.peer_address[0]
+        self._per_host[host] = self._per_host.get(host, 0) + 1
+
+    def _release_host(self, host: str) -> None:
+        remaining = self._per_host[host] - 1
+        if remaining:
+            self._per_host[host] = remaining
+        else:
+            del self._per_host[host]
 
     def _send_reset(self, connection_id: bytes, size: int, addr: Address, now: float) -> None:
         reset = encode_datagram(ResetPacket(connection_id, self._tokens.reset_token(connection_id)))
@@ -255,9 +311,4 @@ class Listener:
             if until >= now and len(retired) <= self.config.max_connections:
                 break
             del retired[oldest]
-        host = connection.peer_address[0]
-        remaining = self._per_host[host] - 1
-        if remaining:
-            self._per_host[host] = remaining
-        else:
-            del self._per_host[host]
+        self._release_host(connection.peer_address[0])

@@ -26,6 +26,12 @@ class ConnectionStats:
     """Datagrams that did not decode (CRC, msgpack, field checks)."""
     dropped_unexpected: int
     """Decodable datagrams refused: wrong address or id, implausible ACK, out of window."""
+    dropped_unauthenticated: int
+    """Sealed packets that did not open: forged, altered, or under a key we do not hold."""
+    dropped_replayed: int
+    """Packet numbers seen before or older than the replay window."""
+    migrations: int
+    """Times the peer's address changed (only after an authenticated, fresh packet)."""
     smoothed_rtt: float
     rtt_variance: float
     min_rtt: float

@@ -1,0 +1,117 @@
+"""Keys on disk: the server's identity, and the servers a user has met (like SSH's known_hosts).
+
+The server's private key lives in a file only its owner may read; a file others can read is
+refused, as SSH refuses an unprotected key. A client pins the fingerprint of the key a
+server first presents, and from then on a different key fails the connection.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import stat
+from pathlib import Path
+
+from rudp_chat.core.noise import StaticKey
+
+__all__ = [
+    "KeyFileError",
+    "KnownServers",
+    "config_dir",
+    "default_key_file",
+    "default_known_servers",
+    "load_or_create_server_key",
+]
+
+_KEY_HEADER = "# rudp_chat server key (X25519, base64); keep it private\n"
+
+
+class KeyFileError(Exception):
+    """A key or known-servers file that cannot be used, with what to do about it."""
+
+
+def config_dir() -> Path:
+    """``$XDG_CONFIG_HOME/rudp_chat``, else ``~/.config/rudp_chat``."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "rudp_chat"
+
+
+def default_key_file() -> Path:
+    return config_dir() / "server_key"
+
+
+def default_known_servers() -> Path:
+    return config_dir() / "known_servers"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create ``path`` readable by its owner only; never overwrite (another start may race)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def load_or_create_server_key(path: Path) -> tuple[StaticKey, bool]:
+    """The key in ``path``, made on first use; returns (key, whether it was just created).
+
+    Raises :class:`KeyFileError` if the file is readable by others or is not a key.
+    """
+    if not path.exists():
+        key = StaticKey.generate()
+        text = _KEY_HEADER + base64.b64encode(key.private_bytes()).decode() + "\n"
+        try:
+            _write_private(path, text)
+            return key, True
+        except FileExistsError:
+            pass  # another start made it first: use theirs
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"{path} is accessible by others (mode {stat.filemode(mode)}): "
+            f"run `chmod 600 {path}` (and consider the key compromised)"
+        )
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    try:
+        private = base64.b64decode("".join(lines).strip(), validate=True)
+        return StaticKey(private), False
+    except (binascii.Error, ValueError):
+        raise KeyFileError(f"{path} does not hold a server key") from None
+
+
+class KnownServers:
+    """``HOST:PORT FINGERPRINT`` lines; ``path`` None keeps the pins in memory only."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._pins: dict[str, str] = {}
+        if path is not None and path.exists():
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                fields = line.split()
+                if not fields or fields[0].startswith("#"):
+                    continue
+                if len(fields) != 2 or not fields[1].startswith("SHA256:"):
+                    raise KeyFileError(f"{path}:{number}: expected HOST:PORT SHA256:...")
+                self._pins[fields[0]] = fields[1]
+
+    @staticmethod
+    def name(host: str, port: int) -> str:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def lookup(self, host: str, port: int) -> str | None:
+        return self._pins.get(self.name(host, port))
+
+    def pin(self, host: str, port: int, fingerprint: str) -> None:
+        """Remember ``fingerprint`` for the server (replacing an older pin)."""
+        name = self.name(host, port)
+        self._pins[name] = fingerprint
+        if self.path is None:
+            return
+        text = "".join(f"{server} {pinned}\n" for server, pinned in self._pins.items())
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        temporary.write_text(text)
+        temporary.replace(self.path)
