@@ -81,7 +81,9 @@ class UdpProxy:
         down: LinkProfile,
         *,
         seed: int = 0,
+        capture: Callable[[str, bytes], None] | None = None,
     ) -> None:
+        """``capture`` sees every datagram forwarded, with its direction (``up``/``down``)."""
         self.listen_address = listen
         """The bound address once started (port 0 resolved)."""
         self.upstream_address = upstream
@@ -95,6 +97,7 @@ class UdpProxy:
         self._upstream_sockaddr: tuple[Any, ...] = upstream
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._capture = capture
 
     @property
     def stats(self) -> dict[str, LinkStats]:
@@ -197,6 +200,9 @@ class UdpProxy:
             client.sock.send(payload)
         except OSError:
             self.counters.send_errors += 1
+            return
+        if self._capture is not None:
+            self._capture("up", payload)
 
     def _send_down(self, client: _Client, payload: bytes) -> None:
         sock = self._sock
@@ -206,6 +212,9 @@ class UdpProxy:
             sock.sendto(payload, client.address)
         except OSError:
             self.counters.send_errors += 1
+            return
+        if self._capture is not None:
+            self._capture("down", payload)
 
     # ---------------------------------------------------------------- clients
 

@@ -16,8 +16,9 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 __all__ = ["INTEGRITY_LIMIT", "KEY_EPOCH_BITS", "Opener", "Sealer", "nonce"]
 
-KEY_EPOCH_BITS: Final = 24
-"""2**24 packets (about 20 GB at 1200 B) per key: far inside ChaCha20-Poly1305's limits."""
+KEY_EPOCH_BITS = 24
+"""2**24 packets (about 20 GB at 1200 B) per key: far inside ChaCha20-Poly1305's limits.
+Part of the protocol: both ends must use the same value (tests shrink it to rotate often)."""
 INTEGRITY_LIMIT: Final = 2**36
 """Forged packets one connection tolerates before it must end (RFC 9001 §6.6)."""
 _REKEY_NONCE: Final = b"\0\0\0\0" + b"\xff" * 8
@@ -38,11 +39,11 @@ class Sealer:
 
     __slots__ = ("_aead", "_epoch", "_epoch_bits", "_key")
 
-    def __init__(self, key: bytes, epoch_bits: int = KEY_EPOCH_BITS) -> None:
+    def __init__(self, key: bytes, epoch_bits: int | None = None) -> None:
         self._key = key
         self._aead = ChaCha20Poly1305(key)
         self._epoch = 0
-        self._epoch_bits = epoch_bits
+        self._epoch_bits = KEY_EPOCH_BITS if epoch_bits is None else epoch_bits
 
     def seal(self, number: int, plaintext: bytes, header: bytes) -> bytes:
         epoch = number >> self._epoch_bits
@@ -60,13 +61,13 @@ class Opener:
 
     __slots__ = ("_current", "_epoch", "_epoch_bits", "_key", "_next", "_previous", "failures")
 
-    def __init__(self, key: bytes, epoch_bits: int = KEY_EPOCH_BITS) -> None:
+    def __init__(self, key: bytes, epoch_bits: int | None = None) -> None:
         self._key = key
         self._current = ChaCha20Poly1305(key)
         self._previous: ChaCha20Poly1305 | None = None
         self._next: tuple[bytes, ChaCha20Poly1305] | None = None
         self._epoch = 0
-        self._epoch_bits = epoch_bits
+        self._epoch_bits = KEY_EPOCH_BITS if epoch_bits is None else epoch_bits
         self.failures = 0
         """Packets that did not authenticate, towards ``INTEGRITY_LIMIT``."""
 
