@@ -23,6 +23,8 @@ class Impl:
     requires: tuple[str, ...]
     loop: str = "asyncio"
     """Event loop of the asyncio peers: "asyncio" or "uvloop"."""
+    insecure: bool = False
+    """rudp: both peers with ``ConnectionConfig(insecure=True)`` (no encryption)."""
 
 
 IMPLS: dict[str, Impl] = {
@@ -33,6 +35,7 @@ IMPLS: dict[str, Impl] = {
         Impl("kcp", "peers.kcp_peer", ("kcp",)),
         Impl("aioquic", "peers.quic", ("aioquic", "cryptography")),
         Impl("rudp", "peers.rudp", ("rudp_chat.aio",)),
+        Impl("rudp-insecure", "peers.rudp", ("rudp_chat.aio",), insecure=True),
         Impl("rudp-uvloop", "peers.rudp", ("rudp_chat.aio", "uvloop"), loop="uvloop"),
     )
 }

@@ -61,17 +61,22 @@ class Job:
     """What one case asks of a pair of peers. Sizes are bytes, times seconds."""
 
     mode: str
-    """"bulk" (send as fast as the peer allows), "pingpong" (echo) or "oneway" (paced stamps)."""
+    """"bulk" (send as fast as the peer allows), "pingpong" (echo), "oneway" (paced stamps) or
+    "handshake" (rudp only: ``count`` sequential connects, each aborted once established)."""
     size: int
     """Message size."""
     count: int
-    """Most messages: the receiver closes its window after this many (bulk, oneway)."""
+    """Most messages: the receiver closes its window after this many (bulk, oneway); handshakes
+    timed (handshake)."""
     duration: float
-    """Bulk: the receiver's window from its first message; ping-pong: the pinger's run."""
+    """Bulk: the receiver's window from its first message; ping-pong, handshake: the client's
+    run."""
     interval: float = 0.0
     """One-way: time between two messages."""
     loop: str = "asyncio"
     """Event loop of asyncio peers: "asyncio" or "uvloop"."""
+    insecure: bool = False
+    """rudp: ``ConnectionConfig(insecure=True)`` on both peers (plaintext, CRC-protected)."""
     window: int = 1024
     """KCP send and receive windows, in segments."""
     host: str = "127.0.0.1"

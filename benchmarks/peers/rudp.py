@@ -1,6 +1,9 @@
 """rudp: this project's protocol through its asyncio transport (``rudp_chat.aio``), defaults only.
 
-Runs on the default event loop, or on uvloop when ``Job.loop`` says so (``rudp-uvloop``).
+Runs on the default event loop, or on uvloop when ``Job.loop`` says so (``rudp-uvloop``);
+encrypted (the default), or in the clear on both peers when ``Job.insecure`` says so
+(``rudp-insecure``). Handshake mode times ``connect()`` alone: the client connects ``count``
+times in a row (after ``WARMUP_PINGS // 4`` untimed ones) and aborts each connection.
 """
 
 from __future__ import annotations
@@ -9,7 +12,8 @@ import asyncio
 import contextlib
 import time
 
-from rudp_chat.aio import ConnectionLostError, ReliableConnection, connect, serve
+from rudp_chat.aio import ConnectionLostError, ReliableConnection, Server, connect, serve
+from rudp_chat.core.config import ConnectionConfig, ListenerConfig
 
 from .common import (
     WARMUP_PINGS,
@@ -27,6 +31,12 @@ from .common import (
 __all__ = ["client", "server"]
 
 CLOSE_WAIT_S = 0.5  # how long the server waits for its socket to close gracefully
+HANDSHAKE_WARMUP = WARMUP_PINGS // 4  # untimed connects first: lazy imports, first key use
+PER_ADDRESS = 1024  # handshake mode: aborted connections may linger past the default 16
+
+
+def _config(job: Job) -> ConnectionConfig:
+    return ConnectionConfig(insecure=job.insecure)
 
 
 def server(job: Job, ready: Ready, stop: StopFlag) -> Result:
@@ -36,9 +46,12 @@ def server(job: Job, ready: Ready, stop: StopFlag) -> Result:
 
 async def _serve(job: Job, ready: Ready, stop: StopFlag) -> Result:
     meter = Meter(job)
-    listener = await serve(job.host, 0)
+    config = ListenerConfig(connection=_config(job), max_connections_per_address=PER_ADDRESS)
+    listener = await serve(job.host, 0, config=config)
     try:
         ready(listener.address)
+        if job.mode == "handshake":
+            return await _accept_all(listener, stop)
         accepted: list[ReliableConnection] = []
 
         async def accept() -> None:
@@ -71,13 +84,30 @@ async def _serve(job: Job, ready: Ready, stop: StopFlag) -> Result:
     return meter.result() if job.mode != "pingpong" else {}
 
 
+async def _accept_all(listener: Server, stop: StopFlag) -> Result:
+    """Handshake mode: accept until stopped (each connection ends on the client's abort)."""
+    accepted = 0
+    started = time.process_time()
+
+    async def accept() -> None:
+        nonlocal accepted
+        while True:
+            await listener.accept()
+            accepted += 1
+
+    await guard(accept(), stop)
+    return {"accepted": accepted, "cpu_s": time.process_time() - started}
+
+
 def client(job: Job, address: Address, stop: StopFlag) -> Result:
     """Send (bulk: as fast as backpressure allows; one-way: every ``interval``) or ping."""
     return run_loop(_client(job, address, stop), job.loop)
 
 
 async def _client(job: Job, address: Address, stop: StopFlag) -> Result:
-    conn = await asyncio.wait_for(connect(address[0], address[1]), 15.0)
+    if job.mode == "handshake":
+        return await _connect_many(job, address, stop)
+    conn = await asyncio.wait_for(connect(address[0], address[1], config=_config(job)), 15.0)
     result: Result = {"sent": 0}
 
     async def bulk() -> None:
@@ -122,4 +152,28 @@ async def _client(job: Job, address: Address, stop: StopFlag) -> Result:
         result["smoothed_rtt"] = stats.smoothed_rtt
     finally:
         conn.abort()
+    return result
+
+
+async def _connect_many(job: Job, address: Address, stop: StopFlag) -> Result:
+    """Handshake mode: time ``count`` sequential ``connect()`` calls, wall and CPU."""
+    config = _config(job)
+    result: Result = {"handshakes_ms": [], "cpu_s": 0.0}
+    times: list[float] = result["handshakes_ms"]
+
+    async def run() -> None:
+        end = time.perf_counter() + job.duration
+        for index in range(job.count + HANDSHAKE_WARMUP):
+            cpu = time.process_time()
+            started = time.perf_counter()
+            if started > end:
+                break
+            conn = await connect(address[0], address[1], config=config)
+            elapsed = time.perf_counter() - started
+            if index >= HANDSHAKE_WARMUP:
+                times.append(1000 * elapsed)
+                result["cpu_s"] += time.process_time() - cpu
+            conn.abort()
+
+    await guard(run(), stop)
     return result

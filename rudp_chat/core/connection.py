@@ -466,8 +466,7 @@ class Connection:
             if type(frame) is not AckFrame:
                 eliciting = True
                 urgent = urgent or type(frame) is not DataFrame
-        if not self._receiver.on_packet(packet.number, now, eliciting, urgent):
-            return True
+        self._receiver.on_packet(packet.number, now, eliciting, urgent)
         try:
             for frame in frames:
                 if self.state is State.DRAINING:  # after a CLOSE, only ACKs still matter
