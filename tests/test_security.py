@@ -201,6 +201,30 @@ def test_every_flipped_byte_of_a_sealed_datagram_is_dropped_and_counted() -> Non
     assert server.stats().dropped_unauthenticated > 0
 
 
+@given(st.data())
+def test_any_flipped_byte_of_any_sealed_datagram_of_a_session_is_dropped(
+    data: st.DataObject,
+) -> None:
+    """The same for every datagram of a session, both ways, delivered to its receiver."""
+    pair = Pair()
+    server = record_session(pair)
+    both = [(d, True) for d in pair.sent_by_client if d.startswith(b"\x94\x05")]
+    both += [(d, False) for d in pair.sent_by_server if d.startswith(b"\x94\x05")]
+    datagram, upward = data.draw(st.sampled_from(both), label="datagram")
+    damaged = bytearray(datagram)
+    damaged[data.draw(st.integers(0, len(damaged) - 1), label="position")] ^= data.draw(
+        st.integers(1, 255), label="xor"
+    )
+    before = drops(pair, server), len(pair.server_events), len(pair.client_events)
+    if upward:
+        pair.listener.receive_datagram(bytes(damaged), CLIENT, pair.now)
+    else:
+        pair.client.receive_datagram(bytes(damaged), SERVER, pair.now)
+    pair.collect()
+    assert drops(pair, server) == before[0] + 1
+    assert (len(pair.server_events), len(pair.client_events)) == before[1:]
+
+
 @given(st.binary(min_size=16, max_size=200), st.integers(0, 2**40))
 def test_forged_sealed_packets_for_a_live_connection_are_dropped(
     ciphertext: bytes, number: int

@@ -70,7 +70,6 @@ class ReliableConnection:
     ) -> None:
         """Internal: use :func:`connect` or :meth:`Server.accept`."""
         loop = endpoint.loop
-        self.peer_address: Address = connection.peer_address
         self._core = connection
         self._endpoint = endpoint
         self._server = server
@@ -101,6 +100,11 @@ class ReliableConnection:
     def termination(self) -> ConnectionTerminated | None:
         """The core's final event, once the connection has ended."""
         return self._termination
+
+    @property
+    def peer_address(self) -> Address:
+        """Where the peer is now: an encrypted connection follows it to a new address."""
+        return self._core.peer_address
 
     @property
     def server_fingerprint(self) -> str | None:
