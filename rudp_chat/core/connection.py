@@ -323,9 +323,8 @@ class Connection:
         Only a session packet may come from a new address, and only a sealed one that
         authenticates and is the newest yet moves the connection there (migration).
         """
-        kind = type(packet)
         if self.state is State.CLOSED or (
-            addr != self.peer_address and kind is not SealedPacket
+            addr != self.peer_address and type(packet) is not SealedPacket
         ):
             self._dropped_unexpected += 1
             return
@@ -334,8 +333,7 @@ class Connection:
             if not self._receive_session(packet, addr, now):
                 return
         elif type(packet) is RetryPacket and self._is_for_handshake(packet.client_id):
-            if not self._receive_retry(packet):
-                return
+            self._receive_retry(packet)
         elif type(packet) is WelcomePacket and self._is_for_handshake(packet.client_id):
             if not self._receive_welcome(packet, now):
                 return
@@ -362,7 +360,7 @@ class Connection:
     def _is_for_handshake(self, client_id: bytes) -> bool:
         return self.state is State.CONNECTING and client_id == self.local_id
 
-    def _receive_retry(self, packet: RetryPacket) -> bool:
+    def _receive_retry(self, packet: RetryPacket) -> None:
         """Take the token and, unless insecure, the server's key: checked against the pin,
         it starts the Noise handshake that the next HELLO carries."""
         if not self.config.insecure and self._initiator is None:
@@ -371,12 +369,12 @@ class Connection:
                     "the server does not encrypt (it runs --insecure); "
                     "connect with --insecure to accept that"
                 )
-                return True
+                return
             presented = self.server_fingerprint = fingerprint(packet.server_key)
             pinned = self._pinned_fingerprint
             if pinned is not None and presented != pinned:
                 self._untrusted(f"the server's key {presented} is not the pinned {pinned}")
-                return True
+                return
             assert self._random_bytes is not None  # a client connection always has it
             self._initiator = Initiator(
                 packet.server_key,
@@ -385,12 +383,11 @@ class Connection:
             )
         elif self.config.insecure and packet.server_key:
             self._untrusted("the server requires encryption; connect without --insecure")
-            return True
+            return
         self._hello_token = packet.token
         self._hello_attempts = 0
         self._retries_received += 1
         self._hello_due = True
-        return True
 
     def _untrusted(self, detail: str) -> None:
         self._terminate(Input.FAILED, TerminationReason.UNTRUSTED, detail=detail)
