@@ -36,7 +36,8 @@ Server → client (at most 1 MiB per frame):
                   server already processed: resend only later ones), ``max_text: int``,
                   ``rate: float`` (messages per second), ``burst: int`` (the server's limits).
 ``refused``       ``code: str`` (``invalid_name``, ``name_taken``, ``server_full``,
-                  ``bad_hello``), ``reason: str``. The server then closes the connection.
+                  ``bad_hello``, ``cooling_down``), ``reason: str``. The server then closes
+                  the connection.
 ``history``       ``count: int``: the next ``count`` ``chat`` messages are history.
 ``history_end``   no fields: history is over, what follows is live.
 ``chat``          ``seq: int`` (server message id: one total order, +1 per public message),
@@ -135,6 +136,8 @@ class RefusalCode(enum.StrEnum):
     SERVER_FULL = "server_full"
     BAD_HELLO = "bad_hello"
     """Not a ``hello``, or an unsupported version."""
+    COOLING_DOWN = "cooling_down"
+    """The session, or someone at the same address, was just kicked for flooding."""
 
 
 class ErrorCode(enum.StrEnum):

@@ -142,11 +142,13 @@ def styled(event: Event, now: float) -> StyledText | None:
                 ]
             return [*_stamp(sent), (name_style(name), name), ("", f": {neutralise(text)}")]
         case Private(time=sent, sender=sender, recipient=recipient, text=text):
+            # styled by the shown names, as above: a raw one may not even encode (a surrogate)
+            sender, recipient = neutralise(sender), neutralise(recipient)
             return [
                 *_stamp(sent),
-                (name_style(sender), neutralise(sender)),
+                (name_style(sender), sender),
                 ("", " -> "),
-                (name_style(recipient), neutralise(recipient)),
+                (name_style(recipient), recipient),
                 ("italic", f": {neutralise(text)}"),
             ]
     line = plain(event)

@@ -10,7 +10,9 @@ commits before it sends the outputs, so nothing is acknowledged or seen before i
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -75,12 +77,25 @@ class RoomLimits:
     """Messages a user may send at once (a pasted paragraph)."""
     flood_kick: int = 20
     """Messages refused after the warning before the user is disconnected."""
+    flood_cooldown: float = 30.0
+    """Seconds a session kicked for flooding, and its source address, are refused (at least
+    ``burst / rate``, the refill time). A user who left unkicked comes back, by session or by
+    address, to its spent bucket until it would have refilled. So reconnecting buys no fresh
+    burst: the bound holds per person, not per session. Everyone behind that address (a NAT,
+    an office) shares the penalty: the accepted price of keying on the address, which a
+    flooder cannot change as easily as its session."""
+    remembered: int = 10_000
+    """Departed users' allowances and cool-downs kept (an entry per session and per address;
+    expired ones are dropped, past this the oldest): memory stays bounded under any churn."""
 
     def __post_init__(self) -> None:
         if self.max_users < 1 or self.history_size < 0 or self.flood_kick < 1:
             raise ValueError("need max_users >= 1, history_size >= 0 and flood_kick >= 1")
         if not self.rate > 0 or self.burst < 1:
             raise ValueError("need rate > 0 messages per second and burst >= 1")
+        if not 0 <= self.flood_cooldown < math.inf or self.remembered < 2:
+            # a departure is remembered under two keys, its session and its address
+            raise ValueError("need 0 <= flood_cooldown < inf seconds and remembered >= 2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +114,26 @@ class _User:
     name: str
     key: str
     session: bytes
+    address: str | None
     acked: int
     bucket: TokenBucket
     warned: bool = False
     refused_since_warning: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Memory:
+    """What the room keeps of a departed user, under its session and under its address."""
+
+    until: float
+    """When it is forgotten: by then a fresh bucket is no fuller than this one would be."""
+    bucket: TokenBucket | None
+    """The allowance a returning user carries on; None: kicked, refused until ``until``."""
+
+
 class Room:
-    """Everyone connected and everything said; see the module docstring."""
+    """Everyone connected, everything said, and for a while the allowance of who left; see
+    the module docstring."""
 
     def __init__(
         self,
@@ -128,6 +155,7 @@ class Room:
         self._users: dict[int, _User] = {}
         self._by_key: dict[str, _User] = {}
         self._by_session: dict[bytes, _User] = {}
+        self._memory: dict[bytes | str, _Memory] = {}  # oldest first; keys: session, address
         self._journal_messages: list[Chat] = []
         self._journal_acked: dict[bytes, int] = {}
 
@@ -147,17 +175,28 @@ class Room:
 
     # --- inputs ------------------------------------------------------------------------------
 
-    def join(self, conn: int, hello: Hello, now: float) -> list[Output]:
-        """``conn`` asks to join: a welcome, history and a join notice, or a refusal.
+    def join(self, conn: int, hello: Hello, now: float, address: str | None = None) -> list[Output]:
+        """``conn``, from host ``address`` (None: unknown), asks to join: a welcome, history
+        and a join notice, or a refusal.
 
         A connection of the same session (the same client, reconnecting before the server
-        noticed it was gone) is replaced; a name held by another session is refused.
+        noticed it was gone) is replaced; a name held by another session is refused. A session
+        or address that recently left carries on with its spent allowance, one kicked for
+        flooding is refused for ``limits.flood_cooldown``: reconnecting buys no fresh burst.
         """
         if conn in self._users:
             return [(conn, Error(ErrorCode.MALFORMED, "you have already joined"))]
         if hello.version != PROTOCOL_VERSION:
             reason = f"protocol version {hello.version} is not supported (need {PROTOCOL_VERSION})"
             return [(conn, Refused(RefusalCode.BAD_HELLO, reason))]
+        previous = self._by_session.get(hello.session)
+        carried: TokenBucket | None = None
+        if previous is None:  # (a connected session carries its own bucket over below)
+            returning = self._returning(hello.session, address, now)
+            if isinstance(returning, Refused):
+                log.info("refused connection %d from %s: %s", conn, address, returning.reason)
+                return [(conn, returning)]
+            carried = returning
         try:
             name = normalise_name(hello.name)
         except InvalidNameError as exc:
@@ -167,18 +206,20 @@ class Room:
         if holder is not None and holder.session != hello.session:
             return [(conn, Refused(RefusalCode.NAME_TAKEN, f"the name {name} is taken"))]
         out: list[Output] = []
-        previous = self._by_session.get(hello.session)
-        bucket = TokenBucket(self.limits.rate, self.limits.burst, now)
+        if carried is None:
+            carried = TokenBucket(self.limits.rate, self.limits.burst, now)
+        bucket = carried
         if previous is not None:  # its tokens carry over: reconnecting refills nothing
             acked, bucket = previous.acked, previous.bucket
             out.append((previous.conn, Bye(ByeCode.REPLACED, "you connected again elsewhere")))
-            out += self._remove(previous, LeaveReason.RECONNECTED)
+            out += self._remove(previous, LeaveReason.RECONNECTED, now)
         elif len(self._users) >= self.limits.max_users:
-            reason = f"the server is full ({self.limits.max_users} users)"
+            users = self.limits.max_users
+            reason = f"the server is full ({users} user{'' if users == 1 else 's'})"
             return [(conn, Refused(RefusalCode.SERVER_FULL, reason))]
         else:
             acked = self._journal_acked.get(hello.session) or self._recall(hello.session)
-        user = _User(conn, name, key, hello.session, acked, bucket)
+        user = _User(conn, name, key, hello.session, address, acked, bucket)
         self._users[conn] = self._by_key[key] = self._by_session[hello.session] = user
         welcome = Welcome(
             name, tuple(self.names), acked, MAX_TEXT_CHARS, self.limits.rate, self.limits.burst
@@ -201,13 +242,14 @@ class Room:
         if user is None:
             return []
         if not self._admit(user, now):
-            return self._refuse_flood(user, say.id)
+            return self._refuse_flood(user, say.id, now)
         if say.id <= user.acked:
             return [(conn, Ack(say.id, None))]
         user.acked = self._journal_acked[user.session] = say.id
         if _command_name(say.text) == "quit":
             bye = Bye(ByeCode.LEFT, "goodbye")
-            return [(conn, Ack(say.id, None)), (conn, bye), *self._remove(user, LeaveReason.LEFT)]
+            left = self._remove(user, LeaveReason.LEFT, now)
+            return [(conn, Ack(say.id, None)), (conn, bye), *left]
         out, seq = self._perform(user, say.text, say.id, now)
         return [*out, (conn, Ack(say.id, seq))]
 
@@ -217,13 +259,13 @@ class Room:
         if user is None:
             return []
         if not self._admit(user, now):
-            return self._refuse_flood(user, None)
+            return self._refuse_flood(user, None, now)
         return [(conn, Error(ErrorCode.MALFORMED, f"malformed message: {detail}"))]
 
     def leave(self, conn: int, reason: LeaveReason, now: float) -> list[Output]:
         """``conn`` is gone: a leave notice to everyone else. Ignored if it was not a user."""
         user = self._users.get(conn)
-        return [] if user is None else self._remove(user, reason)
+        return [] if user is None else self._remove(user, reason, now)
 
     def shutdown(self, now: float) -> list[Output]:
         """The server is stopping: a goodbye to every user, and the room is empty."""
@@ -241,10 +283,60 @@ class Room:
     def _broadcast(self, message: ServerMessage) -> list[Output]:
         return [(conn, message) for conn in self._users]
 
-    def _remove(self, user: _User, reason: LeaveReason) -> list[Output]:
+    def _remove(self, user: _User, reason: LeaveReason, now: float) -> list[Output]:
         del self._users[user.conn], self._by_key[user.key], self._by_session[user.session]
         log.info("%s left (%s)", user.name, reason.value)
+        refill = self.limits.burst / self.limits.rate
+        if reason is LeaveReason.FLOODING:
+            self._remember(user, _Memory(now + max(self.limits.flood_cooldown, refill), None), now)
+        elif reason is not LeaveReason.RECONNECTED and not user.bucket.is_full(now):
+            self._remember(user, _Memory(now + refill, user.bucket), now)
         return self._broadcast(Left(user.name, reason))
+
+    def _remember(self, user: _User, memory: _Memory, now: float) -> None:
+        """Keep ``memory`` under ``user``'s session and address (a cool-down is never cut short
+        by an allowance); drop what expired from the oldest end, and the oldest past the limit."""
+        for key in (user.session, user.address):
+            if key is None:
+                continue
+            old = self._memory.pop(key, None)  # re-inserted: the newest is last
+            if old is None or old.bucket is not None or old.until <= now:
+                old = memory  # no live cool-down to keep
+            self._memory[key] = memory if memory.bucket is None else old
+        while self._memory:
+            oldest = next(iter(self._memory))
+            if self._memory[oldest].until > now and len(self._memory) <= self.limits.remembered:
+                break
+            del self._memory[oldest]
+
+    def _returning(
+        self, session: bytes, address: str | None, now: float
+    ) -> TokenBucket | Refused | None:
+        """The spent allowance a returning session or address carries on with, a refusal if
+        either was kicked for flooding within the cool-down, or None: a fresh bucket.
+
+        The very bucket, so that whichever session or address the person comes back by, it
+        finds what it last spent; but a copy if a connected user already holds it, so that two
+        neighbours returning from one address do not share one bucket for good."""
+        memories = [(self._recall_memory(session, now), "you were")]
+        if address is not None:
+            memories.append((self._recall_memory(address, now), "someone at your address was"))
+        for memory, whose in memories:
+            if memory is not None and memory.bucket is None:
+                wait = f"try again in {math.ceil(memory.until - now)} s"
+                return Refused(RefusalCode.COOLING_DOWN, f"{whose} kicked for flooding; {wait}")
+        bucket = next((m.bucket for m, _ in memories if m is not None), None)
+        if bucket is not None and any(user.bucket is bucket for user in self._users.values()):
+            return copy.copy(bucket)
+        return bucket
+
+    def _recall_memory(self, key: bytes | str, now: float) -> _Memory | None:
+        """What is remembered under ``key``, unless it expired (then it is forgotten)."""
+        memory = self._memory.get(key)
+        if memory is not None and memory.until <= now:
+            del self._memory[key]
+            return None
+        return memory
 
     def _admit(self, user: _User, now: float) -> bool:
         """Spend a token; a user whose bucket refilled completely is forgiven its warning."""
@@ -252,14 +344,14 @@ class Room:
             user.warned = False
         return user.bucket.take(now)
 
-    def _refuse_flood(self, user: _User, say_id: int | None) -> list[Output]:
+    def _refuse_flood(self, user: _User, say_id: int | None, now: float) -> list[Output]:
         if not user.warned:
             user.warned, user.refused_since_warning = True, 0
         else:
             user.refused_since_warning += 1
         if user.refused_since_warning >= self.limits.flood_kick:
             bye = Bye(ByeCode.FLOODING, "disconnected for sending too fast")
-            return [(user.conn, bye), *self._remove(user, LeaveReason.FLOODING)]
+            return [(user.conn, bye), *self._remove(user, LeaveReason.FLOODING, now)]
         limit = f"{self.limits.rate:g} messages per second"
         error = Error(
             ErrorCode.RATE_LIMITED, f"slow down: at most {limit}, or you are disconnected", say_id

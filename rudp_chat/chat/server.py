@@ -249,7 +249,7 @@ class ChatServer:
             log.info("dropped %s before hello: %s", peer, exc or "timed out")
             connection.abort("no hello")
             return None
-        self._input(lambda now: self.room.join(conn, hello, now))
+        self._input(lambda now: self.room.join(conn, hello, now, host))  # no port: it changes
         try:
             async for data in connection:
                 self._input(_step(self.room, conn, data))

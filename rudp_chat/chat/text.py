@@ -31,6 +31,31 @@ _C0_PICTURES: Final = 0x2400  # U+2400..U+241F show C0 controls visibly: ESC bec
 _DEL_PICTURE: Final = "\u2421"  # ␡
 _REPLACEMENT: Final = "\ufffd"  # stands in for C1 controls (8-bit CSI, ...) and lone surrogates
 
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt, 15.1): characters a renderer
+# shows as nothing. Most are format characters (Cf), refused anyway; the rest are letters (the
+# Hangul fillers) or combining marks (the combining grapheme joiner, variation selectors) that the
+# category rules would let through, so ``Alice`` plus one of them would be a second, identical
+# looking ``Alice`` with a different key, and ``U+3164`` alone an invisible name.
+_INVISIBLE: Final = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+
 
 class InvalidNameError(ValueError):
     """A user name that breaks the rules; ``str(error)`` says which rule, for the user."""
@@ -41,7 +66,8 @@ def normalise_name(raw: str) -> str:
 
     A name is 1..MAX_NAME_CHARS characters, each a letter, a decimal digit, one of ``_-.``, or
     a combining mark on a letter (so names in Devanagari or decomposed Latin work). Spaces,
-    symbols, and every invisible, format or bidi-control character are refused.
+    symbols, and every invisible (Unicode default-ignorable), format or bidi-control character
+    are refused.
     """
     name = unicodedata.normalize("NFKC", raw)
     if not name:
@@ -50,6 +76,8 @@ def normalise_name(raw: str) -> str:
         raise InvalidNameError(f"a name has at most {MAX_NAME_CHARS} characters")
     after_letter = False
     for char in name:
+        if _is_invisible(char):
+            raise InvalidNameError(f"a name may not hold invisible characters (U+{ord(char):04X})")
         category = unicodedata.category(char)
         if category[0] == "L":
             after_letter = True
@@ -62,6 +90,12 @@ def normalise_name(raw: str) -> str:
                 f"a name may hold only letters, digits and _ - . (not U+{ord(char):04X})"
             )
     return name
+
+
+def _is_invisible(char: str) -> bool:
+    """Whether ``char`` is default-ignorable: a renderer shows nothing for it."""
+    code = ord(char)
+    return any(first <= code <= last for first, last in _INVISIBLE)
 
 
 def name_key(name: str) -> str:

@@ -1,0 +1,532 @@
+"""Soak: many chat clients through a lossy proxy for a long time, nothing lost or leaked.
+
+Usage: python benchmarks/soak.py [--duration S] [--clients N] [--loss P] [--rate PER_S]
+                                 [--seed N] [--json PATH]
+
+Why: short tests cannot show a slow leak, a rare false disconnect or a once-an-hour ordering
+slip. This runs the chat server in its own process, ``rudp-chat proxy`` in another (dropping
+``--loss`` of the datagrams each way, with a little delay and jitter), and ``--clients`` chat
+clients (:class:`~rudp_chat.chat.client.ChatClient`, here, in one event loop) that each say
+something ``--rate`` times a second for ``--duration`` seconds, then wait until everything is
+acknowledged and delivered. Then it checks:
+
+* every message sent is stored exactly once (nothing lost, nothing duplicated);
+* every client was shown every message exactly once, in the server's order (the same at all
+  clients, each sender's lines in the order typed): a running digest per client is compared with
+  the history's, so memory here stays flat too;
+* no false disconnect: each client was welcomed once, lost no connection and saw nobody leave;
+* the server's memory is flat: its RSS at the end (after the load drained) is at most
+  ``max(start * 1.2, start + 10 MiB)``, where start is after a warm-up of a tenth of the run
+  (RSS legitimately grows while caches fill; a leak grows with the run).
+
+Prints progress every ``--report`` seconds, then a table of ok/MISS; exits 1 on any MISS.
+``--json`` writes the results too (the test suite runs a short soak and reads them).
+
+Every client connects through the one proxy, so the server sees all of them from 127.0.0.1; the
+chat server admits at most 16 connections per address (``ListenerConfig``'s default, with no
+command-line flag), so the server process is started by this script's ``serve`` mode, which is
+``rudp-chat server`` with that one bound raised. See :func:`server_command`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from rudp_chat.aio import serve
+from rudp_chat.chat.client import ChatClient, ClientOptions
+from rudp_chat.chat.history import History
+from rudp_chat.chat.protocol import Ack, Chat, Error, Left, Welcome
+from rudp_chat.chat.render import Event, Notice
+from rudp_chat.chat.room import RoomLimits
+from rudp_chat.chat.server import CONNECTION_SLACK, ChatServer, open_room
+from rudp_chat.core.config import ListenerConfig
+
+HOST: Final = "127.0.0.1"
+PER_ADDRESS: Final = 1024  # connections the server admits from one address (the proxy's)
+PROXY_DELAY_MS: Final = 10  # one-way, each direction: a LAN-ish path
+PROXY_JITTER_MS: Final = 5
+START_TIMEOUT_S: Final = 30.0  # a process printing its ready line on a loaded 2-core box
+JOIN_TIMEOUT_S: Final = 120.0  # every client welcomed, through the loss
+DRAIN_TIMEOUT_S: Final = 180.0  # after the load: everything acknowledged and delivered
+WARMUP_SHARE: Final = 0.1  # of the run, before the start RSS is taken
+WARMUP_MAX_S: Final = 60.0
+RSS_GROWTH_RATIO: Final = 1.2  # "flat": within +20 % ...
+RSS_GROWTH_SLACK_KIB: Final = 10 * 1024  # ... or +10 MiB, whichever is larger
+POLL_S: Final = 0.05
+LISTENING: Final = re.compile(r"^Server is listening on [0-9.]+:(\d+)$", re.MULTILINE)
+PROXY_LISTENING: Final = re.compile(r"^proxy listening on [0-9.]+:(\d+)", re.MULTILINE)
+
+
+def server_command(history: Path) -> list[str]:
+    """The server's command line; the only place it is built (a key file would go here).
+
+    ``rudp-chat server --host 127.0.0.1 --port 0 --history PATH`` plus a way to raise the
+    per-address bound, once the command line has one."""
+    return [sys.executable, __file__, "serve", "--port", "0", "--history", str(history)]
+
+
+def proxy_command(upstream: int, loss: float, seed: int) -> list[str]:
+    """The proxy's command line; the only place it is built."""
+    return [
+        sys.executable,
+        "-m",
+        "rudp_chat",
+        "proxy",
+        "--listen",
+        f"{HOST}:0",
+        "--upstream",
+        f"{HOST}:{upstream}",
+        "--loss",
+        str(loss),
+        "--delay",
+        str(PROXY_DELAY_MS),
+        "--jitter",
+        str(PROXY_JITTER_MS),
+        "--seed",
+        str(seed),
+    ]
+
+
+def client_options(name: str, port: int) -> ClientOptions:
+    """A client's settings (default timeouts); the only place they are built (known servers
+    would go here)."""
+    return ClientOptions(HOST, port, name, reconnect=True)
+
+
+async def serve_chat(port: int, history: Path) -> int:
+    """``serve`` mode: what ``rudp-chat server`` runs, but admitting :data:`PER_ADDRESS`
+    connections from one address. Serves until SIGTERM; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    store = History(history, time.time())
+    try:
+        limits = RoomLimits()
+        listener = ListenerConfig(
+            max_connections=limits.max_users + CONNECTION_SLACK,
+            max_connections_per_address=PER_ADDRESS,
+        )
+        transport = await serve(HOST, port, config=listener, secret=store.listener_secret())
+        print(f"Server is listening on {transport.address[0]}:{transport.address[1]}", flush=True)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        return await ChatServer(transport, open_room(store, limits), store).run(stop)
+    finally:
+        store.close()
+
+
+class Process:
+    """A helper process whose output goes to files (no pipe can fill up and stall it)."""
+
+    def __init__(self, name: str, command: list[str], workdir: Path) -> None:
+        self.name = name
+        self.stdout = workdir / f"{name}.out"
+        self.stderr = workdir / f"{name}.err"
+        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            )
+
+    async def port(self, ready: re.Pattern[str]) -> int:
+        """Wait for the ready line; returns the port in it. Raises RuntimeError otherwise."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while (match := ready.search(self.stdout.read_text(errors="replace"))) is None:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                tail = self.stderr.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the {self.name} did not start: {tail}")
+            await asyncio.sleep(POLL_S)
+        return int(match[1])
+
+    def rss_kib(self) -> int:
+        """Resident set size (``VmRSS``), KiB; 0 once the process is gone."""
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return 0
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        return int(match[1]) if match else 0
+
+    async def stop(self) -> int:
+        """SIGTERM, wait (bounded), return the exit code; SIGKILL if it hangs."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while (code := self.process.poll()) is None:
+            if time.monotonic() > deadline:
+                self.process.kill()
+                return self.process.wait()
+            await asyncio.sleep(POLL_S)
+        return code
+
+
+def chat_line(seq: int, sender: str, text: str) -> bytes:
+    """One message as the digests see it."""
+    return f"{seq}\x00{sender}\x00{text}\n".encode()
+
+
+@dataclass(slots=True)
+class Member:
+    """One client and what it was shown, checked as it arrives (no transcript is kept)."""
+
+    name: str
+    client: ChatClient | None = None
+    task: asyncio.Task[int] | None = None
+    submitted: int = 0
+    acked: int = 0
+    seen: int = 0
+    last_seq: int = 0
+    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+    next_from: dict[str, int] = field(default_factory=dict)
+    """Per sender, the line number expected next: each sender's lines arrive in typed order."""
+    welcomes: int = 0
+    lost: int = 0
+    """Connections lost (the client's own notices)."""
+    left: list[str] = field(default_factory=list)
+    """Others seen leaving, with the reason."""
+    anomalies: list[str] = field(default_factory=list)
+
+    def text(self, number: int) -> str:
+        return f"{self.name} line {number}"
+
+    def on_event(self, event: Event) -> None:
+        match event:
+            case Chat(seq=seq, sender=sender, text=text):
+                self._shown(seq, sender, text)
+            case Ack(seq=seq):
+                self.acked += 1
+                if seq is None:
+                    self.anomalies.append(f"an ack without a message: {event}")
+            case Welcome():
+                self.welcomes += 1
+            case Left(name=name, reason=reason):
+                self.left.append(f"{name} ({reason})")
+            case Error():
+                self.anomalies.append(f"error from the server: {event}")
+            case Notice(text=text) if text.startswith("connection lost"):
+                self.lost += 1
+
+    def _shown(self, seq: int, sender: str, text: str) -> None:
+        if seq != self.last_seq + 1 and len(self.anomalies) < 10:
+            self.anomalies.append(f"seq {seq} after {self.last_seq}")
+        self.last_seq = seq
+        self.seen += 1
+        self.digest.update(chat_line(seq, sender, text))
+        name, _, number = text.rpartition(" line ")
+        expected = self.next_from.get(sender, 1)
+        if name != sender or number != str(expected):
+            if len(self.anomalies) < 10:
+                self.anomalies.append(f"{text!r} from {sender} when line {expected} was next")
+        else:
+            self.next_from[sender] = expected + 1
+
+    def say(self) -> None:
+        assert self.client is not None
+        self.submitted += 1
+        self.client.submit(self.text(self.submitted))
+
+
+async def chatter(member: Member, rate: float, until: float, rng: random.Random) -> None:
+    """Say a line at random intervals (exponential, mean ``1 / rate``) until ``until``."""
+    loop = asyncio.get_running_loop()
+    while (pause := rng.expovariate(rate)) < until - loop.time():
+        await asyncio.sleep(pause)
+        member.say()
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``condition``; False if it did not hold within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(POLL_S)
+    return True
+
+
+def history_digest(path: Path) -> tuple[int, int, str, dict[str, int]]:
+    """The stored history: (rows, distinct texts, digest as clients compute it, rows per
+    sender). Read-only, once the server has stopped."""
+    digest = hashlib.sha256()
+    per_sender: dict[str, int] = {}
+    texts: set[str] = set()
+    rows = 0
+    with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+        query = "SELECT seq, sender, text FROM messages ORDER BY seq"
+        for seq, sender, text in db.execute(query):
+            rows += 1
+            digest.update(chat_line(seq, sender, text))
+            per_sender[sender] = per_sender.get(sender, 0) + 1
+            texts.add(text)
+    return rows, len(texts), digest.hexdigest(), per_sender
+
+
+@dataclass(slots=True)
+class Memory:
+    """The server's RSS over the run, KiB."""
+
+    start: int = 0
+    end: int = 0
+    peak: int = 0
+
+    @property
+    def flat(self) -> bool:
+        limit = max(self.start * RSS_GROWTH_RATIO, self.start + RSS_GROWTH_SLACK_KIB)
+        return 0 < self.end <= limit
+
+
+async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+    """Run it; returns the results (see :func:`report`). No process or task outlives it."""
+    history = workdir / "history.sqlite3"
+    server = Process("server", server_command(history), workdir)
+    processes = [server]
+    members = [Member(f"user{i:03d}") for i in range(args.clients)]
+    try:
+        proxy = Process(
+            "proxy", proxy_command(await server.port(LISTENING), args.loss, args.seed), workdir
+        )
+        processes.append(proxy)
+        return await load(args, history, server, proxy, members)
+    finally:
+        tasks = [m.task for m in members if m.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for process in processes:
+            if process.process.poll() is None:
+                process.process.kill()
+                process.process.wait()
+
+
+async def load(
+    args: argparse.Namespace,
+    history: Path,
+    server: Process,
+    proxy: Process,
+    members: list[Member],
+) -> dict[str, object]:
+    """Join everyone, chat for ``--duration``, drain, leave, stop, check."""
+    rng = random.Random(args.seed)
+    random.seed(args.seed)  # the clients' reconnect jitter
+    port = await proxy.port(PROXY_LISTENING)
+    print(
+        f"soak: {args.clients} clients through a proxy dropping {args.loss:.0%} each way"
+        f" (delay {PROXY_DELAY_MS}±{PROXY_JITTER_MS} ms), {args.rate:g} lines/s each,"
+        f" {args.duration:g} s, seed {args.seed}",
+        flush=True,
+    )
+    for m in members:
+        m.client = ChatClient(client_options(m.name, port), m.on_event)
+        m.task = asyncio.create_task(m.client.run())
+    joined = await wait_for(lambda: all(m.welcomes for m in members), JOIN_TIMEOUT_S)
+    if not joined:
+        raise RuntimeError(f"only {sum(bool(m.welcomes) for m in members)} clients joined")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    end = started + args.duration
+    warmup = min(WARMUP_MAX_S, args.duration * WARMUP_SHARE)
+    talkers = [asyncio.create_task(chatter(m, args.rate, end, rng)) for m in members]
+    memory = Memory()
+    next_report = started + args.report
+    while (now := loop.time()) < end:
+        await asyncio.sleep(min(1.0, end - now))
+        rss = server.rss_kib()
+        memory.peak = max(memory.peak, rss)
+        if not memory.start and loop.time() >= started + warmup:
+            memory.start = rss
+        if loop.time() >= next_report:
+            next_report += args.report
+            progress(loop.time() - started, members, rss, proxy.rss_kib())
+    await asyncio.gather(*talkers)
+    sent = sum(m.submitted for m in members)
+    drained = await wait_for(
+        lambda: (
+            all(m.client and m.client.unacknowledged == 0 for m in members)
+            and all(m.seen >= sent for m in members)
+        ),
+        DRAIN_TIMEOUT_S,
+    )
+    memory.end = server.rss_kib()
+    memory.peak = max(memory.peak, memory.end)
+    progress(loop.time() - started, members, memory.end, proxy.rss_kib(), label="drained")
+    dropped = {m.name: (m.welcomes, m.lost, list(m.left)) for m in members}
+    for m in members:
+        assert m.client is not None
+        m.client.quit()
+    codes = [await m.task for m in members if m.task is not None]
+    server_code = await server.stop()
+    proxy_code = await proxy.stop()
+    proxy_report = proxy.stdout.read_text(errors="replace").splitlines()[1:]
+    rows, distinct, digest, per_sender = history_digest(history)
+    return report(
+        args,
+        members,
+        sent=sent,
+        drained=drained,
+        rows=rows,
+        distinct=distinct,
+        digest=digest,
+        per_sender=per_sender,
+        dropped=dropped,
+        memory=memory,
+        codes=[*codes, server_code, proxy_code],
+        proxy_report=proxy_report,
+        wall=loop.time() - started,
+    )
+
+
+def progress(
+    elapsed: float, members: list[Member], rss: int, proxy_rss: int, *, label: str = "t"
+) -> None:
+    """One line of how it goes."""
+    print(
+        f"{label:>7} {elapsed:6.0f} s  sent {sum(m.submitted for m in members):7,}"
+        f"  acked {sum(m.acked for m in members):7,}"
+        f"  shown {sum(m.seen for m in members):9,}"
+        f"  lost connections {sum(m.lost for m in members)}"
+        f"  server RSS {rss / 1024:6.1f} MiB  proxy RSS {proxy_rss / 1024:6.1f} MiB",
+        flush=True,
+    )
+
+
+def report(
+    args: argparse.Namespace,
+    members: list[Member],
+    *,
+    sent: int,
+    drained: bool,
+    rows: int,
+    distinct: int,
+    digest: str,
+    per_sender: dict[str, int],
+    dropped: dict[str, tuple[int, int, list[str]]],
+    memory: Memory,
+    codes: list[int],
+    proxy_report: list[str],
+    wall: float,
+) -> dict[str, object]:
+    """Print the table; returns the results as JSON-ready data (``checks`` maps each check's
+    key to ok)."""
+    matching = [
+        m.name
+        for m in members
+        if m.seen == rows and m.digest.hexdigest() == digest and not m.anomalies
+    ]
+    unstored = [m.name for m in members if per_sender.get(m.name, 0) != m.submitted]
+    false_drops = [
+        f"{name}: {welcomes} welcomes, {lost} lost, saw {left[:3]}"
+        for name, (welcomes, lost, left) in dropped.items()
+        if welcomes != 1 or lost or left
+    ]
+    anomaly = next((f"{m.name}: {m.anomalies[0]}" for m in members if m.anomalies), "")
+    ratio = memory.end / memory.start if memory.start else float("inf")
+    checks: list[tuple[str, str, bool, str]] = [
+        (
+            "drained",
+            "the load drained: everything acknowledged and shown",
+            drained,
+            f"{sent:,} lines sent",
+        ),
+        (
+            "stored",
+            "every line stored exactly once (none lost or duplicated)",
+            rows == distinct == sent and not unstored,
+            f"{rows:,} stored, {distinct:,} distinct, of {sent:,}",
+        ),
+        (
+            "delivered",
+            "every client shown every line once, in the server's order",
+            len(matching) == len(members),
+            f"{len(matching)}/{len(members)} clients" + (f" ({anomaly})" if anomaly else ""),
+        ),
+        (
+            "connections",
+            "no false disconnect (one welcome each, none lost or left)",
+            not false_drops,
+            f"{len(false_drops)} clients" + (f" ({false_drops[0]})" if false_drops else ""),
+        ),
+        (
+            "memory",
+            "server RSS flat: end <= max(start x 1.2, start + 10 MiB)",
+            memory.flat,
+            f"{memory.start / 1024:.1f} -> {memory.end / 1024:.1f} MiB (x{ratio:.2f}),"
+            f" peak {memory.peak / 1024:.1f} MiB",
+        ),
+        (
+            "exits",
+            "clean exits (clients, server, proxy all 0)",
+            not any(codes),
+            f"{codes.count(0)}/{len(codes)} processes and clients",
+        ),
+    ]
+    print()
+    for line in proxy_report:
+        print(f"proxy: {line}")
+    print()
+    print(f"{'check':<62}result")
+    for _, what, ok, detail in checks:
+        print(f"{what:<62}{'ok  ' if ok else 'MISS'}  {detail}")
+    print(f"\n{wall:.0f} s from the first line to the last check")
+    return {
+        "clients": args.clients,
+        "loss": args.loss,
+        "duration_s": args.duration,
+        "sent": sent,
+        "stored": rows,
+        "rss_start_kib": memory.start,
+        "rss_end_kib": memory.end,
+        "rss_peak_kib": memory.peak,
+        "checks": {key: ok for key, _, ok, _ in checks},
+        "details": {key: detail for key, _, _, detail in checks},
+    }
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["serve"]:
+        serving = argparse.ArgumentParser(prog="soak.py serve")
+        serving.add_argument("--port", type=int, default=0)
+        serving.add_argument("--history", type=Path, required=True)
+        served = serving.parse_args(sys.argv[2:])
+        return asyncio.run(serve_chat(served.port, served.history))
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
+    parser.add_argument("--clients", type=int, default=50, help="chat clients (default 50)")
+    parser.add_argument(
+        "--loss", type=float, default=0.10, help="drop probability each way (default 0.10)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=0.5, help="lines per second per client (default 0.5)"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="proxy and pacing (default 1)")
+    parser.add_argument(
+        "--report", type=float, default=60.0, metavar="S", help="progress every S s (default 60)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    if args.duration <= 0 or args.clients < 1 or args.rate <= 0 or not 0 <= args.loss < 1:
+        parser.error("need --duration > 0, --clients >= 1, --rate > 0 and 0 <= --loss < 1")
+    with tempfile.TemporaryDirectory(prefix="rudp-soak-") as directory:
+        results = asyncio.run(soak(args, Path(directory)))
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    checks = results["checks"]
+    assert isinstance(checks, dict)
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
