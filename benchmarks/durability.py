@@ -73,7 +73,8 @@ Row = tuple[int, str, str]
 
 
 def server_command(port: int, history: Path) -> list[str]:
-    """The server's command line; the only place it is built (a key file would go here)."""
+    """The server's command line; the only place it is built. Its key lives beside the
+    history, so every restart keeps the identity the clients pinned."""
     return [
         sys.executable,
         "-m",
@@ -85,6 +86,8 @@ def server_command(port: int, history: Path) -> list[str]:
         str(port),
         "--history",
         str(history),
+        "--key-file",
+        str(history.with_name("server_key")),
         "--history-size",
         str(HISTORY_SIZE),
         "--rate",
@@ -99,7 +102,8 @@ def server_command(port: int, history: Path) -> list[str]:
 
 
 def client_options(name: str, port: int) -> ClientOptions:
-    """A client's settings; the only place they are built (known servers would go here)."""
+    """A client's settings; the only place they are built. Each pins the server's key on
+    first use, in memory, and a restarted server must present the same one."""
     return ClientOptions(HOST, port, name, reconnect=True, connection=CONNECTION)
 
 

@@ -22,10 +22,9 @@ acknowledged and delivered. Then it checks:
 Prints progress every ``--report`` seconds, then a table of ok/MISS; exits 1 on any MISS.
 ``--json`` writes the results too (the test suite runs a short soak and reads them).
 
-Every client connects through the one proxy, so the server sees all of them from 127.0.0.1; the
-chat server admits at most 16 connections per address (``ListenerConfig``'s default, with no
-command-line flag), so the server process is started by this script's ``serve`` mode, which is
-``rudp-chat server`` with that one bound raised. See :func:`server_command`.
+Every client connects through the one proxy, so the server sees all of them from 127.0.0.1:
+the server runs with ``--max-per-address`` raised above the client count (see
+:func:`server_command`). Everything is encrypted, as by default.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import logging
 import random
 import re
 import signal
@@ -49,17 +47,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from rudp_chat.aio import serve
 from rudp_chat.chat.client import ChatClient, ClientOptions
-from rudp_chat.chat.history import History
 from rudp_chat.chat.protocol import Ack, Chat, Error, Left, Welcome
 from rudp_chat.chat.render import Event, Notice
-from rudp_chat.chat.room import RoomLimits
-from rudp_chat.chat.server import CONNECTION_SLACK, ChatServer, open_room
-from rudp_chat.core.config import ListenerConfig
 
 HOST: Final = "127.0.0.1"
-PER_ADDRESS: Final = 1024  # connections the server admits from one address (the proxy's)
 PROXY_DELAY_MS: Final = 10  # one-way, each direction: a LAN-ish path
 PROXY_JITTER_MS: Final = 5
 START_TIMEOUT_S: Final = 30.0  # a process printing its ready line on a loaded 2-core box
@@ -74,12 +66,25 @@ LISTENING: Final = re.compile(r"^Server is listening on [0-9.]+:(\d+)$", re.MULT
 PROXY_LISTENING: Final = re.compile(r"^proxy listening on [0-9.]+:(\d+)", re.MULTILINE)
 
 
-def server_command(history: Path) -> list[str]:
-    """The server's command line; the only place it is built (a key file would go here).
-
-    ``rudp-chat server --host 127.0.0.1 --port 0 --history PATH`` plus a way to raise the
-    per-address bound, once the command line has one."""
-    return [sys.executable, __file__, "serve", "--port", "0", "--history", str(history)]
+def server_command(history: Path, clients: int) -> list[str]:
+    """The server's command line; the only place it is built. All clients share the proxy's
+    address, so the per-address bound must admit them all; the key lives beside the history."""
+    return [
+        sys.executable,
+        "-m",
+        "rudp_chat",
+        "server",
+        "--host",
+        HOST,
+        "--port",
+        "0",
+        "--history",
+        str(history),
+        "--key-file",
+        str(history.with_name("server_key")),
+        "--max-per-address",
+        str(clients + 1),
+    ]
 
 
 def proxy_command(upstream: int, loss: float, seed: int) -> list[str]:
@@ -108,26 +113,6 @@ def client_options(name: str, port: int) -> ClientOptions:
     """A client's settings (default timeouts); the only place they are built (known servers
     would go here)."""
     return ClientOptions(HOST, port, name, reconnect=True)
-
-
-async def serve_chat(port: int, history: Path) -> int:
-    """``serve`` mode: what ``rudp-chat server`` runs, but admitting :data:`PER_ADDRESS`
-    connections from one address. Serves until SIGTERM; returns the exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    store = History(history, time.time())
-    try:
-        limits = RoomLimits()
-        listener = ListenerConfig(
-            max_connections=limits.max_users + CONNECTION_SLACK,
-            max_connections_per_address=PER_ADDRESS,
-        )
-        transport = await serve(HOST, port, config=listener, secret=store.listener_secret())
-        print(f"Server is listening on {transport.address[0]}:{transport.address[1]}", flush=True)
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        return await ChatServer(transport, open_room(store, limits), store).run(stop)
-    finally:
-        store.close()
 
 
 class Process:
@@ -292,7 +277,7 @@ class Memory:
 async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     """Run it; returns the results (see :func:`report`). No process or task outlives it."""
     history = workdir / "history.sqlite3"
-    server = Process("server", server_command(history), workdir)
+    server = Process("server", server_command(history, args.clients), workdir)
     processes = [server]
     members = [Member(f"user{i:03d}") for i in range(args.clients)]
     try:
@@ -496,12 +481,6 @@ def report(
 
 
 def main() -> int:
-    if sys.argv[1:2] == ["serve"]:
-        serving = argparse.ArgumentParser(prog="soak.py serve")
-        serving.add_argument("--port", type=int, default=0)
-        serving.add_argument("--history", type=Path, required=True)
-        served = serving.parse_args(sys.argv[2:])
-        return asyncio.run(serve_chat(served.port, served.history))
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
     parser.add_argument("--clients", type=int, default=50, help="chat clients (default 50)")

@@ -12,8 +12,9 @@ Cases:
             raw-udp (blocking sendto/recvfrom, 4 MiB receive buffer, no reliability: the
             ceiling, with the loss it suffers), tcp (length-prefixed, Nagle on), kcp (fast
             mode: nodelay, 10 ms interval, resend 2, nc=1, 1024-segment windows, 4 MiB socket
-            buffers), aioquic (one stream, length-prefixed), rudp (defaults) on the asyncio loop
-            and, as rudp-uvloop, on uvloop.
+            buffers), aioquic (one stream, length-prefixed), rudp (defaults: encrypted) on the
+            asyncio loop and, as rudp-uvloop, on uvloop, and rudp-insecure (both peers with
+            ``ConnectionConfig(insecure=True)``: CRC-protected plaintext) on the asyncio loop.
 - lossy:    1 KiB messages through ``python -m rudp_chat.aio.proxy``: 20 Mbit/s, 20 ms each way,
             a drop-tail queue of 1.5 x BDP (125 datagrams of 1200 B), 0/1/5/10 % loss each way.
             goodput = payload delivered / time / (2.5e6 B/s x (1 - loss)); retx = retransmitted
@@ -22,26 +23,39 @@ Cases:
             segments of 1048 B) and below BDP + queue. (Measured at 0 % loss: 0.90 of capacity
             with 128, 0.60 with 256 and 0.33 with 1024, which flood the proxy's queue.)
 - pingpong: round-trip time of 64 B messages on loopback, echoed by the server.
+- handshake: rudp and rudp-insecure only: the time of ``connect()`` on loopback (HELLO, RETRY,
+            HELLO with the token, WELCOME: the Noise NK handshake unless insecure), 200 in a
+            row, each aborted once established; the note gives the mean and the CPU time per
+            connection of each peer.
 - chat:     one-way latency of 200 B messages at 10 per second through the proxy at 5 % loss
             (the lossy link otherwise), from ``time.monotonic()`` stamps in the messages.
+- crypto:   in this process, no peers: CPU time per 1200 B datagram (best of 5 rounds, loop
+            overhead subtracted) to build and parse one: rudp, sealed_header + Sealer.seal and
+            decode_datagram + Opener.open (the AEAD's share apart); rudp-insecure,
+            encode_datagram and decode_datagram of a SESSION packet (msgpack + CRC-32). The
+            frames inside cost the same either way and are left out. Printed after the table.
 
-``--only`` takes comma-separated tokens: case names, implementation names, sizes (64, 1024,
-16384, or 1KiB) and losses (5%); a case runs when it matches a token of every kind given
-(losses only filter the cases through the proxy): ``--only cpu,lossy,rudp,1024,0%``.
+``--only`` takes comma-separated tokens: case names, implementation names (exact: ``rudp`` is
+not ``rudp-insecure``), sizes (64, 1024, 16384, or 1KiB) and losses (5%); a case runs when it
+matches a token of every kind given (sizes only filter the cases with messages, losses only
+those through the proxy): ``--only cpu,lossy,rudp,1024,0%``.
 The exit status is 1 when a case failed (a peer raised, died or timed out), else 0.
 ``--profile DIR`` runs each peer under cProfile (wall clock: idle time shows as the event loop's
 epoll) into DIR/CASE/{server,client}.prof; read them with ``python -m pstats``.
+The rudp_chat measured is this checkout's, ahead of any installed copy (peers and proxy too).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import itertools
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -49,13 +63,18 @@ from peers import IMPLS, missing
 from peers.common import Job
 from peers.harness import Link, Outcome, PeerError, run_pair
 
-CASES = ("cpu", "lossy", "pingpong", "chat")
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+"""The repository around this script: its rudp_chat is the one measured."""
+CASES = ("cpu", "lossy", "pingpong", "handshake", "chat", "crypto")
 SIZES = (64, 1024, 16 * 1024)
 LOSSES = (0.0, 0.01, 0.05, 0.10)
-CPU_IMPLS = ("raw-udp", "tcp", "kcp", "aioquic", "rudp", "rudp-uvloop")
+CPU_IMPLS = ("raw-udp", "tcp", "kcp", "aioquic", "rudp", "rudp-insecure", "rudp-uvloop")
 LOSSY_IMPLS = ("rudp", "kcp", "aioquic")
-PING_IMPLS = ("raw-udp", "tcp", "kcp", "aioquic", "rudp", "rudp-uvloop")
+PING_IMPLS = ("raw-udp", "tcp", "kcp", "aioquic", "rudp", "rudp-insecure", "rudp-uvloop")
+HANDSHAKE_IMPLS = ("rudp", "rudp-insecure")
 CHAT_IMPLS = ("rudp", "kcp", "aioquic")
+CRYPTO_IMPLS = ("rudp", "rudp-insecure")
+MESSAGE_MODES = ("bulk", "pingpong", "oneway")  # the jobs a size token filters
 
 RATE_KBIT = 20_000  # the lossy link's bottleneck
 CAPACITY = RATE_KBIT * 1000 / 8  # bytes per second: 2.5e6
@@ -67,10 +86,12 @@ KCP_LOSSY_WINDOW = 128  # segments: over the BDP (95), under BDP + queue; see th
 CHAT_SIZE = 200  # bytes: a chat line
 CHAT_INTERVAL = 0.1  # 10 messages per second
 CHAT_LOSS = 0.05
+CRYPTO_ROUNDS = 5  # the crypto case keeps the fastest round: the least disturbed by other jobs
 
 TARGET_VS_RAW = 0.25  # cpu 1 KiB: rudp / raw-udp messages per second
 TARGET_VS_QUIC = 5.0  # cpu 1 KiB: rudp / aioquic
 TARGET_GOODPUT = 0.90  # lossy: rudp goodput ratio at every loss
+TARGET_VS_INSECURE = 0.70  # cpu 1 KiB: rudp (encrypted) / rudp-insecure messages per second
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +104,19 @@ class Scale:
     losses: tuple[float, ...]
     pings: int
     ping_s: float
+    handshakes: int
+    handshake_s: float
     chat_messages: int
+    crypto_iterations: int
+    """Datagrams per round of the crypto case, for each operation."""
 
 
 FULL = Scale(cpu_s=3.0, cpu_count=2_000_000, lossy_s=15.0, losses=LOSSES, pings=5000,
-             ping_s=5.0, chat_messages=300)  # fmt: skip
+             ping_s=5.0, handshakes=200, handshake_s=20.0, chat_messages=300,
+             crypto_iterations=20_000)  # fmt: skip
 QUICK = Scale(cpu_s=0.4, cpu_count=200_000, lossy_s=2.0, losses=(0.0, 0.05), pings=300,
-              ping_s=0.5, chat_messages=20)  # fmt: skip
+              ping_s=0.5, handshakes=20, handshake_s=3.0, chat_messages=20,
+              crypto_iterations=2000)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +167,14 @@ class Row:
     """raw-udp: datagrams lost inside the receiver's window."""
     queue_drops: int | None = None
     """Proxy, client to server: datagrams dropped by the full bottleneck queue."""
+    send_us: float | None = None
+    """crypto: CPU microseconds to build one datagram (rudp: header and seal; else encode)."""
+    receive_us: float | None = None
+    """crypto: CPU microseconds to parse one datagram (rudp: decode and open; else decode)."""
+    seal_us: float | None = None
+    """crypto, rudp: the share of ``send_us`` in ``Sealer.seal``."""
+    open_us: float | None = None
+    """crypto, rudp: the share of ``receive_us`` in ``Opener.open``."""
     note: str = ""
 
 
@@ -148,7 +183,7 @@ def plan(scale: Scale) -> list[Case]:
     cases: list[Case] = []
     for size in SIZES:
         for impl in CPU_IMPLS:
-            job = Job("bulk", size, scale.cpu_count, scale.cpu_s, loop=IMPLS[impl].loop)
+            job = _job(impl, "bulk", size, scale.cpu_count, scale.cpu_s)
             cases.append(Case("cpu", impl, job))
     for loss in scale.losses:
         link = Link(loss, DELAY_MS, RATE_KBIT, QUEUE)
@@ -156,13 +191,25 @@ def plan(scale: Scale) -> list[Case]:
             job = Job("bulk", 1024, 10**9, scale.lossy_s, window=KCP_LOSSY_WINDOW)
             cases.append(Case("lossy", impl, job, loss, link))
     for impl in PING_IMPLS:
-        job = Job("pingpong", 64, scale.pings, scale.ping_s, loop=IMPLS[impl].loop)
+        job = _job(impl, "pingpong", 64, scale.pings, scale.ping_s)
         cases.append(Case("pingpong", impl, job))
+    for impl in HANDSHAKE_IMPLS:
+        job = _job(impl, "handshake", 0, scale.handshakes, scale.handshake_s)
+        cases.append(Case("handshake", impl, job))
     chat_link = Link(CHAT_LOSS, DELAY_MS, RATE_KBIT, QUEUE)
     for impl in CHAT_IMPLS:
         job = Job("oneway", CHAT_SIZE, scale.chat_messages, 0.0, interval=CHAT_INTERVAL)
         cases.append(Case("chat", impl, job, CHAT_LOSS, chat_link))
+    for impl in CRYPTO_IMPLS:
+        job = _job(impl, "crypto", DATAGRAM, scale.crypto_iterations, 0.0)
+        cases.append(Case("crypto", impl, job))
     return cases
+
+
+def _job(impl: str, mode: str, size: int, count: int, duration: float) -> Job:
+    """A job on ``impl``'s event loop and, for rudp, in its mode (encrypted or insecure)."""
+    flavour = IMPLS[impl]
+    return Job(mode, size, count, duration, loop=flavour.loop, insecure=flavour.insecure)
 
 
 def parse_only(text: str) -> dict[str, set[str]]:
@@ -192,8 +239,11 @@ def _size(token: str) -> int:
 
 
 def selected(case: Case, only: dict[str, set[str]]) -> bool:
-    """Whether ``case`` matches a token of every kind in ``only`` (losses: if it has a loss)."""
-    values = {"case": case.case, "impl": case.impl, "size": str(case.job.size)}
+    """Whether ``case`` matches a token of every kind in ``only`` (sizes: if it has messages;
+    losses: if it has a loss)."""
+    values = {"case": case.case, "impl": case.impl}
+    if case.job.mode in MESSAGE_MODES:
+        values["size"] = str(case.job.size)
     if case.loss is not None:
         values["loss"] = str(round(100 * case.loss, 3))
     return all(kind not in values or values[kind] in tokens for kind, tokens in only.items())
@@ -265,6 +315,8 @@ def measure(case: Case, outcome: Outcome) -> Row:
         if client.get("lost"):
             row.note = f"{client['lost']} pings lost"
         return row
+    if case.job.mode == "handshake":
+        return _handshakes(row, outcome)
     delivered, elapsed = server["delivered"], server["elapsed"]
     if delivered < 2 or elapsed <= 0:
         raise PeerError(f"only {delivered} messages arrived")
@@ -292,6 +344,108 @@ def measure(case: Case, outcome: Outcome) -> Row:
     return row
 
 
+def _handshakes(row: Row, outcome: Outcome) -> Row:
+    """Handshake: ``connect()`` times, and each peer's CPU time per connection."""
+    server, client = outcome.server, outcome.client
+    times = client.get("handshakes_ms", [])
+    if not times:
+        raise PeerError("no handshake completed")
+    row.delivered = len(times)
+    row.p50_ms = _round(_percentile(times, 0.50))
+    row.p99_ms = _round(_percentile(times, 0.99))
+    notes = [
+        f"mean {sum(times) / len(times):.3f} ms",
+        f"CPU/connect client {1000 * client['cpu_s'] / len(times):.3f} ms",
+    ]
+    if server.get("accepted"):
+        notes.append(f"server {1000 * server['cpu_s'] / server['accepted']:.3f} ms")
+    row.note = ", ".join(notes)
+    return row
+
+
+def crypto_costs(case: Case) -> Row:
+    """The crypto case: CPU microseconds per datagram built and parsed, in this process.
+
+    rudp: ``sealed_header`` + ``Sealer.seal`` and ``decode_datagram`` + ``Opener.open`` on
+    a ``DATAGRAM``-byte datagram; rudp-insecure: ``encode_datagram`` and ``decode_datagram``
+    of a SESSION packet of the same size. Raises ``ImportError`` without rudp_chat's crypto.
+    """
+    from rudp_chat.core.codec import decode_datagram, encode_datagram, sealed_header
+    from rudp_chat.core.frames import (
+        AEAD_TAG_SIZE,
+        CONNECTION_ID_SIZE,
+        SealedPacket,
+        SessionPacket,
+    )
+    from rudp_chat.core.records import Opener, Sealer
+
+    iterations = case.job.count
+    row = Row(case.case, case.impl, case.job.size, None)
+    connection_id = os.urandom(CONNECTION_ID_SIZE)
+    first = 1 << 20  # packet numbers past 65535, as in any long transfer: uint32 in msgpack
+    numbers = itertools.count(first)
+    if case.job.insecure:
+        empty = len(encode_datagram(SessionPacket(connection_id, first, bytes(1000))))
+        payload = bytes(case.job.size - (empty - 1000))
+        datagram = encode_datagram(SessionPacket(connection_id, first, payload))
+        row.send_us = _cpu_us(
+            lambda: encode_datagram(SessionPacket(connection_id, next(numbers), payload)),
+            iterations,
+        )
+        row.receive_us = _cpu_us(lambda: decode_datagram(datagram), iterations)
+        row.note = f"payload {len(payload)} B, {len(datagram) - len(payload)} B header and CRC"
+        return row
+    header_size = len(sealed_header(connection_id, first, case.job.size))
+    ciphertext_size = case.job.size - header_size
+    plaintext = bytes(ciphertext_size - AEAD_TAG_SIZE)
+    key = os.urandom(32)
+    sealer, opener = Sealer(key), Opener(key)
+    header = sealed_header(connection_id, first, ciphertext_size)
+    datagram = header + sealer.seal(first, plaintext, header)
+    packet = decode_datagram(datagram)
+    if (
+        type(packet) is not SealedPacket
+        or opener.open(first, packet.ciphertext, header) != plaintext
+    ):
+        raise RuntimeError("crypto: a sealed datagram does not open")
+
+    def build() -> bytes:
+        number = next(numbers)
+        header = sealed_header(connection_id, number, ciphertext_size)
+        return header + sealer.seal(number, plaintext, header)
+
+    def parse() -> bytes | None:
+        packet = decode_datagram(datagram)
+        if type(packet) is not SealedPacket:  # as the connection tells the kinds apart
+            return None
+        return opener.open(packet.number, packet.ciphertext, packet.header)
+
+    ciphertext = packet.ciphertext
+    row.send_us = _cpu_us(build, iterations)
+    row.seal_us = _cpu_us(lambda: sealer.seal(next(numbers), plaintext, header), iterations)
+    row.receive_us = _cpu_us(parse, iterations)
+    row.open_us = _cpu_us(lambda: opener.open(first, ciphertext, header), iterations)
+    row.note = f"plaintext {len(plaintext)} B, {header_size} B header, {AEAD_TAG_SIZE} B tag"
+    return row
+
+
+def _cpu_us(operation: Callable[[], object], iterations: int) -> float:
+    """CPU microseconds per call of ``operation``: the fastest of ``CRYPTO_ROUNDS`` rounds of
+    ``iterations`` calls, less the cost of calling a no-op the same way."""
+
+    def best(call: Callable[[], object]) -> int:
+        fastest = math.inf
+        for _ in range(CRYPTO_ROUNDS):
+            started = time.process_time_ns()
+            for _ in range(iterations):
+                call()
+            fastest = min(fastest, time.process_time_ns() - started)
+        return int(fastest)
+
+    overhead = best(lambda: None)
+    return round(max(0, best(operation) - overhead) / iterations / 1000, 3)
+
+
 def run_case(case: Case, progress: Progress, profile_dir: str | None) -> Row:
     """Run one case; a failure becomes a row with status "failed", never an exception."""
     impl = IMPLS[case.impl]
@@ -299,6 +453,16 @@ def run_case(case: Case, progress: Progress, profile_dir: str | None) -> Row:
     if absent:
         return Row(case.case, case.impl, case.job.size, case.loss, "skipped",
                    note=f"skipped: {absent} is not installed")  # fmt: skip
+    if case.case == "crypto":
+        try:
+            return crypto_costs(case)
+        except ImportError as error:
+            return Row(case.case, case.impl, case.job.size, None, "skipped",
+                       note=f"skipped: {error}")  # fmt: skip
+        except Exception as error:
+            print(f"{case.label} failed: {error!r}", file=sys.stderr)
+            return Row(case.case, case.impl, case.job.size, None, "failed",
+                       note=repr(error)[:120])  # fmt: skip
     directory = None
     if profile_dir:
         directory = os.path.join(profile_dir, case.label)
@@ -325,25 +489,71 @@ def _cell(value: float | None, spec: str, width: int) -> str:
 
 
 def table(rows: Iterable[Row]) -> str:
-    """The rows as a fixed-width table."""
+    """The rows as a fixed-width table (crypto rows aside: see :func:`crypto_section`)."""
     lines = [
-        f"{'case':<9} {'impl':<12} {'size':>6} {'loss':>5} {'msgs/s':>11} {'MB/s':>9} "
+        f"{'case':<9} {'impl':<13} {'size':>6} {'loss':>5} {'msgs/s':>11} {'MB/s':>9} "
         f"{'goodput':>7} {'retx':>6} {'p50 ms':>8} {'p99 ms':>8}  note"
     ]
     previous = ""
     for row in rows:
+        if row.case == "crypto":
+            continue
         if previous and row.case != previous:
             lines.append("")
         previous = row.case
         loss = "-" if row.loss is None else f"{100 * row.loss:.0f}%"
+        size = str(row.size) if row.size else "-"
         lines.append(
-            f"{row.case:<9} {row.impl:<12} {row.size:>6} {loss:>5} "
+            f"{row.case:<9} {row.impl:<13} {size:>6} {loss:>5} "
             f"{_cell(row.msgs_per_s, ',.0f', 11)} {_cell(row.mb_per_s, '.2f', 9)} "
             f"{_cell(row.goodput_ratio, '.3f', 7)} {_cell(row.retransmit_ratio, '.3f', 6)} "
             f"{_cell(row.p50_ms, '.3f', 8)} {_cell(row.p99_ms, '.3f', 8)}  "
             f"{row.note if row.status != 'failed' else 'FAILED: ' + row.note}"
         )
     return "\n".join(lines)
+
+
+def crypto_section(rows: list[Row]) -> list[str]:
+    """The crypto rows as lines: CPU per datagram built and parsed, and what sealing adds."""
+    found = {row.impl: row for row in rows if row.case == "crypto"}
+    if not found:
+        return []
+    lines = [f"crypto: CPU microseconds per {DATAGRAM} B datagram, in-process, best of "
+             f"{CRYPTO_ROUNDS} rounds"]  # fmt: skip
+    for impl, row in found.items():
+        if row.status != "ok" or row.send_us is None or row.receive_us is None:
+            lines.append(f"  {impl:<13} {row.status}: {row.note}")
+            continue
+        if row.seal_us is None or row.open_us is None:
+            build, parse = "encode_datagram", "decode_datagram"
+        else:
+            build = f"of which seal {row.seal_us:.2f}"
+            parse = f"of which open {row.open_us:.2f}"
+        lines.append(
+            f"  {impl:<13} send {row.send_us:6.2f} us ({build}), "
+            f"receive {row.receive_us:6.2f} us ({parse}); {row.note}"
+        )
+    sealed = _find(rows, "crypto", "rudp", DATAGRAM)
+    plain = _find(rows, "crypto", "rudp-insecure", DATAGRAM)
+    if sealed is not None and plain is not None:
+        extra = [
+            ours - theirs
+            for ours, theirs in (
+                (sealed.send_us, plain.send_us),
+                (sealed.receive_us, plain.receive_us),
+            )
+            if ours is not None and theirs is not None
+        ]
+        if len(extra) == 2:
+            lines.append(
+                f"  encryption adds {extra[0]:+.2f} us per datagram sent, "
+                f"{extra[1]:+.2f} us per datagram received"
+            )
+    return lines
+
+
+def _size_label(size: int) -> str:
+    return f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
 
 
 def _find(
@@ -364,6 +574,25 @@ def targets(rows: list[Row]) -> list[str]:
     def verdict(ok: bool) -> str:
         return "ok" if ok else "MISS"
 
+    for size in SIZES:
+        ours = _find(rows, "cpu", "rudp", size)
+        theirs = _find(rows, "cpu", "rudp-insecure", size)
+        if ours is None or theirs is None or not ours.msgs_per_s or not theirs.msgs_per_s:
+            continue
+        ratio = ours.msgs_per_s / theirs.msgs_per_s
+        wanted = (
+            f"(target >= {100 * TARGET_VS_INSECURE:.0f} %) {verdict(ratio >= TARGET_VS_INSECURE)}"
+        )
+        lines.append(
+            f"cpu {_size_label(size)} rudp / rudp-insecure: {100 * ratio:.1f} % "
+            f"{wanted if size == 1024 else '(info)'}"
+        )
+    ours, theirs = _find(rows, "handshake", "rudp", 0), _find(rows, "handshake", "rudp-insecure", 0)
+    if ours and theirs and ours.p50_ms is not None and theirs.p50_ms is not None:
+        lines.append(
+            f"handshake p50 rudp / rudp-insecure: {ours.p50_ms:.3f} / {theirs.p50_ms:.3f} ms "
+            f"(info: the Noise NK handshake adds {ours.p50_ms - theirs.p50_ms:+.3f} ms)"
+        )
     for impl in ("rudp", "rudp-uvloop"):
         ours = _find(rows, "cpu", impl, 1024)
         if ours is None or ours.msgs_per_s is None:
@@ -402,7 +631,8 @@ def targets(rows: list[Row]) -> list[str]:
 
 
 def plot(rows: list[Row], path: str) -> None:
-    """Three panels as a PNG: cpu MB/s, lossy goodput, latency. Needs matplotlib."""
+    """Three panels as a PNG: cpu MB/s, lossy goodput, latency (and handshake time).
+    Needs matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -438,7 +668,9 @@ def plot(rows: list[Row], path: str) -> None:
     lossy.set_ylim(0, 1.05)
     lossy.set_title("Lossy link: 20 Mbit/s, 40 ms RTT")
     lossy.legend(fontsize="small")
-    latency_rows = [r for r in ok if r.case in ("pingpong", "chat") and r.p50_ms is not None]
+    latency_rows = [
+        r for r in ok if r.case in ("pingpong", "handshake", "chat") and r.p50_ms is not None
+    ]
     labels = [f"{r.case}\n{r.impl}" for r in latency_rows]
     positions = range(len(latency_rows))
     latency.bar([p - 0.2 for p in positions], [r.p50_ms or 0 for r in latency_rows], 0.4,
@@ -447,7 +679,7 @@ def plot(rows: list[Row], path: str) -> None:
                 label="p99")  # fmt: skip
     latency.set_xticks(list(positions), labels, fontsize="x-small", rotation=45)
     latency.set_yscale("log")
-    latency.set_ylabel("ms (pingpong: round trip; chat: one way)")
+    latency.set_ylabel("ms (pingpong: RTT; handshake: connect(); chat: one way)")
     latency.set_title("Latency")
     latency.legend(fontsize="small")
     figure.tight_layout()
@@ -472,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
         help="cProfile each peer process into DIR/CASE/{server,client}.prof",
     )
     args = parser.parse_args(argv)
+    if CHECKOUT not in sys.path:  # spawned peers inherit sys.path, the proxy its PYTHONPATH
+        sys.path.insert(1, CHECKOUT)
     try:
         only = parse_only(args.only) if args.only else {}
     except ValueError as error:
@@ -491,11 +725,16 @@ def main(argv: list[str] | None = None) -> int:
     skipped = sorted({row.note for row in rows if row.status == "skipped"})
     for note in skipped:
         print(f"note: {note}")
+    spec = importlib.util.find_spec("rudp_chat")
+    if spec is not None and any(row.impl.startswith("rudp") for row in rows):
+        print(f"note: rudp_chat from {os.path.dirname(spec.origin or '?')}")
     if any(row.case in ("lossy", "chat") for row in rows):
         print(
             f"lossy/chat link: {RATE_KBIT} kbit/s, {DELAY_MS:.0f} ms each way, queue {QUEUE} "
             f"datagrams (1.5 x BDP of {BDP_DATAGRAMS:.1f} x {DATAGRAM} B)"
         )
+    for line in crypto_section(rows):
+        print(line)
     verdicts = targets(rows)
     if verdicts:
         print("targets:")

@@ -18,7 +18,7 @@ from rudp_chat.chat.demo import DemoSettings, run_demo
 from rudp_chat.chat.history import DEFAULT_HISTORY_FILE
 from rudp_chat.chat.room import RoomLimits
 from rudp_chat.chat.server import ServerOptions, run_server
-from rudp_chat.core.config import ConnectionConfig
+from rudp_chat.core.config import ConnectionConfig, ListenerConfig
 from rudp_chat.identity import KeyFileError, default_key_file, default_known_servers
 
 __all__ = ["main"]
@@ -110,6 +110,14 @@ def _add_server(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         help="users at once (default %(default)s)",
     )
     parser.add_argument(
+        "--max-per-address",
+        type=int,
+        default=ListenerConfig().max_connections_per_address,
+        metavar="N",
+        help="connections from one IP address; users behind one NAT share it "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
         "--rate",
         type=float,
         default=_LIMITS.rate,
@@ -144,6 +152,7 @@ def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             rate=args.rate,
             burst=args.burst,
         )
+        ListenerConfig(max_connections_per_address=args.max_per_address)  # checks it
     except ValueError as exc:
         parser.error(str(exc))
     options = ServerOptions(
@@ -153,6 +162,7 @@ def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         limits=limits,
         connection=_connection(parser, args),
         key_file=args.key_file,
+        max_per_address=args.max_per_address,
     )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr

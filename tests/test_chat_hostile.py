@@ -926,7 +926,8 @@ def test_the_real_client_prints_hostile_server_input_harmlessly() -> None:
 
     [(code, out, err), (refused_code, refused_out, refused_err)] = asyncio.run(main())
     assert code == 1 and refused_code == 2, (out, err, refused_out, refused_err)
-    lines = out.splitlines()
+    pinned, *lines = out.splitlines()
+    assert pinned.startswith("*** server key SHA256:"), pinned  # trusted on first use
     assert lines[0].startswith("*** you are ␛]52;c;ZXZpbA==␇\ufffd2J␍; here: b␛]52"), lines
     assert any(line.startswith("*** ignored a malformed message") for line in lines)
     assert err.startswith("error: ␛]52;c;ZXZpbA==␇"), err

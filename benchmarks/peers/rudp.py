@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 
 from rudp_chat.aio import ConnectionLostError, ReliableConnection, Server, connect, serve
@@ -40,13 +41,18 @@ def _config(job: Job) -> ConnectionConfig:
 
 
 def server(job: Job, ready: Ready, stop: StopFlag) -> Result:
-    """Accept one connection; receive (bulk, one-way) or echo (ping-pong) until done or ``stop``."""
+    """Accept one connection; receive (bulk, one-way) or echo (ping-pong) until done or ``stop``.
+
+    Handshake mode: accept every connection until ``stop``; report how many and the CPU time.
+    """
     return run_loop(_serve(job, ready, stop), job.loop)
 
 
 async def _serve(job: Job, ready: Ready, stop: StopFlag) -> Result:
     meter = Meter(job)
-    config = ListenerConfig(connection=_config(job), max_connections_per_address=PER_ADDRESS)
+    config = ListenerConfig(connection=_config(job))
+    if job.mode == "handshake":
+        config = dataclasses.replace(config, max_connections_per_address=PER_ADDRESS)
     listener = await serve(job.host, 0, config=config)
     try:
         ready(listener.address)
@@ -100,7 +106,8 @@ async def _accept_all(listener: Server, stop: StopFlag) -> Result:
 
 
 def client(job: Job, address: Address, stop: StopFlag) -> Result:
-    """Send (bulk: as fast as backpressure allows; one-way: every ``interval``) or ping."""
+    """Send (bulk: as fast as backpressure allows; one-way: every ``interval``), ping, or connect
+    ``count`` times (handshake)."""
     return run_loop(_client(job, address, stop), job.loop)
 
 

@@ -68,6 +68,8 @@ class ServerOptions:
     connection: ConnectionConfig = field(default_factory=ConnectionConfig)
     key_file: Path | None = field(default_factory=default_key_file)
     """The server's private key, made on first start; None makes a new one per run."""
+    max_per_address: int = ListenerConfig().max_connections_per_address
+    """Connections from one IP address: users behind one NAT share it."""
 
 
 def server_identity(options: ServerOptions) -> StaticKey | None:
@@ -114,6 +116,7 @@ async def run_server(options: ServerOptions) -> int:
         listener = ListenerConfig(
             connection=options.connection,
             max_connections=options.limits.max_users + CONNECTION_SLACK,
+            max_connections_per_address=options.max_per_address,
         )
         transport = await serve(
             options.host,
