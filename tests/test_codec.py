@@ -594,3 +594,12 @@ def test_declared_lengths_beyond_the_input_are_refused_cheaply() -> None:
         decode_datagram(with_crc(body))
     with pytest.raises(FrameError):
         decode_frames(b"\xdd\xff\xff\xff\xff")  # array32 of 4 billion frames
+
+
+@given(connection_ids, counters, st.integers(AEAD_TAG_SIZE, 70_000))
+def test_the_sealed_header_is_what_msgpack_would_write(
+    cid: bytes, number: int, size: int
+) -> None:
+    """Built by hand for speed, it must equal the canonical encoding a decoder reads back."""
+    expected = msgpack.packb([PacketKind.SEALED, cid, number, b"\0" * size], use_bin_type=True)
+    assert sealed_header(cid, number, size) == expected[:-size]

@@ -74,6 +74,8 @@ _FRAME_PING: Final = 2
 _FRAME_CLOSE: Final = 3
 
 _CRC: Final = struct.Struct(">I")
+_BIN16: Final = struct.Struct(">BH")
+_BIN32: Final = struct.Struct(">BI")
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 
 
@@ -102,17 +104,17 @@ def encode_datagram(packet: Packet) -> bytes:
 
 def sealed_header(connection_id: bytes, number: int, ciphertext_size: int) -> bytes:
     """A SEALED datagram's bytes before its ciphertext (the AEAD's associated data): the
-    msgpack array header, kind, id, number and the ciphertext's bin length header."""
-    prefix: bytes = _packer.pack([PacketKind.SEALED, connection_id, number, b""])
-    return prefix[:-2] + _bin_header(ciphertext_size)  # in place of the empty bin c4 00
-
-
-def _bin_header(size: int) -> bytes:
-    if size < 2**8:
-        return b"\xc4" + size.to_bytes(1, "big")
-    if size < 2**16:
-        return b"\xc5" + size.to_bytes(2, "big")
-    return b"\xc6" + size.to_bytes(4, "big")
+    msgpack array header, kind, id, number and the ciphertext's bin length header, in the
+    shortest forms (assembled from parts: it is on every sealed packet's path)."""
+    if ciphertext_size < 0x100:
+        length = b"\xc4" + ciphertext_size.to_bytes(1, "big")
+    elif ciphertext_size < 0x10000:
+        length = _BIN16.pack(0xC5, ciphertext_size)
+    else:
+        length = _BIN32.pack(0xC6, ciphertext_size)
+    id_header = b"\xc4" + len(connection_id).to_bytes(1, "big")
+    number_bytes: bytes = _packer.pack(number)
+    return _SEALED_PREFIX + id_header + connection_id + number_bytes + length
 
 
 def encode_frames(frames: Sequence[Frame]) -> bytes:
