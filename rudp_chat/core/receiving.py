@@ -121,23 +121,33 @@ class Receiver:
         sender never exceeds the window, and a dishonest one cannot make us hold more
         than the budget (out-of-order, partial and unread data together).
         The one exception: with nothing unread, the fragment that delivery waits for is always
-        admitted (a budget full of later fragments must not block the one that frees it).
+        admitted (a budget full of later fragments must not block the one that frees it). New
+        fragments in its packet come along only if we were within the budget, so they overshoot
+        it by one datagram at most; otherwise every in-order fragment could carry a datagram of
+        out-of-order data past the budget, up to a window of 64 KB fragments.
         """
         window = self.window()
-        new_bytes = 0
+        next_seq = self.next_seq
+        new_bytes = passenger_bytes = 0
         unblocks = False
         for frame in frames:
-            if type(frame) is DataFrame and frame.seq >= self.next_seq:
+            if type(frame) is DataFrame and frame.seq >= next_seq:
                 if frame.seq >= window:
                     return False
-                new_bytes += len(frame.payload)
-                unblocks = unblocks or frame.seq == self.next_seq
-        if (
-            not new_bytes
-            or self.buffered_bytes + self.unread_bytes + new_bytes <= self.window_bytes
-        ):
+                size = len(frame.payload)
+                new_bytes += size
+                if frame.seq == next_seq:
+                    unblocks = True
+                elif frame.seq not in self._buffer:  # a bundled copy of a held one costs nothing
+                    passenger_bytes += size
+        held = self.buffered_bytes + self.unread_bytes
+        if not new_bytes or held + new_bytes <= self.window_bytes:
             return True  # a packet without new data (ACK, PING, CLOSE) always gets through
-        return unblocks and not self.unread_bytes
+        return (
+            unblocks
+            and not self.unread_bytes
+            and (not passenger_bytes or held <= self.window_bytes)
+        )
 
     def on_data(self, frame: DataFrame) -> list[tuple[int, bytes]]:
         """Accept one admitted fragment; returns the (message id, data) pairs it completes.
