@@ -9,6 +9,12 @@ the encryption branch (sealed SESSION payloads, authenticated migration) adapts 
 The scenario runners (``run_*``) return plain reports. The tests run them at small counts and
 assert; ``benchmarks/hostile.py`` imports the same runners, runs the full 100,000 and prints
 the figures. Everything is seeded and runs in virtual time.
+
+Runners take the connection config, :data:`PLAIN` (insecure) by default: the weaker mode, where
+an attacker who sees a connection id can write frames the receiver will read, so every defence
+below the record layer (floods, amplification, plausibility, caps, limits) is exercised.
+:data:`SEALED` runs the same attacks against the default, encrypted mode, where a stranger's
+packets must also fail authentication (test_security.py covers the cryptography itself).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from simharness import CLIENT, SERVER, Harness, Pair, Scenario, seeded_random_by
 import rudp_chat.core
 from rudp_chat.core.codec import (
     CRC_SIZE,
+    SEALED_OVERHEAD,
     DATA_FRAME_OVERHEAD,
     MAX_DATAGRAM_SIZE,
     SESSION_OVERHEAD,
@@ -39,12 +46,14 @@ from rudp_chat.core.codec import (
     decode_frames,
     encode_datagram,
     encode_frames,
+    sealed_header,
 )
 from rudp_chat.core.config import ConnectionConfig, ListenerConfig
 from rudp_chat.core.connection import Address, Connection
 from rudp_chat.core.errors import FrameError
 from rudp_chat.core.events import ConnectionTerminated, MessageReceived, TerminationReason
 from rudp_chat.core.frames import (
+    AEAD_TAG_SIZE,
     CONNECTION_ID_SIZE,
     MIN_HELLO_SIZE,
     PROTOCOL_VERSION,
@@ -58,6 +67,7 @@ from rudp_chat.core.frames import (
     PingFrame,
     ResetPacket,
     RetryPacket,
+    SealedPacket,
     SessionPacket,
     WelcomePacket,
 )
@@ -66,6 +76,10 @@ from rudp_chat.core.state import State
 from rudp_chat.sim import LinkProfile, Network, Node
 
 # ================================================================ crafting: adapt here
+
+PLAIN = ConnectionConfig(insecure=True)
+SEALED = ConnectionConfig()
+MODES = {"insecure": PLAIN, "encrypted": SEALED}
 
 
 def hello_of_a_new_client(rng: random.Random, now: float = 0.0) -> bytes:
@@ -80,16 +94,22 @@ def undersized_hello(rng: random.Random, at_most: int) -> bytes:
     hand, since the real client always pads to the minimum."""
     client_id = rng.randbytes(CONNECTION_ID_SIZE)
     for padding in range(at_most, -1, -1):  # the padding's length header grows at 256 bytes
-        datagram = encode_datagram(HelloPacket(client_id, 0, PROTOCOL_VERSION, b"", padding))
+        datagram = encode_datagram(HelloPacket(client_id, 0, PROTOCOL_VERSION, b"", b"", padding))
         if len(datagram) <= at_most:
             return datagram
     raise ValueError(f"no HELLO fits in {at_most} bytes")
 
 
-def session_datagram(connection_id: bytes, number: int, frames: Sequence[Frame]) -> bytes:
-    """A hand-made SESSION packet. Today the payload is plain frames; once payloads are sealed,
-    a hostile *authenticated* client seals here, and a stranger's forgery stays unsealed."""
-    return encode_datagram(SessionPacket(connection_id, number, encode_frames(frames)))
+def session_datagram(
+    connection_id: bytes, number: int, frames: Sequence[Frame], config: ConnectionConfig = PLAIN
+) -> bytes:
+    """A hand-made session packet: plain frames in SESSION when insecure; encrypted, the best a
+    stranger without keys can do, a SEALED packet whose "ciphertext" is the frames and a tag."""
+    payload = encode_frames(frames)
+    if config.insecure:
+        return encode_datagram(SessionPacket(connection_id, number, payload))
+    header = sealed_header(connection_id, number, len(payload) + AEAD_TAG_SIZE)
+    return header + payload + bytes(AEAD_TAG_SIZE)
 
 
 def with_crc(body: bytes) -> bytes:
@@ -128,10 +148,13 @@ def mutated(kind: str, rng: random.Random, captured: Sequence[bytes]) -> bytes:
         return original[: rng.randrange(len(original))]
     if kind == "well-formed, random id":
         packet = decode_datagram(original)
+        cid, number = rng.randbytes(CONNECTION_ID_SIZE), rng.randrange(2**32)
+        if isinstance(packet, SealedPacket):  # its ciphertext under a random id
+            header = sealed_header(cid, number, len(packet.ciphertext))
+            return header + packet.ciphertext
         payload = packet.payload if isinstance(packet, SessionPacket) else b""
         payload = payload or encode_frames([PingFrame()])
-        number = rng.randrange(2**32)
-        return encode_datagram(SessionPacket(rng.randbytes(CONNECTION_ID_SIZE), number, payload))
+        return encode_datagram(SessionPacket(cid, number, payload))
     flipped = bytearray(original)
     for _ in range(rng.randint(1, 8)):
         bit = rng.randrange(len(flipped) * 8)
@@ -149,7 +172,7 @@ def allowed_replies(trigger: bytes) -> tuple[type[Packet], ...]:
         packet = decode_datagram(trigger)
     except FrameError:
         return ()
-    if isinstance(packet, SessionPacket):
+    if isinstance(packet, SessionPacket | SealedPacket):
         return (ResetPacket,)
     if (
         isinstance(packet, HelloPacket)
@@ -287,10 +310,10 @@ def live_problem(harness: Harness) -> str:
     return ""
 
 
-def captured_session(seed: int) -> list[bytes]:
+def captured_session(seed: int, config: ConnectionConfig = PLAIN) -> list[bytes]:
     """Every datagram of a short real session, both directions: HELLOs, RETRY, WELCOME,
-    SESSION packets with DATA, ACK, PING and CLOSE."""
-    pair = Pair(seed=seed)
+    session packets with DATA, ACK, PING and CLOSE."""
+    pair = Pair(config, seed=seed)
     server = pair.handshake()
     for index in range(6):
         pair.client.send(b"c" * (100 + 500 * index))
@@ -338,6 +361,7 @@ def run_flood(
     *,
     live_clients: int = 3,
     capture: int = 0,
+    config: ConnectionConfig = PLAIN,
 ) -> FloodReport:
     """``count`` stranger datagrams from ``count`` addresses, 50 per virtual millisecond, while
     ``live_clients`` users (started one after another during the flood) exchange messages over
@@ -351,6 +375,7 @@ def run_flood(
         up=LIVE_LINK,
         down=LIVE_LINK,
         stagger=duration / live_clients,
+        config=config,
     )
     harness = Harness(scenario)
     tap = tap_server(harness, capture)
@@ -386,8 +411,8 @@ def spoofed_hello(index: int, rng: random.Random, _tap: Tap) -> tuple[str, bytes
     return "hello", hello_of_a_new_client(rng)
 
 
-def run_hello_flood(seed: int, count: int) -> FloodReport:
-    return run_flood(seed, count, spoofed_hello)
+def run_hello_flood(seed: int, count: int, config: ConnectionConfig = PLAIN) -> FloodReport:
+    return run_flood(seed, count, spoofed_hello, config=config)
 
 
 def garbage_maker(
@@ -403,8 +428,9 @@ def garbage_maker(
     return make
 
 
-def run_garbage_flood(seed: int, count: int) -> FloodReport:
-    return run_flood(seed, count, garbage_maker(captured_session(seed)), capture=200)
+def run_garbage_flood(seed: int, count: int, config: ConnectionConfig = PLAIN) -> FloodReport:
+    corpus = captured_session(seed, config)
+    return run_flood(seed, count, garbage_maker(corpus), capture=200, config=config)
 
 
 # ============================================================ memory of floods
@@ -501,12 +527,16 @@ class ReplayReport:
     listener: ListenerStats = field(default_factory=ListenerStats)
 
 
-def run_replay(seed: int, clients: int = 2, messages: int = 30) -> ReplayReport:
+def run_replay(
+    seed: int, clients: int = 2, messages: int = 30, config: ConnectionConfig = PLAIN
+) -> ReplayReport:
     """Every datagram a live user sends is replayed, 0-2 s later, once from another address (of
     another host, or another port of the same host) and once from the user's own address, so the
     replays straddle the handshake, the data and the close."""
     sizes = ((700,) * messages,) * clients
-    harness = Harness(Scenario(seed=seed, client_sizes=sizes, server_sizes=sizes, up=LIVE_LINK))
+    harness = Harness(
+        Scenario(seed=seed, client_sizes=sizes, server_sizes=sizes, up=LIVE_LINK, config=config)
+    )
     network = harness.network
     rng = random.Random(f"replay/{seed}")
     report = ReplayReport(clients=clients)
@@ -556,14 +586,15 @@ class GuessReport:
     resets: int
     worst_reset_ratio: float
     control_accepted: bool
-    """The same datagram with the right id is taken: the guesses were worth rejecting."""
+    """The same datagram with the right id reaches the connection (plain: it is obeyed;
+    sealed: it fails authentication there): the guesses were worth rejecting."""
 
 
-def run_id_guesses(seed: int, guesses: int) -> GuessReport:
+def run_id_guesses(seed: int, guesses: int, config: ConnectionConfig = PLAIN) -> GuessReport:
     """``guesses`` random connection ids, each in a SESSION packet carrying an error CLOSE, sent
     from the very address each side expects (the strongest blind guess), to both the server and
     the client of an open connection over ``guesses`` x 0.1 ms of virtual time."""
-    pair = Pair(seed=seed)
+    pair = Pair(config, seed=seed)
     server = pair.handshake()
     client = pair.client
     rng = random.Random(f"guess/{seed}")
@@ -574,21 +605,24 @@ def run_id_guesses(seed: int, guesses: int) -> GuessReport:
     worst = 0.0
     for index in range(guesses):
         now = pair.now + index * 1e-4
-        to_server = session_datagram(rng.randbytes(CONNECTION_ID_SIZE), 2 + index, frames)
+        to_server = session_datagram(rng.randbytes(CONNECTION_ID_SIZE), 2 + index, frames, config)
         listener.receive_datagram(to_server, CLIENT, now)
         for data, _ in listener.datagrams_to_send(now):
             resets += isinstance(decode_datagram(data), ResetPacket)
             worst = max(worst, len(data) / len(to_server))
-        to_client = session_datagram(rng.randbytes(CONNECTION_ID_SIZE), 1 + index, frames)
+        to_client = session_datagram(rng.randbytes(CONNECTION_ID_SIZE), 1 + index, frames, config)
         client.receive_datagram(to_client, SERVER, now)
         client.datagrams_to_send(now)
     changed = int(server.stats() != before[0] or server.state is not State.OPEN)
     after = dataclasses.replace(client.stats(), dropped_unexpected=before[1].dropped_unexpected)
     changed += int(after != before[1] or client.state is not State.OPEN)
-    listener.receive_datagram(session_datagram(server.local_id, 10**6, frames), CLIENT, pair.now)
+    control_before = server.stats()
+    control = session_datagram(server.local_id, 10**6, frames, config)
+    listener.receive_datagram(control, CLIENT, pair.now)
     listener.datagrams_to_send(pair.now)
+    reached = server.state is not State.OPEN or server.stats() != control_before
     id_bits = 8 * min(len(server.local_id), len(client.local_id))
-    return GuessReport(guesses, id_bits, changed, resets, worst, server.state is not State.OPEN)
+    return GuessReport(guesses, id_bits, changed, resets, worst, reached)
 
 
 # ======================================================== blind injection
@@ -694,9 +728,8 @@ class InjectionResult:
     """Afterwards, everything both sides sent arrived exactly once and in order."""
 
 
-def run_injection(name: str, seed: int = 0) -> InjectionResult:
-    """Both sides have data in flight when the forgery arrives; then the run completes."""
-    pair = Pair(seed=seed)
+def _injection_setup(seed: int, config: ConnectionConfig) -> tuple[Pair, Connection]:
+    pair = Pair(config, seed=seed)
     server = pair.handshake()
     for index in range(4):
         pair.client.send(b"up %d " % index * 200)
@@ -704,14 +737,25 @@ def run_injection(name: str, seed: int = 0) -> InjectionResult:
     pair.collect()
     pair.deliver_to_server()  # the server has some of the client's data, and acks owed
     pair.deliver_to_client()
-    view = _view(pair)
+    return pair, server
+
+
+def run_injection(name: str, seed: int = 0, config: ConnectionConfig = PLAIN) -> InjectionResult:
+    """Both sides have data in flight when the forgery arrives; then the run completes.
+
+    Encrypted, the attacker cannot read the sequence numbers it would forge: the view is taken
+    from an insecure twin of the same run, the best an attacker could guess."""
+    view = _view(_injection_setup(seed, PLAIN)[0])
     assert view.server_received_seq > 0 and view.server_next_seq > 0
+    pair, server = _injection_setup(seed, config)
     forged = session_datagram(
-        server.local_id, view.client_next_number, INJECTIONS[name].frames(view)
+        server.local_id, view.client_next_number, INJECTIONS[name].frames(view), config
     )
 
     def fingerprint() -> tuple[object, ...]:
-        stats = dataclasses.replace(server.stats(), dropped_unexpected=0, dropped_invalid=0)
+        stats = dataclasses.replace(
+            server.stats(), dropped_unexpected=0, dropped_invalid=0, dropped_unauthenticated=0
+        )
         return (server.state, server.get_timer(), server.send_capacity, stats)
 
     before = fingerprint()
@@ -947,10 +991,11 @@ class HostileReport:
 
 
 SMALL_CAPS = ConnectionConfig(
-    send_buffer_size=64 * 1024, receive_window=64 * 1024, max_message_size=16 * 1024
+    insecure=True, send_buffer_size=64 * 1024, receive_window=64 * 1024, max_message_size=16 * 1024
 )
 """Caps scaled down 64x from the defaults so 100 hostile clients fit a fast test; the benchmark
-runs the defaults."""
+runs the defaults. Insecure, so the hostile clients can write their frames by hand: an
+authenticated hostile client seals the same frames, and the caps act below the record layer."""
 
 
 def run_hostile_clients(
@@ -1060,10 +1105,11 @@ def run_limits(seed: int, same_host: int, other_hosts: int, config: ListenerConf
 # =================================================================== tests
 
 
-def test_spoofed_hellos_create_no_state_while_real_clients_connect() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_spoofed_hellos_create_no_state_while_real_clients_connect(mode: str) -> None:
     """5,000 genuine-looking HELLOs from 5,000 addresses: each gets one small RETRY and no state,
     while three live users connect during the flood and lose nothing."""
-    report = run_hello_flood(seed=1, count=5_000)
+    report = run_hello_flood(seed=1, count=5_000, config=MODES[mode])
     assert report.live_problem == ""
     assert report.accepted == report.live_clients
     assert report.largest_table <= report.live_clients
@@ -1072,10 +1118,11 @@ def test_spoofed_hellos_create_no_state_while_real_clients_connect() -> None:
     assert report.tap.violations == []
 
 
-def test_nothing_unvalidated_gets_more_than_three_times_its_bytes() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_nothing_unvalidated_gets_more_than_three_times_its_bytes(mode: str) -> None:
     """The audit runs on every datagram the server sent in the flood above; a HELLO below the
     minimum size (one in ten) gets nothing at all."""
-    report = run_hello_flood(seed=2, count=2_000)
+    report = run_hello_flood(seed=2, count=2_000, config=MODES[mode])
     assert 0 < report.tap.worst_unvalidated_ratio <= AMPLIFICATION_LIMIT
     assert report.listener.hellos_too_small == report.kinds["undersized hello"] == 200
     # one RETRY per spoofed HELLO, and one per live user's first HELLO
@@ -1092,12 +1139,13 @@ def test_floods_leave_the_listener_memory_flat(flood: str) -> None:
     assert growth < FLAT_MEMORY_BYTES, growth
 
 
-def test_random_and_mutated_datagrams_get_no_state_and_at_most_a_smaller_reset() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_random_and_mutated_datagrams_get_no_state_and_at_most_a_smaller_reset(mode: str) -> None:
     """5,000 datagrams (random, truncated, bit-flipped with and without a valid CRC, well-formed
     with random ids) from as many addresses: no connection, no reply but rate-limited RESETs
     smaller than their trigger (and RETRYs to mutations that are still valid HELLOs), and the
     live users see no loss, duplication or reordering."""
-    report = run_garbage_flood(seed=4, count=5_000)
+    report = run_garbage_flood(seed=4, count=5_000, config=MODES[mode])
     assert report.live_problem == ""
     assert report.accepted == report.live_clients >= report.largest_table
     assert report.tap.violations == []
@@ -1109,11 +1157,12 @@ def test_random_and_mutated_datagrams_get_no_state_and_at_most_a_smaller_reset()
     assert set(report.kinds) == set(MUTATIONS)
 
 
-def test_replays_from_elsewhere_change_nothing_and_duplicates_deliver_once() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_replays_from_elsewhere_change_nothing_and_duplicates_deliver_once(mode: str) -> None:
     """Each datagram two live users send comes again from a stranger, from a neighbouring port
     and from the user's own address: no connection moves or opens, nothing is delivered twice
     or injected, and the replays from elsewhere get at most a RETRY or a smaller RESET."""
-    report = run_replay(seed=5)
+    report = run_replay(seed=5, config=MODES[mode])
     assert report.live_problem == ""
     assert report.replays_elsewhere > 50
     assert report.address_changes == 0
@@ -1122,9 +1171,10 @@ def test_replays_from_elsewhere_change_nothing_and_duplicates_deliver_once() -> 
     assert report.listener.dropped_unexpected > 0
 
 
-def test_connection_id_guesses_are_all_rejected() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_connection_id_guesses_are_all_rejected(mode: str) -> None:
     """2^16 guesses at each side, from the address it expects, each carrying an error CLOSE."""
-    report = run_id_guesses(seed=6, guesses=2**16)
+    report = run_id_guesses(seed=6, guesses=2**16, config=MODES[mode])
     assert report.id_bits >= 64
     assert report.accepted == 0
     assert report.worst_reset_ratio < 1
@@ -1158,34 +1208,27 @@ def test_connection_ids_come_from_the_injected_random_source() -> None:
 def _injection_params() -> list[object]:
     params: list[object] = []
     for name, injection in INJECTIONS.items():
-        marks = []
-        if not injection.plaintext_defended:
-            marks.append(
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="a forgery consistent with the traffic: only an authenticated "
-                    "payload (the AEAD branch) can reject it",
+        for mode in MODES:
+            marks = []
+            if mode == "insecure" and not injection.plaintext_defended:
+                marks.append(
+                    pytest.mark.xfail(
+                        strict=True,
+                        reason="a forgery consistent with the traffic: without --insecure the "
+                        "AEAD rejects it; in the clear nothing can",
+                    )
                 )
-            )
-        elif name.startswith("graceful CLOSE below"):
-            marks.append(
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="defect: a provably wrong graceful CLOSE fails the connection "
-                    "(PROTOCOL_VIOLATION) instead of being dropped (connection._receive_close)",
-                )
-            )
-        params.append(pytest.param(name, marks=marks, id=name))
+            params.append(pytest.param(name, mode, marks=marks, id=f"{name}, {mode}"))
     return params
 
 
-@pytest.mark.parametrize("name", _injection_params())
-def test_blind_injection_changes_nothing(name: str) -> None:
+@pytest.mark.parametrize(("name", "mode"), _injection_params())
+def test_blind_injection_changes_nothing(name: str, mode: str) -> None:
     """RFC 5961: a forged ACK or CLOSE that only looks in-window (right id, right address) is
     dropped unanswered and leaves the connection as it was; the data in flight then arrives.
-    Cases marked xfail (strict) are what version 1 does not defend yet: once one passes (with
-    sealed payloads, or the CLOSE fix), pytest reports XPASS as a failure; drop its mark."""
-    result = run_injection(name)
+    Encrypted, every forgery fails authentication; in the clear, the ones consistent with the
+    traffic (xfail, strict) get through: that is what ``--insecure`` gives up."""
+    result = run_injection(name, config=MODES[mode])
     assert result.changed == []
     assert result.replies == 0
     assert result.delivered_intact

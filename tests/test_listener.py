@@ -27,7 +27,7 @@ from rudp_chat.core.frames import (
     SessionPacket,
     WelcomePacket,
 )
-from rudp_chat.core.listener import Listener
+from rudp_chat.core.listener import RESET_SIZE, Listener
 from rudp_chat.core.state import State
 
 CID = b"client01"
@@ -535,3 +535,8 @@ def test_flushed_names_exactly_the_connections_an_input_reached() -> None:
     listener.handle_timer(deadline)
     listener.datagrams_to_send(deadline)
     assert listener.flushed() and set(listener.flushed()) <= {first, second}
+
+
+def test_reset_size_is_what_a_reset_encodes_to() -> None:
+    """The listener decides on a RESET before computing its token, from this constant."""
+    assert len(encode_datagram(ResetPacket(CID, b"r" * 16))) == RESET_SIZE

@@ -32,6 +32,7 @@ MIN_RTT_STEP_S = MIN_RTT_WINDOW_S / 64  # rising samples closer than this share 
 RANDOM_LOSS_QUEUE_FRACTION = 0.5  # a loss is random while queueing delay < this × min RTT
 RANDOM_LOSS_QUEUE_FLOOR_S = 0.002  # ... or less than 2 ms, whichever is larger
 MIN_CWND_PACKETS = 4
+MIN_RATE_INTERVAL_S = 1e-6  # a delivery-rate sample over less measures the clock, not the path
 AGGREGATION_CAP_S = 0.01  # ack bursts are credited up to 10 ms of bandwidth: batching receivers
 # need well under that, and a larger credit only builds queues on slow links
 PACING_BURST_S = 0.002  # bytes worth this much time may leave back-to-back
@@ -184,7 +185,9 @@ class CongestionController:
             return
         interval = self._sample_interval
         prior, self._sample_prior_delivered = self._sample_prior_delivered, -1
-        if interval <= 0 or (self._min_rtt != math.inf and interval < self._min_rtt):
+        if interval < MIN_RATE_INTERVAL_S or (
+            self._min_rtt != math.inf and interval < self._min_rtt
+        ):
             return
         rate = (self.delivered - prior) / interval
         if self._sample_app_limited and rate < self.bottleneck_bandwidth:

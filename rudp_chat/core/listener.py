@@ -32,6 +32,8 @@ from .tokens import TokenIssuer
 
 __all__ = ["Listener", "ListenerStats"]
 
+RESET_SIZE = 34  # every RESET: fixarray, kind, bin8 id, bin8 token, CRC (PROTOCOL.md §3.4)
+
 
 @dataclass(slots=True)
 class ListenerStats:
@@ -241,13 +243,15 @@ class Listener:
             del self._per_host[host]
 
     def _send_reset(self, connection_id: bytes, size: int, addr: Address, now: float) -> None:
-        reset = encode_datagram(ResetPacket(connection_id, self._tokens.reset_token(connection_id)))
+        """Rate limit and size are checked before the token's HMAC is computed: a flood of
+        unknown ids costs no cryptography beyond the budget."""
         rate = self.config.resets_per_second
         self._reset_budget = min(rate, self._reset_budget + (now - self._reset_time) * rate)
         self._reset_time = now
-        if len(reset) >= size or self._reset_budget < 1:
+        if size <= RESET_SIZE or self._reset_budget < 1:
             self.stats.resets_suppressed += 1
             return
+        reset = encode_datagram(ResetPacket(connection_id, self._tokens.reset_token(connection_id)))
         self._reset_budget -= 1
         self.stats.resets_sent += 1
         self._outbox.append((reset, addr))

@@ -78,10 +78,16 @@ class Receiver:
 
     # --------------------------------------------------------------- packets
 
-    def on_packet(self, number: int, now: float, ack_eliciting: bool, urgent: bool) -> None:
-        """Note a fresh packet number (the replay window turned duplicates away)."""
+    def on_packet(self, number: int, now: float, ack_eliciting: bool, urgent: bool) -> bool:
+        """Note a packet number; returns False for a duplicate (already acknowledged).
+
+        Encrypted, the replay window has turned duplicates away before; in the clear this is
+        where a duplicated datagram is caught."""
         largest = self.packets.largest
-        self.packets.add(number)
+        if not self.packets.add(number):
+            self.duplicates += 1
+            self.ack_deadline = now  # our ACK was probably lost
+            return False
         if largest is None or number > largest:
             self.largest_time = now
         if ack_eliciting:
@@ -91,6 +97,7 @@ class Receiver:
                 self.ack_deadline = now
             elif self.ack_deadline is None:
                 self.ack_deadline = now + self._max_ack_delay
+        return True
 
     def build_ack(self, now: float) -> AckFrame:
         """The ACK to send now; clears the debt."""
