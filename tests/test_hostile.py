@@ -38,7 +38,6 @@ from simharness import CLIENT, SERVER, Harness, Pair, Scenario, seeded_random_by
 import rudp_chat.core
 from rudp_chat.core.codec import (
     CRC_SIZE,
-    SEALED_OVERHEAD,
     DATA_FRAME_OVERHEAD,
     MAX_DATAGRAM_SIZE,
     SESSION_OVERHEAD,
