@@ -47,6 +47,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from processes import HelperProcess, chat_server_command
+
 from rudp_chat.aio import ConnectError, TransportError, connect
 from rudp_chat.chat.client import ChatClient, ClientOptions
 from rudp_chat.chat.protocol import (
@@ -295,37 +297,14 @@ async def _talk(
 async def _server(history: str) -> AsyncIterator[int]:
     """``python -m rudp_chat server`` with default limits; yields its port."""
     with tempfile.TemporaryDirectory() as directory:
-        stored = ["--no-history"] if history == "memory" else ["--history", f"{directory}/h.db"]
-        log_path = Path(directory) / "server.log"
-        with log_path.open("wb") as log:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "rudp_chat",
-                "server",
-                "--host",
-                HOST,
-                "--port",
-                "0",
-                *stored,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-            )
-            try:
-                assert process.stdout is not None
-                async with asyncio.timeout(STARTUP_LIMIT_S):
-                    while True:
-                        line = (await process.stdout.readline()).decode()
-                        if not line:
-                            raise RuntimeError(f"the server did not start: {log_path.read_text()}")
-                        if match := re.match(r"^Server is listening on [\d.]+:(\d+)$", line):
-                            break
-                yield int(match[1])
-            finally:
-                if process.returncode is None:
-                    process.terminate()
-                    await process.wait()
+        stored = None if history == "memory" else Path(directory) / "h.db"
+        server = HelperProcess(
+            "server", chat_server_command(host=HOST, history=stored), Path(directory)
+        )
+        try:
+            yield await server.ready(timeout=STARTUP_LIMIT_S)
+        finally:
+            await server.stop(timeout=STARTUP_LIMIT_S)
 
 
 async def _run_flooder(port: int, args: argparse.Namespace) -> list[FloodConnection]:

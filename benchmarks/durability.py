@@ -31,19 +31,17 @@ import argparse
 import asyncio
 import functools
 import random
-import re
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+
+from processes import HelperProcess, chat_server_command, until
 
 from rudp_chat.chat.client import ChatClient, ClientOptions
 from rudp_chat.chat.protocol import Ack, Chat, Error, Welcome
@@ -65,8 +63,6 @@ HISTORY_SIZE: Final = 1000
 READY_TIMEOUT_S: Final = 30.0  # server start on a loaded 2-core box takes well under this
 RECONNECT_TIMEOUT_S: Final = 60.0  # clients back after a restart: backoff is at most 8 s
 SETTLE_TIMEOUT_S: Final = 300.0  # the kill-free tail: the rest of the load, acked and seen
-POLL_S: Final = 0.02
-READY_LINE: Final = re.compile(r"^Server is listening on [0-9.]+:(\d+)$", re.MULTILINE)
 
 Row = tuple[int, str, str]
 """One stored message: ``(seq, sender, text)``."""
@@ -75,30 +71,19 @@ Row = tuple[int, str, str]
 def server_command(port: int, history: Path) -> list[str]:
     """The server's command line; the only place it is built. Its key lives beside the
     history, so every restart keeps the identity the clients pinned."""
-    return [
-        sys.executable,
-        "-m",
-        "rudp_chat",
-        "server",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--history",
-        str(history),
-        "--key-file",
-        str(history.with_name("server_key")),
-        "--history-size",
-        str(HISTORY_SIZE),
-        "--rate",
-        str(SERVER_RATE),
-        "--burst",
-        str(SERVER_BURST),
-        "--heartbeat",
-        str(CONNECTION.heartbeat_interval),
-        "--idle-timeout",
-        str(CONNECTION.idle_timeout),
-    ]
+    return chat_server_command(
+        host=HOST,
+        port=port,
+        history=history,
+        key_file=history.with_name("server_key"),
+        extra=[
+            *("--history-size", str(HISTORY_SIZE)),
+            *("--rate", str(SERVER_RATE)),
+            *("--burst", str(SERVER_BURST)),
+            *("--heartbeat", str(CONNECTION.heartbeat_interval)),
+            *("--idle-timeout", str(CONNECTION.idle_timeout)),
+        ],
+    )
 
 
 def client_options(name: str, port: int) -> ClientOptions:
@@ -107,43 +92,10 @@ def client_options(name: str, port: int) -> ClientOptions:
     return ClientOptions(HOST, port, name, reconnect=True, connection=CONNECTION)
 
 
-class ServerProcess:
-    """One incarnation of the server. Its output goes to files, so no pipe can fill up and
-    stall it, and a failed run leaves the logs in ``--workdir``."""
-
-    def __init__(self, command: list[str], workdir: Path, incarnation: int) -> None:
-        self.stdout = workdir / f"server-{incarnation:03d}.out"
-        self.stderr = workdir / "server.err"
-        with self.stdout.open("wb") as out, self.stderr.open("ab") as err:
-            self.process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=out, stderr=err
-            )
-
-    async def ready(self) -> int:
-        """Wait for the listening line; returns the port. Raises RuntimeError if none comes."""
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while (match := READY_LINE.search(self.stdout.read_text(errors="replace"))) is None:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                tail = self.stderr.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the server did not start ({self.process.poll()}): {tail}")
-            await asyncio.sleep(POLL_S)
-        return int(match[1])
-
-    def kill(self) -> None:
-        """SIGKILL, and reap it: no handler runs, nothing is flushed or closed."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    async def stop(self) -> int:
-        """SIGTERM (a graceful shutdown); returns the exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while (code := self.process.poll()) is None:
-            if time.monotonic() > deadline:
-                self.kill()
-                return -signal.SIGKILL
-            await asyncio.sleep(POLL_S)
-        return code
+def start_server(port: int, history: Path, workdir: Path, incarnation: int) -> HelperProcess:
+    """One incarnation of the server; its logs are ``server-NNN.out`` and ``.err`` in
+    ``--workdir``, one pair per incarnation, so a failed run shows which one went wrong."""
+    return HelperProcess(f"server-{incarnation:03d}", server_command(port, history), workdir)
 
 
 @dataclass(slots=True)
@@ -251,16 +203,6 @@ def audit(rows: list[Row], senders: list[Sender], *, final: bool) -> list[str]:
     return problems
 
 
-async def until(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``condition``; False if it did not hold within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(POLL_S)
-    return True
-
-
 def welcomed_again(senders: list[Sender], before: list[int]) -> bool:
     """Whether every sender was welcomed again since its welcome count was ``before``."""
     return all(s.welcomes > n for s, n in zip(senders, before, strict=True))
@@ -288,7 +230,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
         raise SystemExit(f"{history} exists: use an empty --workdir")
     base, extra = divmod(args.messages, args.clients)
     senders = [Sender(f"writer{i}", base + (i < extra)) for i in range(args.clients)]
-    servers: list[ServerProcess] = []
+    servers: list[HelperProcess] = []
     try:
         return await experiment(args, workdir, history, senders, servers)
     finally:
@@ -296,7 +238,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if servers and servers[-1].process.poll() is None:
+        if servers:
             servers[-1].kill()
 
 
@@ -305,14 +247,14 @@ async def experiment(
     workdir: Path,
     history: Path,
     senders: list[Sender],
-    servers: list[ServerProcess],
+    servers: list[HelperProcess],
 ) -> int:
     """Start, load, kill and restart ``--cycles`` times, finish the load, check; see the module
     docstring. ``servers`` collects every incarnation (the live one last)."""
     rng = random.Random(args.seed)
     random.seed(args.seed)  # the clients' reconnect jitter
-    servers.append(ServerProcess(server_command(0, history), workdir, 0))
-    port = await servers[-1].ready()
+    servers.append(start_server(0, history, workdir, 0))
+    port = await servers[-1].ready(timeout=READY_TIMEOUT_S)
     for s in senders:
         s.client = ChatClient(client_options(s.name, port), s.on_event)
         s.task = asyncio.create_task(s.client.run())
@@ -347,8 +289,8 @@ async def experiment(
         else:
             tally.cycles_ok += 1
         restarted = time.monotonic()
-        servers.append(ServerProcess(server_command(port, history), workdir, cycle))
-        await servers[-1].ready()
+        servers.append(start_server(port, history, workdir, cycle))
+        await servers[-1].ready(timeout=READY_TIMEOUT_S)
         back = await until(
             functools.partial(welcomed_again, senders, welcomes),
             RECONNECT_TIMEOUT_S,
@@ -379,7 +321,7 @@ async def experiment(
         assert s.client is not None
         s.client.quit()
     codes = [await s.task for s in senders if s.task is not None]
-    server_code = await servers[-1].stop()
+    server_code = await servers[-1].stop(timeout=READY_TIMEOUT_S)
     rows = read_history(history)
     problems = audit(rows, senders, final=True)
     wall = time.monotonic() - started

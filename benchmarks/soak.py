@@ -35,17 +35,15 @@ import hashlib
 import json
 import random
 import re
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+
+from processes import HelperProcess, chat_server_command, until
 
 from rudp_chat.chat.client import ChatClient, ClientOptions
 from rudp_chat.chat.protocol import Ack, Chat, Error, Left, Welcome
@@ -61,30 +59,18 @@ WARMUP_SHARE: Final = 0.1  # of the run, before the start RSS is taken
 WARMUP_MAX_S: Final = 60.0
 RSS_GROWTH_RATIO: Final = 1.2  # "flat": within +20 % ...
 RSS_GROWTH_SLACK_KIB: Final = 10 * 1024  # ... or +10 MiB, whichever is larger
-POLL_S: Final = 0.05
-LISTENING: Final = re.compile(r"^Server is listening on [0-9.]+:(\d+)$", re.MULTILINE)
 PROXY_LISTENING: Final = re.compile(r"^proxy listening on [0-9.]+:(\d+)", re.MULTILINE)
 
 
 def server_command(history: Path, clients: int) -> list[str]:
     """The server's command line; the only place it is built. All clients share the proxy's
     address, so the per-address bound must admit them all; the key lives beside the history."""
-    return [
-        sys.executable,
-        "-m",
-        "rudp_chat",
-        "server",
-        "--host",
-        HOST,
-        "--port",
-        "0",
-        "--history",
-        str(history),
-        "--key-file",
-        str(history.with_name("server_key")),
-        "--max-per-address",
-        str(clients + 1),
-    ]
+    return chat_server_command(
+        host=HOST,
+        history=history,
+        key_file=history.with_name("server_key"),
+        extra=["--max-per-address", str(clients + 1)],
+    )
 
 
 def proxy_command(upstream: int, loss: float, seed: int) -> list[str]:
@@ -113,50 +99,6 @@ def client_options(name: str, port: int) -> ClientOptions:
     """A client's settings (default timeouts); the only place they are built (known servers
     would go here)."""
     return ClientOptions(HOST, port, name, reconnect=True)
-
-
-class Process:
-    """A helper process whose output goes to files (no pipe can fill up and stall it)."""
-
-    def __init__(self, name: str, command: list[str], workdir: Path) -> None:
-        self.name = name
-        self.stdout = workdir / f"{name}.out"
-        self.stderr = workdir / f"{name}.err"
-        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
-            self.process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=out, stderr=err
-            )
-
-    async def port(self, ready: re.Pattern[str]) -> int:
-        """Wait for the ready line; returns the port in it. Raises RuntimeError otherwise."""
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while (match := ready.search(self.stdout.read_text(errors="replace"))) is None:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                tail = self.stderr.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the {self.name} did not start: {tail}")
-            await asyncio.sleep(POLL_S)
-        return int(match[1])
-
-    def rss_kib(self) -> int:
-        """Resident set size (``VmRSS``), KiB; 0 once the process is gone."""
-        try:
-            status = Path(f"/proc/{self.process.pid}/status").read_text()
-        except OSError:
-            return 0
-        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-        return int(match[1]) if match else 0
-
-    async def stop(self) -> int:
-        """SIGTERM, wait (bounded), return the exit code; SIGKILL if it hangs."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while (code := self.process.poll()) is None:
-            if time.monotonic() > deadline:
-                self.process.kill()
-                return self.process.wait()
-            await asyncio.sleep(POLL_S)
-        return code
 
 
 def chat_line(seq: int, sender: str, text: str) -> bytes:
@@ -233,16 +175,6 @@ async def chatter(member: Member, rate: float, until: float, rng: random.Random)
         member.say()
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``condition``; False if it did not hold within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(POLL_S)
-    return True
-
-
 def history_digest(path: Path) -> tuple[int, int, str, dict[str, int]]:
     """The stored history: (rows, distinct texts, digest as clients compute it, rows per
     sender). Read-only, once the server has stopped."""
@@ -277,13 +209,12 @@ class Memory:
 async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     """Run it; returns the results (see :func:`report`). No process or task outlives it."""
     history = workdir / "history.sqlite3"
-    server = Process("server", server_command(history, args.clients), workdir)
+    server = HelperProcess("server", server_command(history, args.clients), workdir)
     processes = [server]
     members = [Member(f"user{i:03d}") for i in range(args.clients)]
     try:
-        proxy = Process(
-            "proxy", proxy_command(await server.port(LISTENING), args.loss, args.seed), workdir
-        )
+        upstream = await server.ready(timeout=START_TIMEOUT_S)
+        proxy = HelperProcess("proxy", proxy_command(upstream, args.loss, args.seed), workdir)
         processes.append(proxy)
         return await load(args, history, server, proxy, members)
     finally:
@@ -292,22 +223,20 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for process in processes:
-            if process.process.poll() is None:
-                process.process.kill()
-                process.process.wait()
+            process.kill()
 
 
 async def load(
     args: argparse.Namespace,
     history: Path,
-    server: Process,
-    proxy: Process,
+    server: HelperProcess,
+    proxy: HelperProcess,
     members: list[Member],
 ) -> dict[str, object]:
     """Join everyone, chat for ``--duration``, drain, leave, stop, check."""
     rng = random.Random(args.seed)
     random.seed(args.seed)  # the clients' reconnect jitter
-    port = await proxy.port(PROXY_LISTENING)
+    port = await proxy.ready(PROXY_LISTENING, timeout=START_TIMEOUT_S)
     print(
         f"soak: {args.clients} clients through a proxy dropping {args.loss:.0%} each way"
         f" (delay {PROXY_DELAY_MS}±{PROXY_JITTER_MS} ms), {args.rate:g} lines/s each,"
@@ -317,7 +246,7 @@ async def load(
     for m in members:
         m.client = ChatClient(client_options(m.name, port), m.on_event)
         m.task = asyncio.create_task(m.client.run())
-    joined = await wait_for(lambda: all(m.welcomes for m in members), JOIN_TIMEOUT_S)
+    joined = await until(lambda: all(m.welcomes for m in members), JOIN_TIMEOUT_S)
     if not joined:
         raise RuntimeError(f"only {sum(bool(m.welcomes) for m in members)} clients joined")
     loop = asyncio.get_running_loop()
@@ -338,7 +267,7 @@ async def load(
             progress(loop.time() - started, members, rss, proxy.rss_kib())
     await asyncio.gather(*talkers)
     sent = sum(m.submitted for m in members)
-    drained = await wait_for(
+    drained = await until(
         lambda: (
             all(m.client and m.client.unacknowledged == 0 for m in members)
             and all(m.seen >= sent for m in members)
@@ -353,8 +282,8 @@ async def load(
         assert m.client is not None
         m.client.quit()
     codes = [await m.task for m in members if m.task is not None]
-    server_code = await server.stop()
-    proxy_code = await proxy.stop()
+    server_code = await server.stop(timeout=START_TIMEOUT_S)
+    proxy_code = await proxy.stop(timeout=START_TIMEOUT_S)
     proxy_report = proxy.stdout.read_text(errors="replace").splitlines()[1:]
     rows, distinct, digest, per_sender = history_digest(history)
     return report(
