@@ -48,7 +48,6 @@ The rudp_chat measured is this checkout's, ahead of any installed copy (peers an
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 import json
 import math
@@ -63,8 +62,6 @@ from peers import IMPLS, missing
 from peers.common import Job
 from peers.harness import Link, Outcome, PeerError, run_pair
 
-CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-"""The repository around this script: its rudp_chat is the one measured."""
 CASES = ("cpu", "lossy", "pingpong", "handshake", "chat", "crypto")
 SIZES = (64, 1024, 16 * 1024)
 LOSSES = (0.0, 0.01, 0.05, 0.10)
@@ -704,8 +701,6 @@ def main(argv: list[str] | None = None) -> int:
         help="cProfile each peer process into DIR/CASE/{server,client}.prof",
     )
     args = parser.parse_args(argv)
-    if CHECKOUT not in sys.path:  # spawned peers inherit sys.path, the proxy its PYTHONPATH
-        sys.path.insert(1, CHECKOUT)
     try:
         only = parse_only(args.only) if args.only else {}
     except ValueError as error:
@@ -725,9 +720,6 @@ def main(argv: list[str] | None = None) -> int:
     skipped = sorted({row.note for row in rows if row.status == "skipped"})
     for note in skipped:
         print(f"note: {note}")
-    spec = importlib.util.find_spec("rudp_chat")
-    if spec is not None and any(row.impl.startswith("rudp") for row in rows):
-        print(f"note: rudp_chat from {os.path.dirname(spec.origin or '?')}")
     if any(row.case in ("lossy", "chat") for row in rows):
         print(
             f"lossy/chat link: {RATE_KBIT} kbit/s, {DELAY_MS:.0f} ms each way, queue {QUEUE} "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import cProfile
 import importlib
-import importlib.util
 import multiprocessing
 import os
 import queue
@@ -149,7 +148,6 @@ class _Proxy:
             stderr=self._log,
             stdin=subprocess.DEVNULL,
             text=True,
-            env=_proxy_env(),
         )
         try:
             self.address = self._await_ready(deadline)
@@ -204,17 +202,6 @@ class _Proxy:
                 for key in ("forwarded", "dropped", "queue_drops", "offered"):
                     counts[f"{way}_{key}"] = int(match[key])
         return counts
-
-
-def _proxy_env() -> dict[str, str]:
-    """The environment with PYTHONPATH led by where this process finds rudp_chat, so the proxy
-    runs the same copy as the peers (a checkout's, not an installed one)."""
-    env = dict(os.environ)
-    spec = importlib.util.find_spec("rudp_chat")
-    if spec is not None and spec.origin:
-        root = os.path.dirname(os.path.dirname(spec.origin))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
-    return env
 
 
 def _pump(stream: IO[str], lines: queue.Queue[str]) -> None:

@@ -65,6 +65,7 @@ _SESSION_HEADER_BOUND: Final = 1 + 1 + 2 + CONNECTION_ID_SIZE + 9 + 5
 SESSION_OVERHEAD: Final = _SESSION_HEADER_BOUND + CRC_SIZE
 SEALED_OVERHEAD: Final = _SESSION_HEADER_BOUND + AEAD_TAG_SIZE
 _SEALED_PREFIX: Final = b"\x94\x05"  # fixarray(4), kind SEALED: the one kind without a CRC
+_SEALED_ID_PREFIX: Final = _SEALED_PREFIX + b"\xc4" + bytes([CONNECTION_ID_SIZE])  # + bin8 id
 # Frame list array32 header(5) + DATA frame: fixarray(1) type(1) seq(9) id(9) index(3) count(3) bin32(5).
 DATA_FRAME_OVERHEAD: Final = 5 + 1 + 1 + 9 + 9 + 3 + 3 + 5
 
@@ -112,9 +113,8 @@ def sealed_header(connection_id: bytes, number: int, ciphertext_size: int) -> by
         length = _BIN16.pack(0xC5, ciphertext_size)
     else:
         length = _BIN32.pack(0xC6, ciphertext_size)
-    id_header = b"\xc4" + len(connection_id).to_bytes(1, "big")
     number_bytes: bytes = _packer.pack(number)
-    return _SEALED_PREFIX + id_header + connection_id + number_bytes + length
+    return _SEALED_ID_PREFIX + connection_id + number_bytes + length
 
 
 def encode_frames(frames: Sequence[Frame]) -> bytes:

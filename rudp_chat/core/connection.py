@@ -487,11 +487,10 @@ class Connection:
         acknowledged either). A CLOSE below data already received is such a packet: a blind
         forgery, to drop, not a reason to tear the connection down."""
         for frame in frames:
-            if type(frame) is AckFrame and (
-                not self._recovery.is_plausible(frame) or frame.cumulative > self._send.sent_bound
-            ):
-                return False
-            if (
+            if type(frame) is AckFrame:
+                if not self._recovery.is_plausible(frame) or frame.cumulative > self._send.sent_bound:
+                    return False
+            elif (
                 type(frame) is CloseFrame
                 and frame.error_code == ErrorCode.NO_ERROR
                 and frame.final_seq < self._receiver.next_seq

@@ -156,7 +156,7 @@ class Initiator:
 
     def read_message2(self, message: bytes) -> tuple[bytes, bytes, bytes]:
         """Returns (payload, our sending key, our receiving key); raises HandshakeError."""
-        if len(message) < MESSAGE1_SIZE:
+        if len(message) < KEY_SIZE + TAG_SIZE:  # e, then at least a tag
             raise HandshakeError("handshake message too short")
         state = self._state
         peer_ephemeral = message[:KEY_SIZE]
