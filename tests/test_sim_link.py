@@ -279,3 +279,33 @@ def test_every_datagram_is_accounted_for(
 def test_invalid_profiles_raise(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LinkProfile(**kwargs)
+
+
+@pytest.mark.parametrize(("loss", "burst"), [(0.1, 3.0), (0.3, 2.0), (0.05, 8.0)])
+def test_bursty_loss_keeps_the_mean_rate_and_the_mean_burst(loss: float, burst: float) -> None:
+    link = make_link(seed=7, loss=loss, loss_burst=burst)
+    fates = [bool(link.transmit(b"x", 0.0)) for _ in range(200_000)]
+    runs = [len(run) for run in "".join("." if ok else "x" for ok in fates).split(".") if run]
+    assert link.stats.lost / link.stats.sent == pytest.approx(
+        loss, rel=0.1
+    )  # ~2.5 sigma at 1,250 bursts
+    assert sum(runs) / len(runs) == pytest.approx(burst, rel=0.1)
+
+
+def test_burst_length_one_is_todays_independent_loss() -> None:
+    independent, explicit = make_link(seed=3, loss=0.2), make_link(seed=3, loss=0.2, loss_burst=1.0)
+    for _ in range(1_000):
+        assert independent.transmit(b"x", 0.0) == explicit.transmit(b"x", 0.0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"loss_burst": 0.5}, "loss_burst"),
+        ({"loss_burst": math.inf}, "loss_burst"),
+        ({"loss": 0.8, "loss_burst": 2.0}, "bursts longer"),
+    ],
+)
+def test_bursty_loss_rejects_impossible_profiles(fields: dict[str, float], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        LinkProfile(**fields)  # type: ignore[arg-type]

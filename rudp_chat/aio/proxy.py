@@ -289,6 +289,13 @@ def _probability(text: str) -> float:
     return _number(text, 0.0, 1.0, "a probability within 0..1")
 
 
+def _burst_length(text: str) -> float:
+    length = _number(text, 1.0, math.inf, "a mean burst length >= 1 datagram")
+    if math.isinf(length):
+        raise argparse.ArgumentTypeError(f"expected a finite mean burst length, got {text!r}")
+    return length
+
+
 def _seconds_from_ms(text: str) -> float:
     return _number(text, 0.0, math.inf, "milliseconds >= 0") / MS_PER_S
 
@@ -330,6 +337,7 @@ def _outage(text: str) -> tuple[float, float]:
 # Per-direction flags: (LinkProfile field, parser of one value, default, metavar, help).
 _DIRECTIONAL: tuple[tuple[str, Callable[[str], Any], Any, str, str], ...] = (
     ("loss", _probability, 0.0, "P", "drop probability, 0.2 = 20%%"),
+    ("loss_burst", _burst_length, 1.0, "LEN", "mean run of drops (Gilbert-Elliott); 1 = independent"),
     ("duplicate", _probability, 0.0, "P", "duplication probability"),
     ("reorder", _probability, 0.0, "P", "probability a datagram is held back 10 ms"),
     ("delay", _seconds_from_ms, 0.0, "MS", "one-way delay"),
@@ -345,7 +353,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upstream", type=_host_port, required=True, metavar="HOST:PORT")
     for name, convert, default, metavar, description in _DIRECTIONAL:
         parser.add_argument(
-            f"--{name}",
+            f"--{name.replace('_', '-')}",
             type=_pair(convert),
             default=(default, default),
             metavar=metavar,

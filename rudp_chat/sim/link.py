@@ -54,7 +54,14 @@ class LinkProfile:
     """
 
     loss: float = 0.0
-    """Probability of a random drop, drawn after the bottleneck: a lost datagram used capacity."""
+    """Mean probability of a random drop, drawn after the bottleneck: a lost datagram used
+    capacity."""
+
+    loss_burst: float = 1.0
+    """Mean length of a run of random drops. 1 draws each datagram's fate independently; above 1
+    the drops come from a Gilbert-Elliott chain (a good state that loses nothing, a bad state that
+    loses everything) whose long-run drop rate is still ``loss``: wireless fades and handovers
+    lose datagrams in bursts, which defeats redundancy that independent losses would not."""
 
     max_consecutive_losses: int | None = None
     """Cap on random drops in a row (the QUIC interop runner allows 3); None = no cap."""
@@ -100,6 +107,12 @@ class LinkProfile:
             _check_probability(name, getattr(self, name))
         for name in ("reorder_delay", "delay", "jitter"):
             _check_seconds(name, getattr(self, name))
+        if not 1.0 <= self.loss_burst < math.inf:
+            raise ValueError(f"loss_burst must be a mean run length >= 1, got {self.loss_burst!r}")
+        if self.loss_burst > 1.0 and self.loss > self.loss_burst / (self.loss_burst + 1.0):
+            raise ValueError(  # the good state would have to be left more than always
+                f"loss {self.loss!r} needs bursts longer than {self.loss_burst!r} on average"
+            )
         if self.max_consecutive_losses is not None and self.max_consecutive_losses < 1:
             raise ValueError("max_consecutive_losses must be >= 1 (or None for no cap)")
         if self.rate is not None and not 0.0 < self.rate < math.inf:
@@ -174,6 +187,7 @@ class Link:
 
     __slots__ = (
         "_busy_until",
+        "_in_burst",
         "_last_now",
         "_loss_run",
         "_origin",
@@ -193,6 +207,7 @@ class Link:
         self._busy_until = -math.inf  # when the bottleneck finishes serializing its backlog
         self._waiting: deque[float] = deque()  # serialization start times still in the future
         self._loss_run = 0  # random drops in a row, for max_consecutive_losses
+        self._in_burst = False  # the Gilbert-Elliott chain's state (loss_burst > 1)
         self._last_now = -math.inf
 
     def is_down(self, now: float) -> bool:
@@ -238,7 +253,7 @@ class Link:
                 waiting.append(start)
             departure = self._busy_until = start + len(data) / profile.rate
 
-        if profile.loss > 0.0 and rng.random() < profile.loss:
+        if profile.loss > 0.0 and self._randomly_lost(profile):
             cap = profile.max_consecutive_losses
             if cap is None or self._loss_run < cap:
                 self._loss_run += 1
@@ -267,6 +282,22 @@ class Link:
         stats.delivered += len(deliveries)
         stats.bytes_delivered += len(data) * len(deliveries)
         return deliveries
+
+    def _randomly_lost(self, profile: LinkProfile) -> bool:
+        """One draw of ``loss``: independent, or the Gilbert-Elliott chain's current state.
+
+        The chain leaves the bad state with probability 1/B (so a burst lasts B datagrams on
+        average) and enters it with probability p/(B(1-p)), which makes its stationary share
+        of bad datagrams exactly p.
+        """
+        burst = profile.loss_burst
+        if burst == 1.0:
+            return self._rng.random() < profile.loss
+        lost = self._in_burst
+        switch = 1.0 / burst if lost else profile.loss / (burst * (1.0 - profile.loss))
+        if self._rng.random() < switch:
+            self._in_burst = not lost
+        return lost
 
     def _propagation(self, profile: LinkProfile) -> float:
         """Delay plus one jitter draw, never negative."""
