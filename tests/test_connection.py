@@ -17,12 +17,11 @@ from simharness import CLIENT, SERVER, Harness, Pair, Scenario, run_scenario
 from test_codec import frames as codec_frames
 
 from rudp_chat.core.codec import (
-    DATA_FRAME_OVERHEAD,
-    SESSION_OVERHEAD,
     decode_datagram,
     decode_frames,
     encode_datagram,
     encode_frames,
+    fragment_size,
 )
 from rudp_chat.core.config import ConnectionConfig
 from rudp_chat.core.congestion import CongestionController, SentPacket
@@ -55,7 +54,7 @@ from rudp_chat.core.state import State
 from rudp_chat.sim import LinkProfile
 
 DEFAULT = ConnectionConfig(insecure=True)  # these tests read and forge frames on the wire
-FRAGMENT = DEFAULT.max_datagram_size - SESSION_OVERHEAD - DATA_FRAME_OVERHEAD
+FRAGMENT = fragment_size(DEFAULT.max_datagram_size, DEFAULT.insecure)
 FORGED_BASE = 1_000_000  # packet numbers far beyond anything the real server sent
 
 
