@@ -34,6 +34,7 @@ from rudp_chat.core.frames import (
     MAX_CLOSE_REASON_BYTES,
     MAX_COUNTER,
     MAX_FRAGMENTS,
+    MAX_FRAMES,
     MAX_HANDSHAKE_SIZE,
     MAX_TOKEN_SIZE,
     RESET_TOKEN_SIZE,
@@ -234,7 +235,7 @@ def decode_frames_is_total(payload: bytes) -> tuple[Frame, ...] | None:
         decoded = decode_frames(payload)
     except FrameError:
         return None
-    assert 1 <= len(decoded) <= 256
+    assert 1 <= len(decoded) <= MAX_FRAMES
     for frame in decoded:
         assert_valid_frame(frame)
     assert decode_frames(encode_frames(decoded)) == decoded
@@ -283,10 +284,10 @@ def test_each_packet_kind_has_a_round_trip_example(kind: PacketKind) -> None:
     assert decode_datagram(data) == example
 
 
-def test_frame_count_limit_is_256() -> None:
-    assert len(decode_frames(encode_frames([PingFrame()] * 256))) == 256
+def test_frame_count_limit_is_max_frames() -> None:
+    assert len(decode_frames(encode_frames([PingFrame()] * MAX_FRAMES))) == MAX_FRAMES
     with pytest.raises(FrameError):
-        decode_frames(encode_frames([PingFrame()] * 257))
+        decode_frames(encode_frames([PingFrame()] * (MAX_FRAMES + 1)))
     with pytest.raises(FrameError):
         decode_frames(encode_frames([]))
 

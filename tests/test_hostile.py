@@ -70,6 +70,7 @@ from rudp_chat.core.frames import (
     WelcomePacket,
 )
 from rudp_chat.core.listener import Listener, ListenerStats
+from rudp_chat.core.receiving import INITIAL_WINDOW_FRAGMENTS
 from rudp_chat.core.state import State
 from rudp_chat.sim import LinkProfile, Network, Node
 
@@ -822,7 +823,7 @@ class HostileClient:
         self._big = b"\x01" * plan.big_fragment
         self._server_id = b""
         self._number = 1_000
-        self._window = 16  # INITIAL_WINDOW_FRAGMENTS until an ACK says more
+        self._window = INITIAL_WINDOW_FRAGMENTS  # until an ACK says more
         self._in_order = 0
         self._cursor = 1
         self._next_tick = math.inf
