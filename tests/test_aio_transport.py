@@ -1,8 +1,9 @@
 """The asyncio transport over real loopback sockets: delivery through a lossy proxy, timeouts,
 refusals, garbage, IPv6, backpressure and clean shutdown.
 
-Each test runs its coroutine under ``asyncio.run`` with an overall time limit; under uvloop too,
-when it is installed. Every random choice is seeded.
+Each test runs its coroutine under ``asyncio.run`` with an overall time limit, and again under
+uvloop (in the ``test`` extra; skipped only where it cannot be installed, on Windows). Every
+random choice is seeded; time bounds leave room for a loaded machine (``SCHEDULING_SLACK_S``).
 """
 
 from __future__ import annotations
