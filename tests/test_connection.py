@@ -191,6 +191,20 @@ def test_a_message_arrives_whole_once(direction: str, size: int) -> None:
     assert got == [MessageReceived(0, data)]
 
 
+@pytest.mark.parametrize("insecure", [False, True])
+def test_messages_are_cut_at_the_codec_fragment_size(insecure: bool) -> None:
+    """In each mode a message of ``fragment_size`` bytes leaves in one datagram and one byte
+    more in two, so the boundary tests elsewhere sit on the real boundary."""
+    config = ConnectionConfig(insecure=insecure)
+    fragment = fragment_size(config.max_datagram_size, insecure)
+    for size, datagrams in ((fragment, 1), (fragment + 1, 2)):
+        pair, _ = open_pair(config)
+        pair.client.send(b"x" * size)
+        pair.collect()
+        assert len(pair.to_server) == datagrams, size
+        assert all(len(d) <= config.max_datagram_size for d in pair.to_server)
+
+
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_many_messages_arrive_in_order_with_consecutive_ids(direction: str) -> None:
     pair, server = open_pair()

@@ -221,7 +221,7 @@ def test_seeded_terrible_network(seed: int) -> None:
     """trio's model: one ``random.Random(seed)`` picks the whole case, bigger than hypothesis
     tends to generate (derandomized hypothesis stays near small examples)."""
     rng = random.Random(seed)
-    edges = fragment_edges((1,), LOSSY_CONFIG.max_datagram_size)
+    edges = fragment_edges((1,))
     start = rng.uniform(0.0, 10.0)
     shared = ((start, start + rng.uniform(0.0, MAX_PARTITION_S)),) if rng.random() < 0.5 else ()
 
