@@ -17,12 +17,11 @@ from simharness import CLIENT, SERVER, Harness, Pair, Scenario, run_scenario
 from test_codec import frames as codec_frames
 
 from rudp_chat.core.codec import (
-    DATA_FRAME_OVERHEAD,
-    SESSION_OVERHEAD,
     decode_datagram,
     decode_frames,
     encode_datagram,
     encode_frames,
+    fragment_size,
 )
 from rudp_chat.core.config import ConnectionConfig
 from rudp_chat.core.congestion import CongestionController, SentPacket
@@ -55,7 +54,7 @@ from rudp_chat.core.state import State
 from rudp_chat.sim import LinkProfile
 
 DEFAULT = ConnectionConfig(insecure=True)  # these tests read and forge frames on the wire
-FRAGMENT = DEFAULT.max_datagram_size - SESSION_OVERHEAD - DATA_FRAME_OVERHEAD
+FRAGMENT = fragment_size(DEFAULT.max_datagram_size, DEFAULT.insecure)
 FORGED_BASE = 1_000_000  # packet numbers far beyond anything the real server sent
 
 
@@ -190,6 +189,20 @@ def test_a_message_arrives_whole_once(direction: str, size: int) -> None:
     pair.run(until=5.0)
     got = [e for e in receiver_events if isinstance(e, MessageReceived)]
     assert got == [MessageReceived(0, data)]
+
+
+@pytest.mark.parametrize("insecure", [False, True])
+def test_messages_are_cut_at_the_codec_fragment_size(insecure: bool) -> None:
+    """In each mode a message of ``fragment_size`` bytes leaves in one datagram and one byte
+    more in two, so the boundary tests elsewhere sit on the real boundary."""
+    config = ConnectionConfig(insecure=insecure)
+    fragment = fragment_size(config.max_datagram_size, insecure)
+    for size, datagrams in ((fragment, 1), (fragment + 1, 2)):
+        pair, _ = open_pair(config)
+        pair.client.send(b"x" * size)
+        pair.collect()
+        assert len(pair.to_server) == datagrams, size
+        assert all(len(d) <= config.max_datagram_size for d in pair.to_server)
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)

@@ -19,12 +19,12 @@ from collections.abc import Callable
 
 from .codec import (
     DATA_FRAME_OVERHEAD,
-    SEALED_OVERHEAD,
-    SESSION_OVERHEAD,
     decode_datagram,
     decode_frames,
     encode_datagram,
     encode_frames,
+    fragment_size,
+    payload_room,
     sealed_header,
 )
 from .config import ConnectionConfig
@@ -113,9 +113,8 @@ class Connection:
         self._reset_token = reset_token
         self._events: deque[Event] = deque()
         self._next_number = 0
-        overhead = SESSION_OVERHEAD if config.insecure else SEALED_OVERHEAD
-        self._fragment_size = config.max_datagram_size - overhead - DATA_FRAME_OVERHEAD
-        self._payload_room = config.max_datagram_size - overhead
+        self._fragment_size = fragment_size(config.max_datagram_size, config.insecure)
+        self._payload_room = payload_room(config.max_datagram_size, config.insecure)
         self._rtt = RttEstimator(
             config.initial_rtt, config.min_rto, config.max_rto, config.max_ack_delay
         )
