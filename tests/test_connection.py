@@ -26,7 +26,7 @@ from rudp_chat.core.codec import (
 )
 from rudp_chat.core.config import ConnectionConfig
 from rudp_chat.core.congestion import CongestionController, SentPacket
-from rudp_chat.core.connection import HELLO_RETRY_CAP_S, Connection
+from rudp_chat.core.connection import Connection
 from rudp_chat.core.errors import ConnectionClosedError, MessageTooLargeError
 from rudp_chat.core.events import (
     Connected,
@@ -48,6 +48,7 @@ from rudp_chat.core.frames import (
     RetryPacket,
     SessionPacket,
 )
+from rudp_chat.core.handshake import HELLO_RETRY_CAP_S
 from rudp_chat.core.receiving import Receiver
 from rudp_chat.core.recovery import Recovery
 from rudp_chat.core.rtt import RttEstimator

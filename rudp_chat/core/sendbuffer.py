@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 
+from .delivery import Delivery
 from .errors import MessageTooLargeError, SendBufferFullError
 from .frames import MAX_FRAGMENTS, DataFrame
 
@@ -109,6 +110,13 @@ class SendBuffer:
             for seq in [s for s in unacked if s < cumulative]:
                 self.acknowledge(seq)
         self.acked_below = cumulative
+
+    def on_delivery(self, seq: int, delivery: Delivery) -> None:
+        """The delivery handler of fragment ``seq``: forget it once acked, resend it once lost."""
+        if delivery is Delivery.ACKED:
+            self.acknowledge(seq)
+        else:
+            self.mark_lost(seq)
 
     def mark_lost(self, seq: int) -> None:
         if seq in self.unacked:

@@ -1,0 +1,132 @@
+"""What arrives, per state: PROTOCOL.md §4's table as code.
+
+Each cell names the connection's reaction to one kind of packet or frame in one state; the
+connection looks the reaction up and calls the one handler for it, so no handler asks which
+state it is in. Frame rows apply inside a SESSION (or SEALED) packet that passed the checks
+of §5; their columns are the states in which such a packet is processed.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .frames import AckFrame, CloseFrame, DataFrame, ErrorCode, Frame, PingFrame
+from .state import State
+
+__all__ = [
+    "ARRIVALS",
+    "CLIENT_ONLY",
+    "FRAME_ARRIVALS",
+    "PACKET_ARRIVALS",
+    "SERVER_ONLY",
+    "Arrival",
+    "Reaction",
+    "frame_arrival",
+]
+
+
+class Arrival(enum.Enum):
+    """A kind of packet (for this connection: right id, address and token) or frame."""
+
+    RETRY = "RETRY"
+    WELCOME = "WELCOME"
+    HELLO = "HELLO"
+    """A HELLO again from the client a server connection was made for."""
+    RESET = "valid RESET"
+    SESSION = "SESSION or SEALED"
+    DATA = "DATA"
+    ACK = "ACK"
+    PING = "PING"
+    CLOSE = "CLOSE code 0"
+    ERROR_CLOSE = "CLOSE code ≠ 0"
+
+
+PACKET_ARRIVALS = (Arrival.RETRY, Arrival.WELCOME, Arrival.HELLO, Arrival.RESET, Arrival.SESSION)
+FRAME_ARRIVALS = (Arrival.DATA, Arrival.ACK, Arrival.PING, Arrival.CLOSE, Arrival.ERROR_CLOSE)
+CLIENT_ONLY = frozenset({Arrival.RETRY, Arrival.WELCOME, Arrival.RESET})
+"""A server connection drops these whatever its state."""
+SERVER_ONLY = frozenset({Arrival.HELLO})
+"""A client drops these whatever its state."""
+
+
+class Reaction(enum.Enum):
+    """What the connection does with one arrival (each member is one handler)."""
+
+    DROP = "drop"
+    """Counted ``dropped_unexpected``; not acknowledged, not heard (PROTOCOL.md §5)."""
+    TAKE_RETRY = "new token, HELLO now"
+    COMPLETE_HANDSHAKE = "→ OPEN"
+    RESEND_WELCOME = "re-send WELCOME"
+    RESET = "→ CLOSED, RESET"
+    """Reported as RESET from CONNECTING, OPEN or CLOSING; silent from DRAINING."""
+    PROCESS = "check, record and apply its frames"
+    DELIVER = "deliver"
+    APPLY_ACK = "apply"
+    ACK_AT_ONCE = "ACK at once"
+    """Nothing beyond the immediate ACK the packet's recording scheduled."""
+    PEER_CLOSED = "→ CLOSING (peer closed)"
+    NOTE_FINAL_SEQ = "note final_seq"
+    PEER_ERROR = "→ DRAINING, PEER_ERROR"
+    IGNORE = "ignored"
+    """The packet is acknowledged, the frame does nothing (DRAINING: the connection ended)."""
+
+
+_S, _A, _R = State, Arrival, Reaction
+ARRIVALS: dict[tuple[State, Arrival], Reaction] = {
+    # packets
+    (_S.CONNECTING, _A.RETRY): _R.TAKE_RETRY,
+    (_S.CONNECTING, _A.WELCOME): _R.COMPLETE_HANDSHAKE,
+    (_S.CONNECTING, _A.HELLO): _R.DROP,  # a server connection is never CONNECTING
+    (_S.CONNECTING, _A.RESET): _R.DROP,  # no token yet: nothing can be a valid RESET
+    (_S.CONNECTING, _A.SESSION): _R.DROP,  # sent before our WELCOME; it will come again
+    (_S.OPEN, _A.RETRY): _R.DROP,
+    (_S.OPEN, _A.WELCOME): _R.DROP,
+    (_S.OPEN, _A.HELLO): _R.RESEND_WELCOME,
+    (_S.OPEN, _A.RESET): _R.RESET,
+    (_S.OPEN, _A.SESSION): _R.PROCESS,
+    (_S.CLOSING, _A.RETRY): _R.DROP,
+    (_S.CLOSING, _A.WELCOME): _R.DROP,
+    (_S.CLOSING, _A.HELLO): _R.RESEND_WELCOME,
+    (_S.CLOSING, _A.RESET): _R.RESET,
+    (_S.CLOSING, _A.SESSION): _R.PROCESS,
+    (_S.DRAINING, _A.RETRY): _R.DROP,
+    (_S.DRAINING, _A.WELCOME): _R.DROP,
+    (_S.DRAINING, _A.HELLO): _R.RESEND_WELCOME,
+    (_S.DRAINING, _A.RESET): _R.RESET,
+    (_S.DRAINING, _A.SESSION): _R.PROCESS,
+    (_S.CLOSED, _A.RETRY): _R.DROP,
+    (_S.CLOSED, _A.WELCOME): _R.DROP,
+    (_S.CLOSED, _A.HELLO): _R.DROP,
+    (_S.CLOSED, _A.RESET): _R.DROP,
+    (_S.CLOSED, _A.SESSION): _R.DROP,
+    # frames, inside a processed packet
+    (_S.OPEN, _A.DATA): _R.DELIVER,
+    (_S.OPEN, _A.ACK): _R.APPLY_ACK,
+    (_S.OPEN, _A.PING): _R.ACK_AT_ONCE,
+    (_S.OPEN, _A.CLOSE): _R.PEER_CLOSED,
+    (_S.OPEN, _A.ERROR_CLOSE): _R.PEER_ERROR,
+    (_S.CLOSING, _A.DATA): _R.DELIVER,  # must be below the peer's final_seq
+    (_S.CLOSING, _A.ACK): _R.APPLY_ACK,
+    (_S.CLOSING, _A.PING): _R.ACK_AT_ONCE,
+    (_S.CLOSING, _A.CLOSE): _R.NOTE_FINAL_SEQ,
+    (_S.CLOSING, _A.ERROR_CLOSE): _R.PEER_ERROR,
+    (_S.DRAINING, _A.DATA): _R.IGNORE,
+    (_S.DRAINING, _A.ACK): _R.APPLY_ACK,
+    (_S.DRAINING, _A.PING): _R.ACK_AT_ONCE,
+    (_S.DRAINING, _A.CLOSE): _R.IGNORE,
+    (_S.DRAINING, _A.ERROR_CLOSE): _R.IGNORE,
+}
+
+
+def frame_arrival(frame: Frame) -> Arrival:
+    """The row a frame falls in."""
+    match frame:
+        case DataFrame():
+            return Arrival.DATA
+        case AckFrame():
+            return Arrival.ACK
+        case PingFrame():
+            return Arrival.PING
+        case CloseFrame():
+            graceful = frame.error_code == ErrorCode.NO_ERROR
+            return Arrival.CLOSE if graceful else Arrival.ERROR_CLOSE
