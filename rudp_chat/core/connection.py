@@ -43,7 +43,6 @@ from .frames import (
     AEAD_TAG_SIZE,
     CONNECTION_ID_SIZE,
     MAX_ACK_RANGES,
-    MAX_FRAMES,
     AckFrame,
     CloseFrame,
     DataFrame,
@@ -60,12 +59,13 @@ from .frames import (
 )
 from .handshake import ClientHandshake, WelcomeRefused
 from .pacing import Pacer
-from .receiving import INITIAL_WINDOW_FRAGMENTS, Receiver
+from .receiving import Receiver
 from .records import INTEGRITY_LIMIT, Opener, Sealer
 from .recovery import Recovery
 from .replay import ReplayWindow
 from .rtt import RttEstimator
 from .sendbuffer import SendBuffer
+from .sending import DataSender
 from .state import Input, State, next_state
 from .stats import ConnectionCounters, ConnectionStats
 
@@ -74,8 +74,6 @@ __all__ = ["Address", "Connection", "Role"]
 Address = tuple[str, int]
 
 SERVER_HEARTBEAT_FACTOR = 1.5  # the server leaves keep-alives to the client (see _heartbeat_due)
-BUNDLE_MAX_FRAGMENTS = 8  # redundant fragments one thin-stream packet may repeat
-DATA_FRAMES_PER_PACKET = MAX_FRAMES - 3  # leaves room for ACK, PING and CLOSE
 ACK_FRAME_BOUND = 28  # an ACK frame's bytes besides its ranges (msgpack worst case)
 ACK_RANGE_BOUND = 18  # bytes per ACK range, worst case
 PING_FRAME_SIZE = 2
@@ -153,9 +151,16 @@ class Connection:
             config.max_datagram_size, config.initial_window_packets, config.initial_rtt
         )
         self._recovery = Recovery(self._rtt, self._congestion)
-        self._pacer = Pacer(config.max_datagram_size, now)
         self._send = SendBuffer(
             config.send_buffer_size, self._fragment_size, config.max_message_size
+        )
+        self._data = DataSender(
+            self._send,
+            self._recovery,
+            self._congestion,
+            Pacer(config.max_datagram_size, now),
+            config.max_datagram_size,
+            self.counters,
         )
         self._receiver = Receiver(
             config.receive_window,
@@ -163,7 +168,6 @@ class Connection:
             config.max_message_size,
             config.max_ack_delay,
         )
-        self._peer_window = INITIAL_WINDOW_FRAGMENTS
         self._closing = Closing()
         self._last_heard = now
         self._sealer: Sealer | None = None
@@ -497,7 +501,7 @@ class Connection:
             self._events.append(MessageReceived(message_id, data))
 
     def _apply_ack(self, frame: AckFrame, now: float) -> None:
-        self._peer_window = max(self._peer_window, frame.window)
+        self._data.peer_window = max(self._data.peer_window, frame.window)
         self._send.acknowledge_below(frame.cumulative)
         result = self._recovery.on_ack(frame, now, frame.delay_us / 1e6)
         for packet in result.acked:
@@ -587,7 +591,7 @@ class Connection:
             self._receiver.ack_deadline,
             recovery.loss_time,
             recovery.probe_deadline(),
-            self._pacer.wake,
+            self._data.pacer.wake,
         ):
             if candidate is not None and candidate < deadline:
                 deadline = candidate
@@ -650,7 +654,7 @@ class Connection:
             self._welcome_due = False
             out.append((self._build_welcome(now), self.peer_address))
         self._advance_close()
-        self._pacer.wake = None
+        self._data.pacer.wake = None
         while True:
             datagram = self._build_session(now)
             if datagram is None:
@@ -686,14 +690,16 @@ class Connection:
         if ack_owed:
             room -= _ack_size_bound(len(receiver.packets))
         if self._probe_due:
-            probe_room = self._add_probe(frames, handlers, room)
+            probe_room = self._data.add_probe(frames, handlers, room)
             if probe_room is None:  # the owed ACK leaves alone first; the probe follows
                 ack_deadline = now
             else:
                 room = probe_room
                 self._probe_due = False  # sending it restarts the RTO clock
+                if not frames and not self._closing.probe():  # no fragment: our CLOSE, or
+                    frames.append(PingFrame())  # a PING, is the probe
         elif live:
-            room = self._add_data(frames, handlers, room, now)
+            room = self._data.fill(frames, handlers, room, now)
         if self._ping_due and live and room >= PING_FRAME_SIZE:
             self._ping_due = False
             if not frames:
@@ -714,7 +720,7 @@ class Connection:
         if eliciting and not self._closing.failed:
             packet = SentPacket(number, now, len(datagram), tuple(handlers))
             self._recovery.on_packet_sent(number, now, packet)
-            self._pacer.spend(len(datagram))
+            self._data.pacer.spend(len(datagram))
         else:
             self._recovery.on_packet_sent(number, now, None)
         return self._count_sent(datagram)
@@ -725,95 +731,3 @@ class Connection:
             return encode_datagram(SessionPacket(remote_id, number, payload))
         header = sealed_header(remote_id, number, len(payload) + AEAD_TAG_SIZE)
         return header + self._sealer.seal(number, payload, header)
-
-    def _add_probe(
-        self, frames: list[Frame], handlers: list[DeliveryHandler], room: int
-    ) -> int | None:
-        """A timeout probe repeats the oldest unacknowledged thing: a fragment, else our CLOSE,
-        else it is a PING. Returns the room left, or None when the fragment does not fit
-        beside an owed ACK."""
-        send = self._send
-        fragment = send.next_retransmission() or send.oldest_in_flight()
-        if fragment is not None:
-            if len(fragment.payload) + DATA_FRAME_OVERHEAD > room:
-                return None
-            if fragment is send.next_retransmission():
-                send.pop_retransmission()
-            self._add_fragment(frames, handlers, fragment, retransmission=True)
-            return room - len(fragment.payload) - DATA_FRAME_OVERHEAD
-        if not self._closing.probe():  # else the CLOSE itself is the probe
-            frames.append(PingFrame())
-        return room
-
-    def _add_data(
-        self, frames: list[Frame], handlers: list[DeliveryHandler], room: int, now: float
-    ) -> int:
-        """Fill ``frames`` with retransmissions, then new fragments, then redundant bundling."""
-        send = self._send
-        congestion = self._congestion
-        pacer = self._pacer
-        mtu = self.config.max_datagram_size
-        if self._recovery.bytes_in_flight + mtu > congestion.congestion_window:
-            return room
-        pacer.refill(now, congestion.pacing_rate, congestion.pacing_burst())
-        if pacer.budget < mtu:
-            if send.has_pending or send.next_retransmission() is not None:
-                pacer.wait(now, mtu, congestion.pacing_rate)
-            return room
-        while len(frames) < DATA_FRAMES_PER_PACKET:
-            fragment = send.next_retransmission()
-            if fragment is not None:
-                if len(fragment.payload) + DATA_FRAME_OVERHEAD > room:
-                    return room
-                send.pop_retransmission()
-                self._add_fragment(frames, handlers, fragment, retransmission=True)
-                room -= len(fragment.payload) + DATA_FRAME_OVERHEAD
-                continue
-            fragment = send.next_new()
-            if fragment is None or fragment.seq >= self._peer_window:
-                break
-            if len(fragment.payload) + DATA_FRAME_OVERHEAD > room:
-                return room
-            send.pop_new()
-            self._add_fragment(frames, handlers, fragment, retransmission=False)
-            room -= len(fragment.payload) + DATA_FRAME_OVERHEAD
-        if not send.has_pending:
-            if frames:
-                room = self._bundle(frames, handlers, room)
-            congestion.on_app_limited(self._recovery.bytes_in_flight)
-        return room
-
-    def _bundle(self, frames: list[Frame], handlers: list[DeliveryHandler], room: int) -> int:
-        """Thin streams: repeat recent unacknowledged fragments in the spare room of this packet.
-
-        With a message every few tens of milliseconds, a lost datagram's content then
-        arrives with the next one instead of a loss-detection delay later (redundant
-        data bundling, as in thin-stream TCP). Costs bandwidth only where there is room.
-        """
-        carried = {frame.seq for frame in frames if type(frame) is DataFrame}
-        bundled = 0
-        for fragment in reversed(self._send.unacked.values()):
-            if bundled == BUNDLE_MAX_FRAGMENTS or len(frames) >= DATA_FRAMES_PER_PACKET:
-                break
-            if fragment.seq in carried:
-                continue
-            if len(fragment.payload) + DATA_FRAME_OVERHEAD > room:
-                break
-            self._add_fragment(frames, handlers, fragment, retransmission=True)
-            room -= len(fragment.payload) + DATA_FRAME_OVERHEAD
-            bundled += 1
-        return room
-
-    def _add_fragment(
-        self,
-        frames: list[Frame],
-        handlers: list[DeliveryHandler],
-        fragment: DataFrame,
-        *,
-        retransmission: bool,
-    ) -> None:
-        frames.append(fragment)
-        handlers.append(partial(self._send.on_delivery, fragment.seq))
-        if retransmission:
-            self.counters.retransmitted_fragments += 1
-            self.counters.retransmitted_bytes += len(fragment.payload)
