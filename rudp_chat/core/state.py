@@ -42,9 +42,9 @@ class Input(enum.Enum):
     FAILED = "failed"
     """Abort, protocol violation, or the peer's error CLOSE."""
     TIMED_OUT = "timed out"
-    """The idle or handshake timer fired."""
+    """The idle or handshake timer fired (DRAINING has its own timer: DRAINED)."""
     RESET = "reset"
-    """The peer sent a valid RESET."""
+    """The peer sent a valid RESET (a client has its token only once OPEN)."""
     DRAINED = "drained"
     """The drain period ended."""
 
@@ -55,7 +55,6 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
     (_S.CONNECTING, _I.CLOSE_CALLED): _S.CLOSED,
     (_S.CONNECTING, _I.FAILED): _S.CLOSED,
     (_S.CONNECTING, _I.TIMED_OUT): _S.CLOSED,
-    (_S.CONNECTING, _I.RESET): _S.CLOSED,
     (_S.OPEN, _I.CLOSE_CALLED): _S.CLOSING,
     (_S.OPEN, _I.PEER_CLOSED): _S.CLOSING,
     (_S.OPEN, _I.FAILED): _S.DRAINING,
@@ -70,7 +69,6 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
     (_S.DRAINING, _I.CLOSE_CALLED): _S.DRAINING,
     (_S.DRAINING, _I.PEER_CLOSED): _S.DRAINING,
     (_S.DRAINING, _I.FAILED): _S.DRAINING,
-    (_S.DRAINING, _I.TIMED_OUT): _S.CLOSED,
     (_S.DRAINING, _I.RESET): _S.CLOSED,
     (_S.DRAINING, _I.DRAINED): _S.CLOSED,
     (_S.CLOSED, _I.CLOSE_CALLED): _S.CLOSED,
