@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -347,3 +348,24 @@ def test_a_client_without_random_bytes_is_refused_at_construction() -> None:
         Connection(CONFIG, Role.CLIENT, local_id=bytes(8), peer_address=SERVER, now=0.0)
     with pytest.raises(LocalProtocolError, match="remote_id"):
         Connection(CONFIG, Role.SERVER, local_id=bytes(8), peer_address=CLIENT, now=0.0)
+
+
+def _protocol_md_arrivals() -> dict[tuple[State, Arrival], str]:
+    """PROTOCOL.md §4's "what arrives" table, cell by cell (blank cells left out)."""
+    text = (Path(__file__).parent.parent / "PROTOCOL.md").read_text()
+    header = "| received | CONNECTING | OPEN | CLOSING | DRAINING | CLOSED |"
+    lines = text[text.index(header) :].splitlines()[2:]
+    states = [State[name] for name in header.strip("| ").split(" | ")[1:]]
+    rows = {arrival.value: arrival for arrival in Arrival}
+    cells: dict[tuple[State, Arrival], str] = {}
+    for line in itertools.takewhile(lambda line: line.startswith("|"), lines):
+        name, *values = (cell.strip() for cell in line.strip("|").split("|"))
+        for state, value in zip(states, values, strict=True):
+            if value:
+                cells[state, rows[name]] = value
+    return cells
+
+
+def test_protocol_md_prints_the_same_table() -> None:
+    printed = _protocol_md_arrivals()
+    assert printed == {cell: reaction.value for cell, reaction in ARRIVALS.items()}
