@@ -63,8 +63,9 @@ class Closing:
         return self.frame
 
     def on_delivery(self, delivery: Delivery) -> None:
-        """The delivery handler of a packet that carried our graceful CLOSE."""
-        if delivery is Delivery.ACKED:
+        """The delivery handler of a packet that carried our graceful CLOSE: acknowledged, also
+        late (a CLOSE wrongly deemed lost is not awaited again), or due again."""
+        if delivery is not Delivery.LOST:
             self.acked = True
         elif not self.acked:
             self._due = True

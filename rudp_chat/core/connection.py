@@ -506,6 +506,8 @@ class Connection:
         result = self._recovery.on_ack(frame, now, frame.delay_us / 1e6)
         for packet in result.acked:
             notify(packet.handlers, Delivery.ACKED)
+        for packet in result.acked_late:
+            notify(packet.handlers, Delivery.ACKED_LATE)
         self._on_lost(result.lost)
 
     def _on_lost(self, lost: list[SentPacket]) -> None:

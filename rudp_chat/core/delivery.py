@@ -21,6 +21,8 @@ class Delivery(enum.Enum):
     """An ACK range covered it: its frames arrived."""
     LOST = "lost"
     """The packet or time threshold, or a second timeout, condemned it."""
+    ACKED_LATE = "acked late"
+    """An ACK covered it after it was declared lost (the ACK, not the packet, was late)."""
 
 
 DeliveryHandler = Callable[[Delivery], None]

@@ -25,9 +25,10 @@ LATE_ACK_MEMORY = 64  # packets declared lost that a late ACK may still acknowle
 @dataclass(slots=True)
 class AckResult:
     acked: list[SentPacket]
-    """Newly acknowledged; also packets declared lost before (a spurious loss): their frames
-    arrived after all, though congestion control counted them lost."""
     lost: list[SentPacket]
+    acked_late: list[SentPacket]
+    """Packets declared lost before that this ACK covers (a spurious loss): their frames
+    arrived after all, though congestion control counted them lost."""
 
 
 class Recovery:
@@ -98,14 +99,15 @@ class Recovery:
             for packet in acked:
                 self.bytes_in_flight -= packet.size
                 self.congestion.on_packet_acked(packet, now)
+        late: list[SentPacket] = []
         recently_lost = self.recently_lost
         if recently_lost:
             ranges = ack.ranges
             for number in [n for n in recently_lost if any(lo <= n <= hi for lo, hi in ranges)]:
-                acked.append(recently_lost.pop(number))
+                late.append(recently_lost.pop(number))
         lost = self.detect_losses(now)
         self.congestion.on_ack_processed(now, self.rtt, self.bytes_in_flight)
-        return AckResult(acked, lost)
+        return AckResult(acked, lost, late)
 
     def detect_losses(self, now: float) -> list[SentPacket]:
         """Declare lost what the packet or time threshold condemns; set ``loss_time`` for the rest."""
@@ -130,7 +132,7 @@ class Recovery:
         return lost
 
     def _remember(self, lost: list[SentPacket]) -> None:
-        """Keep the newest lost packets for a late ACK (see ``AckResult.acked``)."""
+        """Keep the newest lost packets for a late ACK (see ``AckResult.acked_late``)."""
         recently_lost = self.recently_lost
         for packet in lost:
             recently_lost[packet.number] = packet

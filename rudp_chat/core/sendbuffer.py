@@ -112,10 +112,13 @@ class SendBuffer:
         self.acked_below = cumulative
 
     def on_delivery(self, seq: int, delivery: Delivery) -> None:
-        """The delivery handler of fragment ``seq``: forget it once acked, resend it once lost."""
+        """The delivery handler of fragment ``seq``: forget it once acked, resend it once lost.
+
+        A late ACK changes nothing: the fragment is queued again already, and the ACK of the
+        copy (or the cumulative ACK) settles it, as it did before delivery handlers existed."""
         if delivery is Delivery.ACKED:
             self.acknowledge(seq)
-        else:
+        elif delivery is Delivery.LOST:
             self.mark_lost(seq)
 
     def mark_lost(self, seq: int) -> None:
