@@ -10,8 +10,22 @@ from __future__ import annotations
 
 import enum
 
-from .frames import AckFrame, CloseFrame, DataFrame, ErrorCode, Frame, PingFrame
-from .state import State
+from .frames import (
+    AckFrame,
+    CloseFrame,
+    DataFrame,
+    ErrorCode,
+    Frame,
+    HelloPacket,
+    Packet,
+    PingFrame,
+    ResetPacket,
+    RetryPacket,
+    SealedPacket,
+    SessionPacket,
+    WelcomePacket,
+)
+from .state import Role, State
 
 __all__ = [
     "ARRIVALS",
@@ -22,6 +36,7 @@ __all__ = [
     "Arrival",
     "Reaction",
     "frame_arrival",
+    "packet_arrival",
 ]
 
 
@@ -116,6 +131,31 @@ ARRIVALS: dict[tuple[State, Arrival], Reaction] = {
     (_S.DRAINING, _A.CLOSE): _R.IGNORE,
     (_S.DRAINING, _A.ERROR_CLOSE): _R.IGNORE,
 }
+
+
+def packet_arrival(
+    packet: Packet,
+    role: Role,
+    local_id: bytes,
+    remote_id: bytes | None,
+    reset_token: bytes | None,
+) -> Arrival | None:
+    """The row a packet falls in, or None when it is not for this connection (another client
+    id, connection id or reset token) or not for this side (``CLIENT_ONLY``, ``SERVER_ONLY``)."""
+    match packet:
+        case SessionPacket() | SealedPacket():
+            arrival, ours = Arrival.SESSION, packet.connection_id == local_id
+        case RetryPacket():
+            arrival, ours = Arrival.RETRY, packet.client_id == local_id
+        case WelcomePacket():
+            arrival, ours = Arrival.WELCOME, packet.client_id == local_id
+        case ResetPacket():
+            arrival = Arrival.RESET
+            ours = (packet.connection_id, packet.reset_token) == (remote_id, reset_token)
+        case HelloPacket():
+            arrival, ours = Arrival.HELLO, packet.client_id == remote_id
+    other_side = SERVER_ONLY if role is Role.CLIENT else CLIENT_ONLY
+    return arrival if ours and arrival not in other_side else None
 
 
 def frame_arrival(frame: Frame) -> Arrival:

@@ -16,13 +16,12 @@ timer from ``get_timer``.
 
 from __future__ import annotations
 
-import enum
 from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from .arrivals import ARRIVALS, CLIENT_ONLY, SERVER_ONLY, Arrival, Reaction, frame_arrival
+from .arrivals import ARRIVALS, Reaction, frame_arrival, packet_arrival
 from .closing import Closing
 from .codec import (
     DATA_FRAME_OVERHEAD,
@@ -32,7 +31,6 @@ from .codec import (
     decode_frames,
     encode_datagram,
     encode_frames,
-    sealed_header,
 )
 from .config import ConnectionConfig
 from .congestion import CongestionController, SentPacket
@@ -40,7 +38,6 @@ from .delivery import Delivery, DeliveryHandler, notify
 from .errors import ConnectionClosedError, FrameError, LocalProtocolError, PeerProtocolError
 from .events import Connected, ConnectionTerminated, Event, MessageReceived, TerminationReason
 from .frames import (
-    AEAD_TAG_SIZE,
     CONNECTION_ID_SIZE,
     MAX_ACK_RANGES,
     AckFrame,
@@ -59,14 +56,13 @@ from .frames import (
 )
 from .handshake import ClientHandshake, WelcomeRefused
 from .pacing import Pacer
+from .protection import PacketProtection, Refused
 from .receiving import Receiver
-from .records import INTEGRITY_LIMIT, Opener, Sealer
 from .recovery import Recovery
-from .replay import ReplayWindow
 from .rtt import RttEstimator
 from .sendbuffer import SendBuffer
 from .sending import DataSender
-from .state import Input, State, next_state
+from .state import Input, Role, State, next_state
 from .stats import ConnectionCounters, ConnectionStats
 
 __all__ = ["Address", "Connection", "Role"]
@@ -82,15 +78,6 @@ _LIVE = (State.OPEN, State.CLOSING)  # the states that send data, pings and wind
 
 def _ack_size_bound(ranges: int) -> int:
     return ACK_FRAME_BOUND + ACK_RANGE_BOUND * min(ranges, MAX_ACK_RANGES)
-
-
-class Role(enum.Enum):
-    """Which end of the connection this is."""
-
-    CLIENT = "client"
-    """Made by :meth:`Connection.connect`; starts CONNECTING and runs the handshake."""
-    SERVER = "server"
-    """Made by a ``Listener`` that did the handshake; starts OPEN."""
 
 
 class Connection:
@@ -170,15 +157,9 @@ class Connection:
         )
         self._closing = Closing()
         self._last_heard = now
-        self._sealer: Sealer | None = None
-        self._opener: Opener | None = None
-        if keys is not None:
-            self._sealer, self._opener = Sealer(keys[0]), Opener(keys[1])
+        self._protection = PacketProtection(config.insecure, keys)
         self._welcome_body = welcome_body
         self._welcome_due = role is Role.SERVER
-        # encrypted only: in the clear, a forged number far ahead would slide it past the
-        # genuine ones; there the receiver's record of numbers catches duplicates instead
-        self._replay = None if config.insecure else ReplayWindow()
         self._probe_due = False
         self._ping_due = False
         # one handler per reaction of the arrivals table; each returns whether the packet
@@ -347,7 +328,9 @@ class Connection:
         What a packet does in each state is the table in :mod:`.arrivals`.
         """
         counters = self.counters
-        arrival = self._arrival(packet)
+        arrival = packet_arrival(
+            packet, self.role, self.local_id, self.remote_id, self._reset_token
+        )
         if arrival is None or (addr != self.peer_address and type(packet) is not SealedPacket):
             counters.dropped_unexpected += 1
             return
@@ -359,25 +342,6 @@ class Connection:
             counters.datagrams_received += 1
             counters.bytes_received += size
             self._last_heard = now
-
-    def _arrival(self, packet: Packet) -> Arrival | None:
-        """The table row of a packet, or None when it is not for this connection (another
-        client id, connection id or reset token), or not for this side."""
-        match packet:
-            case SessionPacket() | SealedPacket():
-                arrival, ours = Arrival.SESSION, packet.connection_id == self.local_id
-            case RetryPacket():
-                arrival, ours = Arrival.RETRY, packet.client_id == self.local_id
-            case WelcomePacket():
-                arrival, ours = Arrival.WELCOME, packet.client_id == self.local_id
-            case ResetPacket():
-                arrival = Arrival.RESET
-                ours = packet.connection_id == self.remote_id
-                ours = ours and packet.reset_token == self._reset_token
-            case HelloPacket():
-                arrival, ours = Arrival.HELLO, packet.client_id == self.remote_id
-        other_side = SERVER_ONLY if self.role is Role.CLIENT else CLIENT_ONLY
-        return arrival if ours and arrival not in other_side else None
 
     def _take_retry(
         self, handshake: ClientHandshake, packet: RetryPacket, addr: Address, now: float
@@ -401,7 +365,7 @@ class Connection:
             return False
         self.remote_id, self._reset_token = result.server_id, result.reset_token
         if result.keys is not None:
-            self._sealer, self._opener = Sealer(result.keys[0]), Opener(result.keys[1])
+            self._protection.install(result.keys)
         if result.rtt_sample is not None:
             self._rtt.update(result.rtt_sample, 0.0)
         self._receiver.on_packet(packet.number, now, ack_eliciting=False, urgent=False)
@@ -427,24 +391,18 @@ class Connection:
         and plausibility; only a packet that passed them all is marked seen and may move the
         peer's address, and only one that broke no rule is recorded for acknowledgement.
         """
-        counters = self.counters
+        counters, protection = self.counters, self._protection
         number = packet.number
-        replay = self._replay
-        if replay is not None and not replay.is_fresh(number):
-            counters.dropped_replayed += 1
-            return False
-        opener = self._opener
-        if type(packet) is SealedPacket and opener is not None:
-            payload = opener.open(number, packet.ciphertext, packet.header)
-            if payload is None:
+        payload = protection.open(packet)
+        if isinstance(payload, Refused):
+            if payload is Refused.REPLAYED:
+                counters.dropped_replayed += 1
+            elif payload is Refused.UNAUTHENTICATED:
                 counters.dropped_unauthenticated += 1
-                if opener.failures >= INTEGRITY_LIMIT:
-                    self._fail(number, ErrorCode.PROTOCOL_VIOLATION, "too many forged packets")
-                return False
-        elif type(packet) is SessionPacket and opener is None:
-            payload = packet.payload
-        else:
-            counters.dropped_unexpected += 1  # the other mode's packet
+            else:
+                counters.dropped_unexpected += 1  # the other mode's packet
+            if protection.integrity_exhausted:
+                self._fail(number, ErrorCode.PROTOCOL_VIOLATION, "too many forged packets")
             return False
         try:
             frames = decode_frames(payload)
@@ -454,7 +412,7 @@ class Connection:
         if not self._acceptable(frames):
             counters.dropped_unexpected += 1
             return False
-        if replay is not None and replay.mark(number) and addr != self.peer_address:
+        if protection.mark(number) and addr != self.peer_address:
             self.peer_address = addr
             counters.migrations += 1
         receiver = self._receiver
@@ -718,7 +676,7 @@ class Connection:
         if ack_owed:
             frames.insert(0, receiver.build_ack(now))
         number = self._take_number()
-        datagram = self._seal(number, encode_frames(frames))
+        datagram = self._protection.seal(self.remote_id or b"", number, encode_frames(frames))
         if eliciting and not self._closing.failed:
             packet = SentPacket(number, now, len(datagram), tuple(handlers))
             self._recovery.on_packet_sent(number, now, packet)
@@ -726,10 +684,3 @@ class Connection:
         else:
             self._recovery.on_packet_sent(number, now, None)
         return self._count_sent(datagram)
-
-    def _seal(self, number: int, payload: bytes) -> bytes:
-        remote_id = self.remote_id or b""
-        if self._sealer is None:
-            return encode_datagram(SessionPacket(remote_id, number, payload))
-        header = sealed_header(remote_id, number, len(payload) + AEAD_TAG_SIZE)
-        return header + self._sealer.seal(number, payload, header)

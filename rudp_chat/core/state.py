@@ -10,7 +10,7 @@ import enum
 
 from .errors import LocalProtocolError
 
-__all__ = ["TRANSITIONS", "Input", "State", "next_state"]
+__all__ = ["TRANSITIONS", "Input", "Role", "State", "next_state"]
 
 
 class State(enum.Enum):
@@ -26,6 +26,15 @@ class State(enum.Enum):
     """The application got its final event; we only acknowledge stray retransmissions for a while."""
     CLOSED = "closed"
     """Nothing more is sent or received; the endpoint forgets the connection."""
+
+
+class Role(enum.Enum):
+    """Which end of the connection this is."""
+
+    CLIENT = "client"
+    """Made by ``Connection.connect``; starts CONNECTING and runs the handshake."""
+    SERVER = "server"
+    """Made by a ``Listener`` that did the handshake; starts OPEN."""
 
 
 class Input(enum.Enum):
