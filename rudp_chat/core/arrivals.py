@@ -33,6 +33,7 @@ __all__ = [
     "FRAME_ARRIVALS",
     "PACKET_ARRIVALS",
     "SERVER_ONLY",
+    "SESSION_STATES",
     "Arrival",
     "Reaction",
     "frame_arrival",
@@ -55,9 +56,14 @@ class Arrival(enum.Enum):
     CLOSE = "CLOSE code 0"
     ERROR_CLOSE = "CLOSE code ≠ 0"
 
+    __hash__ = object.__hash__  # members are singletons: identity hashing keeps the
+    # per-frame lookup cheap (Enum's own hashes the name in Python)
+
 
 PACKET_ARRIVALS = (Arrival.RETRY, Arrival.WELCOME, Arrival.HELLO, Arrival.RESET, Arrival.SESSION)
 FRAME_ARRIVALS = (Arrival.DATA, Arrival.ACK, Arrival.PING, Arrival.CLOSE, Arrival.ERROR_CLOSE)
+SESSION_STATES = (State.OPEN, State.CLOSING, State.DRAINING)
+"""The states in which a session packet's frames are applied (the frame rows' columns)."""
 CLIENT_ONLY = frozenset({Arrival.RETRY, Arrival.WELCOME, Arrival.RESET})
 """A server connection drops these whatever its state."""
 SERVER_ONLY = frozenset({Arrival.HELLO})
@@ -158,15 +164,16 @@ def packet_arrival(
     return arrival if ours and arrival not in other_side else None
 
 
+_FRAME_ARRIVAL: dict[type, Arrival] = {
+    DataFrame: Arrival.DATA,
+    AckFrame: Arrival.ACK,
+    PingFrame: Arrival.PING,
+}
+
+
 def frame_arrival(frame: Frame) -> Arrival:
     """The row a frame falls in."""
-    match frame:
-        case DataFrame():
-            return Arrival.DATA
-        case AckFrame():
-            return Arrival.ACK
-        case PingFrame():
-            return Arrival.PING
-        case CloseFrame():
-            graceful = frame.error_code == ErrorCode.NO_ERROR
-            return Arrival.CLOSE if graceful else Arrival.ERROR_CLOSE
+    if type(frame) is CloseFrame:
+        graceful = frame.error_code == ErrorCode.NO_ERROR
+        return Arrival.CLOSE if graceful else Arrival.ERROR_CLOSE
+    return _FRAME_ARRIVAL[type(frame)]

@@ -21,7 +21,14 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from .arrivals import ARRIVALS, Reaction, frame_arrival, packet_arrival
+from .arrivals import (
+    ARRIVALS,
+    FRAME_ARRIVALS,
+    SESSION_STATES,
+    Reaction,
+    frame_arrival,
+    packet_arrival,
+)
 from .closing import Closing
 from .codec import (
     DATA_FRAME_OVERHEAD,
@@ -34,7 +41,7 @@ from .codec import (
 )
 from .config import ConnectionConfig
 from .congestion import CongestionController, SentPacket
-from .delivery import Delivery, DeliveryHandler, notify
+from .delivery import Delivery, DeliveryHandler
 from .errors import ConnectionClosedError, FrameError, LocalProtocolError, PeerProtocolError
 from .events import Connected, ConnectionTerminated, Event, MessageReceived, TerminationReason
 from .frames import (
@@ -174,7 +181,7 @@ class Connection:
             self._on_packet[Reaction.COMPLETE_HANDSHAKE] = partial(
                 self._complete_handshake, self._handshake
             )
-        self._on_frame: dict[Reaction, Callable[[Any, float], None]] = {
+        on_frame: dict[Reaction, Callable[[Any, float], None]] = {
             Reaction.DELIVER: self._deliver,
             Reaction.APPLY_ACK: self._apply_ack,
             Reaction.ACK_AT_ONCE: self._nothing_more,
@@ -182,6 +189,11 @@ class Connection:
             Reaction.NOTE_FINAL_SEQ: self._note_final_seq,
             Reaction.PEER_ERROR: self._peer_error,
             Reaction.IGNORE: self._nothing_more,
+        }
+        # the table's frame rows with their handlers, per state: one cheap lookup per frame
+        self._on_frame = {
+            state: {arrival: on_frame[ARRIVALS[state, arrival]] for arrival in FRAME_ARRIVALS}
+            for state in SESSION_STATES
         }
         if role is Role.SERVER:
             self._events.append(Connected(local_id))
@@ -420,7 +432,7 @@ class Connection:
             return True
         try:
             for frame in frames:
-                self._on_frame[ARRIVALS[self.state, frame_arrival(frame)]](frame, now)
+                self._on_frame[self.state][frame_arrival(frame)](frame, now)
         except PeerProtocolError as error:
             self._fail(number, error.error_code, error.detail)
             return True
@@ -463,15 +475,18 @@ class Connection:
         self._send.acknowledge_below(frame.cumulative)
         result = self._recovery.on_ack(frame, now, frame.delay_us / 1e6)
         for packet in result.acked:
-            notify(packet.handlers, Delivery.ACKED)
+            for handler in packet.handlers:
+                handler(Delivery.ACKED)
         for packet in result.acked_late:
-            notify(packet.handlers, Delivery.ACKED_LATE)
+            for handler in packet.handlers:
+                handler(Delivery.ACKED_LATE)
         self._on_lost(result.lost)
 
     def _on_lost(self, lost: list[SentPacket]) -> None:
         self.counters.packets_lost += len(lost)
         for packet in lost:
-            notify(packet.handlers, Delivery.LOST)
+            for handler in packet.handlers:
+                handler(Delivery.LOST)
 
     def _nothing_more(self, frame: Frame, now: float) -> None:
         """PING (its packet's recording makes the ACK due at once), or a frame ignored."""
@@ -680,7 +695,7 @@ class Connection:
         if eliciting and not self._closing.failed:
             packet = SentPacket(number, now, len(datagram), tuple(handlers))
             self._recovery.on_packet_sent(number, now, packet)
-            self._data.pacer.spend(len(datagram))
+            self._data.pacer.budget -= len(datagram)
         else:
             self._recovery.on_packet_sent(number, now, None)
         return self._count_sent(datagram)

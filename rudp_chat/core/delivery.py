@@ -9,9 +9,9 @@ connection needs no special case per frame kind.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
-__all__ = ["Delivery", "DeliveryHandler", "notify"]
+__all__ = ["Delivery", "DeliveryHandler"]
 
 
 class Delivery(enum.Enum):
@@ -26,9 +26,3 @@ class Delivery(enum.Enum):
 
 
 DeliveryHandler = Callable[[Delivery], None]
-
-
-def notify(handlers: Iterable[DeliveryHandler], delivery: Delivery) -> None:
-    """Tell each handler of one packet its fate."""
-    for handler in handlers:
-        handler(delivery)

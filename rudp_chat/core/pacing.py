@@ -10,7 +10,8 @@ PACING_MIN_WAIT_S = 1e-4  # a pacing wake-up never rounds down to "now"
 
 
 class Pacer:
-    """Bytes that may leave now; refilled at ``pacing_rate`` up to ``pacing_burst``."""
+    """Bytes that may leave now (``budget``: each tracked packet spends its size); refilled
+    at ``pacing_rate`` up to ``pacing_burst``."""
 
     __slots__ = ("_time", "budget", "wake")
 
@@ -29,6 +30,3 @@ class Pacer:
     def wait(self, now: float, size: int, rate: float) -> None:
         """Data waits for ``size`` bytes of budget: set the wake-up when they will be there."""
         self.wake = now + max((size - self.budget) / rate, PACING_MIN_WAIT_S)
-
-    def spend(self, size: int) -> None:
-        self.budget -= size

@@ -27,6 +27,9 @@ class State(enum.Enum):
     CLOSED = "closed"
     """Nothing more is sent or received; the endpoint forgets the connection."""
 
+    __hash__ = object.__hash__  # members are singletons: identity hashing keeps the
+    # per-packet table lookups cheap (Enum's own hashes the name in Python)
+
 
 class Role(enum.Enum):
     """Which end of the connection this is."""
