@@ -411,10 +411,10 @@ class Connection:
                 counters.dropped_replayed += 1
             elif payload is Refused.UNAUTHENTICATED:
                 counters.dropped_unauthenticated += 1
+                if protection.integrity_exhausted:
+                    self._fail(number, ErrorCode.PROTOCOL_VIOLATION, "too many forged packets")
             else:
                 counters.dropped_unexpected += 1  # the other mode's packet
-            if protection.integrity_exhausted:
-                self._fail(number, ErrorCode.PROTOCOL_VIOLATION, "too many forged packets")
             return False
         try:
             frames = decode_frames(payload)
