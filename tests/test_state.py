@@ -17,22 +17,19 @@ from rudp_chat.core.arrivals import Arrival
 from rudp_chat.core.errors import LocalProtocolError
 from rudp_chat.core.state import TRANSITIONS, Input, State, next_state
 
-ALL_PAIRS = list(itertools.product(State, Input))
-
 
 def _pair_id(value: object) -> str:
     return value.name if isinstance(value, State | Input) else str(value)
 
 
-@pytest.mark.parametrize(("state", "event"), ALL_PAIRS, ids=lambda x: x.name)
-def test_every_state_input_pair_is_in_the_table_or_refused(state: State, event: Input) -> None:
-    expected = TRANSITIONS.get((state, event))
-    if expected is None:
-        with pytest.raises(LocalProtocolError) as info:
-            next_state(state, event)
-        assert state.value in str(info.value) and event.value in str(info.value)
-    else:
-        assert next_state(state, event) is expected
+MISSING = [pair for pair in itertools.product(State, Input) if pair not in TRANSITIONS]
+
+
+@pytest.mark.parametrize(("state", "event"), MISSING, ids=_pair_id)
+def test_a_pair_not_in_the_table_is_refused_naming_both(state: State, event: Input) -> None:
+    with pytest.raises(LocalProtocolError) as info:
+        next_state(state, event)
+    assert state.value in str(info.value) and event.value in str(info.value)
 
 
 def test_the_table_mentions_only_states_and_inputs() -> None:
