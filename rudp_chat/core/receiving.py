@@ -73,7 +73,7 @@ class Receiver:
         self.buffered_bytes = 0
         """Out-of-order fragments plus the message being reassembled."""
         self.unread_bytes = 0
-        """Delivered messages the application has not taken yet (the connection maintains it)."""
+        """Delivered messages the application has not taken yet (see ``on_read``)."""
         self._advertised = INITIAL_WINDOW_FRAGMENTS
         self._window_sent = INITIAL_WINDOW_FRAGMENTS  # the window our last ACK carried
         self.duplicates = 0
