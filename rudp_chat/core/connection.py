@@ -2,7 +2,8 @@
 
 The connection coordinates; the work is delegated: :mod:`.handshake` (the client's
 handshake), :mod:`.arrivals` (what each state does with each packet and frame),
-:mod:`.closing` (the close's own machine), :mod:`.sendbuffer` (fragments awaiting
+:mod:`.closing` (the close's own machine), :mod:`.protection` (sealing, opening, replays),
+:mod:`.sending` (which fragments each packet carries), :mod:`.sendbuffer` (fragments awaiting
 acknowledgement), :mod:`.receiving` (reassembly and ACK policy), :mod:`.recovery` (loss
 detection, RTO), :mod:`.congestion` and :mod:`.pacing` (window and pacing), :mod:`.codec`
 (bytes), :mod:`.state` (the transition table). Retransmission goes through delivery
