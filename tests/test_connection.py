@@ -25,7 +25,7 @@ from rudp_chat.core.codec import (
 )
 from rudp_chat.core.config import ConnectionConfig
 from rudp_chat.core.congestion import CongestionController, SentPacket
-from rudp_chat.core.connection import HELLO_RETRY_CAP_S, Connection
+from rudp_chat.core.connection import Connection
 from rudp_chat.core.errors import ConnectionClosedError, MessageTooLargeError
 from rudp_chat.core.events import (
     Connected,
@@ -47,6 +47,7 @@ from rudp_chat.core.frames import (
     RetryPacket,
     SessionPacket,
 )
+from rudp_chat.core.handshake import HELLO_RETRY_CAP_S
 from rudp_chat.core.receiving import Receiver
 from rudp_chat.core.recovery import Recovery
 from rudp_chat.core.rtt import RttEstimator
@@ -953,3 +954,37 @@ def test_a_receiver_honours_the_window_it_advertised() -> None:
     receiver = harness.servers[0].connection
     assert receiver is not None
     assert receiver.stats().dropped_unexpected == 0
+
+
+def test_no_ack_ever_covers_the_packet_that_broke_the_protocol() -> None:
+    """PROTOCOL.md §5: the offending packet is never recorded. DATA before the violating frame
+    is delivered; the error CLOSE leaves without an ACK; reading that message sends no window
+    update; and the ACKs a draining connection still sends, for a repeat of the offending
+    packet or for a later one, leave it out."""
+    pair, _server = open_pair()
+    bad = forge(
+        pair,
+        [DataFrame(0, 0, 0, 1, b"delivered"), DataFrame(1, 5, 0, 1, b"wrong message id")],
+        FORGED_BASE,
+    )
+    client = pair.client
+    client.receive_datagram(bad, SERVER, pair.now)
+    sent = [frame for data, _ in client.datagrams_to_send(pair.now) for frame in frames_of(data)]
+    assert [type(frame) for frame in sent] == [CloseFrame]
+    taken: list[Event] = []
+    while (event := client.next_event()) is not None:
+        taken.append(event)
+    assert messages(taken) == [b"delivered"]
+    assert client.datagrams_to_send(pair.now) == []  # no window update after the failure
+    client.receive_datagram(bad, SERVER, pair.now)  # a repeat of it
+    client.receive_datagram(forge(pair, [PingFrame()], FORGED_BASE + 1), SERVER, pair.now)
+    acks = [
+        frame
+        for data, _ in client.datagrams_to_send(pair.now)
+        for frame in frames_of(data)
+        if isinstance(frame, AckFrame)
+    ]
+    assert acks
+    for ack in acks:
+        assert not any(first <= FORGED_BASE <= last for first, last in ack.ranges)
+        assert any(first <= FORGED_BASE + 1 <= last for first, last in ack.ranges)

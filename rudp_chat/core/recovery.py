@@ -18,12 +18,17 @@ from .rtt import RttEstimator
 __all__ = ["AckResult", "Recovery"]
 
 PACKET_THRESHOLD = 3  # RFC 9002 kPacketThreshold
+LATE_ACK_MEMORY = 64  # packets declared lost that a late ACK may still acknowledge (the
+# newest ones: a spurious loss is one whose ACK was only delayed, by a few RTTs at most)
 
 
 @dataclass(slots=True)
 class AckResult:
     acked: list[SentPacket]
     lost: list[SentPacket]
+    acked_late: list[SentPacket]
+    """Packets declared lost before that this ACK covers (a spurious loss): their frames
+    arrived after all, though congestion control counted them lost."""
 
 
 class Recovery:
@@ -36,6 +41,7 @@ class Recovery:
         "largest_sent",
         "loss_time",
         "probe_count",
+        "recently_lost",
         "rtt",
         "sent",
         "time_of_last_ack_eliciting",
@@ -53,6 +59,8 @@ class Recovery:
         self.probe_count = 0
         """Consecutive probe timeouts without an acknowledgement (the RTO backoff exponent)."""
         self.time_of_last_ack_eliciting = 0.0
+        self.recently_lost: dict[int, SentPacket] = {}
+        """The last ``LATE_ACK_MEMORY`` packets declared lost, by number."""
 
     def on_packet_sent(self, number: int, now: float, packet: SentPacket | None) -> None:
         """Record a sent packet; ``packet`` is None for one that elicits no ACK (pure ACKs)."""
@@ -91,9 +99,15 @@ class Recovery:
             for packet in acked:
                 self.bytes_in_flight -= packet.size
                 self.congestion.on_packet_acked(packet, now)
+        late: list[SentPacket] = []
+        recently_lost = self.recently_lost
+        if recently_lost:
+            ranges = ack.ranges
+            for number in [n for n in recently_lost if any(lo <= n <= hi for lo, hi in ranges)]:
+                late.append(recently_lost.pop(number))
         lost = self.detect_losses(now)
         self.congestion.on_ack_processed(now, self.rtt, self.bytes_in_flight)
-        return AckResult(acked, lost)
+        return AckResult(acked, lost, late)
 
     def detect_losses(self, now: float) -> list[SentPacket]:
         """Declare lost what the packet or time threshold condemns; set ``loss_time`` for the rest."""
@@ -114,7 +128,16 @@ class Recovery:
             del self.sent[packet.number]
             self.bytes_in_flight -= packet.size
             self.congestion.on_packet_lost(packet, self.rtt)
+        self._remember(lost)
         return lost
+
+    def _remember(self, lost: list[SentPacket]) -> None:
+        """Keep the newest lost packets for a late ACK (see ``AckResult.acked_late``)."""
+        recently_lost = self.recently_lost
+        for packet in lost:
+            recently_lost[packet.number] = packet
+        while len(recently_lost) > LATE_ACK_MEMORY:
+            del recently_lost[next(iter(recently_lost))]
 
     def probe_deadline(self) -> float | None:
         """When the retransmission timer fires, or None with nothing in flight."""
@@ -137,10 +160,12 @@ class Recovery:
         self.loss_time = None
         for packet in lost:
             self.congestion.on_packet_lost(packet, self.rtt)
+        self._remember(lost)
         return lost
 
     def discard(self) -> None:
         """Forget everything in flight: the connection failed and will not retransmit."""
         self.sent.clear()
+        self.recently_lost.clear()
         self.bytes_in_flight = 0
         self.loss_time = None

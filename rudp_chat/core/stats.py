@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ConnectionStats"]
+__all__ = ["ConnectionCounters", "ConnectionStats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +41,22 @@ class ConnectionStats:
     """Bytes per second."""
     bytes_in_flight: int
     send_buffered_bytes: int
+
+
+@dataclass(slots=True)
+class ConnectionCounters:
+    """What one connection counted so far (the live record behind :class:`ConnectionStats`)."""
+
+    datagrams_sent: int = 0
+    datagrams_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    messages_received: int = 0
+    packets_lost: int = 0
+    retransmitted_fragments: int = 0
+    retransmitted_bytes: int = 0
+    dropped_invalid: int = 0
+    dropped_unexpected: int = 0
+    dropped_unauthenticated: int = 0
+    dropped_replayed: int = 0
+    migrations: int = 0
