@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -21,9 +22,12 @@ __all__ = [
     "config_dir",
     "default_key_file",
     "default_known_servers",
+    "is_fingerprint",
     "load_or_create_server_key",
 ]
 
+_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]")
+"""``SHA256:`` and 32 bytes in unpadded base64: 43 characters, the last holding 2 bits + 4 zeros."""
 _KEY_HEADER = "# rudp_chat server key (X25519, base64); keep it private\n"
 
 
@@ -82,6 +86,11 @@ def load_or_create_server_key(path: Path) -> tuple[StaticKey, bool]:
         raise KeyFileError(f"{path} does not hold a server key") from None
 
 
+def is_fingerprint(text: str) -> bool:
+    """Whether ``text`` is a key fingerprint as servers print it (``SHA256:`` + 43 characters)."""
+    return _FINGERPRINT.fullmatch(text) is not None
+
+
 class KnownServers:
     """``HOST:PORT FINGERPRINT`` lines; ``path`` None keeps the pins in memory only."""
 
@@ -93,7 +102,7 @@ class KnownServers:
                 fields = line.split()
                 if not fields or fields[0].startswith("#"):
                     continue
-                if len(fields) != 2 or not fields[1].startswith("SHA256:"):
+                if len(fields) != 2 or not is_fingerprint(fields[1]):
                     raise KeyFileError(f"{path}:{number}: expected HOST:PORT SHA256:...")
                 self._pins[fields[0]] = fields[1]
 
