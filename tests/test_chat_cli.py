@@ -6,6 +6,7 @@ into a failure.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import pty
@@ -24,6 +25,7 @@ from typing import IO
 
 import pytest
 
+from rudp_chat.aio import connect
 from rudp_chat.cli import main
 
 # Short keep-alives and timeouts keep the tests fast; 4 s of silence is still far beyond any
@@ -299,3 +301,236 @@ def test_demo_checks_itself(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--- as carol saw it ---" in out
     assert "FAIL" not in out
     assert "ok   every user saw all 8 messages exactly once, in the same order" in out
+
+
+# --- refusing bad input ---------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m rudp_chat ARGS`` to completion (for commands that end on their own)."""
+    return subprocess.run(
+        [sys.executable, "-m", "rudp_chat", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("server", "--port", "70000"), "argument --port: expected a port within 0..65535"),
+        (("server", "--port", "-1"), "argument --port: expected a port within 0..65535"),
+        (
+            ("client", "--name", "a", "--port", "0"),
+            "argument --port: expected a port within 1..65535",
+        ),
+        (("client", "--name", "a", "--port", "65536"), "argument --port: expected a port within"),
+        (("server", "--history", "{tmp}/missing/h.sqlite3"), "argument --history: {tmp}/missing/h"),
+        (("server", "--history", "{tmp}"), "argument --history: {tmp} is a directory"),
+        (("server", "--history", "{tmp}/text"), "argument --history: cannot use {tmp}/text: file"),
+        (
+            ("client", "--name", "a", "--server-key", "SHA256:bogus"),
+            "argument --server-key: expected",
+        ),
+        (("server", "--max-clients", "0"), "argument --max-clients: expected a number of users"),
+        (("server", "--history-size", "-1"), "argument --history-size: expected a number"),
+        (("server", "--rate", "0"), "argument --rate: expected finite messages per second > 0"),
+        (("server", "--burst", "0"), "argument --burst: expected a number of messages >= 1"),
+        (
+            ("server", "--heartbeat", "5", "--idle-timeout", "2"),
+            "--heartbeat (5 s) must be shorter",
+        ),
+        (("client", "--name", "a", "--handshake-timeout", "nan"), "argument --handshake-timeout"),
+        (
+            ("proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--report", "0"),
+            "argument --report: expected finite seconds > 0",
+        ),
+    ],
+)
+def test_a_bad_flag_exits_2_with_one_line_naming_it(
+    tmp_path: Path, args: tuple[str, ...], error: str
+) -> None:
+    (tmp_path / "text").write_text("no database here, only a line of text that is long enough\n")
+    flags = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
+    if args[0] == "server":  # a refused start must not get as far as making a key anywhere
+        flags += ["--key-file", str(tmp_path / "key")]
+    completed = run_cli(*flags)
+    assert completed.returncode == 2, completed
+    *usage, last = completed.stderr.splitlines()
+    assert all(line.startswith(("usage:", " ")) for line in usage), completed.stderr
+    assert last.startswith(f"rudp-chat {args[0]}: error: "), completed.stderr
+    assert error.replace("{tmp}", str(tmp_path)) in last, completed.stderr
+    assert not completed.stdout  # refused before anything started
+
+
+def test_without_a_command_the_commands_are_listed_and_there_is_a_version() -> None:
+    bare = run_cli()
+    assert bare.returncode == 2
+    for command in ("server", "client", "proxy", "demo"):
+        assert re.search(rf"^\s+{command}\s+\S", bare.stderr, re.MULTILINE), bare.stderr
+    version = run_cli("--version")
+    assert version.returncode == 0 and re.fullmatch(r"rudp-chat \d+\.\d+\.\d+\n", version.stdout)
+    for command in ("server", "client", "proxy"):  # every flag explained
+        described = run_cli(command, "--help").stdout
+        assert "--port" in described or "--listen" in described
+        lines = described.splitlines()
+        bare_flags = [
+            line.strip()
+            for line, after in zip(lines, [*lines[1:], ""], strict=True)
+            if line.startswith("  -")
+            and not re.search(r"\S  +\S", line.strip())  # no help on its own line
+            and not re.match(r" {8,}\S", after)  # nor on the next
+        ]
+        assert not bare_flags, f"{command}: flags without help: {bare_flags}"
+
+
+def test_a_port_in_use_is_named(tmp_path: Path) -> None:
+    with processes() as started:
+        chat_server, port = server(tmp_path / "history.sqlite3")
+        started.append(chat_server)
+        second = run_cli(
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-history",
+            "--key-file",
+            str(tmp_path / "key"),
+        )
+        assert second.returncode == 1
+        assert second.stderr.splitlines() == [
+            f"error: cannot start the server: 127.0.0.1:{port}: Address already in use"
+        ]
+
+
+def test_no_history_says_what_it_does(tmp_path: Path) -> None:
+    with processes() as started:
+        chat = Chat(
+            [
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-history",
+                "--key-file",
+                str(tmp_path / "key"),
+            ],
+            stdin=subprocess.DEVNULL,
+        )
+        started.append(chat)
+        chat.wait_line(r"^Server is listening on ")
+        assert any(
+            line.startswith("History: not stored (--no-history); the last 20 messages are kept")
+            for line in chat.lines
+        ), chat.lines
+        assert not any("SQLite" in line for line in chat.lines)
+
+
+def test_the_proxy_reports_while_running(tmp_path: Path) -> None:
+    with processes() as started:
+        chat_server, server_port = server(tmp_path / "history.sqlite3")
+        started.append(chat_server)
+        args = ["proxy", "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{server_port}"]
+        lossy = Chat([*args, "--report", "0.2"], stdin=subprocess.DEVNULL)
+        started.append(lossy)
+        port = int(lossy.wait_line(r"^proxy listening on 127\.0\.0\.1:(\d+)").group(1))
+        alice = client("alice", port)
+        started.append(alice)
+        alice.wait_line(r"^\*\*\* alice joined$")
+        lossy.wait_line(
+            r"^proxy: up forwarded [1-9]\d* of \d+, down forwarded [1-9]\d* of \d+, 1 clients"
+        )
+
+
+# --- the client, as a user meets it -----------------------------------------------------------
+
+
+def test_quit_with_unconfirmed_lines_says_so_and_the_second_quit_leaves(tmp_path: Path) -> None:
+    with processes() as started:
+        chat_server, port = server(tmp_path / "history.sqlite3")
+        alice = client("alice", port)
+        started += [chat_server, alice]
+        alice.wait_line(r"^\*\*\* alice joined$")
+        chat_server.process.send_signal(signal.SIGKILL)
+        alice.type("into the void", "/quit")
+        alice.wait_line(
+            r"^\*\*\* 1 line not confirmed yet \(oldest \d+ s\): leaving once the server "
+            r"confirms them; /quit again to leave without them$"
+        )
+        alice.type("/quit")
+        assert alice.exit_code() == 1
+        assert alice.errors[-1] == "error: left with 1 message not delivered"
+
+
+def test_exit_leaves_only_as_the_exact_line_and_say_sends_anything(tmp_path: Path) -> None:
+    with processes() as started:
+        chat_server, port = server(tmp_path / "history.sqlite3")
+        alice = client("alice", port)
+        started += [chat_server, alice]
+        alice.wait_line(r"^\*\*\* alice joined$")
+        alice.type("exit now", " exit", "/say exit", "/say /quit", "/say //x", "/say  two")
+        for shown in ("exit now", " exit", "exit", "/quit", "//x", " two"):
+            alice.wait_line(f"^alice: {re.escape(shown)}$")
+        alice.type("exit")
+        assert alice.exit_code() == 0
+
+
+def test_a_reconnect_is_one_line_lost_and_one_line_back(tmp_path: Path) -> None:
+    history = tmp_path / "history.sqlite3"
+    with processes() as started:
+        first, port = server(history)
+        alice = client("alice", port)
+        started += [first, alice]
+        alice.wait_line(r"^\*\*\* alice joined$")
+        first.process.send_signal(signal.SIGKILL)
+        alice.wait_line(r"^\*\*\* connection lost \(.+\); reconnecting$")
+        time.sleep(3)  # several attempts fail meanwhile: none of them is a line
+        second, _ = server(history, port=port)
+        started.append(second)
+        alice.wait_line(r"^\*\*\* alice joined$")
+        alice.wait_for(lambda lines: lines.count("*** alice joined") == 2, "a second join")
+        lost = next(i for i, line in enumerate(alice.lines) if "connection lost" in line)
+        assert alice.lines[lost + 1 :] == [
+            "*** reconnected",
+            "*** you are alice; here: alice",
+            "*** alice joined",
+        ]
+
+
+def test_a_taken_name_says_when_a_dead_owner_frees_it(tmp_path: Path) -> None:
+    with processes() as started:
+        chat_server, port = server(tmp_path / "history.sqlite3")
+        bob = client("bob", port)
+        started += [chat_server, bob]
+        bob.wait_line(r"^\*\*\* bob joined$")
+        bob.process.send_signal(signal.SIGKILL)
+        again = client("bob", port)
+        started.append(again)
+        assert again.exit_code() == 2
+        assert again.errors[-1] == (
+            "error: refused: the name bob is taken; if it was yours on a connection that died, "
+            "it frees within 4 s"  # FAST_FLAGS' idle timeout
+        )
+
+
+def test_a_connection_dropped_before_hello_is_logged_with_the_reason(tmp_path: Path) -> None:
+    async def hang_up(port: int) -> None:
+        connection = await connect("127.0.0.1", port)
+        await connection.close()
+
+    with processes() as started:
+        chat_server, port = server(tmp_path / "history.sqlite3")
+        started.append(chat_server)
+        asyncio.run(hang_up(port))
+        pattern = re.compile(r"dropped 127\.0\.0\.1:\d+ before hello: (.*)$")
+        deadline = time.monotonic() + WAIT_S
+        while not any(pattern.search(line) for line in chat_server.errors):
+            assert time.monotonic() < deadline, chat_server.errors
+            time.sleep(0.02)
+        reasons = [m[1] for line in chat_server.errors if (m := pattern.search(line))]
+        assert reasons == ["it closed the connection"]
