@@ -459,8 +459,8 @@ def test_quit_with_unconfirmed_lines_says_so_and_the_second_quit_leaves(tmp_path
         chat_server.process.send_signal(signal.SIGKILL)
         alice.type("into the void", "/quit")
         alice.wait_line(
-            r"^\*\*\* 1 line not confirmed yet \(oldest \d+ s\): leaving once the server "
-            r"confirms them; /quit again to leave without them$"
+            r"^\*\*\* 1 unconfirmed \(oldest \d+ s\): leaving once the server confirms them; "
+            r"/quit again leaves now$"
         )
         alice.type("/quit")
         assert alice.exit_code() == 1
@@ -534,3 +534,39 @@ def test_a_connection_dropped_before_hello_is_logged_with_the_reason(tmp_path: P
             time.sleep(0.02)
         reasons = [m[1] for line in chat_server.errors if (m := pattern.search(line))]
         assert reasons == ["it closed the connection"]
+
+
+def test_the_status_bar_shows_a_line_the_server_has_not_confirmed(tmp_path: Path) -> None:
+    with processes() as started:
+        chat_server, port = server(tmp_path / "history.sqlite3")
+        bob = client("bob", port)
+        started += [chat_server, bob]
+        bob.wait_line(r"^\*\*\* bob joined$")
+        master, terminal = pty.openpty()
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+        alice = subprocess.Popen(
+            [sys.executable, "-m", "rudp_chat", "client", "--name", "alice", "--port", str(port)],
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            env=dict(os.environ, TERM="xterm-256color"),
+            start_new_session=True,
+        )
+        os.close(terminal)
+        screen = Screen(master)
+        try:
+            screen.wait_for(f" alice @ 127.0.0.1:{port} | open | rtt ")
+            chat_server.process.send_signal(signal.SIGSTOP)  # alive, but it confirms nothing
+            try:
+                os.write(master, b"are you there\r")
+                screen.wait_for("| open | 1 unconfirmed (oldest ")
+            finally:
+                chat_server.process.send_signal(signal.SIGCONT)
+            bob.wait_line(r"^alice: are you there$")
+            os.write(master, b"exit\r")
+            assert alice.wait(timeout=WAIT_S) == 0
+        finally:
+            if alice.poll() is None:
+                alice.kill()
+                alice.wait()
+            screen.close()

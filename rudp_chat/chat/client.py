@@ -77,10 +77,7 @@ BACKOFF_FIRST_S: Final = 0.5  # first reconnect delay: a restarting server is us
 BACKOFF_MAX_S: Final = 8.0  # later delays double up to this, with ±25 % jitter against herds
 RECONNECT_GIVE_UP_S: Final = 300.0  # a server gone for five minutes is not coming back soon
 PACING_SHARE: Final = 0.5  # of the server's rate and burst, leaving slack for delivery bunching
-HELP: Final = (
-    "this client: /say TEXT (send TEXT as it is, even exit or /quit), /stats (connection "
-    "statistics), /quit or exit (leave once every line is confirmed; /quit again: leave now)"
-)
+HELP: Final = "this client: /say TEXT (sends TEXT as written), /stats, /quit or exit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +172,8 @@ class ChatClient:
         if self._pending:
             self._on_event(
                 Notice(
-                    f"{self.unconfirmed()}: leaving once the server confirms "
-                    "them; /quit again to leave without them"
+                    f"{self.unconfirmed()}: leaving once the server confirms them; "
+                    "/quit again leaves now"
                 )
             )
         self.quit()
@@ -204,7 +201,7 @@ class ChatClient:
             return ""
         count = len(self._pending)
         age = time.monotonic() - oldest
-        return f"{count} line{'' if count == 1 else 's'} not confirmed yet (oldest {age:.0f} s)"
+        return f"{count} unconfirmed (oldest {age:.0f} s)"
 
     def status(self) -> str:
         """The connection in a few words, for a status bar: the state (while reconnecting, how
