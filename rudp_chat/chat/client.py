@@ -27,6 +27,7 @@ from typing import Final
 from rudp_chat.aio import (
     ConnectError,
     ConnectionLostError,
+    HandshakeTimeoutError,
     PortUnreachableError,
     ReliableConnection,
     UntrustedServerError,
@@ -247,7 +248,7 @@ class ChatClient:
                 self.error = self._untrusted(exc, pinned)
                 return EXIT_FAILURE
             except (ConnectError, OSError) as exc:
-                problem = _connect_problem(exc)
+                problem = _connect_problem(exc, options.connection.handshake_timeout)
                 if lost_since is None:
                     self.state = "closed"
                     self.error = f"cannot connect to {options.host}:{options.port}: {problem}"
@@ -448,10 +449,12 @@ class ChatClient:
             self._done.set()
 
 
-def _connect_problem(error: Exception) -> str:
+def _connect_problem(error: Exception, handshake_timeout: float) -> str:
     """Why a connection attempt failed, in plain words."""
     if isinstance(error, PortUnreachableError):
-        return "nothing listens there (the host answered: port unreachable)"
+        return "nothing listens there (port unreachable)"
+    if isinstance(error, HandshakeTimeoutError):
+        return f"no answer within {handshake_timeout:g} s"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return str(error)
