@@ -380,7 +380,7 @@ def report(
         ),
         (
             "stored",
-            "every line numbered once (none lost or duplicated; no file: as client 1 saw it)"
+            "every line numbered once (none lost or duplicated), per client 1"
             if args.no_history
             else "every line stored exactly once (none lost or duplicated)",
             rows == distinct == sent and not unstored,
