@@ -102,7 +102,7 @@ class KnownServers:
                 fields = line.split()
                 if not fields or fields[0].startswith("#"):
                     continue
-                if len(fields) != 2 or not is_fingerprint(fields[1]):
+                if len(fields) != 2 or not fields[1].startswith("SHA256:"):
                     raise KeyFileError(f"{path}:{number}: expected HOST:PORT SHA256:...")
                 self._pins[fields[0]] = fields[1]
 
