@@ -112,10 +112,22 @@ def processes() -> Iterator[list[Chat]]:
             chat.kill()
 
 
-def server(history: Path, *flags: str, port: int = 0) -> tuple[Chat, int]:
-    args = ["server", "--host", "127.0.0.1", "--port", str(port), "--history", str(history)]
+def server(history: Path | None, *flags: str, port: int = 0) -> tuple[Chat, int]:
+    """A server (``history`` None: ``--no-history``) and the port it listens on."""
+    args = ["server", "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--no-history"] if history is None else ["--history", str(history)]
     chat = Chat([*args, *FAST_FLAGS, *flags], stdin=subprocess.DEVNULL)
     return chat, int(chat.wait_line(r"^Server is listening on 127\.0\.0\.1:(\d+)$").group(1))
+
+
+def joined(tmp_path: Path, name: str, started: list[Chat]) -> tuple[Chat, Chat, int]:
+    """A server and a plain client ``name`` that has joined it (both in ``started``)."""
+    chat_server, port = server(tmp_path / "history.sqlite3")
+    started.append(chat_server)
+    chat_client = client(name, port)
+    started.append(chat_client)
+    chat_client.wait_line(f"^\\*\\*\\* {name} joined$")
+    return chat_server, chat_client, port
 
 
 def proxy(upstream: int, loss: str, seed: int) -> tuple[Chat, int]:
@@ -225,41 +237,45 @@ def test_an_unreachable_server_is_a_clear_failure() -> None:
 
 def test_interactive_input_line_survives_incoming_messages(tmp_path: Path) -> None:
     with processes() as started:
-        chat_server, port = server(tmp_path / "history.sqlite3")
-        bob = client("bob", port)
-        started += [chat_server, bob]
-        bob.wait_line(r"^\*\*\* bob joined$")
-        master, terminal = pty.openpty()
-        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-        alice = subprocess.Popen(
-            [sys.executable, "-m", "rudp_chat", "client", "--name", "alice", "--port", str(port)],
-            stdin=terminal,
-            stdout=terminal,
-            stderr=terminal,
-            env=dict(os.environ, TERM="xterm-256color"),
-            start_new_session=True,
-        )
-        os.close(terminal)
-        screen = Screen(master)
-        try:
+        _, bob, port = joined(tmp_path, "bob", started)
+        with on_a_terminal("alice", port) as (alice, screen):
             screen.wait_for("alice joined")
             screen.wait_for(f" alice @ 127.0.0.1:{port} | ")  # the bottom toolbar
-            os.write(master, b"/stats\r")
+            screen.type(b"/stats\r")
             screen.wait_for("*** open, rtt ")
             bob.wait_line(r"^\*\*\* alice joined$")
-            os.write(master, b"hello wor")
+            screen.type(b"hello wor")
             screen.wait_for("hello wor")
             bob.type("interrupting while alice types")
             screen.wait_for("interrupting while alice types")
-            os.write(master, b"ld, all in one piece\r")
+            screen.type(b"ld, all in one piece\r")
             bob.wait_line(r"^alice: hello world, all in one piece$")
-            os.write(master, b"exit\r")
+            screen.type(b"exit\r")
             assert alice.wait(timeout=WAIT_S) == 0
-        finally:
-            if alice.poll() is None:
-                alice.kill()
-                alice.wait()
-            screen.close()
+
+
+@contextmanager
+def on_a_terminal(name: str, port: int) -> Iterator[tuple[subprocess.Popen[bytes], Screen]]:
+    """An interactive client on a 24x120 pseudo-terminal, killed at the end if still running."""
+    master, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rudp_chat", "client", "--name", name, "--port", str(port)],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=dict(os.environ, TERM="xterm-256color"),
+        start_new_session=True,
+    )
+    os.close(terminal)
+    screen = Screen(master)
+    try:
+        yield process, screen
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        screen.close()
 
 
 class Screen:
@@ -283,6 +299,9 @@ class Screen:
             self.output += chunk
             for _ in range(chunk.count(b"\x1b[6n")):  # where is the cursor? (CPR): top left
                 os.write(self.master, b"\x1b[1;1R")
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
 
     def wait_for(self, text: str) -> None:
         deadline = time.monotonic() + WAIT_S
@@ -408,28 +427,14 @@ def test_a_port_in_use_is_named(tmp_path: Path) -> None:
         ]
 
 
-def test_no_history_says_what_it_does(tmp_path: Path) -> None:
+def test_no_history_says_what_it_does() -> None:
     with processes() as started:
-        chat = Chat(
-            [
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--no-history",
-                "--key-file",
-                str(tmp_path / "key"),
-            ],
-            stdin=subprocess.DEVNULL,
-        )
+        chat, _ = server(None)
         started.append(chat)
-        chat.wait_line(r"^Server is listening on ")
-        assert any(
-            line.startswith("History: not stored (--no-history); the last 20 messages are kept")
-            for line in chat.lines
-        ), chat.lines
-        assert not any("SQLite" in line for line in chat.lines)
+        assert chat.lines[-2] == (
+            "History: not stored (--no-history); the last 20 messages are kept in memory for "
+            "people who join, until the server stops"
+        )
 
 
 def test_the_proxy_reports_while_running(tmp_path: Path) -> None:
@@ -453,10 +458,7 @@ def test_the_proxy_reports_while_running(tmp_path: Path) -> None:
 
 def test_quit_with_unconfirmed_lines_says_so_and_the_second_quit_leaves(tmp_path: Path) -> None:
     with processes() as started:
-        chat_server, port = server(tmp_path / "history.sqlite3")
-        alice = client("alice", port)
-        started += [chat_server, alice]
-        alice.wait_line(r"^\*\*\* alice joined$")
+        chat_server, alice, _ = joined(tmp_path, "alice", started)
         chat_server.process.send_signal(signal.SIGKILL)
         alice.type("into the void", "/quit")
         alice.wait_line(
@@ -470,10 +472,7 @@ def test_quit_with_unconfirmed_lines_says_so_and_the_second_quit_leaves(tmp_path
 
 def test_exit_leaves_only_as_the_exact_line_and_say_sends_anything(tmp_path: Path) -> None:
     with processes() as started:
-        chat_server, port = server(tmp_path / "history.sqlite3")
-        alice = client("alice", port)
-        started += [chat_server, alice]
-        alice.wait_line(r"^\*\*\* alice joined$")
+        _, alice, _ = joined(tmp_path, "alice", started)
         alice.type("exit now", " exit", "/say exit", "/say /quit", "/say //x", "/say  two")
         for shown in ("exit now", " exit", "exit", "/quit", "//x", " two"):
             alice.wait_line(f"^alice: {re.escape(shown)}$")
@@ -505,10 +504,7 @@ def test_a_reconnect_is_one_line_lost_and_one_line_back(tmp_path: Path) -> None:
 
 def test_a_taken_name_says_when_a_dead_owner_frees_it(tmp_path: Path) -> None:
     with processes() as started:
-        chat_server, port = server(tmp_path / "history.sqlite3")
-        bob = client("bob", port)
-        started += [chat_server, bob]
-        bob.wait_line(r"^\*\*\* bob joined$")
+        _, bob, port = joined(tmp_path, "bob", started)
         bob.process.send_signal(signal.SIGKILL)
         again = client("bob", port)
         started.append(again)
@@ -539,35 +535,15 @@ def test_a_connection_dropped_before_hello_is_logged_with_the_reason(tmp_path: P
 
 def test_the_status_bar_shows_a_line_the_server_has_not_confirmed(tmp_path: Path) -> None:
     with processes() as started:
-        chat_server, port = server(tmp_path / "history.sqlite3")
-        bob = client("bob", port)
-        started += [chat_server, bob]
-        bob.wait_line(r"^\*\*\* bob joined$")
-        master, terminal = pty.openpty()
-        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-        alice = subprocess.Popen(
-            [sys.executable, "-m", "rudp_chat", "client", "--name", "alice", "--port", str(port)],
-            stdin=terminal,
-            stdout=terminal,
-            stderr=terminal,
-            env=dict(os.environ, TERM="xterm-256color"),
-            start_new_session=True,
-        )
-        os.close(terminal)
-        screen = Screen(master)
-        try:
+        chat_server, bob, port = joined(tmp_path, "bob", started)
+        with on_a_terminal("alice", port) as (alice, screen):
             screen.wait_for(f" alice @ 127.0.0.1:{port} | open | rtt ")
             chat_server.process.send_signal(signal.SIGSTOP)  # alive, but it confirms nothing
             try:
-                os.write(master, b"are you there\r")
+                screen.type(b"are you there\r")
                 screen.wait_for("| open | 1 unconfirmed (oldest ")
             finally:
                 chat_server.process.send_signal(signal.SIGCONT)
             bob.wait_line(r"^alice: are you there$")
-            os.write(master, b"exit\r")
+            screen.type(b"exit\r")
             assert alice.wait(timeout=WAIT_S) == 0
-        finally:
-            if alice.poll() is None:
-                alice.kill()
-                alice.wait()
-            screen.close()
