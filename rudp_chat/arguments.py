@@ -10,7 +10,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-__all__ = ["count", "number", "port"]
+__all__ = ["count", "number", "port", "positive"]
 
 MAX_PORT = 65_535
 
@@ -24,6 +24,18 @@ def number(text: str, low: float, high: float, what: str) -> float:
     if not low <= value <= high:  # NaN fails too
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
+
+
+def positive(what: str) -> Callable[[str], float]:
+    """A parser of finite numbers > 0, ``what`` naming the unit (``"seconds"``)."""
+
+    def parse(text: str) -> float:
+        value = number(text, 0.0, math.inf, f"{what} > 0")
+        if value == 0.0 or math.isinf(value):
+            raise argparse.ArgumentTypeError(f"expected finite {what} > 0, got {text!r}")
+        return value
+
+    return parse
 
 
 def count(low: int, what: str) -> Callable[[str], int]:

@@ -10,15 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import sqlite3
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from rudp_chat import __version__
 from rudp_chat.aio import proxy
-from rudp_chat.arguments import count, number, port
+from rudp_chat.arguments import count, port, positive
 from rudp_chat.chat.client import ClientOptions
 from rudp_chat.chat.console import run_client
 from rudp_chat.chat.demo import DemoSettings, run_demo
@@ -60,18 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _positive(what: str) -> Callable[[str], float]:
-    """A parser of finite numbers > 0, ``what`` naming the unit."""
-
-    def parse(text: str) -> float:
-        value = number(text, 0.0, math.inf, f"{what} > 0")
-        if value == 0.0 or math.isinf(value):
-            raise argparse.ArgumentTypeError(f"expected finite {what} > 0, got {text!r}")
-        return value
-
-    return parse
-
-
 def _fingerprint(text: str) -> str:
     if not is_fingerprint(text):
         raise argparse.ArgumentTypeError(
@@ -94,14 +80,14 @@ def _history_path(text: str) -> Path:
 def _add_timeouts(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--heartbeat",
-        type=_positive("seconds"),
+        type=positive("seconds"),
         default=_DEFAULTS.heartbeat_interval,
         metavar="S",
         help="seconds of silence before a keep-alive (default %(default)s)",
     )
     parser.add_argument(
         "--idle-timeout",
-        type=_positive("seconds"),
+        type=positive("seconds"),
         default=_DEFAULTS.idle_timeout,
         metavar="S",
         help="seconds without hearing the peer before it counts as gone (default %(default)s)",
@@ -183,7 +169,7 @@ def _add_server(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     parser.add_argument(
         "--rate",
-        type=_positive("messages per second"),
+        type=positive("messages per second"),
         default=_LIMITS.rate,
         metavar="PER_S",
         help="messages per second a user may send (default %(default)s)",
@@ -265,7 +251,7 @@ def _add_client(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     parser.add_argument(
         "--handshake-timeout",
-        type=_positive("seconds"),
+        type=positive("seconds"),
         default=_DEFAULTS.handshake_timeout,
         metavar="S",
         help="seconds to wait for the server to answer (default %(default)s)",

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from rudp_chat.arguments import number
+from rudp_chat.arguments import number, positive
 from rudp_chat.core.connection import Address
 from rudp_chat.sim.link import Link, LinkProfile, LinkStats
 
@@ -314,13 +314,6 @@ def _pair(convert: Callable[[str], T]) -> Callable[[str], tuple[T, T]]:
     return parse
 
 
-def _report_interval(text: str) -> float:
-    interval = number(text, 0.0, math.inf, "seconds > 0")
-    if interval == 0.0 or math.isinf(interval):
-        raise argparse.ArgumentTypeError(f"expected finite seconds > 0, got {text!r}")
-    return interval
-
-
 def _outage(text: str) -> tuple[float, float]:
     up, sep, down = text.partition(":")
     if not sep:
@@ -379,7 +372,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the impairment draws")
     parser.add_argument(
         "--report",
-        type=_report_interval,
+        type=positive("seconds"),
         default=None,
         metavar="S",
         help="print a one-line summary every S seconds while running (default: only at exit)",
