@@ -254,7 +254,7 @@ class ChatClient:
                     self.error = f"cannot connect to {options.host}:{options.port}: {problem}"
                     return EXIT_FAILURE
                 attempts += 1
-                self.retrying = f"tried {attempts}x: {problem}"
+                self.retrying = f"{attempts} failed: {problem}"
             else:
                 self._pin(connection.server_fingerprint, pinned)
                 self._connection = connection
@@ -452,7 +452,7 @@ class ChatClient:
 def _connect_problem(error: Exception, handshake_timeout: float) -> str:
     """Why a connection attempt failed, in plain words."""
     if isinstance(error, PortUnreachableError):
-        return "nothing listens there (port unreachable)"
+        return "nothing listens there"
     if isinstance(error, HandshakeTimeoutError):
         return f"no answer within {handshake_timeout:g} s"
     if isinstance(error, OSError) and error.strerror:
