@@ -1,7 +1,7 @@
 """Soak: many chat clients through a lossy proxy for a long time, nothing lost or leaked.
 
 Usage: python benchmarks/soak.py [--duration S] [--clients N] [--loss P] [--rate PER_S]
-                                 [--seed N] [--json PATH]
+                                 [--seed N] [--no-history] [--json PATH]
 
 Why: short tests cannot show a slow leak, a rare false disconnect or a once-an-hour ordering
 slip. This runs the chat server in its own process, ``rudp-chat proxy`` in another (dropping
@@ -10,14 +10,18 @@ clients (:class:`~rudp_chat.chat.client.ChatClient`, here, in one event loop) th
 something ``--rate`` times a second for ``--duration`` seconds, then wait until everything is
 acknowledged and delivered. Then it checks:
 
-* every message sent is stored exactly once (nothing lost, nothing duplicated);
+* every message sent is stored exactly once (nothing lost, nothing duplicated); with
+  ``--no-history`` (the server keeps history in memory only) nothing can be read back, so the
+  first client's view stands in for the stored history: every line numbered once;
 * every client was shown every message exactly once, in the server's order (the same at all
   clients, each sender's lines in the order typed): a running digest per client is compared with
   the history's, so memory here stays flat too;
 * no false disconnect: each client was welcomed once, lost no connection and saw nobody leave;
 * the server's memory is flat: its RSS at the end (after the load drained) is at most
   ``max(start * 1.2, start + 10 MiB)``, where start is after a warm-up of a tenth of the run
-  (RSS legitimately grows while caches fill; a leak grows with the run).
+  (RSS legitimately grows while caches fill; a leak grows with the run), in both modes: an
+  unbounded in-memory history would grow ~0.5 KiB a line. The growth per 1,000 lines after
+  the warm-up is reported too.
 
 Prints progress every ``--report`` seconds, then a table of ok/MISS; exits 1 on any MISS.
 ``--json`` writes the results too (the test suite runs a short soak and reads them).
@@ -62,12 +66,13 @@ RSS_GROWTH_SLACK_KIB: Final = 10 * 1024  # ... or +10 MiB, whichever is larger
 PROXY_LISTENING: Final = re.compile(r"^proxy listening on [0-9.]+:(\d+)", re.MULTILINE)
 
 
-def server_command(history: Path, clients: int) -> list[str]:
+def server_command(history: Path, clients: int, *, stored: bool) -> list[str]:
     """The server's command line; the only place it is built. All clients share the proxy's
-    address, so the per-address bound must admit them all; the key lives beside the history."""
+    address, so the per-address bound must admit them all; the key lives beside the history
+    (which is not written unless ``stored``)."""
     return chat_server_command(
         host=HOST,
-        history=history,
+        history=history if stored else None,
         key_file=history.with_name("server_key"),
         extra=["--max-per-address", str(clients + 1)],
     )
@@ -199,6 +204,13 @@ class Memory:
     start: int = 0
     end: int = 0
     peak: int = 0
+    lines_after_start: int = 0
+    """Lines sent between the start sample and the end."""
+
+    @property
+    def per_thousand_lines(self) -> float:
+        """KiB of growth per 1,000 lines after the warm-up."""
+        return 1000 * (self.end - self.start) / max(self.lines_after_start, 1)
 
     @property
     def flat(self) -> bool:
@@ -209,7 +221,8 @@ class Memory:
 async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     """Run it; returns the results (see :func:`report`). No process or task outlives it."""
     history = workdir / "history.sqlite3"
-    server = HelperProcess("server", server_command(history, args.clients), workdir)
+    command = server_command(history, args.clients, stored=not args.no_history)
+    server = HelperProcess("server", command, workdir)
     processes = [server]
     members = [Member(f"user{i:03d}") for i in range(args.clients)]
     try:
@@ -240,7 +253,8 @@ async def load(
     print(
         f"soak: {args.clients} clients through a proxy dropping {args.loss:.0%} each way"
         f" (delay {PROXY_DELAY_MS}±{PROXY_JITTER_MS} ms), {args.rate:g} lines/s each,"
-        f" {args.duration:g} s, seed {args.seed}",
+        f" {args.duration:g} s, seed {args.seed},"
+        f" history {'in memory (--no-history)' if args.no_history else 'on disk'}",
         flush=True,
     )
     for m in members:
@@ -255,6 +269,7 @@ async def load(
     warmup = min(WARMUP_MAX_S, args.duration * WARMUP_SHARE)
     talkers = [asyncio.create_task(chatter(m, args.rate, end, rng)) for m in members]
     memory = Memory()
+    sent_at_start = 0
     next_report = started + args.report
     while (now := loop.time()) < end:
         await asyncio.sleep(min(1.0, end - now))
@@ -262,6 +277,7 @@ async def load(
         memory.peak = max(memory.peak, rss)
         if not memory.start and loop.time() >= started + warmup:
             memory.start = rss
+            sent_at_start = sum(m.submitted for m in members)
         if loop.time() >= next_report:
             next_report += args.report
             progress(loop.time() - started, members, rss, proxy.rss_kib())
@@ -276,6 +292,7 @@ async def load(
     )
     memory.end = server.rss_kib()
     memory.peak = max(memory.peak, memory.end)
+    memory.lines_after_start = sent - sent_at_start
     progress(loop.time() - started, members, memory.end, proxy.rss_kib(), label="drained")
     dropped = {m.name: (m.welcomes, m.lost, list(m.left)) for m in members}
     for m in members:
@@ -285,7 +302,13 @@ async def load(
     server_code = await server.stop(timeout=START_TIMEOUT_S)
     proxy_code = await proxy.stop(timeout=START_TIMEOUT_S)
     proxy_report = proxy.stdout.read_text(errors="replace").splitlines()[1:]
-    rows, distinct, digest, per_sender = history_digest(history)
+    if args.no_history:  # nothing to read back: the first client's view stands in for it
+        reference = members[0]
+        rows = distinct = reference.seen if not reference.anomalies else 0
+        digest = reference.digest.hexdigest()
+        per_sender = {name: after - 1 for name, after in reference.next_from.items()}
+    else:
+        rows, distinct, digest, per_sender = history_digest(history)
     return report(
         args,
         members,
@@ -357,7 +380,9 @@ def report(
         ),
         (
             "stored",
-            "every line stored exactly once (none lost or duplicated)",
+            "every line numbered once (none lost or duplicated), per client 1"
+            if args.no_history
+            else "every line stored exactly once (none lost or duplicated)",
             rows == distinct == sent and not unstored,
             f"{rows:,} stored, {distinct:,} distinct, of {sent:,}",
         ),
@@ -378,7 +403,8 @@ def report(
             "server RSS flat: end <= max(start x 1.2, start + 10 MiB)",
             memory.flat,
             f"{memory.start / 1024:.1f} -> {memory.end / 1024:.1f} MiB (x{ratio:.2f}),"
-            f" peak {memory.peak / 1024:.1f} MiB",
+            f" peak {memory.peak / 1024:.1f} MiB, {memory.per_thousand_lines:+.1f} KiB per"
+            f" 1,000 lines ({'in memory' if args.no_history else 'on disk'})",
         ),
         (
             "exits",
@@ -397,6 +423,7 @@ def report(
     print(f"\n{wall:.0f} s from the first line to the last check")
     return {
         "clients": args.clients,
+        "history": "memory" if args.no_history else "disk",
         "loss": args.loss,
         "duration_s": args.duration,
         "sent": sent,
@@ -404,6 +431,7 @@ def report(
         "rss_start_kib": memory.start,
         "rss_end_kib": memory.end,
         "rss_peak_kib": memory.peak,
+        "rss_kib_per_1000_lines": memory.per_thousand_lines,
         "checks": {key: ok for key, _, ok, _ in checks},
         "details": {key: detail for key, _, _, detail in checks},
     }
@@ -422,6 +450,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1, help="proxy and pacing (default 1)")
     parser.add_argument(
         "--report", type=float, default=60.0, metavar="S", help="progress every S s (default 60)"
+    )
+    parser.add_argument(
+        "--no-history",
+        action="store_true",
+        help="run the server with --no-history (history in memory only)",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()

@@ -1,6 +1,8 @@
 """``rudp-chat``: the command line of the chat server, client, lossy proxy and demo.
 
-Every subcommand sets ``run(args) -> exit code``; flags with bad values exit 2 through argparse.
+Every subcommand sets ``run(args) -> exit code``. A bad flag value exits 2 through argparse, with
+one line naming the flag, before anything starts; failures found later (a port in use, an
+unreachable server) exit 1 with one line on stderr.
 """
 
 from __future__ import annotations
@@ -8,10 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 
+from rudp_chat import __version__
 from rudp_chat.aio import proxy
+from rudp_chat.arguments import count, port, positive
 from rudp_chat.chat.client import ClientOptions
 from rudp_chat.chat.console import run_client
 from rudp_chat.chat.demo import DemoSettings, run_demo
@@ -19,7 +24,12 @@ from rudp_chat.chat.history import DEFAULT_HISTORY_FILE
 from rudp_chat.chat.room import RoomLimits
 from rudp_chat.chat.server import ServerOptions, run_server
 from rudp_chat.core.config import ConnectionConfig, ListenerConfig
-from rudp_chat.identity import KeyFileError, default_key_file, default_known_servers
+from rudp_chat.identity import (
+    KeyFileError,
+    default_key_file,
+    default_known_servers,
+    is_fingerprint,
+)
 
 __all__ = ["main"]
 
@@ -30,29 +40,54 @@ _LIMITS = RoomLimits()
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return its exit code."""
     parser = argparse.ArgumentParser(
-        prog="rudp-chat", description="A chat over a reliable-UDP protocol."
+        prog="rudp-chat",
+        description="A chat over a reliable-UDP protocol. "
+        "`rudp-chat COMMAND --help` lists a command's flags.",
     )
-    subparsers = parser.add_subparsers(metavar="COMMAND", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(metavar="COMMAND", title="commands")
     _add_server(subparsers)
     _add_client(subparsers)
     proxy.add_parser(subparsers)
     _add_demo(subparsers)
     args = parser.parse_args(argv)
+    if not hasattr(args, "run"):  # no command: say which there are
+        parser.print_help(sys.stderr)
+        return 2
     code: int = args.run(args)
     return code
+
+
+def _fingerprint(text: str) -> str:
+    if not is_fingerprint(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a fingerprint as the server prints it (SHA256: and 43 characters), "
+            f"got {text!r}"
+        )
+    return text
+
+
+def _history_path(text: str) -> Path:
+    """A place a history file can be: not a directory, in a directory that exists."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name in it")
+    if not path.resolve().parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no such directory {path.resolve().parent}")
+    return path
 
 
 def _add_timeouts(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--heartbeat",
-        type=float,
+        type=positive("seconds"),
         default=_DEFAULTS.heartbeat_interval,
         metavar="S",
         help="seconds of silence before a keep-alive (default %(default)s)",
     )
     parser.add_argument(
         "--idle-timeout",
-        type=float,
+        type=positive("seconds"),
         default=_DEFAULTS.idle_timeout,
         metavar="S",
         help="seconds without hearing the peer before it counts as gone (default %(default)s)",
@@ -69,64 +104,79 @@ def _add_insecure(parser: argparse.ArgumentParser) -> None:
 
 
 def _connection(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ConnectionConfig:
-    try:
-        return ConnectionConfig(
-            insecure=args.insecure,
-            heartbeat_interval=args.heartbeat,
-            idle_timeout=args.idle_timeout,
-            handshake_timeout=getattr(args, "handshake_timeout", _DEFAULTS.handshake_timeout),
+    """The connection settings the flags ask for; exits 2 if they cannot work together."""
+    if args.heartbeat >= args.idle_timeout:
+        parser.error(
+            f"--heartbeat ({args.heartbeat:g} s) must be shorter than --idle-timeout "
+            f"({args.idle_timeout:g} s): the keep-alives are what keeps a quiet peer alive"
         )
-    except ValueError as exc:
-        parser.error(str(exc))
+    return ConnectionConfig(
+        insecure=args.insecure,
+        heartbeat_interval=args.heartbeat,
+        idle_timeout=args.idle_timeout,
+        handshake_timeout=getattr(args, "handshake_timeout", _DEFAULTS.handshake_timeout),
+    )
 
 
 def _add_server(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("server", help="run the chat server")
+    parser = subparsers.add_parser(
+        "server",
+        help="run the chat server",
+        description="Run the chat server: it prints its key's fingerprint and where it listens, "
+        "and stores every message in SQLite before acknowledging it.",
+    )
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (default %(default)s)")
     parser.add_argument(
-        "--port", type=int, default=12345, help="0 picks a free port (default %(default)s)"
+        "--port",
+        type=port(any_allowed=True),
+        default=12345,
+        help="UDP port to listen on, 1-65535; 0 picks a free one (default %(default)s)",
     )
     stored = parser.add_mutually_exclusive_group()
     stored.add_argument(
         "--history",
-        type=Path,
+        type=_history_path,
         default=Path(DEFAULT_HISTORY_FILE),
         metavar="PATH",
         help="SQLite file of the chat history (default ./%(default)s)",
     )
-    stored.add_argument("--no-history", action="store_true", help="keep history in memory only")
+    stored.add_argument(
+        "--no-history",
+        action="store_true",
+        help="store nothing on disk: the history lives in memory until the server stops "
+        "(people who join are still shown the last --history-size messages)",
+    )
     parser.add_argument(
         "--history-size",
-        type=int,
+        type=count(0, "a number of messages >= 0"),
         default=_LIMITS.history_size,
         metavar="N",
         help="messages shown to a joining user (default %(default)s)",
     )
     parser.add_argument(
         "--max-clients",
-        type=int,
+        type=count(1, "a number of users >= 1"),
         default=_LIMITS.max_users,
         metavar="N",
         help="users at once (default %(default)s)",
     )
     parser.add_argument(
         "--max-per-address",
-        type=int,
+        type=count(1, "a number of connections >= 1"),
         default=ListenerConfig().max_connections_per_address,
         metavar="N",
-        help="connections from one IP address; users behind one NAT share it "
-        "(default %(default)s)",
+        help="connections from one IP address; users behind one NAT share it (default %(default)s)",
     )
     parser.add_argument(
         "--rate",
-        type=float,
+        type=positive("messages per second"),
         default=_LIMITS.rate,
         metavar="PER_S",
         help="messages per second a user may send (default %(default)s)",
     )
     parser.add_argument(
         "--burst",
-        type=int,
+        type=count(1, "a number of messages >= 1"),
         default=_LIMITS.burst,
         metavar="N",
         help="messages a user may send at once (default %(default)s)",
@@ -145,16 +195,12 @@ def _add_server(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    try:
-        limits = RoomLimits(
-            max_users=args.max_clients,
-            history_size=args.history_size,
-            rate=args.rate,
-            burst=args.burst,
-        )
-        ListenerConfig(max_connections_per_address=args.max_per_address)  # checks it
-    except ValueError as exc:
-        parser.error(str(exc))
+    limits = RoomLimits(
+        max_users=args.max_clients,
+        history_size=args.history_size,
+        rate=args.rate,
+        burst=args.burst,
+    )
     options = ServerOptions(
         host=args.host,
         port=args.port,
@@ -169,16 +215,32 @@ def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     )
     try:
         return asyncio.run(run_server(options))
-    except (OSError, KeyFileError) as exc:
+    except sqlite3.Error as exc:  # the file exists but is no history (checked before it starts)
+        parser.error(f"argument --history: cannot use {args.history}: {exc}")
+    except KeyFileError as exc:
         print(f"error: cannot start the server: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = exc.filename or f"{args.host}:{args.port}"
+        print(f"error: cannot start the server: {where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
 
 
 def _add_client(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("client", help="join a chat server")
+    parser = subparsers.add_parser(
+        "client",
+        help="join a chat server",
+        description="Join a chat server. On a terminal: a prompt with a status bar; otherwise "
+        "(or with --plain) one line in is one message, one line out per message.",
+    )
     parser.add_argument("--name", required=True, help="your user name")
     parser.add_argument("--host", default="127.0.0.1", help="server address (default %(default)s)")
-    parser.add_argument("--port", type=int, default=12345)
+    parser.add_argument(
+        "--port",
+        type=port(any_allowed=False),
+        default=12345,
+        help="server UDP port, 1-65535 (default %(default)s)",
+    )
     parser.add_argument(
         "--plain",
         action="store_true",
@@ -189,13 +251,14 @@ def _add_client(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     parser.add_argument(
         "--handshake-timeout",
-        type=float,
+        type=positive("seconds"),
         default=_DEFAULTS.handshake_timeout,
         metavar="S",
         help="seconds to wait for the server to answer (default %(default)s)",
     )
     parser.add_argument(
         "--server-key",
+        type=_fingerprint,
         metavar="FINGERPRINT",
         help="the server key's fingerprint (SHA256:...), as the server prints it at start; "
         "without it the first key seen is pinned",
@@ -235,7 +298,10 @@ def _client(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     defaults = DemoSettings()
     parser = subparsers.add_parser(
-        "demo", help="a scripted chat of three users through a lossy proxy"
+        "demo",
+        help="a scripted chat of three users through a lossy proxy",
+        description="Start a server, a lossy proxy and three scripted clients on this machine, "
+        "and check that every user saw every message once, in one order.",
     )
     parser.add_argument(
         "--seed", type=int, default=defaults.seed, help="proxy seed (default %(default)s)"

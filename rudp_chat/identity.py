@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -21,9 +22,12 @@ __all__ = [
     "config_dir",
     "default_key_file",
     "default_known_servers",
+    "is_fingerprint",
     "load_or_create_server_key",
 ]
 
+_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]")
+"""``SHA256:`` and 32 bytes in unpadded base64: 43 characters, the last holding 2 bits + 4 zeros."""
 _KEY_HEADER = "# rudp_chat server key (X25519, base64); keep it private\n"
 
 
@@ -80,6 +84,11 @@ def load_or_create_server_key(path: Path) -> tuple[StaticKey, bool]:
         return StaticKey(private), False
     except (binascii.Error, ValueError):
         raise KeyFileError(f"{path} does not hold a server key") from None
+
+
+def is_fingerprint(text: str) -> bool:
+    """Whether ``text`` is a key fingerprint as servers print it (``SHA256:`` + 43 characters)."""
+    return _FINGERPRINT.fullmatch(text) is not None
 
 
 class KnownServers:

@@ -6,6 +6,7 @@ into a failure.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import pty
@@ -24,6 +25,7 @@ from typing import IO
 
 import pytest
 
+from rudp_chat.aio import connect
 from rudp_chat.cli import main
 
 # Short keep-alives and timeouts keep the tests fast; 4 s of silence is still far beyond any
@@ -110,10 +112,22 @@ def processes() -> Iterator[list[Chat]]:
             chat.kill()
 
 
-def server(history: Path, *flags: str, port: int = 0) -> tuple[Chat, int]:
-    args = ["server", "--host", "127.0.0.1", "--port", str(port), "--history", str(history)]
+def server(history: Path | None, *flags: str, port: int = 0) -> tuple[Chat, int]:
+    """A server (``history`` None: ``--no-history``) and the port it listens on."""
+    args = ["server", "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--no-history"] if history is None else ["--history", str(history)]
     chat = Chat([*args, *FAST_FLAGS, *flags], stdin=subprocess.DEVNULL)
     return chat, int(chat.wait_line(r"^Server is listening on 127\.0\.0\.1:(\d+)$").group(1))
+
+
+def joined(tmp_path: Path, name: str, started: list[Chat]) -> tuple[Chat, Chat, int]:
+    """A server and a plain client ``name`` that has joined it (both in ``started``)."""
+    chat_server, port = server(tmp_path / "history.sqlite3")
+    started.append(chat_server)
+    chat_client = client(name, port)
+    started.append(chat_client)
+    chat_client.wait_line(f"^\\*\\*\\* {name} joined$")
+    return chat_server, chat_client, port
 
 
 def proxy(upstream: int, loss: str, seed: int) -> tuple[Chat, int]:
@@ -217,46 +231,51 @@ def test_an_unreachable_server_is_a_clear_failure() -> None:
         nobody = client("alice", 9, "--handshake-timeout", "2")  # discard port: nothing listens
         started.append(nobody)
         assert nobody.exit_code() == 1
-        assert any("cannot connect to 127.0.0.1:9" in line for line in nobody.errors)
+        problems = ("nothing listens there", "no answer within 2 s")  # ICMP?
+        assert nobody.errors in ([f"error: cannot connect to 127.0.0.1:9: {p}"] for p in problems)
 
 
 def test_interactive_input_line_survives_incoming_messages(tmp_path: Path) -> None:
     with processes() as started:
-        chat_server, port = server(tmp_path / "history.sqlite3")
-        bob = client("bob", port)
-        started += [chat_server, bob]
-        bob.wait_line(r"^\*\*\* bob joined$")
-        master, terminal = pty.openpty()
-        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-        alice = subprocess.Popen(
-            [sys.executable, "-m", "rudp_chat", "client", "--name", "alice", "--port", str(port)],
-            stdin=terminal,
-            stdout=terminal,
-            stderr=terminal,
-            env=dict(os.environ, TERM="xterm-256color"),
-            start_new_session=True,
-        )
-        os.close(terminal)
-        screen = Screen(master)
-        try:
+        _, bob, port = joined(tmp_path, "bob", started)
+        with on_a_terminal("alice", port) as (alice, screen):
             screen.wait_for("alice joined")
             screen.wait_for(f" alice @ 127.0.0.1:{port} | ")  # the bottom toolbar
-            os.write(master, b"/stats\r")
+            screen.type(b"/stats\r")
             screen.wait_for("*** open, rtt ")
             bob.wait_line(r"^\*\*\* alice joined$")
-            os.write(master, b"hello wor")
+            screen.type(b"hello wor")
             screen.wait_for("hello wor")
             bob.type("interrupting while alice types")
             screen.wait_for("interrupting while alice types")
-            os.write(master, b"ld, all in one piece\r")
+            screen.type(b"ld, all in one piece\r")
             bob.wait_line(r"^alice: hello world, all in one piece$")
-            os.write(master, b"exit\r")
+            screen.type(b"exit\r")
             assert alice.wait(timeout=WAIT_S) == 0
-        finally:
-            if alice.poll() is None:
-                alice.kill()
-                alice.wait()
-            screen.close()
+
+
+@contextmanager
+def on_a_terminal(name: str, port: int) -> Iterator[tuple[subprocess.Popen[bytes], Screen]]:
+    """An interactive client on a 24x120 pseudo-terminal, killed at the end if still running."""
+    master, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rudp_chat", "client", "--name", name, "--port", str(port)],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=dict(os.environ, TERM="xterm-256color"),
+        start_new_session=True,
+    )
+    os.close(terminal)
+    screen = Screen(master)
+    try:
+        yield process, screen
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        screen.close()
 
 
 class Screen:
@@ -281,6 +300,9 @@ class Screen:
             for _ in range(chunk.count(b"\x1b[6n")):  # where is the cursor? (CPR): top left
                 os.write(self.master, b"\x1b[1;1R")
 
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
     def wait_for(self, text: str) -> None:
         deadline = time.monotonic() + WAIT_S
         while text.encode() not in self.output:
@@ -299,3 +321,229 @@ def test_demo_checks_itself(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--- as carol saw it ---" in out
     assert "FAIL" not in out
     assert "ok   every user saw all 8 messages exactly once, in the same order" in out
+
+
+# --- refusing bad input ---------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m rudp_chat ARGS`` to completion (for commands that end on their own)."""
+    return subprocess.run(
+        [sys.executable, "-m", "rudp_chat", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("server", "--port", "70000"), "argument --port: expected a port within 0..65535"),
+        (("server", "--port", "-1"), "argument --port: expected a port within 0..65535"),
+        (
+            ("client", "--name", "a", "--port", "0"),
+            "argument --port: expected a port within 1..65535",
+        ),
+        (("client", "--name", "a", "--port", "65536"), "argument --port: expected a port within"),
+        (("server", "--history", "{tmp}/missing/h.sqlite3"), "argument --history: {tmp}/missing/h"),
+        (("server", "--history", "{tmp}"), "argument --history: {tmp} is a directory"),
+        (("server", "--history", "{tmp}/text"), "argument --history: cannot use {tmp}/text: file"),
+        (
+            ("client", "--name", "a", "--server-key", "SHA256:bogus"),
+            "argument --server-key: expected",
+        ),
+        (("server", "--max-clients", "0"), "argument --max-clients: expected a number of users"),
+        (("server", "--history-size", "-1"), "argument --history-size: expected a number"),
+        (("server", "--rate", "0"), "argument --rate: expected finite messages per second > 0"),
+        (("server", "--burst", "0"), "argument --burst: expected a number of messages >= 1"),
+        (
+            ("server", "--heartbeat", "5", "--idle-timeout", "2"),
+            "--heartbeat (5 s) must be shorter",
+        ),
+        (("client", "--name", "a", "--handshake-timeout", "nan"), "argument --handshake-timeout"),
+        (
+            ("proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--report", "0"),
+            "argument --report: expected finite seconds > 0",
+        ),
+    ],
+)
+def test_a_bad_flag_exits_2_with_one_line_naming_it(
+    tmp_path: Path, args: tuple[str, ...], error: str
+) -> None:
+    (tmp_path / "text").write_text("no database here, only a line of text that is long enough\n")
+    flags = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
+    if args[0] == "server":  # a refused start must not get as far as making a key anywhere
+        flags += ["--key-file", str(tmp_path / "key")]
+    completed = run_cli(*flags)
+    assert completed.returncode == 2, completed
+    *usage, last = completed.stderr.splitlines()
+    assert all(line.startswith(("usage:", " ")) for line in usage), completed.stderr
+    assert last.startswith(f"rudp-chat {args[0]}: error: "), completed.stderr
+    assert error.replace("{tmp}", str(tmp_path)) in last, completed.stderr
+    assert not completed.stdout  # refused before anything started
+
+
+def test_without_a_command_the_commands_are_listed_and_there_is_a_version() -> None:
+    bare = run_cli()
+    assert bare.returncode == 2
+    for command in ("server", "client", "proxy", "demo"):
+        assert re.search(rf"^\s+{command}\s+\S", bare.stderr, re.MULTILINE), bare.stderr
+    version = run_cli("--version")
+    assert version.returncode == 0 and re.fullmatch(r"rudp-chat \d+\.\d+\.\d+\n", version.stdout)
+    for command in ("server", "client", "proxy"):  # every flag explained
+        described = run_cli(command, "--help").stdout
+        assert "--port" in described or "--listen" in described
+        lines = described.splitlines()
+        bare_flags = [
+            line.strip()
+            for line, after in zip(lines, [*lines[1:], ""], strict=True)
+            if line.startswith("  -")
+            and not re.search(r"\S  +\S", line.strip())  # no help on its own line
+            and not re.match(r" {8,}\S", after)  # nor on the next
+        ]
+        assert not bare_flags, f"{command}: flags without help: {bare_flags}"
+
+
+def test_a_port_in_use_is_named(tmp_path: Path) -> None:
+    with processes() as started:
+        chat_server, port = server(tmp_path / "history.sqlite3")
+        started.append(chat_server)
+        second = run_cli(
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-history",
+            "--key-file",
+            str(tmp_path / "key"),
+        )
+        assert second.returncode == 1
+        assert second.stderr.splitlines() == [
+            f"error: cannot start the server: 127.0.0.1:{port}: Address already in use"
+        ]
+
+
+def test_no_history_says_what_it_does() -> None:
+    with processes() as started:
+        chat, _ = server(None)
+        started.append(chat)
+        assert chat.lines[-2] == (
+            "History: not stored (--no-history); the last 20 messages are kept in memory for "
+            "people who join, until the server stops"
+        )
+
+
+def test_the_proxy_reports_while_running(tmp_path: Path) -> None:
+    with processes() as started:
+        chat_server, server_port = server(tmp_path / "history.sqlite3")
+        started.append(chat_server)
+        args = ["proxy", "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{server_port}"]
+        lossy = Chat([*args, "--report", "0.2"], stdin=subprocess.DEVNULL)
+        started.append(lossy)
+        port = int(lossy.wait_line(r"^proxy listening on 127\.0\.0\.1:(\d+)").group(1))
+        alice = client("alice", port)
+        started.append(alice)
+        alice.wait_line(r"^\*\*\* alice joined$")
+        lossy.wait_line(
+            r"^proxy: up forwarded [1-9]\d* of \d+, down forwarded [1-9]\d* of \d+, 1 clients"
+        )
+
+
+# --- the client, as a user meets it -----------------------------------------------------------
+
+
+def test_quit_with_unconfirmed_lines_says_so_and_the_second_quit_leaves(tmp_path: Path) -> None:
+    with processes() as started:
+        chat_server, alice, _ = joined(tmp_path, "alice", started)
+        chat_server.process.send_signal(signal.SIGKILL)
+        alice.type("into the void", "/quit")
+        alice.wait_line(
+            r"^\*\*\* 1 unconfirmed \(oldest \d+ s\): leaving once the server confirms them; "
+            r"/quit again leaves now$"
+        )
+        alice.type("/quit")
+        assert alice.exit_code() == 1
+        assert alice.errors[-1] == "error: left with 1 message not delivered"
+
+
+def test_exit_leaves_only_as_the_exact_line_and_say_sends_anything(tmp_path: Path) -> None:
+    with processes() as started:
+        _, alice, _ = joined(tmp_path, "alice", started)
+        alice.type("exit now", " exit", "/say exit", "/say /quit", "/say //x", "/say  two")
+        for shown in ("exit now", " exit", "exit", "/quit", "//x", " two"):
+            alice.wait_line(f"^alice: {re.escape(shown)}$")
+        alice.type("exit")
+        assert alice.exit_code() == 0
+
+
+def test_a_reconnect_is_one_line_lost_and_one_line_back(tmp_path: Path) -> None:
+    history = tmp_path / "history.sqlite3"
+    with processes() as started:
+        first, port = server(history)
+        alice = client("alice", port)
+        started += [first, alice]
+        alice.wait_line(r"^\*\*\* alice joined$")
+        first.process.send_signal(signal.SIGKILL)
+        alice.wait_line(r"^\*\*\* connection lost \(.+\); reconnecting$")
+        time.sleep(3)  # several attempts fail meanwhile: none of them is a line
+        second, _ = server(history, port=port)
+        started.append(second)
+        alice.wait_line(r"^\*\*\* alice joined$")
+        alice.wait_for(lambda lines: lines.count("*** alice joined") == 2, "a second join")
+        lost = next(i for i, line in enumerate(alice.lines) if "connection lost" in line)
+        assert alice.lines[lost + 1 :] == [
+            "*** reconnected",
+            "*** you are alice; here: alice",
+            "*** alice joined",
+        ]
+
+
+def test_a_taken_name_says_when_a_dead_owner_frees_it(tmp_path: Path) -> None:
+    with processes() as started:
+        _, bob, port = joined(tmp_path, "bob", started)
+        bob.process.send_signal(signal.SIGKILL)
+        again = client("bob", port)
+        started.append(again)
+        assert again.exit_code() == 2
+        assert again.errors[-1] == (
+            "error: refused: the name bob is taken; if it was yours on a connection that died, "
+            "it frees within 4 s"  # FAST_FLAGS' idle timeout
+        )
+
+
+def test_a_connection_dropped_before_hello_is_logged_with_the_reason(tmp_path: Path) -> None:
+    async def hang_up(port: int) -> None:
+        connection = await connect("127.0.0.1", port)
+        await connection.close()
+
+    with processes() as started:
+        chat_server, port = server(tmp_path / "history.sqlite3")
+        started.append(chat_server)
+        asyncio.run(hang_up(port))
+        pattern = re.compile(r"dropped 127\.0\.0\.1:\d+ before hello: (.*)$")
+        deadline = time.monotonic() + WAIT_S
+        while not any(pattern.search(line) for line in chat_server.errors):
+            assert time.monotonic() < deadline, chat_server.errors
+            time.sleep(0.02)
+        reasons = [m[1] for line in chat_server.errors if (m := pattern.search(line))]
+        assert reasons == ["it closed the connection"]
+
+
+def test_the_status_bar_shows_a_line_the_server_has_not_confirmed(tmp_path: Path) -> None:
+    with processes() as started:
+        chat_server, bob, port = joined(tmp_path, "bob", started)
+        with on_a_terminal("alice", port) as (alice, screen):
+            screen.wait_for(f" alice @ 127.0.0.1:{port} | open | rtt ")
+            chat_server.process.send_signal(signal.SIGSTOP)  # alive, but it confirms nothing
+            try:
+                screen.type(b"are you there\r")
+                screen.wait_for("| open | 1 unconfirmed (oldest ")
+            finally:
+                chat_server.process.send_signal(signal.SIGCONT)
+            bob.wait_line(r"^alice: are you there$")
+            screen.type(b"exit\r")
+            assert alice.wait(timeout=WAIT_S) == 0

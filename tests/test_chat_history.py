@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from rudp_chat.chat.history import SESSION_RETENTION_S, History
+from rudp_chat.chat.history import PRUNE_INTERVAL_S, SESSION_RETENTION_S, History
 from rudp_chat.chat.protocol import Chat
 from rudp_chat.chat.room import Journal
 
@@ -60,3 +60,30 @@ def test_the_listener_secret_is_made_once_and_kept(tmp_path: Path) -> None:
     other = History(tmp_path / "other.sqlite3", 0.0)
     assert other.listener_secret() != secret
     other.close()
+
+
+def test_in_memory_history_keeps_only_the_newest_message_and_its_number() -> None:
+    history = History(None, now=0.0)
+    for seq in range(1, 1001):
+        history.write(Journal((Chat(seq, float(seq), "alice", f"line {seq}"),), ((S1, seq),)), 1.0)
+    assert history.last_seq() == 1000
+    assert history.recent(20) == [Chat(1000, 1000.0, "alice", "line 1000")]
+    assert history.recall(S1) == 1000
+
+
+def test_a_file_keeps_every_message(tmp_path: Path) -> None:
+    history = History(tmp_path / "chat.sqlite3", now=0.0)
+    chats = [Chat(seq, float(seq), "alice", f"line {seq}") for seq in range(1, 31)]
+    for chat in chats:
+        history.write(Journal((chat,), ()), 1.0)
+    assert history.recent(100) == chats
+    history.close()
+
+
+def test_a_running_server_forgets_old_sessions_every_prune_interval() -> None:
+    history = History(None, now=SESSION_RETENTION_S)  # pruned at open
+    history.write(Journal((), ((S1, 4),)), now=0.0)  # already older than the retention
+    history.write(Journal((), ((S2, 1),)), now=SESSION_RETENTION_S + 1)
+    assert history.recall(S1) == 4  # not looked for again within the interval
+    history.write(Journal((), ((S2, 2),)), now=SESSION_RETENTION_S + PRUNE_INTERVAL_S)
+    assert (history.recall(S1), history.recall(S2)) == (0, 2)

@@ -7,10 +7,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rudp_chat.aio import ReliableConnection, connect, serve
+import pytest
+
+from rudp_chat.aio import ConnectionLostError, ReliableConnection, connect, serve
 from rudp_chat.chat.client import ChatClient, ClientOptions
 from rudp_chat.chat.history import History
 from rudp_chat.chat.protocol import (
+    MAX_CLIENT_FRAME_BYTES,
+    MAX_TEXT_CHARS,
     Ack,
     Bye,
     ByeCode,
@@ -31,6 +35,8 @@ from rudp_chat.chat.protocol import (
 from rudp_chat.chat.render import Event
 from rudp_chat.chat.room import RoomLimits
 from rudp_chat.chat.server import ChatServer, open_room
+from rudp_chat.chat.sizing import chat_connection_config
+from rudp_chat.core import ErrorCode as TransportErrorCode
 from rudp_chat.core.config import ConnectionConfig, ListenerConfig
 
 FAST = ConnectionConfig(heartbeat_interval=0.2, idle_timeout=3.0, handshake_timeout=3.0)
@@ -68,7 +74,8 @@ def run_with_server(
     ``stop``; returns the server's exit code."""
 
     async def main() -> int:
-        transport = await serve("127.0.0.1", 0, config=ListenerConfig(connection=FAST))
+        sized = chat_connection_config(FAST, (limits or RoomLimits()).max_users)  # as deployed
+        transport = await serve("127.0.0.1", 0, config=ListenerConfig(connection=sized))
         history = History(history_path, 0.0)
         server = ChatServer(transport, open_room(history, limits or RoomLimits()), history)
         live = Live(transport.address, asyncio.Event())
@@ -111,6 +118,31 @@ def test_garbage_before_hello_is_refused_and_after_it_answered() -> None:
         assert await next_message(alice, Ack) == Ack(1, 1)
         await alice.close()
 
+    assert run_with_server(body) == 0
+
+
+def test_oversized_messages_are_answered_as_specified() -> None:
+    """PROTOCOL.md §12: too much text is ``too_long`` and acked; a message over the chat's
+    64 KiB is ``malformed``, unacked; one over the transport's limit ends the connection."""
+    limit = chat_connection_config(FAST, RoomLimits().max_users).max_message_size
+
+    async def body(live: Live) -> None:
+        alice = await live.join("alice", S1)
+        await alice.send(encode(Say(1, "x" * (MAX_CLIENT_FRAME_BYTES - 100))))
+        error = await next_message(alice, Error)
+        assert isinstance(error, Error) and (error.code, error.id) == (ErrorCode.TOO_LONG, 1)
+        assert await next_message(alice, Ack) == Ack(1, None)
+        await alice.send(encode(Say(2, "x" * (MAX_CLIENT_FRAME_BYTES + 100))))
+        error = await next_message(alice, Error)
+        assert isinstance(error, Error) and (error.code, error.id) == (ErrorCode.MALFORMED, None)
+        await alice.send(encode(Say(2, "fits")))  # id 2 was not recorded as processed
+        assert await next_message(alice, Ack) == Ack(2, 1)
+        await alice.send(encode(Say(3, "x" * limit)))
+        with pytest.raises(ConnectionLostError) as lost:
+            await next_message(alice, Ack)
+        assert lost.value.error_code == TransportErrorCode.PROTOCOL_VIOLATION
+
+    assert MAX_TEXT_CHARS < MAX_CLIENT_FRAME_BYTES - 100 < limit // 2
     assert run_with_server(body) == 0
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from rudp_chat.arguments import number, positive
 from rudp_chat.core.connection import Address
 from rudp_chat.sim.link import Link, LinkProfile, LinkStats
 
@@ -264,33 +265,23 @@ def _format(address: Address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _number(text: str, low: float, high: float, what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not low <= value <= high:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-    return value
-
-
 def _probability(text: str) -> float:
-    return _number(text, 0.0, 1.0, "a probability within 0..1")
+    return number(text, 0.0, 1.0, "a probability within 0..1")
 
 
 def _burst_length(text: str) -> float:
-    length = _number(text, 1.0, math.inf, "a mean burst length >= 1 datagram")
+    length = number(text, 1.0, math.inf, "a mean burst length >= 1 datagram")
     if math.isinf(length):
         raise argparse.ArgumentTypeError(f"expected a finite mean burst length, got {text!r}")
     return length
 
 
 def _seconds_from_ms(text: str) -> float:
-    return _number(text, 0.0, math.inf, "milliseconds >= 0") / MS_PER_S
+    return number(text, 0.0, math.inf, "milliseconds >= 0") / MS_PER_S
 
 
 def _bytes_per_s_from_kbit(text: str) -> float:
-    kbit = _number(text, 0.0, math.inf, "kbit/s > 0")
+    kbit = number(text, 0.0, math.inf, "kbit/s > 0")
     if kbit == 0.0 or math.isinf(kbit):
         raise argparse.ArgumentTypeError(f"expected kbit/s > 0, got {text!r}")
     return kbit * MS_PER_S / BITS_PER_BYTE  # 1 kbit = 1000 bits
@@ -317,7 +308,7 @@ def _outage(text: str) -> tuple[float, float]:
     if not sep:
         raise argparse.ArgumentTypeError(f"expected UP_S:DOWN_S, got {text!r}")
     what = "seconds > 0"
-    periods = (_number(up, 0.0, math.inf, what), _number(down, 0.0, math.inf, what))
+    periods = (number(up, 0.0, math.inf, what), number(down, 0.0, math.inf, what))
     if min(periods) <= 0.0 or math.isinf(max(periods)):
         raise argparse.ArgumentTypeError(f"expected finite UP_S:DOWN_S > 0, got {text!r}")
     return periods
@@ -338,8 +329,20 @@ _DIRECTIONAL: tuple[tuple[str, Callable[[str], Any], Any, str, str], ...] = (
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--listen", type=_host_port, required=True, metavar="HOST:PORT")
-    parser.add_argument("--upstream", type=_host_port, required=True, metavar="HOST:PORT")
+    parser.add_argument(
+        "--listen",
+        type=_host_port,
+        required=True,
+        metavar="HOST:PORT",
+        help="where clients send to (port 0: any free port, printed at start)",
+    )
+    parser.add_argument(
+        "--upstream",
+        type=_host_port,
+        required=True,
+        metavar="HOST:PORT",
+        help="the server the datagrams are forwarded to",
+    )
     for name, convert, default, metavar, description in _DIRECTIONAL:
         parser.add_argument(
             f"--{name.replace('_', '-')}",
@@ -356,6 +359,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the link (both ways) is up UP_S seconds, then down DOWN_S, repeating",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the impairment draws")
+    parser.add_argument(
+        "--report",
+        type=positive("seconds"),
+        default=None,
+        metavar="S",
+        help="print a one-line summary every S seconds while running (default: only at exit)",
+    )
 
 
 def _profiles(args: argparse.Namespace) -> tuple[LinkProfile, LinkProfile]:
@@ -387,6 +397,24 @@ def _report(proxy: UdpProxy) -> str:
     return "\n".join(lines)
 
 
+def _summary(proxy: UdpProxy) -> str:
+    """One line of running totals, for ``--report``."""
+    parts = [
+        f"{direction} forwarded {stats.delivered} of {stats.sent}"
+        for direction, stats in proxy.stats.items()
+    ]
+    counters = proxy.counters
+    return (
+        f"proxy: {', '.join(parts)}, {counters.clients} clients, {counters.send_errors} send errors"
+    )
+
+
+async def _print_summaries(proxy: UdpProxy, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        print(_summary(proxy), flush=True)
+
+
 async def _serve(args: argparse.Namespace, up: LinkProfile, down: LinkProfile) -> int:
     proxy = UdpProxy(args.listen, args.upstream, up, down, seed=args.seed)
     try:
@@ -405,7 +433,12 @@ async def _serve(args: argparse.Namespace, up: LinkProfile, down: LinkProfile) -
             f"{_format(proxy.upstream_address)}",
             flush=True,
         )
-        await stop.wait()
+        if args.report is None:
+            await stop.wait()
+        else:
+            reporting = asyncio.create_task(_print_summaries(proxy, args.report))
+            await stop.wait()
+            reporting.cancel()
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)

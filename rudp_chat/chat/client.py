@@ -7,7 +7,10 @@ with backoff under the same name and session; the server's welcome says which id
 processed, so only the others are resent and none is delivered twice. Lines are sent at half
 the server's announced rate and burst, so that retransmission stalls bunching them up in
 transit do not trip the server's flood limit. Leaving waits until every pending line is
-acknowledged, then closes the connection gracefully.
+acknowledged, then closes the connection gracefully; a second ``/quit`` leaves without them.
+
+A lost connection is one notice; while reconnecting the state (for a status bar) says how often
+it was tried and the last reason, and a ``reconnected`` notice ends it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Final
 from rudp_chat.aio import (
     ConnectError,
     ConnectionLostError,
+    HandshakeTimeoutError,
+    PortUnreachableError,
     ReliableConnection,
     UntrustedServerError,
     connect,
@@ -73,6 +78,7 @@ BACKOFF_FIRST_S: Final = 0.5  # first reconnect delay: a restarting server is us
 BACKOFF_MAX_S: Final = 8.0  # later delays double up to this, with ±25 % jitter against herds
 RECONNECT_GIVE_UP_S: Final = 300.0  # a server gone for five minutes is not coming back soon
 PACING_SHARE: Final = 0.5  # of the server's rate and burst, leaving slack for delivery bunching
+HELP: Final = "this client: /say TEXT (sends TEXT as written), /stats, /quit or exit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +110,13 @@ class ChatClient:
         self.error: str | None = None
         """Why :meth:`run` failed, for the user (stderr), when it returns non-zero."""
         self.state = "connecting"
+        """``connecting``, ``open``, ``lost``, ``reconnecting``, ``closing`` or ``closed``."""
+        self.retrying = ""
+        """While reconnecting: attempts so far and the last reason, for a status bar."""
         self._on_event = on_event
         self._session = os.urandom(SESSION_BYTES)
         self._pending: dict[int, Say] = {}  # sent or not, not yet acknowledged, in id order
+        self._submitted: dict[int, float] = {}  # monotonic time each pending line was typed
         self._next_id = 1
         self._next_to_send = 1  # on the current connection
         self._last_seq = 0  # highest chat seq shown: history repeats after a reconnect are skipped
@@ -114,31 +124,60 @@ class ChatClient:
         self._wake = asyncio.Event()  # a line was submitted
         self._done = asyncio.Event()  # asked to quit, and nothing is pending
         self._quitting = False
+        self._abandoned = False  # left without waiting for the pending lines
         self._connection: ReliableConnection | None = None
         self._known = KnownServers(options.known_servers)
 
     # --- what the front-end calls -----------------------------------------------------------
 
     def submit(self, line: str) -> None:
-        """Handle one typed line: ``exit`` and ``/quit`` leave, ``/stats`` shows the connection,
-        blank lines are ignored, anything else is sent (``/help`` also lists our commands)."""
+        """Handle one typed line: the line ``exit`` and ``/quit`` leave (see :meth:`leave`),
+        ``/stats`` shows the connection, ``/say TEXT`` sends TEXT as it is, blank lines are
+        ignored, anything else is sent as typed: the server interprets its commands and the
+        ``//`` escape (``/help`` also lists ours)."""
         text = line.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates
-        command = text.strip().lower()
-        if command in ("exit", "/quit"):
-            self.quit()
+        command = text.strip().partition(" ")[0].lower()
+        if text == "exit" or command == "/quit":
+            self.leave()
         elif command == "/stats":
             self._on_event(Notice(self.describe()))
+        elif command == "/say":
+            said = text.lstrip().partition(" ")[2]
+            self._send_text("/" + said if said.startswith("/") else said)  # the server unescapes
         elif not command:
             return
+        else:
+            if command == "/help":
+                self._on_event(Notice(HELP))
+            self._send_text(text)
+
+    def _send_text(self, text: str) -> None:
+        if not text.strip():
+            self._on_event(Notice("error: nothing to send"))
         elif len(text) > MAX_TEXT_CHARS:
             limit = f"{len(text)} characters; the limit is {MAX_TEXT_CHARS}"
             self._on_event(Notice(f"error: message too long, not sent: {limit}"))
         else:
-            if command == "/help":
-                self._on_event(Notice("this client: /stats (connection statistics), exit"))
             self._pending[self._next_id] = Say(self._next_id, text)
+            self._submitted[self._next_id] = time.monotonic()
             self._next_id += 1
             self._wake.set()
+
+    def leave(self) -> None:
+        """The user asked to leave: at once if nothing is pending; otherwise say what is and
+        leave once it is confirmed, or at once when asked a second time."""
+        if self._quitting and self._pending:
+            self._abandoned = True
+            self._done.set()
+            return
+        if self._pending:
+            self._on_event(
+                Notice(
+                    f"{self.unconfirmed()}: leaving once the server confirms them; "
+                    "/quit again leaves now"
+                )
+            )
+        self.quit()
 
     @property
     def quitting(self) -> bool:
@@ -154,6 +193,27 @@ class ChatClient:
     def unacknowledged(self) -> int:
         """Lines submitted and not yet acknowledged by the server."""
         return len(self._pending)
+
+    def unconfirmed(self) -> str:
+        """How many lines wait for the server's ack and for how long the oldest has, in words
+        (empty when none does)."""
+        oldest = next(iter(self._submitted.values()), None)
+        if oldest is None:
+            return ""
+        count = len(self._pending)
+        age = time.monotonic() - oldest
+        return f"{count} unconfirmed (oldest {age:.0f} s)"
+
+    def status(self) -> str:
+        """The connection in a few words, for a status bar: the state (while reconnecting, how
+        often it was tried and why it failed), unconfirmed lines, and the RTT."""
+        parts = [self.state + (f" ({self.retrying})" if self.retrying else "")]
+        if self._pending:
+            parts.append(self.unconfirmed())
+        stats = self.stats()
+        if stats is not None and self.state == "open":
+            parts.append(f"rtt {stats.smoothed_rtt * 1000:.0f} ms, {stats.packets_lost} lost")
+        return " | ".join(parts)
 
     def stats(self) -> ConnectionStats | None:
         """The current (or last) connection's statistics; None before the first connection."""
@@ -173,6 +233,7 @@ class ChatClient:
         options = self.options
         backoff = BACKOFF_FIRST_S
         lost_since: float | None = None
+        attempts = 0
         while True:
             pinned = options.server_key or self._known.lookup(options.host, options.port)
             try:
@@ -187,11 +248,13 @@ class ChatClient:
                 self.error = self._untrusted(exc, pinned)
                 return EXIT_FAILURE
             except (ConnectError, OSError) as exc:
+                problem = _connect_problem(exc, options.connection.handshake_timeout)
                 if lost_since is None:
                     self.state = "closed"
-                    self.error = f"cannot connect to {options.host}:{options.port}: {exc}"
+                    self.error = f"cannot connect to {options.host}:{options.port}: {problem}"
                     return EXIT_FAILURE
-                self._on_event(Notice(f"cannot connect: {exc}"))
+                attempts += 1
+                self.retrying = f"{attempts} failed: {problem}"
             else:
                 self._pin(connection.server_fingerprint, pinned)
                 self._connection = connection
@@ -204,7 +267,7 @@ class ChatClient:
                     self.state = "closed"
                     return code
                 if self.state == "lost":  # it worked for a while: start backing off afresh
-                    backoff, lost_since = BACKOFF_FIRST_S, None
+                    backoff, lost_since, attempts = BACKOFF_FIRST_S, None, 0
             now = time.monotonic()
             lost_since = lost_since or now
             if not options.reconnect or now - lost_since > RECONNECT_GIVE_UP_S:
@@ -214,10 +277,11 @@ class ChatClient:
                 return EXIT_FAILURE
             self.state = "reconnecting"
             delay = backoff * random.uniform(0.75, 1.25)
-            self._on_event(Notice(f"reconnecting in {delay:.1f} s"))
             try:
                 async with asyncio.timeout(delay):
                     await self._done.wait()  # leaving with nothing pending needs no server
+                if self._abandoned:
+                    return self._abandon()
                 self.state = "closed"
                 return EXIT_OK
             except TimeoutError:
@@ -271,6 +335,8 @@ class ChatClient:
             connection.abort("no welcome")
             self._on_event(Notice("the server did not answer hello with a welcome"))
             return None
+        if self.state == "reconnecting":
+            self._on_event(Notice("reconnected"))
         pacer = self._welcome(first)
         receiver = asyncio.create_task(self._receive(connection))
         sender = asyncio.create_task(self._send(connection, pacer))
@@ -283,9 +349,7 @@ class ChatClient:
                 task.cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)
         if done.done() and not done.cancelled():
-            self.state = "closing"
-            await connection.close()
-            return EXIT_OK
+            return await self._close(connection)
         code = results[0]
         if isinstance(code, int):
             await connection.close()
@@ -293,16 +357,32 @@ class ChatClient:
         self.state = "lost"
         termination = connection.termination
         reason = "closed" if termination is None else termination.reason.value
-        self._on_event(Notice(f"connection lost ({reason})"))
+        again = "; reconnecting" if self.options.reconnect else ""
+        self._on_event(Notice(f"connection lost ({reason}){again}"))
         connection.abort("lost")
         return None
 
+    async def _close(self, connection: ReliableConnection) -> int:
+        """Leave: gracefully when everything was confirmed, abruptly when abandoned."""
+        self.state = "closing"
+        if self._abandoned:
+            connection.abort("left with unconfirmed lines")
+            return self._abandon()
+        await connection.close()
+        return EXIT_OK
+
+    def _abandon(self) -> int:
+        self.state = "closed"
+        count = len(self._pending)
+        self.error = f"left with {count} message{'' if count == 1 else 's'} not delivered"
+        return EXIT_FAILURE
+
     def _welcome(self, welcome: Welcome) -> TokenBucket:
         """Start a session: drop what the server already processed, resend the rest, paced."""
-        self.state = "open"
+        self.state, self.retrying = "open", ""
         self.name = welcome.name
         for say_id in [i for i in self._pending if i <= welcome.acked]:
-            del self._pending[say_id]
+            del self._pending[say_id], self._submitted[say_id]
         self._next_to_send = next(iter(self._pending), self._next_id)
         self._quiet_history = self._last_seq > 0
         self._on_event(welcome)
@@ -345,6 +425,7 @@ class ChatClient:
         match message:
             case Ack(id=say_id):
                 self._pending.pop(say_id, None)
+                self._submitted.pop(say_id, None)
                 self._check_done()
             case Chat(seq=seq):
                 if seq <= self._last_seq:
@@ -366,6 +447,17 @@ class ChatClient:
     def _check_done(self) -> None:
         if self._quitting and not self._pending:
             self._done.set()
+
+
+def _connect_problem(error: Exception, handshake_timeout: float) -> str:
+    """Why a connection attempt failed, in plain words."""
+    if isinstance(error, PortUnreachableError):
+        return "nothing listens there"
+    if isinstance(error, HandshakeTimeoutError):
+        return f"no answer within {handshake_timeout:g} s"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error)
 
 
 def _format_stats(stats: ConnectionStats) -> str:

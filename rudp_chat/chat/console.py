@@ -3,8 +3,10 @@
 Plain mode reads stdin on a thread with ``os.read`` (a thread blocked in a buffered ``readline``
 would hold the stdin lock at interpreter exit) and prints one flushed line per event.
 Interactive mode keeps the input line at the bottom with prompt_toolkit: incoming messages are
-printed above it, so they never break what is being typed. In both, a first Ctrl-C leaves like
-``exit`` (after the last lines are delivered) and a second one gives up at once.
+printed above it, so they never break what is being typed; the status bar below it shows the
+connection's state and any line the server has not confirmed yet, with its age, so a delay is
+visible. In both, a first Ctrl-C leaves like ``exit`` (after the last lines are delivered) and a
+second one gives up at once.
 """
 
 from __future__ import annotations
@@ -94,24 +96,25 @@ def _read_stdin(loop: asyncio.AbstractEventLoop, client: ChatClient) -> None:
 
 
 async def _prompt(client: ChatClient, running: asyncio.Task[int]) -> None:
-    """Read lines at a prompt until the user leaves (``exit``, Ctrl-D, Ctrl-C) or ``running``
-    ends; the toolbar shows the connection's state, RTT and losses."""
+    """Read lines at a prompt until ``running`` ends; ``exit``, ``/quit``, Ctrl-D and Ctrl-C
+    leave (a second time: without waiting for unconfirmed lines). The toolbar shows the
+    connection's state, unconfirmed lines, RTT and losses."""
     where = f"{client.options.host}:{client.options.port}"
 
     def toolbar() -> str:
-        return f" {neutralise(client.name)} @ {where} | {client.describe()} | /help /stats exit"
+        return f" {neutralise(client.name)} @ {where} | {client.status()} | /help /stats /quit"
 
     session: PromptSession[str] = PromptSession(
         bottom_toolbar=toolbar, refresh_interval=TOOLBAR_REFRESH_S
     )
 
     async def read_lines() -> None:
-        while not client.quitting:
+        while True:  # until ``running`` ends: a second /quit must still be read
             try:
                 line = await session.prompt_async("> ")
             except (EOFError, KeyboardInterrupt):
-                client.quit()
-                return
+                client.leave()
+                continue
             client.submit(line)
 
     with patch_stdout(raw=True):

@@ -11,6 +11,12 @@ while the previous commit was running in one transaction (group commit).
 
 The per-session ids are stored in the same transaction as the messages they produced, which is
 what makes a resend after a reconnect, even across a server restart, never deliver twice.
+
+Bounds: sessions unheard of for :data:`SESSION_RETENTION_S` are forgotten, at start and every
+:data:`PRUNE_INTERVAL_S` of a running server. The file keeps every message (it is the record,
+and the disk is its bound); in memory (``--no-history``) only the newest is kept, for its
+number: nothing else is ever read back (the room replays the last messages from its own list),
+and a server at 50 lines/s would otherwise grow by about 2 GiB a day (0.5 KiB a line).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ __all__ = ["DEFAULT_HISTORY_FILE", "History"]
 
 DEFAULT_HISTORY_FILE: Final = "rudp-chat-history.sqlite3"
 SESSION_RETENTION_S: Final = 7 * 24 * 3600.0  # a client gone for a week will not resend
+PRUNE_INTERVAL_S: Final = 3600.0  # old sessions are looked for hourly: a full scan, rarely
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -56,14 +63,22 @@ class History:
     """
 
     def __init__(self, path: Path | None, now: float) -> None:
-        """Open (creating if needed) the database and forget sessions older than a week."""
+        """Open (creating if needed) the database and forget sessions older than a week.
+
+        Raises ``sqlite3.Error`` if ``path`` cannot be opened or is not such a database."""
+        self.in_memory = path is None
         self._db = sqlite3.connect(
             ":memory:" if path is None else path, check_same_thread=False, isolation_level=None
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._pruned = now
+        self._prune_sessions(now)
+
+    def _prune_sessions(self, now: float) -> None:
         self._db.execute("DELETE FROM sessions WHERE time < ?", (now - SESSION_RETENTION_S,))
+        self._pruned = now
 
     def listener_secret(self) -> bytes:
         """The transport's token secret, made once and kept with the history: after a restart
@@ -113,6 +128,10 @@ class History:
                 " ON CONFLICT (session) DO UPDATE SET acked = excluded.acked, time = excluded.time",
                 [(session, acked, now) for session, acked in journal.acked],
             )
+            if self.in_memory and journal.messages:  # keep the newest, for last_seq
+                self._db.execute("DELETE FROM messages WHERE seq < ?", (journal.messages[-1].seq,))
+            if now - self._pruned >= PRUNE_INTERVAL_S:
+                self._prune_sessions(now)
 
     def close(self) -> None:
         """Close the database (a checkpoint folds the WAL back into the file)."""

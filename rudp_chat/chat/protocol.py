@@ -14,9 +14,9 @@ points), times are Unix seconds as float64 (up to year 9999), ``int?`` may be ni
 A session starts with ``hello``; the server answers ``welcome`` (then history, then ``joined``)
 or ``refused`` (then closes). Every ``say`` gets exactly one ``ack``, after anything it caused
 was stored durably and sent; a rejected ``say`` is answered by ``error`` and then its ``ack``.
-The sender of a message is always taken from the session, never from the frame.
+The sender of a message is always taken from the session, never from the message.
 
-Client → server (at most 64 KiB per frame):
+Client → server (at most 64 KiB per message):
 
 ============  ===========================================================================
 ``hello``     ``name: str`` (≤ 128; the server applies the name rules: 1–32 characters after
@@ -26,9 +26,10 @@ Client → server (at most 64 KiB per frame):
               ``text: str`` (≤ 4,000 characters accepted; longer is answered by ``error``).
               Text starting with ``/`` is a command: ``/who``, ``/me ACTION``,
               ``/msg NAME TEXT``, ``/nick NEW``, ``/help``, ``/quit``; ``//x`` sends ``/x``.
+              The server interprets them: a client sends the text as typed (PROTOCOL.md §12).
 ============  ===========================================================================
 
-Server → client (at most 1 MiB per frame):
+Server → client (at most 1 MiB per message):
 
 ================  =======================================================================
 ``welcome``       ``name: str`` (your name as the server shows it), ``users: [str]`` (who is
@@ -141,7 +142,7 @@ class RefusalCode(enum.StrEnum):
 
 
 class ErrorCode(enum.StrEnum):
-    """What was wrong with a ``say`` (or an undecodable frame)."""
+    """What was wrong with a ``say`` (or an invalid message)."""
 
     TOO_LONG = "too_long"
     EMPTY = "empty"
@@ -431,7 +432,7 @@ def _decode(
 ) -> Any:
     size = len(data)
     if size > limit:
-        raise ChatProtocolError(f"frame of {size} bytes exceeds {limit}")
+        raise ChatProtocolError(f"message of {size} bytes exceeds {limit}")
     try:
         body = msgpack.unpackb(
             data,

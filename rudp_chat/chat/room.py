@@ -142,11 +142,15 @@ class Room:
         next_seq: int = 1,
         recent: Iterable[Chat] = (),
         recall: Callable[[bytes], int] = lambda session: 0,
+        lost_within: float | None = None,
     ) -> None:
         """Start empty. ``next_seq`` continues a stored history whose last messages are
         ``recent``; ``recall(session)`` returns the stored highest processed ``Say.id`` of a
-        session that is not connected (0 if unknown)."""
+        session that is not connected (0 if unknown). ``lost_within``: the seconds within
+        which the shell notices a dead connection (its idle timeout), so a refusal of a taken
+        name can say when a crashed owner's name frees (None: not said)."""
         self.limits = limits
+        self.lost_within = lost_within
         self._next_seq = next_seq
         self._recent: deque[Chat] = deque(
             (replace(chat, history=True) for chat in recent), maxlen=limits.history_size
@@ -204,7 +208,7 @@ class Room:
         key = name_key(name)
         holder = self._by_key.get(key)
         if holder is not None and holder.session != hello.session:
-            return [(conn, Refused(RefusalCode.NAME_TAKEN, f"the name {name} is taken"))]
+            return [(conn, Refused(RefusalCode.NAME_TAKEN, self._taken(name)))]
         out: list[Output] = []
         if carried is None:
             carried = TokenBucket(self.limits.rate, self.limits.burst, now)
@@ -279,6 +283,15 @@ class Room:
         return out
 
     # --- helpers -----------------------------------------------------------------------------
+
+    def _taken(self, name: str) -> str:
+        """Why ``name`` cannot be had, and when it frees if its holder's connection died."""
+        if self.lost_within is None:
+            return f"the name {name} is taken"
+        return (
+            f"the name {name} is taken; if it was yours on a connection that died, it frees "
+            f"within {math.ceil(self.lost_within)} s"
+        )
 
     def _broadcast(self, message: ServerMessage) -> list[Output]:
         return [(conn, message) for conn in self._users]

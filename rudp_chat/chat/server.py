@@ -42,6 +42,7 @@ from .protocol import (
     encode,
 )
 from .room import Output, Room, RoomLimits
+from .sizing import chat_connection_config
 
 __all__ = ["ChatServer", "ServerOptions", "open_room", "run_server"]
 
@@ -93,13 +94,15 @@ def server_identity(options: ServerOptions) -> StaticKey | None:
     return key
 
 
-def open_room(history: History, limits: RoomLimits) -> Room:
-    """A room that continues ``history``: its numbering, recent messages and sessions."""
+def open_room(history: History, limits: RoomLimits, *, lost_within: float | None = None) -> Room:
+    """A room that continues ``history``: its numbering, recent messages and sessions.
+    ``lost_within``: see :class:`Room`."""
     return Room(
         limits,
         next_seq=history.last_seq() + 1,
         recent=history.recent(limits.history_size),
         recall=history.recall,
+        lost_within=lost_within,
     )
 
 
@@ -110,11 +113,11 @@ async def run_server(options: ServerOptions) -> int:
     ``sqlite3.Error`` if the history cannot be opened and ``KeyFileError`` for a bad key file.
     """
     path = None if options.history is None else options.history.resolve()
-    static_key = server_identity(options)
     history = History(path, time.time())
     try:
+        static_key = server_identity(options)
         listener = ListenerConfig(
-            connection=options.connection,
+            connection=chat_connection_config(options.connection, options.limits.max_users),
             max_connections=options.limits.max_users + CONNECTION_SLACK,
             max_connections_per_address=options.max_per_address,
         )
@@ -125,8 +128,15 @@ async def run_server(options: ServerOptions) -> int:
             secret=history.listener_secret(),
             static_key=static_key,
         )
-        where = "in memory only" if path is None else str(path)
-        print(f"History: {where} (SQLite, WAL, synchronous=FULL)", flush=True)
+        shown = options.limits.history_size
+        if path is None:
+            print(
+                f"History: not stored (--no-history); the last {shown} messages are kept in "
+                "memory for people who join, until the server stops",
+                flush=True,
+            )
+        else:
+            print(f"History: {path} (SQLite, WAL, synchronous=FULL)", flush=True)
         host, port = transport.address
         print(f"Server is listening on {host}:{port}", flush=True)
         stop = asyncio.Event()
@@ -134,9 +144,8 @@ async def run_server(options: ServerOptions) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         try:
-            return await ChatServer(transport, open_room(history, options.limits), history).run(
-                stop
-            )
+            room = open_room(history, options.limits, lost_within=options.connection.idle_timeout)
+            return await ChatServer(transport, room, history).run(stop)
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
@@ -249,7 +258,7 @@ class ChatServer:
             self._send([(conn, Refused(RefusalCode.BAD_HELLO, str(exc)))])
             return None
         except (TimeoutError, EOFError, ConnectionLostError) as exc:
-            log.info("dropped %s before hello: %s", peer, exc or "timed out")
+            log.info("dropped %s before hello: %s", peer, _silence(exc))
             connection.abort("no hello")
             return None
         self._input(lambda now: self.room.join(conn, hello, now, host))  # no port: it changes
@@ -331,6 +340,15 @@ def _step(room: Room, conn: int, data: bytes) -> _Step:
         say = message
         return lambda now: room.receive(conn, say, now)
     return lambda now: room.malformed(conn, "hello was already said", now)
+
+
+def _silence(error: Exception) -> str:
+    """Why a connection ended before its hello, in words (an ``EOFError`` carries none)."""
+    if isinstance(error, TimeoutError):
+        return f"nothing said within {HELLO_TIMEOUT_S:.0f} s"
+    if isinstance(error, EOFError):
+        return "it closed the connection"
+    return str(error)
 
 
 def _resolve(future: asyncio.Future[None]) -> list[Output]:
