@@ -1,8 +1,10 @@
-"""Keys on disk: the server's identity, and the servers a user has met (like SSH's known_hosts).
+"""Keys on disk: the server's identity, a client's, and the servers a user has met (like
+SSH's known_hosts).
 
-The server's private key lives in a file only its owner may read; a file others can read is
-refused, as SSH refuses an unprotected key. A client pins the fingerprint of the key a
-server first presents, and from then on a different key fails the connection.
+A private key (the server's, or a client's, which the IK handshake proves to servers) lives
+in a file only its owner may read; a file others can read is refused, as SSH refuses an
+unprotected key. A client pins the fingerprint of the key a server first presents, and from
+then on a different key fails the connection.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ __all__ = [
     "KeyFileError",
     "KnownServers",
     "config_dir",
+    "default_client_key_file",
     "default_key_file",
     "default_known_servers",
+    "load_or_create_client_key",
     "load_or_create_server_key",
 ]
 
-_KEY_HEADER = "# rudp_chat server key (X25519, base64); keep it private\n"
+_KEY_HEADER = "# rudp_chat {kind} key (X25519, base64); keep it private\n"
 
 
 class KeyFileError(Exception):
@@ -45,6 +49,10 @@ def default_known_servers() -> Path:
     return config_dir() / "known_servers"
 
 
+def default_client_key_file() -> Path:
+    return config_dir() / "client_key"
+
+
 def _write_private(path: Path, text: str) -> None:
     """Create ``path`` readable by its owner only; never overwrite (another start may race)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -56,13 +64,28 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def load_or_create_server_key(path: Path) -> tuple[StaticKey, bool]:
-    """The key in ``path``, made on first use; returns (key, whether it was just created).
+    """The server key in ``path``, made on first use; returns (key, whether it was just
+    created).
 
     Raises :class:`KeyFileError` if the file is readable by others or is not a key.
     """
+    return _load_or_create_key(path, "server")
+
+
+def load_or_create_client_key(path: Path) -> tuple[StaticKey, bool]:
+    """The client key in ``path``, made on first use, as the server's is; returns (key,
+    whether it was just created).
+
+    Raises :class:`KeyFileError` if the file is readable by others or is not a key.
+    """
+    return _load_or_create_key(path, "client")
+
+
+def _load_or_create_key(path: Path, kind: str) -> tuple[StaticKey, bool]:
     if not path.exists():
         key = StaticKey.generate()
-        text = _KEY_HEADER + base64.b64encode(key.private_bytes()).decode() + "\n"
+        text = _KEY_HEADER.format(kind=kind) + base64.b64encode(key.private_bytes()).decode()
+        text += "\n"
         try:
             _write_private(path, text)
             return key, True
@@ -79,7 +102,7 @@ def load_or_create_server_key(path: Path) -> tuple[StaticKey, bool]:
         private = base64.b64decode("".join(lines).strip(), validate=True)
         return StaticKey(private), False
     except (binascii.Error, ValueError):
-        raise KeyFileError(f"{path} does not hold a server key") from None
+        raise KeyFileError(f"{path} does not hold a {kind} key") from None
 
 
 class KnownServers:

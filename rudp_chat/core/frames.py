@@ -82,6 +82,8 @@ class ErrorCode(enum.IntEnum):
     """The application aborted the connection."""
     REFUSED = 3
     """The server will not take this connection (full, or too many from this address)."""
+    KEY_REQUIRED = 4
+    """The server takes no guests: connect with a client key (the IK handshake)."""
 
 
 @dataclass(frozen=True, slots=True)
