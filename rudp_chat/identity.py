@@ -13,6 +13,7 @@ import base64
 import binascii
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 from rudp_chat.core.noise import StaticKey
@@ -54,13 +55,19 @@ def default_client_key_file() -> Path:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Create ``path`` readable by its owner only; never overwrite (another start may race)."""
+    """Create ``path`` readable by its owner only, complete or not at all; never overwrite:
+    raises ``FileExistsError`` if another start (clients launched together) made it first."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 600
+    temporary = Path(name)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.link(temporary, path)  # atomic, and fails if the key exists: a reader never sees half
+    finally:
+        temporary.unlink()
 
 
 def load_or_create_server_key(path: Path) -> tuple[StaticKey, bool]:

@@ -94,7 +94,8 @@ class HelloPacket:
     token: bytes
     """Empty on the first HELLO; the RETRY token afterwards."""
     handshake: bytes = b""
-    """With the token, unless insecure: the Noise NK first message (see ``noise``)."""
+    """With the token, unless insecure: Noise message 1, IK with a client key or NK for a
+    guest (see ``noise``)."""
     padding: int = 0
     """Bytes of padding (their content is ignored)."""
 
