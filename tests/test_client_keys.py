@@ -31,6 +31,7 @@ from noisespec import (
 )
 from noisespec import fingerprint as spec_fingerprint
 from simharness import Pair
+from test_chat_cli import client, processes, server
 
 from rudp_chat.aio import GuestsNotAllowedError, connect, serve
 from rudp_chat.core.codec import decode_datagram, encode_datagram
@@ -283,6 +284,43 @@ def test_real_sockets_a_guest_is_refused_with_a_named_error_a_key_is_seen() -> N
             assert server.stats().refused == 1
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+# ------------------------------------------------------------ the command line
+
+
+def test_the_cli_client_makes_its_key_once_and_a_guest_needs_none(tmp_path: Path) -> None:
+    key_file = tmp_path / "alice_key"
+    with processes() as started:
+        chat_server, port = server(tmp_path / "history.sqlite3")
+        started.append(chat_server)
+        alice = client("alice", port, "--client-key", str(key_file))
+        started.append(alice)
+        alice.wait_line(r"^\*\*\* alice joined$")
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        created = load_or_create_client_key(key_file)[0]
+        assert f"created your client key {key_file} ({fingerprint(created.public)})" in (
+            alice.errors
+        )
+        guest = client("bob", port, "--guest")
+        started.append(guest)
+        guest.wait_line(r"^\*\*\* bob joined$")
+        for chat in (alice, guest):
+            chat.type("exit")
+            assert chat.exit_code() == 0
+        again = client("alice", port, "--client-key", str(key_file))  # the same key, quietly
+        started.append(again)
+        again.wait_line(r"^\*\*\* alice joined$")
+        again.type("exit")
+        assert again.exit_code() == 0 and not any("created" in line for line in again.errors)
+        key_file.chmod(0o644)
+        exposed = client("alice", port, "--client-key", str(key_file))
+        started.append(exposed)
+        assert exposed.exit_code() == 1
+        assert any("chmod 600" in line for line in exposed.errors)
+        both = client("alice", port, "--guest", "--client-key", str(key_file))
+        started.append(both)
+        assert both.exit_code() == 2  # argparse: not allowed with each other
 
 
 # ------------------------------------------------------------ key files
