@@ -19,7 +19,7 @@ from rudp_chat.chat.history import DEFAULT_HISTORY_FILE
 from rudp_chat.chat.room import RoomLimits
 from rudp_chat.chat.server import ServerOptions, run_server
 from rudp_chat.core.config import ConnectionConfig, ListenerConfig
-from rudp_chat.core.noise import StaticKey, fingerprint
+from rudp_chat.core.noise import StaticKey
 from rudp_chat.identity import (
     KeyFileError,
     default_client_key_file,
@@ -239,14 +239,7 @@ def _client_key(args: argparse.Namespace) -> StaticKey | None:
     Raises :class:`KeyFileError`."""
     if args.guest or args.insecure:
         return None
-    key, created = load_or_create_client_key(args.client_key)
-    if created:
-        print(
-            f"created your client key {args.client_key} ({fingerprint(key.public)})",
-            file=sys.stderr,
-            flush=True,
-        )
-    return key
+    return load_or_create_client_key(args.client_key)[0]
 
 
 def _client(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
