@@ -49,7 +49,8 @@ class ListenerStats:
     hellos_bad_version: int = 0
     hellos_bad_token: int = 0
     hellos_bad_handshake: int = 0
-    """Validated HELLOs whose Noise message did not authenticate, or whose mode is not ours."""
+    """Validated HELLOs whose Noise message did not authenticate (IK: the client's key
+    included), has neither pattern's length, or whose mode is not ours."""
     retries_sent: int = 0
     refused: int = 0
     """Connections refused after the handshake: full, per-address limit, or a guest where
