@@ -24,11 +24,14 @@ from rudp_chat.chat.history import DEFAULT_HISTORY_FILE
 from rudp_chat.chat.room import RoomLimits
 from rudp_chat.chat.server import ServerOptions, run_server
 from rudp_chat.core.config import ConnectionConfig, ListenerConfig
+from rudp_chat.core.noise import StaticKey
 from rudp_chat.identity import (
     KeyFileError,
+    default_client_key_file,
     default_key_file,
     default_known_servers,
     is_fingerprint,
+    load_or_create_client_key,
 )
 
 __all__ = ["main"]
@@ -270,12 +273,40 @@ def _add_client(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="PATH",
         help="where server keys are pinned (default %(default)s)",
     )
+    identity = parser.add_mutually_exclusive_group()
+    identity.add_argument(
+        "--client-key",
+        type=Path,
+        default=default_client_key_file(),
+        metavar="PATH",
+        help="your private key, which the handshake proves to the server; created on first "
+        "use, readable by its owner only (default %(default)s)",
+    )
+    identity.add_argument(
+        "--guest",
+        action="store_true",
+        help="connect without a key (servers may refuse guests)",
+    )
     _add_insecure(parser)
     _add_timeouts(parser)
     parser.set_defaults(run=lambda args: _client(parser, args))
 
 
+def _client_key(args: argparse.Namespace) -> StaticKey | None:
+    """The key to connect with (None: a guest, or insecure, where no handshake carries it).
+
+    Raises :class:`KeyFileError`."""
+    if args.guest or args.insecure:
+        return None
+    return load_or_create_client_key(args.client_key)[0]
+
+
 def _client(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    try:
+        client_key = _client_key(args)
+    except KeyFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     options = ClientOptions(
         host=args.host,
         port=args.port,
@@ -284,6 +315,7 @@ def _client(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         connection=_connection(parser, args),
         server_key=args.server_key,
         known_servers=args.known_servers,
+        client_key=client_key,
     )
     if options.connection.insecure:
         print("WARNING: encryption is off (--insecure)", file=sys.stderr, flush=True)

@@ -1,8 +1,10 @@
-"""Keys on disk: the server's identity, and the servers a user has met (like SSH's known_hosts).
+"""Keys on disk: the server's identity, a client's, and the servers a user has met (like
+SSH's known_hosts).
 
-The server's private key lives in a file only its owner may read; a file others can read is
-refused, as SSH refuses an unprotected key. A client pins the fingerprint of the key a
-server first presents, and from then on a different key fails the connection.
+A private key (the server's, or a client's, which the IK handshake proves to servers) lives
+in a file only its owner may read; a file others can read is refused, as SSH refuses an
+unprotected key. A client pins the fingerprint of the key a server first presents, and from
+then on a different key fails the connection.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import binascii
 import os
 import re
 import stat
+import tempfile
 from pathlib import Path
 
 from rudp_chat.core.noise import StaticKey
@@ -20,15 +23,17 @@ __all__ = [
     "KeyFileError",
     "KnownServers",
     "config_dir",
+    "default_client_key_file",
     "default_key_file",
     "default_known_servers",
     "is_fingerprint",
+    "load_or_create_client_key",
     "load_or_create_server_key",
 ]
 
 _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]")
 """``SHA256:`` and 32 bytes in unpadded base64: 43 characters, the last holding 2 bits + 4 zeros."""
-_KEY_HEADER = "# rudp_chat server key (X25519, base64); keep it private\n"
+_KEY_HEADER = "# rudp_chat {kind} key (X25519, base64); keep it private\n"
 
 
 class KeyFileError(Exception):
@@ -49,24 +54,49 @@ def default_known_servers() -> Path:
     return config_dir() / "known_servers"
 
 
+def default_client_key_file() -> Path:
+    return config_dir() / "client_key"
+
+
 def _write_private(path: Path, text: str) -> None:
-    """Create ``path`` readable by its owner only; never overwrite (another start may race)."""
+    """Create ``path`` readable by its owner only, complete or not at all; never overwrite:
+    raises ``FileExistsError`` if another start (clients launched together) made it first."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 600
+    temporary = Path(name)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.link(temporary, path)  # atomic, and fails if the key exists: a reader never sees half
+    finally:
+        temporary.unlink()
 
 
 def load_or_create_server_key(path: Path) -> tuple[StaticKey, bool]:
-    """The key in ``path``, made on first use; returns (key, whether it was just created).
+    """The server key in ``path``, made on first use; returns (key, whether it was just
+    created).
 
     Raises :class:`KeyFileError` if the file is readable by others or is not a key.
     """
+    return _load_or_create_key(path, "server")
+
+
+def load_or_create_client_key(path: Path) -> tuple[StaticKey, bool]:
+    """The client key in ``path``, made on first use, as the server's is; returns (key,
+    whether it was just created).
+
+    Raises :class:`KeyFileError` if the file is readable by others or is not a key.
+    """
+    return _load_or_create_key(path, "client")
+
+
+def _load_or_create_key(path: Path, kind: str) -> tuple[StaticKey, bool]:
     if not path.exists():
         key = StaticKey.generate()
-        text = _KEY_HEADER + base64.b64encode(key.private_bytes()).decode() + "\n"
+        text = _KEY_HEADER.format(kind=kind) + base64.b64encode(key.private_bytes()).decode()
+        text += "\n"
         try:
             _write_private(path, text)
             return key, True
@@ -83,7 +113,7 @@ def load_or_create_server_key(path: Path) -> tuple[StaticKey, bool]:
         private = base64.b64decode("".join(lines).strip(), validate=True)
         return StaticKey(private), False
     except (binascii.Error, ValueError):
-        raise KeyFileError(f"{path} does not hold a server key") from None
+        raise KeyFileError(f"{path} does not hold a {kind} key") from None
 
 
 def is_fingerprint(text: str) -> bool:

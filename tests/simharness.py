@@ -36,6 +36,7 @@ from rudp_chat.core.events import (
     TerminationReason,
 )
 from rudp_chat.core.listener import Listener
+from rudp_chat.core.noise import StaticKey
 from rudp_chat.core.state import State
 from rudp_chat.sim import TIMER_GUARD_S, LinkProfile, Network
 from rudp_chat.sim.endpoint import Endpoint, Recorded
@@ -459,7 +460,9 @@ class Pair:
         *,
         seed: int = 0,
         client_address: Address = CLIENT,
+        client_key: StaticKey | None = None,
     ) -> None:
+        """``client_key`` makes the client prove that identity (IK); without it, a guest."""
         self.config = config or (listener_config or ListenerConfig()).connection
         self.now = 0.0
         self.client_address = client_address
@@ -468,7 +471,11 @@ class Pair:
             listener_config or ListenerConfig(connection=self.config),
         )
         self.client = Connection.connect(
-            SERVER, self.now, seeded_random_bytes(f"client/{seed}"), self.config
+            SERVER,
+            self.now,
+            seeded_random_bytes(f"client/{seed}"),
+            self.config,
+            client_key=client_key,
         )
         self.server: Connection | None = None
         self.to_server: list[bytes] = []

@@ -43,6 +43,7 @@ from .errors import (
     ConnectError,
     ConnectionLostError,
     ConnectionRefusedByServer,
+    GuestsNotAllowedError,
     HandshakeTimeoutError,
     PortUnreachableError,
     TransportError,
@@ -110,6 +111,17 @@ class ReliableConnection:
     def server_fingerprint(self) -> str | None:
         """Client: the fingerprint of the server's key (None when ``insecure``)."""
         return self._core.server_fingerprint
+
+    @property
+    def peer_static_key(self) -> bytes | None:
+        """The peer's static key, authenticated by the handshake. Accepted by a server: the
+        client's key, None for a guest (or insecure); a client: the server's key."""
+        return self._core.peer_static_key
+
+    @property
+    def peer_fingerprint(self) -> str | None:
+        """The fingerprint of :attr:`peer_static_key` (None when there is none)."""
+        return self._core.peer_fingerprint
 
     def stats(self) -> ConnectionStats:
         return self._core.stats()
@@ -322,6 +334,8 @@ class ReliableConnection:
             raise PortUnreachableError(f"nothing listens on {self.peer_address} (ICMP)")
         if termination is None or termination.reason in _GRACEFUL:
             return
+        if termination.error_code == ErrorCode.KEY_REQUIRED:
+            raise GuestsNotAllowedError(termination.detail)
         if termination.error_code == ErrorCode.REFUSED:
             raise ConnectionRefusedByServer(termination.detail)
         if termination.reason is TerminationReason.HANDSHAKE_TIMEOUT:
@@ -337,13 +351,17 @@ async def connect(
     *,
     config: ConnectionConfig | None = None,
     server_fingerprint: str | None = None,
+    client_key: StaticKey | None = None,
 ) -> ReliableConnection:
     """Open a connection to a server, on a UDP socket of its own ``connect()``-ed to it.
 
     ``server_fingerprint`` pins the server's key; without it any key is accepted and
     :attr:`ReliableConnection.server_fingerprint` tells which, for the caller to pin.
+    ``client_key`` is the identity the handshake proves to the server (see
+    ``rudp_chat.identity.load_or_create_client_key``); without it we are a guest.
     Raises :class:`HandshakeTimeoutError`, :class:`PortUnreachableError`,
-    :class:`ConnectionRefusedByServer`, :class:`UntrustedServerError` or another
+    :class:`ConnectionRefusedByServer` (:class:`GuestsNotAllowedError` for a guest at a
+    server that takes none), :class:`UntrustedServerError` or another
     :class:`ConnectError`; ``OSError`` if the address does not resolve or the socket
     cannot be made.
     """
@@ -351,7 +369,12 @@ async def connect(
     sock = open_udp_socket(family, connect=address)
     peer: Address = (address[0], address[1])  # the core compares 2-tuples; IPv6 gives 4
     core = Connection.connect(
-        peer, clock(), os.urandom, config, server_fingerprint=server_fingerprint
+        peer,
+        clock(),
+        os.urandom,
+        config,
+        server_fingerprint=server_fingerprint,
+        client_key=client_key,
     )
     endpoint = DatagramEndpoint(sock, core, peer=peer)
     connection = ReliableConnection(core, endpoint)

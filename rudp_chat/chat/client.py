@@ -35,6 +35,7 @@ from rudp_chat.aio import (
 )
 from rudp_chat.core.config import ConnectionConfig
 from rudp_chat.core.errors import LocalProtocolError
+from rudp_chat.core.noise import StaticKey
 from rudp_chat.core.stats import ConnectionStats
 from rudp_chat.identity import KnownServers
 
@@ -94,6 +95,8 @@ class ClientOptions:
     """The fingerprint the server's key must have; it replaces the pin once it connects."""
     known_servers: Path | None = None
     """Where pins are kept (like ``known_hosts``); None pins for this process only."""
+    client_key: StaticKey | None = None
+    """Our identity, proven to the server by the handshake; None connects as a guest."""
 
 
 class ChatClient:
@@ -242,6 +245,7 @@ class ChatClient:
                     options.port,
                     config=options.connection,
                     server_fingerprint=pinned,
+                    client_key=options.client_key,
                 )
             except UntrustedServerError as exc:  # never retried: it will not fix itself
                 self.state = "closed"

@@ -102,6 +102,8 @@ class ListenerConfig:
     """Seconds a RETRY token stays valid: long enough for a slow path, short for replays."""
     resets_per_second: float = 100.0
     """RESETs sent for unknown connection ids, at most (token bucket, burst the same)."""
+    allow_guests: bool = True
+    """Whether clients without a key (the NK handshake) are taken; refused KEY_REQUIRED if not."""
 
     def __post_init__(self) -> None:
         if self.max_connections < 1 or self.max_connections_per_address < 1:

@@ -62,6 +62,7 @@ from .frames import (
     WelcomePacket,
 )
 from .handshake import ClientHandshake, WelcomeRefused
+from .noise import StaticKey, fingerprint
 from .pacing import Pacer
 from .protection import PacketProtection, Refused
 from .receiving import Receiver
@@ -104,10 +105,12 @@ class Connection:
         welcome_body: bytes = b"",
         random_bytes: Callable[[int], bytes] | None = None,
         server_fingerprint: str | None = None,
+        client_key: StaticKey | None = None,
+        peer_static_key: bytes | None = None,
     ) -> None:
         """Use :meth:`connect` for a client; a server's connections come from a ``Listener``,
-        which did the handshake: ``remote_id`` (the client's id), ``keys`` (send, receive)
-        and the WELCOME body it answers with.
+        which did the handshake: ``remote_id`` (the client's id), ``keys`` (send, receive),
+        the WELCOME body it answers with and the client's authenticated ``peer_static_key``.
 
         Raises :class:`LocalProtocolError` for a client without ``random_bytes`` (its
         handshake draws a key) or a server without ``remote_id``.
@@ -125,13 +128,17 @@ class Connection:
             if random_bytes is None:
                 raise LocalProtocolError("a client connection needs random_bytes")
             self._handshake = ClientHandshake(
-                config, local_id, now, random_bytes, server_fingerprint
+                config, local_id, now, random_bytes, server_fingerprint, client_key
             )
         elif remote_id is None:
             raise LocalProtocolError("a server connection needs the client's remote_id")
         self.state = State.CONNECTING if role is Role.CLIENT else State.OPEN
         self.server_fingerprint: str | None = None
         """Client: the fingerprint of the key the server presented (None until RETRY)."""
+        self.peer_static_key = peer_static_key
+        """The peer's static public key, authenticated by the handshake: a server's
+        connection holds the client's (None for a guest or insecure), a client's the
+        server's once OPEN (None while connecting or insecure)."""
         self._reset_token = reset_token
         self._events: deque[Event] = deque()
         self._next_number = 0
@@ -206,6 +213,7 @@ class Connection:
         config: ConnectionConfig | None = None,
         *,
         server_fingerprint: str | None = None,
+        client_key: StaticKey | None = None,
     ) -> Connection:
         """A client connection that starts its handshake with the first ``datagrams_to_send``.
 
@@ -213,6 +221,8 @@ class Connection:
         ``os.urandom`` in production. ``server_fingerprint`` pins the server's key (see
         ``noise.fingerprint``); without it the key the server presents is trusted and
         readable afterwards as :attr:`server_fingerprint`, for the caller to pin.
+        ``client_key`` is this client's identity, which the handshake (IK) proves to the
+        server; without it the client connects as a guest (NK).
         """
         return cls(
             config or ConnectionConfig(),
@@ -222,6 +232,7 @@ class Connection:
             now=now,
             random_bytes=random_bytes,
             server_fingerprint=server_fingerprint,
+            client_key=client_key,
         )
 
     # ---------------------------------------------------------------- API calls
@@ -270,10 +281,11 @@ class Connection:
             self._terminate(Input.FAILED, TerminationReason.ABORTED, ErrorCode.APPLICATION, detail)
         self._changed()
 
-    def refuse(self, detail: str) -> None:
-        """Server side, before the application sees it: answer WELCOME, then CLOSE(REFUSED)."""
-        self._closing.queue_error(ErrorCode.REFUSED, self._send.next_seq, detail)
-        self._terminate(Input.FAILED, TerminationReason.ABORTED, ErrorCode.REFUSED, detail)
+    def refuse(self, detail: str, error_code: ErrorCode = ErrorCode.REFUSED) -> None:
+        """Server side, before the application sees it: answer WELCOME, then CLOSE with
+        ``error_code`` (REFUSED, or KEY_REQUIRED for a guest the server does not take)."""
+        self._closing.queue_error(error_code, self._send.next_seq, detail)
+        self._terminate(Input.FAILED, TerminationReason.ABORTED, error_code, detail)
 
     def next_event(self) -> Event | None:
         """The oldest event not yet taken, or None."""
@@ -285,6 +297,12 @@ class Connection:
             if self.state in _LIVE and self._receiver.schedule_window_update():
                 self._changed()
         return event
+
+    @property
+    def peer_fingerprint(self) -> str | None:
+        """The fingerprint of :attr:`peer_static_key` (None when there is none)."""
+        key = self.peer_static_key
+        return None if key is None else fingerprint(key)
 
     @property
     def is_closed(self) -> bool:
@@ -375,6 +393,7 @@ class Connection:
                 self.counters.dropped_unexpected += 1
             return False
         self.remote_id, self._reset_token = result.server_id, result.reset_token
+        self.peer_static_key = result.server_key
         if result.keys is not None:
             self._protection.install(result.keys)
         if result.rtt_sample is not None:

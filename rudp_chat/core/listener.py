@@ -21,18 +21,20 @@ from .frames import (
     CONNECTION_ID_SIZE,
     MIN_HELLO_SIZE,
     PROTOCOL_VERSION,
+    ErrorCode,
     HelloPacket,
     ResetPacket,
     RetryPacket,
     SealedPacket,
     SessionPacket,
 )
-from .noise import KEY_SIZE, Responder, StaticKey, fingerprint, prologue
+from .noise import KEY_SIZE, Pattern, Responder, StaticKey, fingerprint, prologue
 from .tokens import TokenIssuer
 
 __all__ = ["Listener", "ListenerStats"]
 
 RESET_SIZE = 34  # every RESET: fixarray, kind, bin8 id, bin8 token, CRC (PROTOCOL.md §3.4)
+GUESTS_REFUSED = "this server takes no guests: connect with a client key"
 
 
 @dataclass(slots=True)
@@ -47,9 +49,12 @@ class ListenerStats:
     hellos_bad_version: int = 0
     hellos_bad_token: int = 0
     hellos_bad_handshake: int = 0
-    """Validated HELLOs whose Noise message did not authenticate, or whose mode is not ours."""
+    """Validated HELLOs whose Noise message did not authenticate (IK: the client's key
+    included), has neither pattern's length, or whose mode is not ours."""
     retries_sent: int = 0
     refused: int = 0
+    """Connections refused after the handshake: full, per-address limit, or a guest where
+    guests are not allowed."""
     resets_sent: int = 0
     resets_suppressed: int = 0
     """Unknown-id datagrams left unanswered (rate limit, or too small to answer without amplifying)."""
@@ -175,8 +180,12 @@ class Listener:
         responder = None
         if self._static_key is not None:
             try:
+                pattern = Pattern.of_message1(hello.handshake)
                 responder = Responder(
-                    self._static_key, prologue(hello.version, hello.client_id), hello.handshake
+                    self._static_key,
+                    prologue(hello.version, hello.client_id, pattern),
+                    hello.handshake,
+                    pattern,
                 )
             except HandshakeError:
                 self.stats.hellos_bad_handshake += 1
@@ -188,8 +197,9 @@ class Listener:
         while server_id in self.connections:
             server_id = self._random_bytes(CONNECTION_ID_SIZE)
         reset_token = self._tokens.reset_token(server_id)
-        welcome_body, keys = server_id + reset_token, None
+        welcome_body, keys, client_key = server_id + reset_token, None, None
         if responder is not None:
+            client_key = responder.peer_static
             welcome_body, send_key, receive_key = responder.write_message2(
                 self._random_bytes(KEY_SIZE), welcome_body
             )
@@ -205,17 +215,21 @@ class Listener:
             reset_token=reset_token,
             keys=keys,
             welcome_body=welcome_body,
+            peer_static_key=client_key,
         )
         host = addr[0]
+        code = ErrorCode.REFUSED
         if len(self.connections) >= self.config.max_connections:
             refusal = "server full"
         elif self._per_host.get(host, 0) >= self.config.max_connections_per_address:
             refusal = "too many connections from this address"
+        elif client_key is None and responder is not None and not self.config.allow_guests:
+            refusal, code = GUESTS_REFUSED, ErrorCode.KEY_REQUIRED
         else:
             refusal = ""
         if refusal:
             self.stats.refused += 1
-            connection.refuse(refusal)
+            connection.refuse(refusal, code)
             self._outbox.extend(connection.datagrams_to_send(now))
             return
         self.stats.accepted += 1
