@@ -3,6 +3,7 @@
 The connection coordinates; the work is delegated: :mod:`.sendbuffer` (fragments
 awaiting acknowledgement), :mod:`.receiving` (reassembly and ACK policy),
 :mod:`.recovery` (loss detection, RTO), :mod:`.congestion` (window and pacing),
+:mod:`.thin` (redundancy for thin streams),
 :mod:`.codec` (bytes), :mod:`.state` (the transition table).
 
 Inputs: :meth:`send`, :meth:`close`, :meth:`abort`, :meth:`receive_datagram`,
@@ -61,6 +62,7 @@ from .rtt import RttEstimator
 from .sendbuffer import SendBuffer
 from .state import Input, State, next_state
 from .stats import ConnectionStats
+from .thin import Copy, ThinStream
 
 __all__ = ["Address", "Connection"]
 
@@ -123,6 +125,7 @@ class Connection:
             config.max_datagram_size, config.initial_window_packets, config.initial_rtt
         )
         self._recovery = Recovery(self._rtt, self._congestion)
+        self._thin = ThinStream(config)
         self._send = SendBuffer(
             config.send_buffer_size, self._fragment_size, config.max_message_size
         )
@@ -301,11 +304,14 @@ class Connection:
             smoothed_rtt=rtt.smoothed,
             rtt_variance=rtt.variance,
             min_rtt=rtt.min_rtt,
-            rto=rtt.rto(self._recovery.probe_count),
+            rto=rtt.rto(self._recovery.backoff),
             congestion_window=congestion.congestion_window,
             pacing_rate=congestion.pacing_rate,
             bytes_in_flight=self._recovery.bytes_in_flight,
             send_buffered_bytes=self._send.buffered_bytes,
+            loss_rate=self._recovery.loss.rate,
+            burst_loss_rate=self._recovery.loss.burst_rate,
+            thin_stream=self._thin.active,
         )
 
     # ------------------------------------------------------------------- input
@@ -624,6 +630,7 @@ class Connection:
             recovery.loss_time,
             recovery.probe_deadline(),
             self._pacing_wake,
+            self._thin.next_due(),
         ):
             if candidate is not None and candidate < deadline:
                 deadline = candidate
@@ -690,11 +697,16 @@ class Connection:
             out.append((self._build_welcome(now), self.peer_address))
         self._advance_close()
         self._pacing_wake = None
+        for copy in self._thin.take_due(now):
+            datagram = self._build_copy(copy, now)
+            if datagram is not None:
+                out.append((datagram, self.peer_address))
         while True:
             datagram = self._build_session(now)
             if datagram is None:
                 break
             out.append((datagram, self.peer_address))
+        self._thin.refresh(self._send, self._recovery)  # thin unless a backlog is left now
         return out
 
     def _build_hello(self, now: float) -> bytes:
@@ -789,8 +801,29 @@ class Connection:
                 self._close_numbers.append(number)
             self._recovery.on_packet_sent(number, now, packet)
             self._pacing_budget -= len(datagram)
+            self._thin.on_data_sent(packet.seqs, ack_owed, now, self._recovery.loss)
         else:
             self._recovery.on_packet_sent(number, now, None)
+        return self._count_sent(datagram)
+
+    def _build_copy(self, copy: Copy, now: float) -> bytes | None:
+        """A thin stream's copy: those of its DATA fragments still unacknowledged, in a packet of
+        its own (a number of its own, so never a nonce twice), or None when all are acknowledged."""
+        unacked = self._send.unacked
+        fragments = [unacked[seq] for seq in copy.seqs if seq in unacked]
+        if not fragments or self.state is State.DRAINING:
+            return None
+        frames: list[Frame] = []
+        if copy.with_ack and self._receiver.packets.largest is not None:
+            frames.append(self._receiver.build_ack(now))
+        seqs: list[int] = []
+        for fragment in fragments:
+            self._add_fragment(frames, seqs, fragment, retransmission=True)
+        number = self._take_number()
+        datagram = self._seal(number, encode_frames(frames))
+        self._recovery.on_packet_sent(
+            number, now, SentPacket(number, now, len(datagram), tuple(seqs))
+        )
         return self._count_sent(datagram)
 
     def _seal(self, number: int, payload: bytes) -> bytes:
@@ -851,7 +884,7 @@ class Connection:
             self._add_fragment(frames, seqs, fragment, retransmission=False)
             room -= len(fragment.payload) + DATA_FRAME_OVERHEAD
         if not send.has_pending:
-            if frames:
+            if frames and not self._thin.active:  # a thin stream's copies do this job
                 room = self._bundle(frames, seqs, room)
             congestion.on_app_limited(self._recovery.bytes_in_flight)
         return room

@@ -2,8 +2,9 @@
 
 Packet numbers are never reused, so every acknowledgement yields an unambiguous
 RTT sample (no Karn's rule needed). Loss is declared per RFC 9002 §6.1 (packet and
-time thresholds); the probe timeout is RFC 6298's RTO with exponential backoff.
-Results go back to the caller as lists of acknowledged and lost packets: the
+time thresholds); the probe timeout is RFC 6298's RTO with exponential backoff, the first
+few expiries linear while the stream is thin (``linear_timeouts``). Every packet's fate also
+feeds the loss estimator. Results go back to the caller as lists of acknowledged and lost packets: the
 delivery callbacks of aioquic, not retransmission special cases.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from .congestion import CongestionController, SentPacket
 from .frames import AckFrame
+from .lossrate import LossEstimator
 from .rtt import RttEstimator
 
 __all__ = ["AckResult", "Recovery"]
@@ -34,6 +36,8 @@ class Recovery:
         "congestion",
         "largest_acked",
         "largest_sent",
+        "linear_timeouts",
+        "loss",
         "loss_time",
         "probe_count",
         "rtt",
@@ -51,7 +55,10 @@ class Recovery:
         self.largest_acked = -1
         self.loss_time: float | None = None
         self.probe_count = 0
-        """Consecutive probe timeouts without an acknowledgement (the RTO backoff exponent)."""
+        """Consecutive probe timeouts without an acknowledgement."""
+        self.linear_timeouts = 0
+        """How many of the first consecutive timeouts do not double the RTO (thin streams)."""
+        self.loss = LossEstimator()
         self.time_of_last_ack_eliciting = 0.0
 
     def on_packet_sent(self, number: int, now: float, packet: SentPacket | None) -> None:
@@ -84,12 +91,14 @@ class Recovery:
                     if packet is not None:
                         acked.append(packet)
         self.largest_acked = max(self.largest_acked, largest)
+        self._take_back_losses(ack)
         if acked:
             if newest is not None:
                 self.rtt.update(now - newest.time_sent, ack_delay)
             self.probe_count = 0
             for packet in acked:
                 self.bytes_in_flight -= packet.size
+                self.loss.on_delivered(packet.number)
                 self.congestion.on_packet_acked(packet, now)
         lost = self.detect_losses(now)
         self.congestion.on_ack_processed(now, self.rtt, self.bytes_in_flight)
@@ -113,14 +122,35 @@ class Recovery:
         for packet in lost:
             del self.sent[packet.number]
             self.bytes_in_flight -= packet.size
-            self.congestion.on_packet_lost(packet, self.rtt)
+            self._declare_lost(packet)
         return lost
+
+    def _declare_lost(self, packet: SentPacket) -> None:
+        if not self.congestion.is_queue_drop(packet, self.rtt):
+            self.loss.on_lost(packet.number)
+        self.congestion.on_packet_lost(packet, self.rtt)
+
+    def _take_back_losses(self, ack: AckFrame) -> None:
+        """A packet declared lost that an ACK now covers was late, not lost (copies overtake
+        each other under jitter): the loss estimate forgets it."""
+        for number in self.loss.lost_numbers:
+            for first, last in ack.ranges:
+                if last < number:
+                    break
+                if first <= number:
+                    self.loss.on_delivered(number)
+                    break
+
+    @property
+    def backoff(self) -> int:
+        """The RTO's doubling exponent: consecutive timeouts past the linear ones."""
+        return max(self.probe_count - self.linear_timeouts, 0)
 
     def probe_deadline(self) -> float | None:
         """When the retransmission timer fires, or None with nothing in flight."""
         if not self.sent:
             return None
-        return self.time_of_last_ack_eliciting + self.rtt.rto(self.probe_count)
+        return self.time_of_last_ack_eliciting + self.rtt.rto(self.backoff)
 
     def on_probe_timeout(self) -> list[SentPacket]:
         """The RTO fired: back off; from the second expiry on, everything in flight is lost.
@@ -136,7 +166,7 @@ class Recovery:
         self.bytes_in_flight = 0
         self.loss_time = None
         for packet in lost:
-            self.congestion.on_packet_lost(packet, self.rtt)
+            self._declare_lost(packet)
         return lost
 
     def discard(self) -> None:
