@@ -472,7 +472,8 @@ class Connection:
             if type(frame) is not AckFrame:
                 eliciting = True
                 urgent = urgent or type(frame) is not DataFrame
-        if not self._receiver.on_packet(packet.number, now, eliciting, urgent):
+        repeat = self._receiver.holds_all(frames)  # a thin stream's copy: no hurry to ACK
+        if not self._receiver.on_packet(packet.number, now, eliciting, urgent, repeat=repeat):
             return True
         try:
             for frame in frames:
@@ -628,13 +629,21 @@ class Connection:
         for candidate in (
             self._receiver.ack_deadline,
             recovery.loss_time,
-            recovery.probe_deadline(),
+            self._probe_deadline(),
             self._pacing_wake,
             self._thin.next_due(),
         ):
             if candidate is not None and candidate < deadline:
                 deadline = candidate
         return deadline
+
+    def _probe_deadline(self) -> float | None:
+        """The RTO runs only while DATA or our CLOSE awaits its ACK. Copies whose DATA another
+        copy delivered, and heartbeats, are left to the loss thresholds: probing for them would
+        cost a thin stream a PING and an ACK per message and tell it nothing it needs."""
+        if self._send.all_acknowledged and (self._close_acked or not self._close_sent):
+            return None
+        return self._recovery.probe_deadline()
 
     def _heartbeat_due(self) -> float:
         """A PING goes out after ``heartbeat_interval`` of silence both ways.
@@ -672,7 +681,7 @@ class Connection:
         recovery = self._recovery
         if recovery.loss_time is not None and now >= recovery.loss_time:
             self._on_lost(recovery.detect_losses(now))
-        probe = recovery.probe_deadline()
+        probe = self._probe_deadline()
         if probe is not None and now >= probe:
             self._on_lost(recovery.on_probe_timeout())
             self._probe_due = True

@@ -12,6 +12,10 @@ __all__ = ["LOSS_WINDOW_PACKETS", "LossEstimator"]
 
 LOSS_WINDOW_PACKETS = 128  # fates remembered: at 30 % loss the rate is known to +-0.04 (1 sigma),
 # and a chat that sends 4 copies a message refreshes it within about 30 messages
+PRIOR_LOSS_RATE = 0.25  # assumed for the fates not yet known, so a connection's first
+# messages go out with copies: a lost first line would wait for the initial 1 s RTO and hold
+# every later line behind it; on a clean path this costs a few copies, once
+PRIOR_PACKETS = 16  # fates after which the prior no longer counts
 
 
 class LossEstimator:
@@ -56,8 +60,11 @@ class LossEstimator:
 
     @property
     def rate(self) -> float:
-        """The fraction of packets in the window that were lost (0 with no fates yet)."""
-        return self._lost / len(self._fates) if self._fates else 0.0
+        """The fraction of packets in the window that were lost; with fewer than
+        ``PRIOR_PACKETS`` fates known, the missing ones count at ``PRIOR_LOSS_RATE``."""
+        known = len(self._fates)
+        assumed = max(PRIOR_PACKETS - known, 0)
+        return (self._lost + assumed * PRIOR_LOSS_RATE) / (known + assumed)
 
     @property
     def burst_rate(self) -> float:
@@ -74,7 +81,7 @@ class LossEstimator:
                 pairs += 1
                 both += lost
             previous_lost = lost
-        return both / pairs if pairs else 0.0
+        return both / pairs if pairs else 0.0  # no pair: ``rate`` stands in (see below)
 
     def all_lost_probability(self, copies: int) -> float:
         """The chance that ``copies`` packets sent in a row are all lost, for a path that loses

@@ -87,11 +87,16 @@ class Receiver:
 
     # --------------------------------------------------------------- packets
 
-    def on_packet(self, number: int, now: float, ack_eliciting: bool, urgent: bool) -> bool:
+    def on_packet(
+        self, number: int, now: float, ack_eliciting: bool, urgent: bool, *, repeat: bool = False
+    ) -> bool:
         """Note a packet number; returns False for a duplicate (already acknowledged).
 
         Encrypted, the replay window has turned duplicates away before; in the clear this is
-        where a duplicated datagram is caught."""
+        where a duplicated datagram is caught. A ``repeat`` (a packet whose DATA all arrived
+        before: a thin stream's copy) is acknowledged within the delay, never at once: the
+        first copy's ACK already stopped the sender, and the later ones, arriving a few ms
+        apart, then share one ACK instead of drawing one each."""
         largest = self.packets.largest
         if not self.packets.add(number):
             self.duplicates += 1
@@ -100,7 +105,10 @@ class Receiver:
         self._arrivals.append((self._acks_built, number))
         if largest is None or number > largest:
             self.largest_time = now
-        if ack_eliciting:
+        if ack_eliciting and repeat:
+            if self.ack_deadline is None:
+                self.ack_deadline = now + self._max_ack_delay
+        elif ack_eliciting:
             self._eliciting_since_ack += 1
             out_of_order = largest is not None and number != largest + 1
             if urgent or out_of_order or self._eliciting_since_ack >= ACK_EVERY:
@@ -139,6 +147,16 @@ class Receiver:
                 if len(reported) == MAX_ACK_RANGES:
                     break
         return tuple(reported)
+
+    def holds_all(self, frames: Iterable[Frame]) -> bool:
+        """Whether the frames carry DATA and every fragment of it has arrived before."""
+        seen = False
+        for frame in frames:
+            if type(frame) is DataFrame:
+                if frame.seq >= self.next_seq and frame.seq not in self._buffer:
+                    return False
+                seen = True
+        return seen
 
     def window_update_due(self) -> bool:
         """Reading opened the window by a quarter since our last ACK: tell the sender now."""
