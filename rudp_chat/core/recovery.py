@@ -15,11 +15,15 @@ from dataclasses import dataclass
 from .congestion import CongestionController, SentPacket
 from .frames import AckFrame
 from .lossrate import LossEstimator
-from .rtt import RttEstimator
+from .rtt import CLOCK_GRANULARITY_S, RttEstimator
 
 __all__ = ["AckResult", "Recovery"]
 
 PACKET_THRESHOLD = 3  # RFC 9002 kPacketThreshold
+HELD_ACK_FACTOR = 2  # an ACK reporting more than this many max_ack_delays (plus the clock's
+# granularity) gives no RTT sample: a later packet triggered it (its predecessor, sent on time,
+# was lost), and RFC 9002's cap would count the excess as path delay; under 30 % loss and
+# jitter such samples doubled RTTVAR and pushed the RTO past 0.5 s
 
 
 @dataclass(slots=True)
@@ -93,8 +97,10 @@ class Recovery:
         self.largest_acked = max(self.largest_acked, largest)
         self._take_back_losses(ack)
         if acked:
-            if newest is not None:
-                self.rtt.update(now - newest.time_sent, ack_delay)
+            rtt = self.rtt
+            held = ack_delay > HELD_ACK_FACTOR * rtt.max_ack_delay + CLOCK_GRANULARITY_S
+            if newest is not None and not held:
+                rtt.update(now - newest.time_sent, ack_delay)
             self.probe_count = 0
             for packet in acked:
                 self.bytes_in_flight -= packet.size
