@@ -369,7 +369,15 @@ def test_bursts_raise_the_chance_that_back_to_back_copies_all_die() -> None:
 def test_the_copies_make_a_lost_line_rarer_than_the_target() -> None:
     config = CONFIG
     thin = ThinStream(config)
-    for rate, expected in ((0.0, 1), (0.01, 1), (0.05, 2), (0.09, 2), (0.2, 3), (0.3, 4), (0.6, 4)):
+    for rate, expected in (
+        (0.0, 1),
+        (0.01, 1),
+        (0.05, 2),
+        (0.09, 2),
+        (0.2, 3),
+        (0.3, 4),
+        (0.6, config.thin_max_copies),
+    ):
         loss = LossEstimator()
         lost = round(rate * LOSS_WINDOW_PACKETS)
         for number in range(LOSS_WINDOW_PACKETS):  # spread, so no burst is seen

@@ -65,10 +65,11 @@ class ConnectionConfig:
     unacknowledged is *thin*: too little for later ACKs to reveal a loss quickly (RFC 4653 and
     Linux's thin-stream test use 4 packets). 0 turns thin-stream mode off."""
 
-    thin_max_copies: int = 4
-    """Most times a thin stream sends one packet's DATA; 1 turns the redundancy off. Four copies
-    of a 200 B chat line cost about 5 bytes on the wire per payload byte; at 30 % random loss
-    they all fail 0.8 % of the time."""
+    thin_max_copies: int = 5
+    """Most times a thin stream sends one packet's DATA; 1 turns the redundancy off. At 30 %
+    loss the estimate asks for 4 or 5 (all lost 0.8 % or 0.24 % of the time); with 4 at most,
+    a chat at 30 % loss measured p99 390 ms instead of 154 ms, one line in a hundred waiting for
+    a timeout. Five copies of a 200 B line cost about 6 bytes on the wire per payload byte."""
 
     thin_loss_target: float = 0.01
     """A thin stream sends the fewest copies that are all lost with at most this probability
