@@ -79,6 +79,12 @@ class ConnectionConfig:
     """Seconds between a thin stream's copies: a loss burst shorter than this takes one copy,
     not all, and the last copy is only a few ms behind the first."""
 
+    thin_bundle_bytes: int = 128
+    """Room (frame overhead included) a thin stream's packet may spend repeating recent
+    unacknowledged fragments, as Linux's redundant data bundling does: a game's or KCP's
+    16-byte messages ride along with the next ones (a lost one then arrives 20 ms later, not a
+    loss-detection delay later); a 200 B chat line does not fit, its copies carry it."""
+
     thin_linear_timeouts: int = 6
     """Consecutive timeouts that do not double the RTO while thin (Linux's
     ``TCP_THIN_LINEAR_RETRIES``); past them the backoff is exponential, so a dead peer is not
@@ -112,8 +118,8 @@ class ConnectionConfig:
             raise ValueError("need 0 <= max_ack_delay < min_rto")
         if self.initial_window_packets < 2:
             raise ValueError("initial_window_packets must be at least 2")
-        if self.thin_max_in_flight < 0 or self.thin_linear_timeouts < 0:
-            raise ValueError("thin_max_in_flight and thin_linear_timeouts must be >= 0")
+        if min(self.thin_max_in_flight, self.thin_linear_timeouts, self.thin_bundle_bytes) < 0:
+            raise ValueError("thin_max_in_flight, thin_bundle_bytes, thin_linear_timeouts must be >= 0")
         if not 1 <= self.thin_max_copies <= MAX_THIN_COPIES:
             raise ValueError(f"thin_max_copies must be within 1..{MAX_THIN_COPIES}")
         if not 0 < self.thin_loss_target < 1:

@@ -893,13 +893,15 @@ class Connection:
             self._add_fragment(frames, seqs, fragment, retransmission=False)
             room -= len(fragment.payload) + DATA_FRAME_OVERHEAD
         if not send.has_pending:
-            if frames and not self._thin.active:  # a thin stream's copies do this job
-                room = self._bundle(frames, seqs, room)
+            if frames:
+                # while thin, copies carry the stream and only small fragments ride along
+                budget = min(room, self.config.thin_bundle_bytes) if self._thin.active else room
+                room -= budget - self._bundle(frames, seqs, budget)
             congestion.on_app_limited(self._recovery.bytes_in_flight)
         return room
 
     def _bundle(self, frames: list[Frame], seqs: list[int], room: int) -> int:
-        """Thin streams: repeat recent unacknowledged fragments in the spare room of this packet.
+        """Application-limited: repeat recent unacknowledged fragments in ``room`` of this packet.
 
         With a message every few tens of milliseconds, a lost datagram's content then
         arrives with the next one instead of a loss-detection delay later (redundant
