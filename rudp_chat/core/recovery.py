@@ -4,8 +4,8 @@ Packet numbers are never reused, so every acknowledgement yields an unambiguous
 RTT sample (no Karn's rule needed). Loss is declared per RFC 9002 §6.1 (packet and
 time thresholds); the probe timeout is RFC 6298's RTO with exponential backoff, the first
 few expiries linear while the stream is thin (``linear_timeouts``). Every packet's fate also
-feeds the loss estimator. Results go back to the caller as lists of acknowledged and lost packets: the
-delivery callbacks of aioquic, not retransmission special cases.
+feeds the loss estimator. Results go back to the caller as lists of acknowledged and lost
+packets: the delivery callbacks of aioquic, not retransmission special cases.
 """
 
 from __future__ import annotations
