@@ -8,10 +8,10 @@ that are merely late, and counting those would inflate the rate and with it the 
 
 from __future__ import annotations
 
-__all__ = ["LOSS_WINDOW_PACKETS", "LossEstimator"]
+__all__ = ["LOSS_WINDOW_PACKETS", "PRIOR_LOSS_RATE", "PRIOR_PACKETS", "LossEstimator"]
 
 LOSS_WINDOW_PACKETS = 128  # fates remembered: at 30 % loss the rate is known to +-0.04 (1 sigma),
-# and a chat that sends 4 copies a message refreshes it within about 30 messages
+# and a chat that sends 4 or 5 copies a line refreshes it within about 30 lines
 PRIOR_LOSS_RATE = 0.25  # assumed for the fates not yet known, so a connection's first
 # messages go out with copies: a lost first line would wait for the initial 1 s RTO and hold
 # every later line behind it; on a clean path this costs a few copies, once

@@ -4,7 +4,8 @@ A stream is *thin* while it is application-limited (nothing queued waits to be s
 first time) and has less than ``thin_max_in_flight`` full datagrams' worth unacknowledged
 (RFC 4653 and Linux's ``tcp_stream_is_thin`` count 4 packets; we count bytes, so that twenty
 small chat lines in flight are as thin as one). A thin stream has too little later data for
-its acknowledgements to reveal a loss quickly, so each loss waits for a timeout. While thin, the reference implementation:
+its acknowledgements to reveal a loss quickly, so each loss waits for a timeout. While thin,
+the reference implementation:
 
 - sends every packet carrying DATA ``k`` times, each copy a packet of its own (its own number,
   so never a nonce twice), ``k`` the smallest number of copies whose joint loss the loss
@@ -12,7 +13,9 @@ its acknowledgements to reveal a loss quickly, so each loss waits for a timeout.
   ``thin_copy_spacing`` apart so that a short fade does not take them all;
 - does not double the RTO for the first ``thin_linear_timeouts`` consecutive timeouts
   (Linux ``tcp_thin_linear_timeouts``); past them the backoff is exponential as before, so an
-  unresponsive peer is not flooded.
+  unresponsive peer is not flooded;
+- bundles recent unacknowledged fragments into at most ``thin_bundle_bytes`` of a packet
+  (the connection does that part), so tiny messages ride along while chat lines do not.
 
 A copy is an ordinary packet, so the receiver needs nothing new. See PROTOCOL.md, "Thin streams".
 """
