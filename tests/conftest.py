@@ -14,7 +14,6 @@ on the generated volume, not on a regression.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -39,7 +38,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)
-def private_config_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: Any) -> None:
+def private_config_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Server keys and known servers go to a fresh directory per test, never the user's
     ``~/.config`` (subprocesses inherit the variable)."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))

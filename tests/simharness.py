@@ -24,6 +24,7 @@ from typing import Literal
 
 from hypothesis import settings
 
+from rudp_chat.core.codec import fragment_size
 from rudp_chat.core.config import ConnectionConfig, ListenerConfig
 from rudp_chat.core.connection import Address, Connection
 from rudp_chat.core.errors import SendBufferFullError
@@ -48,6 +49,7 @@ __all__ = [
     "Peer",
     "Scenario",
     "client_address",
+    "fragment_edges",
     "message_bytes",
     "run_scenario",
     "seeded_random_bytes",
@@ -71,6 +73,16 @@ def sim_settings(ci_examples: int, **kwargs: object) -> settings:
     under ``HYPOTHESIS_PROFILE=thorough``; never a deadline (run time follows the volume)."""
     factor = 10 if os.environ.get("HYPOTHESIS_PROFILE", "ci") == "thorough" else 1
     return settings(deadline=None, max_examples=ci_examples * factor, **kwargs)  # type: ignore[arg-type]
+
+
+def fragment_edges(
+    multiples: Sequence[int] = (1, 2), max_datagram_size: int = DEFAULT_CONFIG.max_datagram_size
+) -> tuple[int, ...]:
+    """Message sizes one byte under, at and over whole ``multiples`` of the fragment size, in
+    both modes (an encrypted fragment is smaller than an insecure one), derived from the codec
+    so that a format change cannot move a boundary test off its boundary."""
+    fragments = {fragment_size(max_datagram_size, insecure) for insecure in (False, True)}
+    return tuple(sorted({k * f + d for f in fragments for k in multiples for d in (-1, 0, 1)}))
 
 
 def client_address(index: int) -> Address:

@@ -1,8 +1,9 @@
 """The asyncio transport over real loopback sockets: delivery through a lossy proxy, timeouts,
 refusals, garbage, IPv6, backpressure and clean shutdown.
 
-Each test runs its coroutine under ``asyncio.run`` with an overall time limit; under uvloop too,
-when it is installed. Every random choice is seeded.
+Each test runs its coroutine under ``asyncio.run`` with an overall time limit, and again under
+uvloop (in the ``test`` extra; skipped only where it cannot be installed, on Windows). Every
+random choice is seeded; time bounds leave room for a loaded machine (``SCHEDULING_SLACK_S``).
 """
 
 from __future__ import annotations
@@ -47,12 +48,16 @@ from rudp_chat.sim.link import LinkProfile
 LOCALHOST = "127.0.0.1"
 GRACEFUL = {TerminationReason.CLOSED, TerminationReason.CLOSED_BY_PEER}
 SHORT = ConnectionConfig(heartbeat_interval=0.2, idle_timeout=1.0, handshake_timeout=2.0)
+# What a loaded 2-core machine may add to a real-time wait (a timer fired late, a process not
+# scheduled): the bounds below check order and rough scale, while the exact instants are tested
+# in virtual time (test_properties' partition test, test_connection's timeouts).
+SCHEDULING_SLACK_S = 5.0
 
 Runner = Callable[[Coroutine[Any, Any, None], float], None]
 
 
-def _loop_factories() -> list[Any]:
-    factories: list[Any] = [pytest.param(asyncio.new_event_loop, id="asyncio")]
+def _loop_factories() -> list[object]:
+    factories: list[object] = [pytest.param(asyncio.new_event_loop, id="asyncio")]
     try:
         import uvloop
     except ImportError:
@@ -167,8 +172,8 @@ def test_five_connections_through_a_lossy_proxy(run: Runner) -> None:
 
 
 def test_a_killed_peer_times_out(run: Runner) -> None:
-    """A client process killed without a word is reported as timed out within idle_timeout +
-    heartbeat_interval."""
+    """A client process killed without a word is reported as timed out, about idle_timeout +
+    heartbeat_interval later (exactly so in virtual time: test_properties)."""
     child_code = (
         "import asyncio, sys\n"
         "from rudp_chat.aio import connect\n"
@@ -196,32 +201,36 @@ def test_a_killed_peer_times_out(run: Runner) -> None:
             termination = await connection.wait_closed()
             elapsed = time.monotonic() - killed
             assert termination.reason is TerminationReason.IDLE_TIMEOUT
-            assert elapsed <= SHORT.idle_timeout + SHORT.heartbeat_interval
+            assert elapsed <= SHORT.idle_timeout + SHORT.heartbeat_interval + SCHEDULING_SLACK_S
             with pytest.raises(ConnectionLostError) as lost:
                 await connection.recv()
             assert lost.value.reason is TerminationReason.IDLE_TIMEOUT
             assert server.connections == []
 
-    run(main(), 20)
+    run(main(), 30)
 
 
 def test_nothing_listening_fails_fast(run: Runner) -> None:
-    """ICMP port unreachable ends the handshake at once instead of after handshake_timeout."""
+    """ICMP port unreachable ends the handshake at once instead of after handshake_timeout: the
+    error says so, and it comes long before the timeout could have fired."""
 
     async def main() -> None:
         port = await _free_udp_port()
-        config = ConnectionConfig(handshake_timeout=5.0)
+        config = ConnectionConfig(handshake_timeout=60.0)
         started = time.monotonic()
         with pytest.raises(PortUnreachableError) as failure:
             await connect(LOCALHOST, port, config=config)
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < config.handshake_timeout
         assert isinstance(failure.value, ConnectionRefusedError)
         assert isinstance(failure.value, ConnectError)
 
-    run(main(), 10)
+    run(main(), 30)
 
 
 def test_a_silent_server_times_out_the_handshake(run: Runner) -> None:
+    """Never before handshake_timeout (the transport's clock is ``time.monotonic``), and not
+    much after it."""
+
     async def main() -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
             silent.bind((LOCALHOST, 0))
@@ -229,10 +238,13 @@ def test_a_silent_server_times_out_the_handshake(run: Runner) -> None:
             started = time.monotonic()
             with pytest.raises(HandshakeTimeoutError) as failure:
                 await connect(*silent.getsockname(), config=config)
-            assert 0.5 <= time.monotonic() - started < 2.0
+            elapsed = time.monotonic() - started
+            assert (
+                config.handshake_timeout <= elapsed < config.handshake_timeout + SCHEDULING_SLACK_S
+            )
             assert isinstance(failure.value, TimeoutError)
 
-    run(main(), 10)
+    run(main(), 30)
 
 
 def test_a_full_server_refuses(run: Runner) -> None:

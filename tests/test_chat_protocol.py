@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 import msgpack
 import pytest
@@ -88,7 +87,7 @@ def test_a_direction_does_not_accept_the_other_directions_messages() -> None:
         decode_server(encode(Say(1, "hi")))
 
 
-def _packed(body: Any) -> bytes:
+def _packed(body: object) -> bytes:
     data: bytes = msgpack.packb(body, use_bin_type=True)
     return data
 
@@ -107,7 +106,7 @@ def _packed(body: Any) -> bytes:
         ({b"type": "say"}, "unknown message type"),
     ],
 )
-def test_malformed_client_frames_raise_one_error(body: Any, complaint: str) -> None:
+def test_malformed_client_frames_raise_one_error(body: object, complaint: str) -> None:
     with pytest.raises(ChatProtocolError, match=complaint):
         decode_client(_packed(body))
 
@@ -154,7 +153,7 @@ _values = st.recursive(
 
 
 @given(st.sampled_from(_TAGS), st.dictionaries(st.sampled_from(_FIELDS), _values, max_size=7))
-def test_structured_garbage_decodes_or_raises_the_one_error(tag: str, body: dict[str, Any]) -> None:
+def test_structured_garbage_decodes_or_raises_the_one_error(tag: str, body: dict[str, object]) -> None:
     data = _packed({"type": tag, **body})
     for decode in (decode_client, decode_server):
         try:

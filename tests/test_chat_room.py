@@ -41,6 +41,7 @@ from rudp_chat.chat.protocol import (
     Welcome,
 )
 from rudp_chat.chat.room import HELP, Output, Room, RoomLimits
+from rudp_chat.chat.text import MAX_NAME_CHARS
 
 S1, S2, S3 = (bytes([n]) * 16 for n in (1, 2, 3))
 
@@ -263,7 +264,7 @@ NAMES: dict[str, tuple[str, str] | None] = {
     "dave.d": ("dave.d", "dave.d"),
     "bad name": None,
     "": None,
-    "x" * 33: None,
+    "x" * (MAX_NAME_CHARS + 1): None,
 }
 SESSIONS = [S1, S2, S3, bytes([4]) * 16]
 TEXTS = ["hi", "two words", "\x1bx", "/me waves", "//slash", "/who", "   ", "/frobnicate"]

@@ -24,7 +24,13 @@ from rudp_chat.chat.protocol import (
     Welcome,
 )
 from rudp_chat.chat.render import Event, Notice, name_style, plain, styled
-from rudp_chat.chat.text import InvalidNameError, name_key, neutralise, normalise_name
+from rudp_chat.chat.text import (
+    MAX_NAME_CHARS,
+    InvalidNameError,
+    name_key,
+    neutralise,
+    normalise_name,
+)
 
 
 @pytest.mark.parametrize(
@@ -36,7 +42,7 @@ from rudp_chat.chat.text import InvalidNameError, name_key, neutralise, normalis
         ("Jose\u0301", "José"),  # decomposed: NFKC composes it
         ("\uff22\uff4f\uff42", "Bob"),  # fullwidth
         ("नमस्ते", "नमस्ते"),  # Devanagari needs its combining signs
-        ("x" * 32, "x" * 32),
+        ("x" * MAX_NAME_CHARS, "x" * MAX_NAME_CHARS),
     ],
 )
 def test_valid_names_normalise(raw: str, name: str) -> None:
@@ -47,7 +53,7 @@ def test_valid_names_normalise(raw: str, name: str) -> None:
     "raw",
     [
         "",
-        "x" * 33,
+        "x" * (MAX_NAME_CHARS + 1),
         "two words",
         "bob\u200b",  # zero-width space
         "bob\u202e",  # right-to-left override

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import struct
 import zlib
-from typing import Any
 
 import msgpack
 import pytest
@@ -19,13 +18,12 @@ from hypothesis import strategies as st
 
 from rudp_chat.core.codec import (
     CRC_SIZE,
-    DATA_FRAME_OVERHEAD,
     MAX_DATAGRAM_SIZE,
-    SESSION_OVERHEAD,
     decode_datagram,
     decode_frames,
     encode_datagram,
     encode_frames,
+    fragment_size,
     sealed_header,
 )
 from rudp_chat.core.errors import FrameError
@@ -36,6 +34,7 @@ from rudp_chat.core.frames import (
     MAX_CLOSE_REASON_BYTES,
     MAX_COUNTER,
     MAX_FRAGMENTS,
+    MAX_FRAMES,
     MAX_HANDSHAKE_SIZE,
     MAX_TOKEN_SIZE,
     RESET_TOKEN_SIZE,
@@ -236,7 +235,7 @@ def decode_frames_is_total(payload: bytes) -> tuple[Frame, ...] | None:
         decoded = decode_frames(payload)
     except FrameError:
         return None
-    assert 1 <= len(decoded) <= 256
+    assert 1 <= len(decoded) <= MAX_FRAMES
     for frame in decoded:
         assert_valid_frame(frame)
     assert decode_frames(encode_frames(decoded)) == decoded
@@ -285,10 +284,10 @@ def test_each_packet_kind_has_a_round_trip_example(kind: PacketKind) -> None:
     assert decode_datagram(data) == example
 
 
-def test_frame_count_limit_is_256() -> None:
-    assert len(decode_frames(encode_frames([PingFrame()] * 256))) == 256
+def test_frame_count_limit_is_max_frames() -> None:
+    assert len(decode_frames(encode_frames([PingFrame()] * MAX_FRAMES))) == MAX_FRAMES
     with pytest.raises(FrameError):
-        decode_frames(encode_frames([PingFrame()] * 257))
+        decode_frames(encode_frames([PingFrame()] * (MAX_FRAMES + 1)))
     with pytest.raises(FrameError):
         decode_frames(encode_frames([]))
 
@@ -302,20 +301,25 @@ def test_ack_range_limit_is_max_ack_ranges() -> None:
         decode_frames(encode_frames([too_many]))
 
 
-@given(st.integers(256, 65_507), st.data())
+@given(st.integers(256, 65_507), st.booleans(), st.data())
 def test_overhead_constants_bound_a_full_data_datagram(
-    datagram_size: int, data: st.DataObject
+    datagram_size: int, insecure: bool, data: st.DataObject
 ) -> None:
-    """The connection sizes fragments as ``max_datagram_size - SESSION_OVERHEAD -
-    DATA_FRAME_OVERHEAD``; with every field at its largest the datagram must still fit."""
-    fragment = datagram_size - SESSION_OVERHEAD - DATA_FRAME_OVERHEAD
+    """The connection sizes fragments with ``fragment_size``; with every field at its largest
+    the datagram must still fit, SESSION (CRC) or SEALED (AEAD tag)."""
+    fragment = fragment_size(datagram_size, insecure)
     payload_size = data.draw(st.sampled_from([fragment, 0, 1, 31, 32, 255, 256, 65_535, 65_536]))
     assume(0 <= payload_size <= fragment)
     frame = DataFrame(
         MAX_COUNTER, MAX_COUNTER, MAX_FRAGMENTS - 1, MAX_FRAGMENTS, b"x" * payload_size
     )
-    datagram = encode_datagram(SessionPacket(b"\xff" * 8, MAX_COUNTER, encode_frames([frame])))
-    assert len(datagram) <= datagram_size
+    frames = encode_frames([frame])
+    packet: Packet = (
+        SessionPacket(b"\xff" * 8, MAX_COUNTER, frames)
+        if insecure
+        else _sealed(b"\xff" * 8, MAX_COUNTER, frames + bytes(AEAD_TAG_SIZE))
+    )
+    assert len(encode_datagram(packet)) <= datagram_size
 
 
 # ------------------------------------------------------------------- corruption
@@ -415,7 +419,7 @@ msgpack_values = st.recursive(
 
 
 @given(msgpack_values)
-def test_structured_garbage_decodes_or_raises_frame_error(value: Any) -> None:
+def test_structured_garbage_decodes_or_raises_frame_error(value: object) -> None:
     body = msgpack.packb(value, use_bin_type=True)
     decode_is_total(with_crc(body))
     decode_frames_is_total(body)
@@ -425,7 +429,7 @@ def test_structured_garbage_decodes_or_raises_frame_error(value: Any) -> None:
     st.sampled_from([*PacketKind, 5, -1, 255]),
     st.lists(msgpack_values, max_size=6),
 )
-def test_packet_shaped_garbage_decodes_or_raises_frame_error(kind: int, fields: list[Any]) -> None:
+def test_packet_shaped_garbage_decodes_or_raises_frame_error(kind: int, fields: list[object]) -> None:
     decode_is_total(with_crc(msgpack.packb([kind, *fields], use_bin_type=True)))
 
 
@@ -437,7 +441,7 @@ def test_packet_shaped_garbage_decodes_or_raises_frame_error(kind: int, fields: 
     )
 )
 def test_frame_shaped_garbage_decodes_or_raises_frame_error(
-    items: list[tuple[Any, list[Any]]],
+    items: list[tuple[object, list[object]]],
 ) -> None:
     decode_frames_is_total(
         msgpack.packb([[kind, *fields] for kind, fields in items], use_bin_type=True)
@@ -522,7 +526,7 @@ RANGE_OK = [5, 1]
         (7, "a bare integer"),
     ],
 )
-def test_malformed_packets_raise_frame_error(fields: Any, why: str) -> None:
+def test_malformed_packets_raise_frame_error(fields: object, why: str) -> None:
     with pytest.raises(FrameError):
         decode_datagram(with_crc(msgpack.packb(fields, use_bin_type=True)))
 
@@ -559,7 +563,7 @@ def test_malformed_packets_raise_frame_error(fields: Any, why: str) -> None:
         ({"a": 1}, "a map"),
     ],
 )
-def test_malformed_frames_raise_frame_error(items: Any, why: str) -> None:
+def test_malformed_frames_raise_frame_error(items: object, why: str) -> None:
     with pytest.raises(FrameError):
         decode_frames(msgpack.packb(items, use_bin_type=True))
 
@@ -574,7 +578,7 @@ def test_malformed_frames_raise_frame_error(items: Any, why: str) -> None:
         ([PacketKind.SEALED, CID, MAX_COUNTER + 1, b"s" * 20], "packet number over MAX_COUNTER"),
     ],
 )
-def test_malformed_sealed_packets_raise_frame_error(fields: Any, why: str) -> None:
+def test_malformed_sealed_packets_raise_frame_error(fields: object, why: str) -> None:
     with pytest.raises(FrameError):
         decode_datagram(msgpack.packb(fields, use_bin_type=True))
 

@@ -17,16 +17,15 @@ from simharness import CLIENT, SERVER, Harness, Pair, Scenario, run_scenario
 from test_codec import frames as codec_frames
 
 from rudp_chat.core.codec import (
-    DATA_FRAME_OVERHEAD,
-    SESSION_OVERHEAD,
     decode_datagram,
     decode_frames,
     encode_datagram,
     encode_frames,
+    fragment_size,
 )
 from rudp_chat.core.config import ConnectionConfig
 from rudp_chat.core.congestion import CongestionController, SentPacket
-from rudp_chat.core.connection import HELLO_RETRY_CAP_S, Connection
+from rudp_chat.core.connection import Connection
 from rudp_chat.core.errors import ConnectionClosedError, MessageTooLargeError
 from rudp_chat.core.events import (
     Connected,
@@ -48,6 +47,7 @@ from rudp_chat.core.frames import (
     RetryPacket,
     SessionPacket,
 )
+from rudp_chat.core.handshake import HELLO_RETRY_CAP_S
 from rudp_chat.core.receiving import Receiver
 from rudp_chat.core.recovery import Recovery
 from rudp_chat.core.rtt import RttEstimator
@@ -55,7 +55,7 @@ from rudp_chat.core.state import State
 from rudp_chat.sim import LinkProfile
 
 DEFAULT = ConnectionConfig(insecure=True)  # these tests read and forge frames on the wire
-FRAGMENT = DEFAULT.max_datagram_size - SESSION_OVERHEAD - DATA_FRAME_OVERHEAD
+FRAGMENT = fragment_size(DEFAULT.max_datagram_size, DEFAULT.insecure)
 FORGED_BASE = 1_000_000  # packet numbers far beyond anything the real server sent
 
 
@@ -190,6 +190,20 @@ def test_a_message_arrives_whole_once(direction: str, size: int) -> None:
     pair.run(until=5.0)
     got = [e for e in receiver_events if isinstance(e, MessageReceived)]
     assert got == [MessageReceived(0, data)]
+
+
+@pytest.mark.parametrize("insecure", [False, True])
+def test_messages_are_cut_at_the_codec_fragment_size(insecure: bool) -> None:
+    """In each mode a message of ``fragment_size`` bytes leaves in one datagram and one byte
+    more in two, so the boundary tests elsewhere sit on the real boundary."""
+    config = ConnectionConfig(insecure=insecure)
+    fragment = fragment_size(config.max_datagram_size, insecure)
+    for size, datagrams in ((fragment, 1), (fragment + 1, 2)):
+        pair, _ = open_pair(config)
+        pair.client.send(b"x" * size)
+        pair.collect()
+        assert len(pair.to_server) == datagrams, size
+        assert all(len(d) <= config.max_datagram_size for d in pair.to_server)
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
@@ -940,3 +954,37 @@ def test_a_receiver_honours_the_window_it_advertised() -> None:
     receiver = harness.servers[0].connection
     assert receiver is not None
     assert receiver.stats().dropped_unexpected == 0
+
+
+def test_no_ack_ever_covers_the_packet_that_broke_the_protocol() -> None:
+    """PROTOCOL.md §5: the offending packet is never recorded. DATA before the violating frame
+    is delivered; the error CLOSE leaves without an ACK; reading that message sends no window
+    update; and the ACKs a draining connection still sends, for a repeat of the offending
+    packet or for a later one, leave it out."""
+    pair, _server = open_pair()
+    bad = forge(
+        pair,
+        [DataFrame(0, 0, 0, 1, b"delivered"), DataFrame(1, 5, 0, 1, b"wrong message id")],
+        FORGED_BASE,
+    )
+    client = pair.client
+    client.receive_datagram(bad, SERVER, pair.now)
+    sent = [frame for data, _ in client.datagrams_to_send(pair.now) for frame in frames_of(data)]
+    assert [type(frame) for frame in sent] == [CloseFrame]
+    taken: list[Event] = []
+    while (event := client.next_event()) is not None:
+        taken.append(event)
+    assert messages(taken) == [b"delivered"]
+    assert client.datagrams_to_send(pair.now) == []  # no window update after the failure
+    client.receive_datagram(bad, SERVER, pair.now)  # a repeat of it
+    client.receive_datagram(forge(pair, [PingFrame()], FORGED_BASE + 1), SERVER, pair.now)
+    acks = [
+        frame
+        for data, _ in client.datagrams_to_send(pair.now)
+        for frame in frames_of(data)
+        if isinstance(frame, AckFrame)
+    ]
+    assert acks
+    for ack in acks:
+        assert not any(first <= FORGED_BASE <= last for first, last in ack.ranges)
+        assert any(first <= FORGED_BASE + 1 <= last for first, last in ack.ranges)

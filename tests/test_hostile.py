@@ -38,13 +38,12 @@ from simharness import CLIENT, SERVER, Harness, Pair, Scenario, seeded_random_by
 import rudp_chat.core
 from rudp_chat.core.codec import (
     CRC_SIZE,
-    DATA_FRAME_OVERHEAD,
     MAX_DATAGRAM_SIZE,
-    SESSION_OVERHEAD,
     decode_datagram,
     decode_frames,
     encode_datagram,
     encode_frames,
+    fragment_size,
     sealed_header,
 )
 from rudp_chat.core.config import ConnectionConfig, ListenerConfig
@@ -71,6 +70,7 @@ from rudp_chat.core.frames import (
     WelcomePacket,
 )
 from rudp_chat.core.listener import Listener, ListenerStats
+from rudp_chat.core.receiving import INITIAL_WINDOW_FRAGMENTS
 from rudp_chat.core.state import State
 from rudp_chat.sim import LinkProfile, Network, Node
 
@@ -819,12 +819,11 @@ class HostileClient:
         self.connection: Connection | None = Connection.connect(
             SERVER, now, seeded_random_bytes(seed), config
         )
-        fragment = config.max_datagram_size - SESSION_OVERHEAD - DATA_FRAME_OVERHEAD
-        self._payload = b"\x00" * fragment
+        self._payload = b"\x00" * fragment_size(config.max_datagram_size, config.insecure)
         self._big = b"\x01" * plan.big_fragment
         self._server_id = b""
         self._number = 1_000
-        self._window = 16  # INITIAL_WINDOW_FRAGMENTS until an ACK says more
+        self._window = INITIAL_WINDOW_FRAGMENTS  # until an ACK says more
         self._in_order = 0
         self._cursor = 1
         self._next_tick = math.inf
@@ -965,7 +964,7 @@ def connection_memory_bound(config: ConnectionConfig) -> int:
       of tiny fragments);
     * 64 KiB for the connection's fixed structures (recovery, range sets, statistics).
     """
-    fragment = config.max_datagram_size - SESSION_OVERHEAD - DATA_FRAME_OVERHEAD
+    fragment = fragment_size(config.max_datagram_size, config.insecure)
     window_fragments = -(-config.receive_window // fragment)
     return 3 * config.send_buffer_size + reassembly_cap(config) + 256 * window_fragments + 64 * 1024
 

@@ -20,6 +20,7 @@ from simharness import (
     Harness,
     Scenario,
     client_address,
+    fragment_edges,
     run_scenario,
     sim_settings,
 )
@@ -39,6 +40,8 @@ from rudp_chat.sim import LinkProfile
 #   thorough profile: seed=1526). 20 s squares that.
 LOSSY_CONFIG = ConnectionConfig(handshake_timeout=60.0, idle_timeout=20.0)
 LOSSY_LISTENER = ListenerConfig(connection=LOSSY_CONFIG, token_lifetime=60.0)
+LOSSY_INSECURE = dataclasses.replace(LOSSY_CONFIG, insecure=True)  # its fragments are larger
+LOSSY_INSECURE_LISTENER = dataclasses.replace(LOSSY_LISTENER, connection=LOSSY_INSECURE)
 MAX_PARTITION_S = 4.0  # leaves >= 16 s of idle timeout in which 50 % loss must let one through
 MAX_VOLUME = 300_000  # bytes per direction per example: keeps the ci profile fast
 DELIVERY_BOUND_S = 200.0  # handshake (<= 60 s) + partitions + transfer at 50 % loss and 300 ms
@@ -92,7 +95,7 @@ def _cap_volume(sizes: list[int], limit: int = MAX_VOLUME) -> tuple[int, ...]:
 message_sizes = st.lists(
     st.one_of(
         st.integers(0, 1_500),  # chat lines, up to one datagram and a bit
-        st.sampled_from([0, 1, 1_139, 1_140, 1_141, 2_280]),  # around the fragment size
+        st.sampled_from([0, 1, *fragment_edges()]),  # around one and two fragments
         st.integers(0, 200_000),  # pasted files
     ),
     max_size=12,
@@ -103,6 +106,7 @@ message_sizes = st.lists(
 def scenarios(draw: st.DrawFn, max_clients: int = 1) -> Scenario:
     clients = draw(st.integers(1, max_clients))
     shared = draw(partitions(MAX_PARTITION_S))
+    insecure = draw(st.booleans())
     return Scenario(
         seed=draw(st.integers(0, 2**32 - 1)),
         client_sizes=tuple(draw(message_sizes) for _ in range(clients)),
@@ -110,8 +114,8 @@ def scenarios(draw: st.DrawFn, max_clients: int = 1) -> Scenario:
         up=draw(link_profiles(shared)),
         down=draw(link_profiles(shared)),
         closer=draw(st.sampled_from(["client", "server", "both", "client-eager"])),
-        config=LOSSY_CONFIG,
-        listener_config=LOSSY_LISTENER,
+        config=LOSSY_INSECURE if insecure else LOSSY_CONFIG,
+        listener_config=LOSSY_INSECURE_LISTENER if insecure else LOSSY_LISTENER,
         stagger=draw(st.sampled_from([0.0, 0.0, 0.01, 0.5])),
     )
 
@@ -160,11 +164,13 @@ def test_worst_case_link_still_delivers() -> None:
 def tight_scenarios(draw: st.DrawFn) -> Scenario:
     """Small messages limits, windows and send buffers (every combination ConnectionConfig
     accepts), so flow control and backpressure are on the critical path."""
-    max_message = draw(st.sampled_from([65_536, 1, 1_139, 1_140, 5_000]))
+    one_fragment = fragment_edges((1,))
+    max_message = draw(st.sampled_from([65_536, 1, *one_fragment, 5_000]))
     # a receiver must buffer the INITIAL_WINDOW_FRAGMENTS datagrams a peer may send at once
     floor = INITIAL_WINDOW_FRAGMENTS * ConnectionConfig().max_datagram_size
-    window = max(max_message + draw(st.sampled_from([0, 1, 1_139, 10_000, 100_000])), floor)
-    buffer = max_message + draw(st.sampled_from([0, 1, 1_139, 10_000, 100_000]))
+    slack = st.sampled_from([0, 1, *one_fragment, 10_000, 100_000])
+    window = max(max_message + draw(slack), floor)
+    buffer = max_message + draw(slack)
     config = ConnectionConfig(
         max_message_size=max_message,
         receive_window=window,
@@ -191,9 +197,9 @@ def tight_scenarios(draw: st.DrawFn) -> Scenario:
 @sim_settings(60)
 @given(tight_scenarios())
 def test_tight_windows_and_buffers_still_deliver(scenario: Scenario) -> None:
-    """The thorough profile found the receive-window bugs pinned down in test_connection's
-    "receive window" section (the ci examples stay too small to reach them); today it still
-    finds test_a_receiver_honours_the_window_it_advertised (seed=58884, seed=8406)."""
+    """The thorough profile found the receive-window bugs that test_connection pins down in
+    its "receive window" section and in test_a_receiver_honours_the_window_it_advertised
+    (seed=58884, seed=8406); the ci examples stay too small to reach them."""
     run_scenario(scenario, within=DELIVERY_BOUND_S)
 
 
@@ -215,13 +221,12 @@ def test_seeded_terrible_network(seed: int) -> None:
     """trio's model: one ``random.Random(seed)`` picks the whole case, bigger than hypothesis
     tends to generate (derandomized hypothesis stays near small examples)."""
     rng = random.Random(seed)
+    edges = fragment_edges((1,))
     start = rng.uniform(0.0, 10.0)
     shared = ((start, start + rng.uniform(0.0, MAX_PARTITION_S)),) if rng.random() < 0.5 else ()
 
     def sizes() -> tuple[int, ...]:
-        return _cap_volume(
-            [rng.choice([0, 50, 1_140, 1_141, rng.randrange(200_001)]) for _ in range(8)]
-        )
+        return _cap_volume([rng.choice([0, 50, *edges, rng.randrange(200_001)]) for _ in range(8)])
 
     run_scenario(
         Scenario(

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from simharness import Harness, Scenario
 
 from rudp_chat.core.config import ConnectionConfig
-from rudp_chat.core.connection import HELLO_RETRY_CAP_S
+from rudp_chat.core.handshake import HELLO_RETRY_CAP_S
 from rudp_chat.core.rtt import CLOCK_GRANULARITY_S, RttEstimator
 from rudp_chat.sim import LinkProfile
 

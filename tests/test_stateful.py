@@ -9,6 +9,8 @@ At teardown the network turns perfect, both sides close, and everything must arr
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -18,7 +20,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from simharness import Pair, sim_settings
+from simharness import Pair, fragment_edges, sim_settings
 
 from rudp_chat.core.codec import decode_datagram
 from rudp_chat.core.config import ConnectionConfig, ListenerConfig
@@ -39,11 +41,13 @@ CONFIG = ConnectionConfig(
     handshake_timeout=600.0,
 )
 LISTENER = ListenerConfig(connection=CONFIG)
+INSECURE = dataclasses.replace(CONFIG, insecure=True)  # CRC instead of AEAD, larger fragments
+INSECURE_LISTENER = ListenerConfig(connection=INSECURE)
 CLEAN = (TerminationReason.CLOSED, TerminationReason.CLOSED_BY_PEER)
 TEARDOWN_S = 300.0
 
 sizes = st.one_of(
-    st.sampled_from([0, 1, 1_139, 1_140, 2_279]),
+    st.sampled_from([0, 1, *fragment_edges()]),  # around one and two fragments, both modes
     st.integers(0, 3_000),
     st.integers(0, 20_000),
 )
@@ -87,9 +91,12 @@ class TwoConnections(RuleBasedStateMachine):
         log.append(data)
         self.pair.collect()
 
-    @initialize(perfect_handshake=st.booleans())
-    def start(self, perfect_handshake: bool) -> None:
-        """Half the runs skip the handshake's own interleavings to spend their steps on data."""
+    @initialize(insecure=st.booleans(), perfect_handshake=st.booleans())
+    def start(self, insecure: bool, perfect_handshake: bool) -> None:
+        """Either mode (their fragment sizes differ); half the runs skip the handshake's own
+        interleavings to spend their steps on data."""
+        if insecure:
+            self.pair = Pair(INSECURE, INSECURE_LISTENER, seed=0)
         if perfect_handshake:
             self.pair.handshake()
 

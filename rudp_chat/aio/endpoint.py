@@ -94,8 +94,14 @@ async def resolve(host: str, port: int, *, passive: bool) -> tuple[int, tuple[An
     return family, tuple(address)
 
 
-def open_udp_socket(family: int) -> socket.socket:
-    """A non-blocking UDP socket with large kernel buffers (what the OS grants, see stats)."""
+def open_udp_socket(
+    family: int, *, bind: tuple[Any, ...] | None = None, connect: tuple[Any, ...] | None = None
+) -> socket.socket:
+    """A non-blocking UDP socket with large kernel buffers (what the OS grants, see stats),
+    bound to ``bind`` and/or ``connect()``-ed to ``connect`` when given.
+
+    Raises ``OSError`` (the socket is closed then) if it cannot be made, bound or connected.
+    """
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
@@ -103,6 +109,10 @@ def open_udp_socket(family: int) -> socket.socket:
             # on refusal keep the default: a smaller buffer only means more drops under bursts
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
+        if bind is not None:
+            sock.bind(bind)
+        if connect is not None:
+            sock.connect(connect)
     except BaseException:
         sock.close()
         raise

@@ -112,12 +112,7 @@ class UdpProxy:
             *self.upstream_address, passive=False
         )
         self.upstream_address = (self._upstream_sockaddr[0], self._upstream_sockaddr[1])
-        sock = open_udp_socket(family)
-        try:
-            sock.bind(address)
-        except BaseException:
-            sock.close()
-            raise
+        sock = open_udp_socket(family, bind=address)
         self._sock = sock
         name = sock.getsockname()
         self.listen_address = (name[0], name[1])
@@ -225,14 +220,8 @@ class UdpProxy:
                 self.counters.clients_refused += 1
                 return None
         try:  # an OSError (out of descriptors, say) drops this datagram; the next one retries
-            sock = open_udp_socket(self._upstream_family)
+            sock = open_udp_socket(self._upstream_family, connect=self._upstream_sockaddr)
         except OSError:
-            self.counters.send_errors += 1
-            return None
-        try:
-            sock.connect(self._upstream_sockaddr)
-        except OSError:
-            sock.close()
             self.counters.send_errors += 1
             return None
         client = self._clients[address] = _Client(address, sock, now)

@@ -348,12 +348,7 @@ async def connect(
     cannot be made.
     """
     family, address = await resolve(host, port, passive=False)
-    sock = open_udp_socket(family)
-    try:
-        sock.connect(address)
-    except BaseException:
-        sock.close()
-        raise
+    sock = open_udp_socket(family, connect=address)
     peer: Address = (address[0], address[1])  # the core compares 2-tuples; IPv6 gives 4
     core = Connection.connect(
         peer, clock(), os.urandom, config, server_fingerprint=server_fingerprint
@@ -530,12 +525,7 @@ async def serve(
     cannot be bound.
     """
     family, address = await resolve(host, port, passive=True)
-    sock = open_udp_socket(family)
-    try:
-        sock.bind(address)
-    except BaseException:
-        sock.close()
-        raise
+    sock = open_udp_socket(family, bind=address)
     listener = Listener(os.urandom, config, secret=secret, static_key=static_key)
     endpoint = DatagramEndpoint(sock, listener)
     server = Server(listener, endpoint)

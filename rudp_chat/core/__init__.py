@@ -18,7 +18,7 @@ from .errors import (
 from .events import Connected, ConnectionTerminated, Event, MessageReceived, TerminationReason
 from .frames import ErrorCode
 from .listener import Listener, ListenerStats
-from .state import State
+from .state import Role, State
 from .stats import ConnectionStats
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "LocalProtocolError",
     "MessageReceived",
     "MessageTooLargeError",
+    "Role",
     "SendBufferFullError",
     "State",
     "TerminationReason",

@@ -52,6 +52,8 @@ __all__ = [
     "decode_frames",
     "encode_datagram",
     "encode_frames",
+    "fragment_size",
+    "payload_room",
     "sealed_header",
 ]
 
@@ -78,6 +80,18 @@ _CRC: Final = struct.Struct(">I")
 _BIN16: Final = struct.Struct(">BH")
 _BIN32: Final = struct.Struct(">BI")
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+
+def payload_room(max_datagram_size: int, insecure: bool) -> int:
+    """Bytes of frames one SESSION (insecure) or SEALED packet carries within
+    ``max_datagram_size``, whatever its id and number."""
+    return max_datagram_size - (SESSION_OVERHEAD if insecure else SEALED_OVERHEAD)
+
+
+def fragment_size(max_datagram_size: int, insecure: bool) -> int:
+    """Bytes of a message one DATA frame carries, so that frame always fits a packet alone
+    (1,122 encrypted, 1,134 insecure at the default 1,200-byte datagram)."""
+    return payload_room(max_datagram_size, insecure) - DATA_FRAME_OVERHEAD
 
 
 def encode_datagram(packet: Packet) -> bytes:

@@ -17,6 +17,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+from .delivery import DeliveryHandler
 from .rtt import RttEstimator
 
 __all__ = ["CongestionController", "SentPacket"]
@@ -45,13 +46,33 @@ class SentPacket:
     number: int
     time_sent: float
     size: int
-    seqs: tuple[int, ...]
-    """DATA sequence numbers it carried."""
-    carries_close: bool = False
+    handlers: tuple[DeliveryHandler, ...] = ()
+    """Called with the packet's fate, one per frame that cares (see ``delivery``)."""
     delivered: int = 0
     delivered_time: float = 0.0
     first_sent_time: float = 0.0
     app_limited: bool = False
+
+
+class RoundsMax:
+    """The maximum of the samples of the last ``rounds`` round trips (a monotonic deque of
+    ``(round, value)`` with decreasing values: BBR's windowed-max filter)."""
+
+    __slots__ = ("_samples", "rounds")
+
+    def __init__(self, rounds: int) -> None:
+        self.rounds = rounds
+        self._samples: deque[tuple[int, float]] = deque()
+
+    def update(self, round_count: int, value: float) -> float:
+        """Add the sample of round ``round_count``; returns the maximum over the window."""
+        samples = self._samples
+        while samples and samples[-1][1] <= value:
+            samples.pop()
+        samples.append((round_count, value))
+        while samples[0][0] <= round_count - self.rounds:
+            samples.popleft()
+        return samples[0][1]
 
 
 class Mode(enum.Enum):
@@ -71,7 +92,7 @@ class CongestionController:
         self.congestion_window = initial_window_packets * max_datagram_size
         self.pacing_rate = STARTUP_GAIN * self.congestion_window / initial_rtt
         self.bottleneck_bandwidth = 0.0
-        self._bw_samples: deque[tuple[int, float]] = deque()  # (round, rate), rates decreasing
+        self._bw_filter = RoundsMax(BW_FILTER_ROUNDS)
         self._min_rtt = math.inf
         self._rtt_samples: deque[tuple[float, float]] = deque()  # (time, rtt), rtts increasing
         # delivery-rate estimation (draft-cheng-iccrg-delivery-rate-estimation)
@@ -99,7 +120,7 @@ class CongestionController:
         self._acked_now = 0  # bytes newly acknowledged by the ACK being processed
         self._epoch_start = 0.0
         self._epoch_acked = 0
-        self._extra_acked: deque[tuple[int, float]] = deque()  # (round, bytes), decreasing
+        self._extra_acked_filter = RoundsMax(BW_FILTER_ROUNDS)
         self.extra_acked = 0.0
 
     # ----------------------------------------------------------------- inputs
@@ -204,13 +225,7 @@ class CongestionController:
         rate = (self.delivered - prior) / interval
         if self._sample_app_limited and rate < self.bottleneck_bandwidth:
             return
-        samples = self._bw_samples
-        while samples and samples[-1][1] <= rate:
-            samples.pop()
-        samples.append((self.round, rate))
-        while samples[0][0] <= self.round - BW_FILTER_ROUNDS:
-            samples.popleft()
-        self.bottleneck_bandwidth = samples[0][1]
+        self.bottleneck_bandwidth = self._bw_filter.update(self.round, rate)
 
     def _update_aggregation(self, now: float) -> None:
         """How far ACKs run ahead of the bandwidth estimate (BBR's extra_acked).
@@ -228,13 +243,7 @@ class CongestionController:
             self._epoch_start, self._epoch_acked, expected = now, 0, 0.0
         self._epoch_acked += acked
         extra = min(self._epoch_acked - expected, bandwidth * AGGREGATION_CAP_S)
-        samples = self._extra_acked
-        while samples and samples[-1][1] <= extra:
-            samples.pop()
-        samples.append((self.round, extra))
-        while samples[0][0] <= self.round - BW_FILTER_ROUNDS:
-            samples.popleft()
-        self.extra_acked = samples[0][1]
+        self.extra_acked = self._extra_acked_filter.update(self.round, extra)
 
     def _check_full_bandwidth(self) -> None:
         if self._sample_app_limited:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .codec import decode_datagram, encode_datagram
 from .config import ListenerConfig
-from .connection import Address, Connection
+from .connection import Address, Connection, Role
 from .errors import FrameError, HandshakeError
 from .frames import (
     CONNECTION_ID_SIZE,
@@ -197,6 +197,7 @@ class Listener:
         client_id = hello.client_id
         connection = Connection(
             self.config.connection,
+            Role.SERVER,
             local_id=server_id,
             peer_address=addr,
             now=now,

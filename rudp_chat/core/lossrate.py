@@ -54,11 +54,6 @@ class LossEstimator:
         self._lost += lost
 
     @property
-    def lost_numbers(self) -> list[int]:
-        """Packet numbers in the window counted as lost."""
-        return [number for number, lost in self._fates.items() if lost]
-
-    @property
     def rate(self) -> float:
         """The fraction of packets in the window that were lost; with fewer than
         ``PRIOR_PACKETS`` fates known, the missing ones count at ``PRIOR_LOSS_RATE``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable
 
@@ -39,6 +40,7 @@ class Receiver:
         "_partial",
         "_partial_bytes",
         "_partial_count",
+        "_refused",
         "_window_fragments",
         "_window_sent",
         "ack_deadline",
@@ -80,23 +82,26 @@ class Receiver:
         self.buffered_bytes = 0
         """Out-of-order fragments plus the message being reassembled."""
         self.unread_bytes = 0
-        """Delivered messages the application has not taken yet (the connection maintains it)."""
+        """Delivered messages the application has not taken yet (see ``on_read``)."""
         self._advertised = INITIAL_WINDOW_FRAGMENTS
         self._window_sent = INITIAL_WINDOW_FRAGMENTS  # the window our last ACK carried
         self.duplicates = 0
+        self._refused = -1  # the number of the packet that broke the protocol, if one did
 
     # --------------------------------------------------------------- packets
 
     def on_packet(
         self, number: int, now: float, ack_eliciting: bool, urgent: bool, *, repeat: bool = False
     ) -> bool:
-        """Note a packet number; returns False for a duplicate (already acknowledged).
+        """Record a packet number for acknowledgement (after its frames were applied without a
+        violation); returns False for a duplicate (already recorded: an ACK is due at once).
 
-        Encrypted, the replay window has turned duplicates away before; in the clear this is
-        where a duplicated datagram is caught. A ``repeat`` (a packet whose DATA all arrived
-        before: a thin stream's copy) is acknowledged within the delay, never at once: the
-        first copy's ACK already stopped the sender, and the later ones, arriving a few ms
-        apart, then share one ACK instead of drawing one each."""
+        Encrypted, the replay window has turned duplicates away before; in the clear,
+        :meth:`is_duplicate` catches a duplicated datagram before its frames are applied. A
+        ``repeat`` (a packet whose DATA all arrived before: a thin stream's copy) is
+        acknowledged within the delay, never at once: the first copy's ACK already stopped the
+        sender, and the later ones, arriving a few ms apart, then share one ACK instead of
+        drawing one each."""
         largest = self.packets.largest
         if not self.packets.add(number):
             self.duplicates += 1
@@ -157,6 +162,36 @@ class Receiver:
                     return False
                 seen = True
         return seen
+
+    def on_read(self, size: int) -> None:
+        """The application took a delivered message of ``size`` bytes."""
+        self.unread_bytes -= size
+
+    def schedule_window_update(self) -> bool:
+        """Owe an ACK at once if reading opened the window enough (see ``window_update_due``);
+        returns whether it did."""
+        if not self.window_update_due():
+            return False
+        self.ack_deadline = -math.inf  # due now
+        return True
+
+    def is_duplicate(self, number: int, now: float) -> bool:
+        """Whether packet ``number`` was recorded before (insecure: a duplicated datagram), or
+        is the one we refused. A recorded one makes an ACK due at once: ours was probably lost."""
+        if number == self._refused:
+            self.duplicates += 1
+            return True
+        if number not in self.packets:
+            return False
+        self.duplicates += 1
+        self.ack_deadline = now
+        return True
+
+    def refuse(self, number: int) -> None:
+        """Packet ``number`` broke the protocol: it is never recorded, so no ACK ever covers it,
+        and the ACK owed now is cancelled (the error CLOSE leaves without one)."""
+        self._refused = number
+        self.ack_deadline = None
 
     def window_update_due(self) -> bool:
         """Reading opened the window by a quarter since our last ACK: tell the sender now."""

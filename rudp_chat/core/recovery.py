@@ -24,12 +24,17 @@ HELD_ACK_FACTOR = 2  # an ACK reporting more than this many max_ack_delays (plus
 # granularity) gives no RTT sample: a later packet triggered it (its predecessor, sent on time,
 # was lost), and RFC 9002's cap would count the excess as path delay; under 30 % loss and
 # jitter such samples doubled RTTVAR and pushed the RTO past 0.5 s
+LATE_ACK_MEMORY = 64  # packets declared lost that a late ACK may still acknowledge (the
+# newest ones: a spurious loss is one whose ACK was only delayed, by a few RTTs at most)
 
 
 @dataclass(slots=True)
 class AckResult:
     acked: list[SentPacket]
     lost: list[SentPacket]
+    acked_late: list[SentPacket]
+    """Packets declared lost before that this ACK covers (a spurious loss): their frames
+    arrived after all, though congestion control counted them lost."""
 
 
 class Recovery:
@@ -44,6 +49,7 @@ class Recovery:
         "loss",
         "loss_time",
         "probe_count",
+        "recently_lost",
         "rtt",
         "sent",
         "time_of_last_ack_eliciting",
@@ -64,6 +70,8 @@ class Recovery:
         """How many of the first consecutive timeouts do not double the RTO (thin streams)."""
         self.loss = LossEstimator()
         self.time_of_last_ack_eliciting = 0.0
+        self.recently_lost: dict[int, SentPacket] = {}
+        """The last ``LATE_ACK_MEMORY`` packets declared lost, by number."""
 
     def on_packet_sent(self, number: int, now: float, packet: SentPacket | None) -> None:
         """Record a sent packet; ``packet`` is None for one that elicits no ACK (pure ACKs)."""
@@ -95,7 +103,6 @@ class Recovery:
                     if packet is not None:
                         acked.append(packet)
         self.largest_acked = max(self.largest_acked, largest)
-        self._take_back_losses(ack)
         if acked:
             rtt = self.rtt
             held = ack_delay > HELD_ACK_FACTOR * rtt.max_ack_delay + CLOCK_GRANULARITY_S
@@ -106,9 +113,16 @@ class Recovery:
                 self.bytes_in_flight -= packet.size
                 self.loss.on_delivered(packet.number)
                 self.congestion.on_packet_acked(packet, now)
+        late: list[SentPacket] = []
+        recently_lost = self.recently_lost
+        if recently_lost:
+            ranges = ack.ranges
+            for number in [n for n in recently_lost if any(lo <= n <= hi for lo, hi in ranges)]:
+                late.append(recently_lost.pop(number))
+                self.loss.on_delivered(number)  # late, not lost: the estimate forgets the loss
         lost = self.detect_losses(now)
         self.congestion.on_ack_processed(now, self.rtt, self.bytes_in_flight)
-        return AckResult(acked, lost)
+        return AckResult(acked, lost, late)
 
     def detect_losses(self, now: float) -> list[SentPacket]:
         """Declare lost what the packet or time threshold condemns; set ``loss_time`` for the rest."""
@@ -129,6 +143,7 @@ class Recovery:
             del self.sent[packet.number]
             self.bytes_in_flight -= packet.size
             self._declare_lost(packet)
+        self._remember(lost)
         return lost
 
     def _declare_lost(self, packet: SentPacket) -> None:
@@ -136,25 +151,26 @@ class Recovery:
             self.loss.on_lost(packet.number)
         self.congestion.on_packet_lost(packet, self.rtt)
 
-    def _take_back_losses(self, ack: AckFrame) -> None:
-        """A packet declared lost that an ACK now covers was late, not lost (copies overtake
-        each other under jitter): the loss estimate forgets it."""
-        for number in self.loss.lost_numbers:
-            for first, last in ack.ranges:
-                if last < number:
-                    break
-                if first <= number:
-                    self.loss.on_delivered(number)
-                    break
+    def _remember(self, lost: list[SentPacket]) -> None:
+        """Keep the newest lost packets for a late ACK (see ``AckResult.acked_late``)."""
+        recently_lost = self.recently_lost
+        for packet in lost:
+            recently_lost[packet.number] = packet
+        while len(recently_lost) > LATE_ACK_MEMORY:
+            del recently_lost[next(iter(recently_lost))]
 
     @property
     def backoff(self) -> int:
         """The RTO's doubling exponent: consecutive timeouts past the linear ones."""
         return max(self.probe_count - self.linear_timeouts, 0)
 
-    def probe_deadline(self) -> float | None:
-        """When the retransmission timer fires, or None with nothing in flight."""
-        if not self.sent:
+    def probe_deadline(self, awaiting_ack: bool) -> float | None:
+        """When the retransmission timer fires, or None with nothing in flight, or with nothing
+        in flight that still awaits its ACK (``awaiting_ack``: DATA or our graceful CLOSE).
+        Copies whose DATA another copy delivered, and heartbeats, are left to the loss
+        thresholds: probing for them would cost a thin stream a PING and an ACK per message
+        and tell it nothing it needs."""
+        if not self.sent or not awaiting_ack:
             return None
         return self.time_of_last_ack_eliciting + self.rtt.rto(self.backoff)
 
@@ -173,10 +189,12 @@ class Recovery:
         self.loss_time = None
         for packet in lost:
             self._declare_lost(packet)
+        self._remember(lost)
         return lost
 
     def discard(self) -> None:
         """Forget everything in flight: the connection failed and will not retransmit."""
         self.sent.clear()
+        self.recently_lost.clear()
         self.bytes_in_flight = 0
         self.loss_time = None

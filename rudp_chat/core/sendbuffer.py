@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 
+from .delivery import Delivery
 from .errors import MessageTooLargeError, SendBufferFullError
 from .frames import MAX_FRAGMENTS, DataFrame
 
@@ -109,6 +110,16 @@ class SendBuffer:
             for seq in [s for s in unacked if s < cumulative]:
                 self.acknowledge(seq)
         self.acked_below = cumulative
+
+    def on_delivery(self, seq: int, delivery: Delivery) -> None:
+        """The delivery handler of fragment ``seq``: forget it once acked, resend it once lost.
+
+        A late ACK changes nothing: the fragment is queued again already, and the ACK of the
+        copy (or the cumulative ACK) settles it, as it did before delivery handlers existed."""
+        if delivery is Delivery.ACKED:
+            self.acknowledge(seq)
+        elif delivery is Delivery.LOST:
+            self.mark_lost(seq)
 
     def mark_lost(self, seq: int) -> None:
         if seq in self.unacked:

@@ -10,7 +10,7 @@ import enum
 
 from .errors import LocalProtocolError
 
-__all__ = ["TRANSITIONS", "Input", "State", "next_state"]
+__all__ = ["TRANSITIONS", "Input", "Role", "State", "next_state"]
 
 
 class State(enum.Enum):
@@ -27,6 +27,18 @@ class State(enum.Enum):
     CLOSED = "closed"
     """Nothing more is sent or received; the endpoint forgets the connection."""
 
+    __hash__ = object.__hash__  # members are singletons: identity hashing keeps the
+    # per-packet table lookups cheap (Enum's own hashes the name in Python)
+
+
+class Role(enum.Enum):
+    """Which end of the connection this is."""
+
+    CLIENT = "client"
+    """Made by ``Connection.connect``; starts CONNECTING and runs the handshake."""
+    SERVER = "server"
+    """Made by a ``Listener`` that did the handshake; starts OPEN."""
+
 
 class Input(enum.Enum):
     """What drives a transition."""
@@ -42,9 +54,9 @@ class Input(enum.Enum):
     FAILED = "failed"
     """Abort, protocol violation, or the peer's error CLOSE."""
     TIMED_OUT = "timed out"
-    """The idle or handshake timer fired."""
+    """The idle or handshake timer fired (DRAINING has its own timer: DRAINED)."""
     RESET = "reset"
-    """The peer sent a valid RESET."""
+    """The peer sent a valid RESET (a client has its token only once OPEN)."""
     DRAINED = "drained"
     """The drain period ended."""
 
@@ -55,7 +67,6 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
     (_S.CONNECTING, _I.CLOSE_CALLED): _S.CLOSED,
     (_S.CONNECTING, _I.FAILED): _S.CLOSED,
     (_S.CONNECTING, _I.TIMED_OUT): _S.CLOSED,
-    (_S.CONNECTING, _I.RESET): _S.CLOSED,
     (_S.OPEN, _I.CLOSE_CALLED): _S.CLOSING,
     (_S.OPEN, _I.PEER_CLOSED): _S.CLOSING,
     (_S.OPEN, _I.FAILED): _S.DRAINING,
@@ -70,7 +81,6 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
     (_S.DRAINING, _I.CLOSE_CALLED): _S.DRAINING,
     (_S.DRAINING, _I.PEER_CLOSED): _S.DRAINING,
     (_S.DRAINING, _I.FAILED): _S.DRAINING,
-    (_S.DRAINING, _I.TIMED_OUT): _S.CLOSED,
     (_S.DRAINING, _I.RESET): _S.CLOSED,
     (_S.DRAINING, _I.DRAINED): _S.CLOSED,
     (_S.CLOSED, _I.CLOSE_CALLED): _S.CLOSED,

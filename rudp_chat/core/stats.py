@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ConnectionStats"]
+__all__ = ["ConnectionCounters", "ConnectionStats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +47,22 @@ class ConnectionStats:
     """How often the packet after a lost one was lost too: above ``loss_rate`` on bursty paths."""
     thin_stream: bool
     """Application-limited with few fragments in flight: packets go out with copies."""
+
+
+@dataclass(slots=True)
+class ConnectionCounters:
+    """What one connection counted so far (the live record behind :class:`ConnectionStats`)."""
+
+    datagrams_sent: int = 0
+    datagrams_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    messages_received: int = 0
+    packets_lost: int = 0
+    retransmitted_fragments: int = 0
+    retransmitted_bytes: int = 0
+    dropped_invalid: int = 0
+    dropped_unexpected: int = 0
+    dropped_unauthenticated: int = 0
+    dropped_replayed: int = 0
+    migrations: int = 0

@@ -15,9 +15,12 @@ the reference implementation:
   (Linux ``tcp_thin_linear_timeouts``); past them the backoff is exponential as before, so an
   unresponsive peer is not flooded;
 - bundles recent unacknowledged fragments into at most ``thin_bundle_bytes`` of a packet
-  (the connection does that part), so tiny messages ride along while chat lines do not.
+  (:mod:`.sending` asks :meth:`ThinStream.bundle_room`), so tiny messages ride along while chat
+  lines do not.
 
-A copy is an ordinary packet, so the receiver needs nothing new. See PROTOCOL.md, "Thin streams".
+A copy is an ordinary packet, so the receiver needs nothing new; it carries the original's
+fragments with the original's delivery handlers, so whichever copy is acknowledged or lost
+settles the fragment as the original would have. See PROTOCOL.md, "Thin streams".
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import ConnectionConfig
+from .delivery import DeliveryHandler
+from .frames import DataFrame
 from .lossrate import LossEstimator
 from .recovery import Recovery
 from .sendbuffer import SendBuffer
@@ -38,10 +43,10 @@ class Copy:
 
     due: float
     """When it may leave (seconds, the connection's clock)."""
-    seqs: tuple[int, ...]
-    """The DATA sequence numbers the original carried; those acknowledged by then are left out."""
-    with_ack: bool
-    """The original carried an ACK: the copy carries the then-current one (ACK redundancy)."""
+    fragments: tuple[DataFrame, ...]
+    """The fragments the original carried; those acknowledged by then are left out."""
+    handlers: tuple[DeliveryHandler, ...]
+    """Their delivery handlers (one per fragment), registered again with the copy."""
 
 
 class ThinStream:
@@ -78,23 +83,35 @@ class ThinStream:
                 return copies
         return config.thin_max_copies
 
+    def bundle_room(self, room: int) -> int:
+        """How much of ``room`` a packet may spend repeating recent fragments: all of it unless
+        thin, where copies carry the stream and only ``thin_bundle_bytes`` of small ones ride."""
+        return min(room, self._config.thin_bundle_bytes) if self.active else room
+
     def on_data_sent(
-        self, seqs: tuple[int, ...], with_ack: bool, now: float, loss: LossEstimator
+        self,
+        fragments: list[DataFrame],
+        handlers: list[DeliveryHandler],
+        now: float,
+        loss: LossEstimator,
     ) -> None:
-        """A packet carrying DATA ``seqs`` left: while thin, owe its further copies."""
-        if not self.active or not seqs:
+        """A packet carrying ``fragments`` (with their ``handlers``) leaves: while thin, owe
+        its further copies."""
+        if not self.active or not fragments:
             return
         spacing = self._config.thin_copy_spacing
+        copied, registered = tuple(fragments), tuple(handlers)
         for index in range(1, self.copies_needed(loss)):
-            self._copies.append(Copy(now + index * spacing, seqs, with_ack))
+            self._copies.append(Copy(now + index * spacing, copied, registered))
 
     def next_due(self) -> float | None:
         """When the next owed copy may leave, or None."""
         return min(copy.due for copy in self._copies) if self._copies else None
 
-    def take_due(self, now: float) -> list[Copy]:
-        """Remove and return the copies due at ``now``, in the order they were owed."""
-        due = [copy for copy in self._copies if copy.due <= now]
-        if due:
-            self._copies = [copy for copy in self._copies if copy.due > now]
-        return due
+    def take_due(self, now: float) -> Copy | None:
+        """Remove and return the earliest-owed copy due at ``now``, or None."""
+        for index, copy in enumerate(self._copies):
+            if copy.due <= now:
+                del self._copies[index]
+                return copy
+        return None
