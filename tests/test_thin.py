@@ -259,6 +259,22 @@ def test_copies_stop_once_the_line_is_acknowledged() -> None:
     assert session_nonces(pair.to_server) == []
 
 
+def test_a_timeout_probe_leaves_with_the_most_copies() -> None:
+    pair = Pair(CONFIG)
+    pair.handshake()
+    pair.client.send(b"z" * 200)
+    pair.collect()
+    pair.advance(pair.now + CONFIG.min_rto / 2)  # the line and its copies leave
+    first = len(session_nonces(pair.to_server))
+    assert 1 < first < CONFIG.thin_max_copies  # the prior asks for fewer than the most
+    pair.drop_all()  # the whole set is lost
+    assert pair.step_timer() is not None  # the RTO fires: one probe
+    pair.advance(pair.now + CONFIG.thin_max_copies * CONFIG.thin_copy_spacing)
+    assert len(session_nonces(pair.to_server)) == CONFIG.thin_max_copies
+    pair.exchange()
+    assert pair.received_by_server() == [b"z" * 200]
+
+
 def test_no_copies_with_redundancy_turned_off() -> None:
     config = ConnectionConfig(thin_max_copies=1)
     pair = Pair(config)
