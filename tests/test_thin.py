@@ -12,14 +12,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hypothesis import given
 from hypothesis import strategies as st
 from simharness import SERVER, Pair, message_bytes, seeded_random_bytes, sim_settings
 
 from rudp_chat.core.codec import decode_datagram
-from rudp_chat.core.config import ConnectionConfig, ListenerConfig
+from rudp_chat.core.config import MAX_THIN_COPIES, ConnectionConfig, ListenerConfig
 from rudp_chat.core.congestion import CongestionController, SentPacket
 from rudp_chat.core.connection import Address, Connection
 from rudp_chat.core.events import MessageReceived, TerminationReason
@@ -260,17 +260,18 @@ def test_copies_stop_once_the_line_is_acknowledged() -> None:
 
 
 def test_a_timeout_probe_leaves_with_the_most_copies() -> None:
-    pair = Pair(CONFIG)
+    config = replace(CONFIG, thin_max_copies=MAX_THIN_COPIES)
+    pair = Pair(config)
     pair.handshake()
     pair.client.send(b"z" * 200)
     pair.collect()
-    pair.advance(pair.now + CONFIG.min_rto / 2)  # the line and its copies leave
+    pair.advance(pair.now + config.min_rto / 2)  # the line and its copies leave
     first = len(session_nonces(pair.to_server))
-    assert 1 < first < CONFIG.thin_max_copies  # the prior asks for fewer than the most
+    assert 1 < first < config.thin_max_copies  # the prior asks for fewer than the most
     pair.drop_all()  # the whole set is lost
     assert pair.step_timer() is not None  # the RTO fires: one probe
-    pair.advance(pair.now + CONFIG.thin_max_copies * CONFIG.thin_copy_spacing)
-    assert len(session_nonces(pair.to_server)) == CONFIG.thin_max_copies
+    pair.advance(pair.now + config.thin_max_copies * config.thin_copy_spacing)
+    assert len(session_nonces(pair.to_server)) == config.thin_max_copies
     pair.exchange()
     assert pair.received_by_server() == [b"z" * 200]
 
@@ -384,13 +385,14 @@ def test_bursts_raise_the_chance_that_back_to_back_copies_all_die() -> None:
 def test_the_copies_make_a_lost_line_rarer_than_the_target() -> None:
     config = CONFIG
     thin = ThinStream(config)
+    # copies for the rate one standard error above the measured one (CONFIDENCE_SIGMAS)
     for rate, expected in (
         (0.0, 1),
-        (0.01, 1),
+        (0.01, 2),
         (0.05, 2),
-        (0.09, 2),
-        (0.2, 3),
-        (0.3, 4),
+        (0.09, 3),
+        (0.2, 4),
+        (0.3, config.thin_max_copies),
         (0.6, config.thin_max_copies),
     ):
         loss = LossEstimator()

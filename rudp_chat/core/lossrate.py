@@ -8,7 +8,15 @@ that are merely late, and counting those would inflate the rate and with it the 
 
 from __future__ import annotations
 
-__all__ = ["LOSS_WINDOW_PACKETS", "PRIOR_LOSS_RATE", "PRIOR_PACKETS", "LossEstimator"]
+import math
+
+__all__ = [
+    "CONFIDENCE_SIGMAS",
+    "LOSS_WINDOW_PACKETS",
+    "PRIOR_LOSS_RATE",
+    "PRIOR_PACKETS",
+    "LossEstimator",
+]
 
 LOSS_WINDOW_PACKETS = 128  # fates remembered: at 30 % loss the rate is known to +-0.04 (1 sigma),
 # and a chat that sends 4 or 5 copies a line refreshes it within about 30 lines
@@ -16,6 +24,9 @@ PRIOR_LOSS_RATE = 0.25  # assumed for the fates not yet known, so a connection's
 # messages go out with copies: a lost first line would wait for the initial 1 s RTO and hold
 # every later line behind it; on a clean path this costs a few copies, once
 PRIOR_PACKETS = 16  # fates after which the prior no longer counts
+CONFIDENCE_SIGMAS = 1.0  # copies are chosen for the rate this many standard errors above the
+# measured one: at 30 % loss the window reads 0.22 to 0.38, and the mean's dips to 0.22 sent
+# 18 lines of 1,000 with 3 copies (2.7 % all lost); at one sigma 4 or 5, never 3
 
 
 class LossEstimator:
@@ -62,6 +73,14 @@ class LossEstimator:
         return (self._lost + assumed * PRIOR_LOSS_RATE) / (known + assumed)
 
     @property
+    def upper_rate(self) -> float:
+        """``rate`` plus ``CONFIDENCE_SIGMAS`` standard errors of a binomial share over the
+        window (at least ``PRIOR_PACKETS`` fates): a rate the path likely does not exceed."""
+        rate = self.rate
+        fates = max(len(self._fates), PRIOR_PACKETS)
+        return min(rate + CONFIDENCE_SIGMAS * math.sqrt(rate * (1 - rate) / fates), 1.0)
+
+    @property
     def burst_rate(self) -> float:
         """How often the packet after a lost one was lost too: P(lost | previous lost).
 
@@ -80,6 +99,7 @@ class LossEstimator:
 
     def all_lost_probability(self, copies: int) -> float:
         """The chance that ``copies`` packets sent in a row are all lost, for a path that loses
-        as measured: the first at ``rate``, each further one at the larger of the two rates."""
-        rate = self.rate
+        as measured, with the measurement's doubt: the first at ``upper_rate``, each further
+        one at the larger of it and ``burst_rate``."""
+        rate = self.upper_rate
         return rate * max(rate, self.burst_rate) ** (copies - 1)
