@@ -4,9 +4,10 @@ The connection coordinates; the work is delegated: :mod:`.handshake` (the client
 handshake), :mod:`.arrivals` (what each state does with each packet and frame),
 :mod:`.closing` (the close's own machine), :mod:`.protection` (sealing, opening, replays),
 :mod:`.sending` (which fragments each packet carries), :mod:`.thin` (copies while the stream
-is thin), :mod:`.sendbuffer` (fragments awaiting acknowledgement), :mod:`.receiving` (reassembly and ACK policy), :mod:`.recovery` (loss
-detection, RTO), :mod:`.congestion` and :mod:`.pacing` (window and pacing), :mod:`.codec`
-(bytes), :mod:`.state` (the transition table). Retransmission goes through delivery
+is thin), :mod:`.sendbuffer` (fragments awaiting acknowledgement), :mod:`.receiving`
+(reassembly and ACK policy), :mod:`.recovery` (loss detection, RTO), :mod:`.congestion` and
+:mod:`.pacing` (window and pacing), :mod:`.codec` (bytes), :mod:`.state` (the transition
+table). Retransmission goes through delivery
 handlers (:mod:`.delivery`) that each frame registers when its packet is built.
 
 Inputs: :meth:`send`, :meth:`close`, :meth:`abort`, :meth:`receive_datagram`,
