@@ -36,6 +36,7 @@ SIMULATED_NUMBERS = {
     "latency_avg_ms",
     "latency_p50_ms",
     "latency_p99_ms",
+    "wire_ratio",
     "latency_max_ms",
     "queue_drops",
     "datagrams_sent",
@@ -93,7 +94,7 @@ def test_throughput_quick_runs_and_writes_rows(tmp_path: Path) -> None:
 
 def test_simulated_quick_chat_writes_rows(tmp_path: Path) -> None:
     rows = _run("simulated.py", ["--quick", "--only", "chat"], tmp_path / "rows.json", 120)
-    assert [row["scenario"] for row in rows] == ["chat"]
+    assert [row["scenario"] for row in rows] == ["chat", "chat-30", "chat-30-busy", "chat-burst"]
     for row in rows:
         assert row.keys() >= SIMULATED_NUMBERS
         _assert_numbers(row, SIMULATED_NUMBERS)

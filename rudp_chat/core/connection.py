@@ -3,10 +3,11 @@
 The connection coordinates; the work is delegated: :mod:`.handshake` (the client's
 handshake), :mod:`.arrivals` (what each state does with each packet and frame),
 :mod:`.closing` (the close's own machine), :mod:`.protection` (sealing, opening, replays),
-:mod:`.sending` (which fragments each packet carries), :mod:`.sendbuffer` (fragments awaiting
-acknowledgement), :mod:`.receiving` (reassembly and ACK policy), :mod:`.recovery` (loss
-detection, RTO), :mod:`.congestion` and :mod:`.pacing` (window and pacing), :mod:`.codec`
-(bytes), :mod:`.state` (the transition table). Retransmission goes through delivery
+:mod:`.sending` (which fragments each packet carries), :mod:`.thin` (copies while the stream
+is thin), :mod:`.sendbuffer` (fragments awaiting acknowledgement), :mod:`.receiving`
+(reassembly and ACK policy), :mod:`.recovery` (loss detection, RTO), :mod:`.congestion` and
+:mod:`.pacing` (window and pacing), :mod:`.codec` (bytes), :mod:`.state` (the transition
+table). Retransmission goes through delivery
 handlers (:mod:`.delivery`) that each frame registers when its packet is built.
 
 Inputs: :meth:`send`, :meth:`close`, :meth:`abort`, :meth:`receive_datagram`,
@@ -72,6 +73,7 @@ from .sendbuffer import SendBuffer
 from .sending import DataSender
 from .state import Input, Role, State, next_state
 from .stats import ConnectionCounters, ConnectionStats
+from .thin import ThinStream
 
 __all__ = ["Address", "Connection", "Role"]
 
@@ -159,6 +161,7 @@ class Connection:
             self._recovery,
             self._congestion,
             Pacer(config.max_datagram_size, now),
+            ThinStream(config),
             config.max_datagram_size,
             self.counters,
         )
@@ -331,11 +334,14 @@ class Connection:
             smoothed_rtt=rtt.smoothed,
             rtt_variance=rtt.variance,
             min_rtt=rtt.min_rtt,
-            rto=rtt.rto(self._recovery.probe_count),
+            rto=rtt.rto(self._recovery.backoff),
             congestion_window=congestion.congestion_window,
             pacing_rate=congestion.pacing_rate,
             bytes_in_flight=self._recovery.bytes_in_flight,
             send_buffered_bytes=self._send.buffered_bytes,
+            loss_rate=self._recovery.loss.rate,
+            burst_loss_rate=self._recovery.loss.burst_rate,
+            thin_stream=self._data.thin.active,
         )
 
     # --------------------------------------------------------- input: packets
@@ -448,6 +454,7 @@ class Connection:
         receiver = self._receiver
         if receiver.is_duplicate(number, now):
             return True
+        repeat = receiver.holds_all(frames)  # a thin stream's copy: no hurry to ACK
         try:
             for frame in frames:
                 self._on_frame[self.state][frame_arrival(frame)](frame, now)
@@ -459,7 +466,7 @@ class Connection:
             if type(frame) is not AckFrame:
                 eliciting = True
                 urgent = urgent or type(frame) is not DataFrame
-        receiver.on_packet(number, now, eliciting, urgent)
+        receiver.on_packet(number, now, eliciting, urgent, repeat=repeat)
         self._advance_close()
         return True
 
@@ -583,12 +590,18 @@ class Connection:
         for candidate in (
             self._receiver.ack_deadline,
             recovery.loss_time,
-            recovery.probe_deadline(),
+            recovery.probe_deadline(self._awaiting_ack),
             self._data.pacer.wake,
+            self._data.thin.next_due() if state is not State.DRAINING else None,
         ):
             if candidate is not None and candidate < deadline:
                 deadline = candidate
         return deadline
+
+    @property
+    def _awaiting_ack(self) -> bool:
+        """DATA or our graceful CLOSE awaits its ACK (the retransmission timer runs only then)."""
+        return not self._send.all_acknowledged or self._closing.awaiting_ack
 
     def _heartbeat_due(self) -> float:
         """A PING goes out after ``heartbeat_interval`` of silence both ways.
@@ -623,7 +636,7 @@ class Connection:
         recovery = self._recovery
         if recovery.loss_time is not None and now >= recovery.loss_time:
             self._on_lost(recovery.detect_losses(now))
-        probe = recovery.probe_deadline()
+        probe = recovery.probe_deadline(self._awaiting_ack)
         if probe is not None and now >= probe:
             self._on_lost(recovery.on_probe_timeout())
             self._probe_due = True
@@ -653,6 +666,7 @@ class Connection:
             if datagram is None:
                 break
             out.append((datagram, self.peer_address))
+        self._data.thin.refresh(self._send, self._recovery)  # thin unless a backlog is left now
         return out
 
     def _build_welcome(self, now: float) -> bytes:
@@ -683,7 +697,7 @@ class Connection:
         if ack_owed:
             room -= _ack_size_bound(len(receiver.packets))
         if self._probe_due:
-            probe_room = self._data.add_probe(frames, handlers, room)
+            probe_room = self._data.add_probe(frames, handlers, room, now)
             if probe_room is None:  # the owed ACK leaves alone first; the probe follows
                 ack_deadline = now
             else:
