@@ -27,6 +27,7 @@ from typing import Final
 from rudp_chat.aio import (
     ConnectError,
     ConnectionLostError,
+    GuestsNotAllowedError,
     HandshakeTimeoutError,
     PortUnreachableError,
     ReliableConnection,
@@ -250,6 +251,10 @@ class ChatClient:
             except UntrustedServerError as exc:  # never retried: it will not fix itself
                 self.state = "closed"
                 self.error = self._untrusted(exc, pinned)
+                return EXIT_FAILURE
+            except GuestsNotAllowedError as exc:  # final too: a guest stays a guest
+                self.state = "closed"
+                self.error = f"{options.host}:{options.port}: {exc.detail} (not --guest)"
                 return EXIT_FAILURE
             except (ConnectError, OSError) as exc:
                 problem = _connect_problem(exc, options.connection.handshake_timeout)
