@@ -502,11 +502,14 @@ def test_a_reconnect_is_one_line_lost_and_one_line_back(tmp_path: Path) -> None:
         ]
 
 
-def test_a_taken_name_says_when_a_dead_owner_frees_it(tmp_path: Path) -> None:
-    with processes() as started:
-        _, bob, port = joined(tmp_path, "bob", started)
+def test_a_guests_taken_name_says_when_a_dead_holder_frees_it(tmp_path: Path) -> None:
+    with processes() as started:  # a client with a key reclaims its name at once instead
+        chat_server, port = server(tmp_path / "history.sqlite3")
+        bob = client("bob", port, "--guest")
+        started += [chat_server, bob]
+        bob.wait_line(r"^\*\*\* bob joined$")
         bob.process.send_signal(signal.SIGKILL)
-        again = client("bob", port)
+        again = client("bob", port, "--guest")
         started.append(again)
         assert again.exit_code() == 2
         assert again.errors[-1] == (

@@ -254,7 +254,8 @@ class ChatClient:
                 return EXIT_FAILURE
             except GuestsNotAllowedError as exc:  # final too: a guest stays a guest
                 self.state = "closed"
-                self.error = f"{options.host}:{options.port}: {exc.detail} (not --guest)"
+                where = f"{options.host}:{options.port}"
+                self.error = f"{where}: {exc.detail} (leave out --guest)"
                 return EXIT_FAILURE
             except (ConnectError, OSError) as exc:
                 problem = _connect_problem(exc, options.connection.handshake_timeout)
