@@ -33,7 +33,7 @@ from rudp_chat.chat.protocol import (
 )
 from rudp_chat.chat.room import Output, Room, RoomLimits
 from rudp_chat.chat.server import open_room
-from rudp_chat.chat.text import normalise_name
+from rudp_chat.chat.text import name_key, normalise_name
 
 K1, K2, K3 = (bytes([n]) * 32 for n in (1, 2, 3))
 """Client static public keys (the room only compares them)."""
@@ -268,3 +268,15 @@ def test_a_name_unused_for_the_retention_time_is_released(tmp_path: Path) -> Non
     history = History(path, now=OWNERSHIP_RETENTION_S + 2)
     assert history.owner_of("alice") is None
     history.close()
+
+
+def test_the_look_alike_classes_in_protocol_md() -> None:
+    text = (Path(__file__).parent.parent / "PROTOCOL.md").read_text(encoding="utf-8")
+    table = text.split("   | name | key | classes |\n   |---|---|---|\n", 1)[1].split("\n\n", 1)[0]
+    rows = [row.strip(" |").split(" | ") for row in table.splitlines()]
+    assert len(rows) == 7
+    for name_cell, key_cell, classes_cell in rows:
+        name = name_cell.split("`")[1]
+        classes = classes_cell.split(":")[0].split(" (")[0]
+        assert key_cell == f"`{name_key(name)}`"
+        assert classes == ", ".join(f"`{c}`" for c in name_skeletons(name))
