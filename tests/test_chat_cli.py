@@ -155,10 +155,10 @@ def test_three_clients_through_twenty_percent_loss(tmp_path: Path) -> None:
             clients[name].wait_line(f"^\\*\\*\\* {name} joined$")
         clients["ann"].wait_line(r"^\*\*\* cat joined$")
 
-        twin = client("BEN", port)
+        twin = client("BEN", port, "--client-key", str(tmp_path / "twin_key"))  # not ben's key
         started.append(twin)
         assert twin.exit_code() == 2
-        assert any("the name BEN is taken" in line for line in twin.errors)
+        assert any("the name BEN belongs to another client key" in line for line in twin.errors)
 
         for name in names:
             clients[name].type(*(f"{name} line {i}" for i in range(50)))
