@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from rudp_chat.chat import owners
 from rudp_chat.chat.history import History
@@ -280,3 +282,92 @@ def test_the_look_alike_classes_in_protocol_md() -> None:
         classes = classes_cell.split(":")[0].split(" (")[0]
         assert key_cell == f"`{name_key(name)}`"
         assert classes == ", ".join(f"`{c}`" for c in name_skeletons(name))
+
+
+# ------------------------------------------------------------ the rules against a model
+
+MODEL_NAMES = ["alice", "Alice", "\u0430lice", "ALICE", "allce", "mike", "rnike", "MIKE", "bob"]
+MODEL_NAMES.append("\u039c\u0399\u039a\u0395")  # Greek capitals: one class shared with MIKE
+MODEL_KEYS = [K1, K2, None]
+
+
+class OwnershipMachine(RuleBasedStateMachine):
+    """Joins, leaves and renames by two keys and guests against a model of the rules: a class
+    owned by another key refuses; one held online refuses unless the holder is of the same key
+    (then it is replaced on join); a keyed client that got a name owns its classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.room = Room(RoomLimits(rate=1e9, burst=10**9))
+        self.owned: dict[str, bytes] = {}  # class -> key
+        self.online: dict[int, tuple[str, bytes | None, bytes]] = {}  # conn -> name, key, session
+        self.next_conn = 0
+        self.say_ids: dict[bytes, int] = {}  # per session: the room remembers across conns
+
+    def _classes(self, name: str) -> set[str]:
+        return set(name_skeletons(normalise_name(name)))
+
+    def _owned_by_other(self, name: str, key: bytes | None) -> bool:
+        return any(self.owned.get(c, key) != key for c in self._classes(name))
+
+    def _holders(self, name: str, but: int | None) -> list[int]:
+        classes = self._classes(name)
+        return [c for c, (n, _, _) in self.online.items() if c != but and classes & self._classes(n)]
+
+    @rule(
+        name=st.sampled_from(MODEL_NAMES),
+        key=st.sampled_from(MODEL_KEYS),
+        client=st.integers(0, 3),
+    )
+    def join(self, name: str, key: bytes | None, client: int) -> None:
+        conn, self.next_conn = self.next_conn, self.next_conn + 1
+        hello_session = session(client)
+        out = self.room.join(conn, Hello(name, hello_session), 0.0, owner=key)
+        previous = next((c for c, u in self.online.items() if u[2] == hello_session), None)
+        holders = [c for c in self._holders(name, previous) if self.online[c][2] != hello_session]
+        owned = self._owned_by_other(name, key)
+        if owned or any(key is None or self.online[c][1] != key for c in holders):
+            assert ("belongs to another client key" in refusal(out)) is owned
+            return
+        assert welcomed(out, conn)
+        for replaced in [*([] if previous is None else [previous]), *holders]:
+            assert (replaced, Bye(ByeCode.REPLACED, "you connected again elsewhere")) in out
+            del self.online[replaced]
+        self.online[conn] = (normalise_name(name), key, hello_session)
+        if key is not None:
+            self.owned.update(dict.fromkeys(self._classes(name), key))
+
+    @precondition(lambda self: self.online)
+    @rule(data=st.data())
+    def leave(self, data: st.DataObject) -> None:
+        conn = data.draw(st.sampled_from(sorted(self.online)))
+        self.room.leave(conn, LeaveReason.LEFT, 0.0)
+        del self.online[conn]
+
+    @precondition(lambda self: self.online)
+    @rule(data=st.data(), name=st.sampled_from(MODEL_NAMES))
+    def rename(self, data: st.DataObject, name: str) -> None:
+        conn = data.draw(st.sampled_from(sorted(self.online)))
+        _, key, hello_session = self.online[conn]
+        say_id = self.say_ids[hello_session] = self.say_ids.get(hello_session, 0) + 1
+        out = self.room.receive(conn, Say(say_id, f"/nick {name}"), 0.0)
+        owned = self._owned_by_other(name, key)
+        if owned or self._holders(name, conn):
+            error = out[0][1]
+            assert isinstance(error, Error) and error.code is ErrorCode.NAME_TAKEN
+            assert ("belongs to another client key" in error.text) is owned
+            return
+        self.online[conn] = (normalise_name(name), key, hello_session)
+        if key is not None:
+            self.owned.update(dict.fromkeys(self._classes(name), key))
+
+    @invariant()
+    def the_room_agrees(self) -> None:
+        assert sorted(self.room.names) == sorted(n for n, _, _ in self.online.values())
+        names = list(self.room.names)
+        for i, first in enumerate(names):
+            for second in names[i + 1 :]:
+                assert not self._classes(first) & self._classes(second)
+
+
+TestOwnershipMachine = OwnershipMachine.TestCase

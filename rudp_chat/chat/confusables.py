@@ -15,10 +15,7 @@ from typing import Final
 
 import icu
 
-__all__ = ["UNICODE_VERSION", "skeleton"]
-
-UNICODE_VERSION: Final[str] = icu.UNICODE_VERSION
-"""The Unicode version of the confusables table in use (ICU's)."""
+__all__ = ["skeleton"]
 
 _CHECKER: Final = icu.SpoofChecker()
 

@@ -1,10 +1,11 @@
 """Names that belong to their owner: the first client key to use a name owns it.
 
 A name is owned by its look-alike classes, TR39 skeletons (:func:`name_skeletons`): whoever
-owns ``alice`` also owns the Cyrillic ``аlice``, and whoever owns ``MIKE`` the Greek ``ΜΙΚΕ``. The owner's key may use the name at
-any time, replacing a session of the same key that still holds it (a client restarted after a
-crash); another key, or a guest (a client without a key), is refused while the owner is away.
-Guests may use any name no key owns. Using an owned name refreshes its ownership.
+owns ``alice`` also owns the Cyrillic ``аlice``, and whoever owns ``MIKE`` the Greek ``ΜΙΚΕ``.
+The owner's key may use the name at any time, replacing a session of the same key that still
+holds it (a client restarted after a crash); another key, or a guest (a client without a key),
+is refused, also while the owner is away. Guests may use any name no key owns. Using an owned
+name refreshes its ownership.
 
 The claims live in the history database (``owners`` table): on disk they survive a restart,
 with ``--no-history`` they live as long as the server. Bounds: a key owns at most
