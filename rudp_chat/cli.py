@@ -192,12 +192,19 @@ def _add_server(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         help="the server's private key, created on first start, readable by its owner only "
         "(default %(default)s)",
     )
+    parser.add_argument(
+        "--no-guests",
+        action="store_true",
+        help="refuse clients without a key (--guest): every user owns the name it uses",
+    )
     _add_insecure(parser)
     _add_timeouts(parser)
     parser.set_defaults(run=lambda args: _server(parser, args))
 
 
 def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.no_guests and args.insecure:
+        parser.error("--no-guests needs encryption: without it no client presents a key")
     limits = RoomLimits(
         max_users=args.max_clients,
         history_size=args.history_size,
@@ -212,6 +219,7 @@ def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         connection=_connection(parser, args),
         key_file=args.key_file,
         max_per_address=args.max_per_address,
+        allow_guests=not args.no_guests,
     )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr

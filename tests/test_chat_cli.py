@@ -155,10 +155,10 @@ def test_three_clients_through_twenty_percent_loss(tmp_path: Path) -> None:
             clients[name].wait_line(f"^\\*\\*\\* {name} joined$")
         clients["ann"].wait_line(r"^\*\*\* cat joined$")
 
-        twin = client("BEN", port)
+        twin = client("BEN", port, "--client-key", str(tmp_path / "twin_key"))  # not ben's key
         started.append(twin)
         assert twin.exit_code() == 2
-        assert any("the name BEN is taken" in line for line in twin.errors)
+        assert any("the name BEN belongs to another client key" in line for line in twin.errors)
 
         for name in names:
             clients[name].type(*(f"{name} line {i}" for i in range(50)))
@@ -502,11 +502,14 @@ def test_a_reconnect_is_one_line_lost_and_one_line_back(tmp_path: Path) -> None:
         ]
 
 
-def test_a_taken_name_says_when_a_dead_owner_frees_it(tmp_path: Path) -> None:
-    with processes() as started:
-        _, bob, port = joined(tmp_path, "bob", started)
+def test_a_guests_taken_name_says_when_a_dead_holder_frees_it(tmp_path: Path) -> None:
+    with processes() as started:  # a client with a key reclaims its name at once instead
+        chat_server, port = server(tmp_path / "history.sqlite3")
+        bob = client("bob", port, "--guest")
+        started += [chat_server, bob]
+        bob.wait_line(r"^\*\*\* bob joined$")
         bob.process.send_signal(signal.SIGKILL)
-        again = client("bob", port)
+        again = client("bob", port, "--guest")
         started.append(again)
         assert again.exit_code() == 2
         assert again.errors[-1] == (

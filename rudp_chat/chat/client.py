@@ -27,6 +27,7 @@ from typing import Final
 from rudp_chat.aio import (
     ConnectError,
     ConnectionLostError,
+    GuestsNotAllowedError,
     HandshakeTimeoutError,
     PortUnreachableError,
     ReliableConnection,
@@ -250,6 +251,11 @@ class ChatClient:
             except UntrustedServerError as exc:  # never retried: it will not fix itself
                 self.state = "closed"
                 self.error = self._untrusted(exc, pinned)
+                return EXIT_FAILURE
+            except GuestsNotAllowedError as exc:  # final too: a guest stays a guest
+                self.state = "closed"
+                where = f"{options.host}:{options.port}"
+                self.error = f"{where}: {exc.detail} (leave out --guest)"
                 return EXIT_FAILURE
             except (ConnectError, OSError) as exc:
                 problem = _connect_problem(exc, options.connection.handshake_timeout)

@@ -30,6 +30,7 @@ from rudp_chat.core.noise import StaticKey, fingerprint
 from rudp_chat.identity import default_key_file, load_or_create_server_key
 
 from .history import DEFAULT_HISTORY_FILE, History
+from .owners import Owners
 from .protocol import (
     Bye,
     ChatProtocolError,
@@ -71,6 +72,8 @@ class ServerOptions:
     """The server's private key, made on first start; None makes a new one per run."""
     max_per_address: int = ListenerConfig().max_connections_per_address
     """Connections from one IP address: users behind one NAT share it."""
+    allow_guests: bool = True
+    """Whether clients without a key may connect (False: ``--no-guests``)."""
 
 
 def server_identity(options: ServerOptions) -> StaticKey | None:
@@ -103,6 +106,7 @@ def open_room(history: History, limits: RoomLimits, *, lost_within: float | None
         recent=history.recent(limits.history_size),
         recall=history.recall,
         lost_within=lost_within,
+        owners=Owners(history.owner_of),
     )
 
 
@@ -120,6 +124,7 @@ async def run_server(options: ServerOptions) -> int:
             connection=chat_connection_config(options.connection, options.limits.max_users),
             max_connections=options.limits.max_users + CONNECTION_SLACK,
             max_connections_per_address=options.max_per_address,
+            allow_guests=options.allow_guests,
         )
         transport = await serve(
             options.host,
@@ -261,7 +266,8 @@ class ChatServer:
             log.info("dropped %s before hello: %s", peer, _silence(exc))
             connection.abort("no hello")
             return None
-        self._input(lambda now: self.room.join(conn, hello, now, host))  # no port: it changes
+        key = connection.peer_static_key
+        self._input(lambda now: self.room.join(conn, hello, now, host, key))  # no port: changes
         try:
             async for data in connection:
                 self._input(_step(self.room, conn, data))
