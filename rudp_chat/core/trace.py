@@ -48,7 +48,7 @@ EVENT_NAMES = frozenset(
 
 SESSION_PACKET_TYPE = "1RTT"
 """SESSION and SEALED packets carry frames, as QUIC's 1-RTT packets do."""
-MS_PER_S = 1000.0  # qlog's times and RTTs are milliseconds; the core's are seconds
+MS_PER_S = 1000.0  # qlog's times and RTTs are milliseconds (traced to the µs); ours are seconds
 BITS_PER_BYTE = 8  # qlog's pacing_rate is bits per second; ours is bytes per second
 
 
@@ -189,10 +189,10 @@ class ConnectionTrace:
         controller's mode and the key epochs (``(sending, receiving)``, None in the clear)."""
         self.now = now
         metrics = {
-            "min_rtt": rtt.min_rtt * MS_PER_S,
-            "smoothed_rtt": rtt.smoothed * MS_PER_S,
-            "latest_rtt": rtt.latest * MS_PER_S,
-            "rtt_variance": rtt.variance * MS_PER_S,
+            "min_rtt": round(rtt.min_rtt * MS_PER_S, 3),
+            "smoothed_rtt": round(rtt.smoothed * MS_PER_S, 3),
+            "latest_rtt": round(rtt.latest * MS_PER_S, 3),
+            "rtt_variance": round(rtt.variance * MS_PER_S, 3),
             "pto_count": recovery.probe_count,
             "congestion_window": congestion.congestion_window,
             "bytes_in_flight": recovery.bytes_in_flight,
