@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -282,3 +284,15 @@ def test_the_cli_writes_traces_with_qlog(tmp_path: Path) -> None:
     for path in traces.iterdir():
         _, events = read_qlog(path)
         check_events(events)
+
+
+def test_the_trace_cost_benchmark_runs() -> None:
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "trace_cost.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--megabytes", "0.2", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    modes = [line.split(":")[0].strip() for line in result.stdout.splitlines()]
+    assert modes == ["off", "null sink", "qlog files"], result.stdout
