@@ -106,6 +106,23 @@ def _add_insecure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _qlog_directory(text: str) -> str:
+    """A directory for traces: made if missing, so only an existing file is refused."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; give a directory for the traces")
+    return text
+
+
+def _add_qlog(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--qlog",
+        type=_qlog_directory,
+        metavar="DIR",
+        help="write a qlog trace of every connection into DIR (made if missing), one "
+        "<connection id>_<client|server>.sqlog file each, for qvis",
+    )
+
+
 def _connection(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ConnectionConfig:
     """The connection settings the flags ask for; exits 2 if they cannot work together."""
     if args.heartbeat >= args.idle_timeout:
@@ -118,6 +135,7 @@ def _connection(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Co
         heartbeat_interval=args.heartbeat,
         idle_timeout=args.idle_timeout,
         handshake_timeout=getattr(args, "handshake_timeout", _DEFAULTS.handshake_timeout),
+        qlog=args.qlog,
     )
 
 
@@ -199,6 +217,7 @@ def _add_server(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     _add_insecure(parser)
     _add_timeouts(parser)
+    _add_qlog(parser)
     parser.set_defaults(run=lambda args: _server(parser, args))
 
 
@@ -297,6 +316,7 @@ def _add_client(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     _add_insecure(parser)
     _add_timeouts(parser)
+    _add_qlog(parser)
     parser.set_defaults(run=lambda args: _client(parser, args))
 
 

@@ -35,7 +35,7 @@ from rudp_chat.core.events import (
 from rudp_chat.core.frames import ErrorCode
 from rudp_chat.core.listener import Listener, ListenerStats
 from rudp_chat.core.noise import StaticKey
-from rudp_chat.core.state import State
+from rudp_chat.core.state import Role, State
 from rudp_chat.core.stats import ConnectionStats
 
 from .endpoint import DatagramEndpoint, SocketStats, clock, open_udp_socket, resolve
@@ -49,6 +49,7 @@ from .errors import (
     TransportError,
     UntrustedServerError,
 )
+from .qlog import QlogDirectory
 
 __all__ = ["ReliableConnection", "Server", "ServerStats", "connect", "serve"]
 
@@ -68,13 +69,16 @@ class ReliableConnection:
         endpoint: DatagramEndpoint,
         server: Server | None = None,
         wake: Callable[[Connection], None] | None = None,
+        qlog: QlogDirectory | None = None,
     ) -> None:
-        """Internal: use :func:`connect` or :meth:`Server.accept`."""
+        """Internal: use :func:`connect` or :meth:`Server.accept`. ``qlog`` holds a client's
+        trace, closed with its socket."""
         loop = endpoint.loop
         self._core = connection
         self._endpoint = endpoint
         self._server = server
         self._wake = wake
+        self._qlog = qlog
         self._unread: deque[Event] = deque()  # taken from the core, not yet returned by recv
         self._termination: ConnectionTerminated | None = None
         self._terminated: asyncio.Future[ConnectionTerminated] = loop.create_future()
@@ -321,6 +325,8 @@ class ReliableConnection:
         if self._released.done():
             return
         self._released.set_result(None)
+        if self._qlog is not None:
+            self._qlog.close()
         if self._server is None:
             self._endpoint.close()
         else:
@@ -362,9 +368,11 @@ async def connect(
     Raises :class:`HandshakeTimeoutError`, :class:`PortUnreachableError`,
     :class:`ConnectionRefusedByServer` (:class:`GuestsNotAllowedError` for a guest at a
     server that takes none), :class:`UntrustedServerError` or another
-    :class:`ConnectError`; ``OSError`` if the address does not resolve or the socket
-    cannot be made.
+    :class:`ConnectError`; ``OSError`` if the address does not resolve, the socket
+    cannot be made or ``config.qlog`` names a directory that cannot be made.
     """
+    qlog_dir = None if config is None else config.qlog
+    qlog = None if qlog_dir is None else QlogDirectory(qlog_dir, Role.CLIENT)
     family, address = await resolve(host, port, passive=False)
     sock = open_udp_socket(family, connect=address)
     peer: Address = (address[0], address[1])  # the core compares 2-tuples; IPv6 gives 4
@@ -375,9 +383,10 @@ async def connect(
         config,
         server_fingerprint=server_fingerprint,
         client_key=client_key,
+        trace=None if qlog is None else qlog.open(),
     )
     endpoint = DatagramEndpoint(sock, core, peer=peer)
-    connection = ReliableConnection(core, endpoint)
+    connection = ReliableConnection(core, endpoint, qlog=qlog)
     endpoint.start(connection._on_input, on_error=connection._on_socket_error)
     try:
         await connection._wait_established()
@@ -401,11 +410,14 @@ class Server:
     Accepted connections and the server share the socket; closing the server closes them.
     """
 
-    def __init__(self, listener: Listener, endpoint: DatagramEndpoint) -> None:
-        """Internal: use :func:`serve`."""
+    def __init__(
+        self, listener: Listener, endpoint: DatagramEndpoint, qlog: QlogDirectory | None = None
+    ) -> None:
+        """Internal: use :func:`serve`. ``qlog`` holds the connections' traces."""
         self.address: Address = endpoint.local_address
         self._listener = listener
         self._endpoint = endpoint
+        self._qlog = qlog
         self._wrappers: dict[bytes, ReliableConnection] = {}  # until the core forgets them
         self._pending: deque[ReliableConnection] = deque()  # not yet accepted
         self._accept_waiter: asyncio.Future[None] | None = None
@@ -480,6 +492,8 @@ class Server:
             self._endpoint.close()
             for wrapper in list(self._wrappers.values()):
                 wrapper._release()
+            if self._qlog is not None:
+                self._qlog.close()
             self._closed.set_result(None)
 
     async def __aenter__(self) -> Server:
@@ -544,13 +558,22 @@ async def serve(
     ``secret`` (32 random bytes kept across restarts) lets a restarted server reset its old
     clients' connections; by default each start makes a new one. ``static_key`` is the
     identity clients pin (see ``rudp_chat.identity``); by default each start makes a new
-    one, which suits tests only. Raises ``OSError`` if the address does not resolve or
-    cannot be bound.
+    one, which suits tests only. With ``config.connection.qlog`` set, each accepted
+    connection writes its qlog trace there. Raises ``OSError`` if the address does not
+    resolve or cannot be bound, or the qlog directory cannot be made.
     """
+    qlog_dir = None if config is None else config.connection.qlog
+    qlog = None if qlog_dir is None else QlogDirectory(qlog_dir, Role.SERVER)
     family, address = await resolve(host, port, passive=True)
     sock = open_udp_socket(family, bind=address)
-    listener = Listener(os.urandom, config, secret=secret, static_key=static_key)
+    listener = Listener(
+        os.urandom,
+        config,
+        secret=secret,
+        static_key=static_key,
+        trace=None if qlog is None else qlog.open,
+    )
     endpoint = DatagramEndpoint(sock, listener)
-    server = Server(listener, endpoint)
+    server = Server(listener, endpoint, qlog)
     endpoint.start(server._on_input)
     return server

@@ -95,6 +95,11 @@ class ConnectionConfig:
     """Skip the Noise handshake and send frames in the clear, CRC-protected: for benchmarks
     and debugging only. Both ends must agree; a mismatch fails the handshake clearly."""
 
+    qlog: str | None = None
+    """Directory where the asyncio shell writes one qlog trace per connection (PROTOCOL.md
+    §13); None traces nothing. The core never reads it: a sans-IO user passes a ``trace``
+    sink to ``Connection.connect`` or a factory to ``Listener`` instead."""
+
     def __post_init__(self) -> None:
         if not 256 <= self.max_datagram_size <= 65_507:
             raise ValueError("max_datagram_size must be within 256..65507 bytes")

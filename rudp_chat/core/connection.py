@@ -13,7 +13,7 @@ handlers (:mod:`.delivery`) that each frame registers when its packet is built.
 Inputs: :meth:`send`, :meth:`close`, :meth:`abort`, :meth:`receive_datagram`,
 :meth:`handle_timer`. Outputs: :meth:`datagrams_to_send`, :meth:`get_timer`,
 :meth:`next_event`. After every input, call ``datagrams_to_send`` and re-arm the
-timer from ``get_timer``.
+timer from ``get_timer``. A ``trace`` sink (:mod:`.trace`) sees the connection's qlog events.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ from .sending import DataSender
 from .state import Input, Role, State, next_state
 from .stats import ConnectionCounters, ConnectionStats
 from .thin import ThinStream
+from .trace import PACKET_TYPES, SESSION_PACKET_TYPE, ConnectionTrace, TraceSink
 
 __all__ = ["Address", "Connection", "Role"]
 
@@ -109,10 +110,12 @@ class Connection:
         server_fingerprint: str | None = None,
         client_key: StaticKey | None = None,
         peer_static_key: bytes | None = None,
+        trace: TraceSink | None = None,
     ) -> None:
         """Use :meth:`connect` for a client; a server's connections come from a ``Listener``,
         which did the handshake: ``remote_id`` (the client's id), ``keys`` (send, receive),
         the WELCOME body it answers with and the client's authenticated ``peer_static_key``.
+        ``trace`` receives the connection's qlog events (none without it).
 
         Raises :class:`LocalProtocolError` for a client without ``random_bytes`` (its
         handshake draws a key) or a server without ``remote_id``.
@@ -125,6 +128,7 @@ class Connection:
         self.on_change: Callable[[Connection], None] | None = None
         """Called after an API call that may have given the connection something to send."""
         self.counters = ConnectionCounters()
+        self._trace = None if trace is None else ConnectionTrace(trace, role, now)
         self._handshake: ClientHandshake | None = None
         if role is Role.CLIENT:
             if random_bytes is None:
@@ -206,6 +210,8 @@ class Connection:
         }
         if role is Role.SERVER:
             self._events.append(Connected(local_id))
+        if self._trace is not None:
+            self._trace.started(local_id, remote_id, peer_address, self.state)
 
     @classmethod
     def connect(
@@ -217,6 +223,7 @@ class Connection:
         *,
         server_fingerprint: str | None = None,
         client_key: StaticKey | None = None,
+        trace: TraceSink | None = None,
     ) -> Connection:
         """A client connection that starts its handshake with the first ``datagrams_to_send``.
 
@@ -225,7 +232,8 @@ class Connection:
         ``noise.fingerprint``); without it the key the server presents is trusted and
         readable afterwards as :attr:`server_fingerprint`, for the caller to pin.
         ``client_key`` is this client's identity, which the handshake (IK) proves to the
-        server; without it the client connects as a guest (NK).
+        server; without it the client connects as a guest (NK). ``trace`` receives the
+        connection's qlog events.
         """
         return cls(
             config or ConnectionConfig(),
@@ -236,6 +244,7 @@ class Connection:
             random_bytes=random_bytes,
             server_fingerprint=server_fingerprint,
             client_key=client_key,
+            trace=trace,
         )
 
     # ---------------------------------------------------------------- API calls
@@ -272,7 +281,7 @@ class Connection:
         if self.state is State.CONNECTING:
             self._terminate(Input.CLOSE_CALLED, TerminationReason.CLOSED)
         elif self.state is State.OPEN:
-            self.state = next_state(self.state, Input.CLOSE_CALLED)
+            self._move(Input.CLOSE_CALLED)
             self._advance_close()
         self._changed()
 
@@ -362,7 +371,9 @@ class Connection:
         authenticates and is the newest yet moves the connection there (migration).
         What a packet does in each state is the table in :mod:`.arrivals`.
         """
-        counters = self.counters
+        counters, trace = self.counters, self._trace
+        if trace is not None:
+            trace.arrival(now, size)
         arrival = packet_arrival(
             packet, self.role, self.local_id, self.remote_id, self._reset_token
         )
@@ -374,6 +385,8 @@ class Connection:
             counters.dropped_unexpected += 1
             return
         if self._on_packet[reaction](packet, addr, now):
+            if trace is not None and reaction is not Reaction.PROCESS:  # PROCESS traces frames
+                trace.received(PACKET_TYPES[type(packet)], getattr(packet, "number", None))
             counters.datagrams_received += 1
             counters.bytes_received += size
             self._last_heard = now
@@ -406,7 +419,7 @@ class Connection:
             self._rtt.update(result.rtt_sample, 0.0)
         self._receiver.on_packet(packet.number, now, ack_eliciting=False, urgent=False)
         self._handshake = None
-        self.state = next_state(self.state, Input.HANDSHAKE_DONE)
+        self._move(Input.HANDSHAKE_DONE)
         self._events.append(Connected(self.local_id))
         return True
 
@@ -448,6 +461,8 @@ class Connection:
         if not self._acceptable(frames):
             counters.dropped_unexpected += 1
             return False
+        if self._trace is not None:
+            self._trace.received(PACKET_TYPES[type(packet)], number, frames)
         if protection.mark(number) and addr != self.peer_address:
             self.peer_address = addr
             counters.migrations += 1
@@ -507,8 +522,11 @@ class Connection:
                 handler(Delivery.ACKED_LATE)
         self._on_lost(result.lost)
 
-    def _on_lost(self, lost: list[SentPacket]) -> None:
+    def _on_lost(self, lost: list[SentPacket], trigger: str | None = None) -> None:
+        """``trigger`` names the qlog cause when it is known (a timer's)."""
         self.counters.packets_lost += len(lost)
+        if self._trace is not None:
+            self._trace.lost(lost, trigger)
         for packet in lost:
             for handler in packet.handlers:
                 handler(Delivery.LOST)
@@ -519,7 +537,7 @@ class Connection:
     def _peer_closed(self, frame: CloseFrame, now: float) -> None:
         self._note_final_seq(frame, now)
         self._closing.by_peer = True
-        self.state = next_state(self.state, Input.PEER_CLOSED)
+        self._move(Input.PEER_CLOSED)
 
     def _note_final_seq(self, frame: CloseFrame, now: float) -> None:
         self._closing.on_peer_close(frame, self._receiver.next_seq)
@@ -556,7 +574,7 @@ class Connection:
     ) -> None:
         """Move the state machine; the first ending emits the one ConnectionTerminated."""
         ended = self.state in (State.DRAINING, State.CLOSED)
-        self.state = next_state(self.state, cause)
+        self._move(cause)
         if cause is Input.FAILED:  # nothing will be retransmitted or awaited any more
             self._recovery.discard()
             self._closing.abandon()
@@ -565,6 +583,14 @@ class Connection:
             self._events.append(
                 ConnectionTerminated(reason, int(error_code), detail or reason.value)
             )
+
+    def _move(self, cause: Input) -> None:
+        """The one place the state changes (raises :class:`LocalProtocolError` if the table
+        has no entry), so a trace sees every change."""
+        old = self.state
+        self.state = next_state(old, cause)
+        if self._trace is not None:
+            self._trace.state(old, self.state, cause)
 
     def _drain_end(self) -> float:
         """Draining lasts until our CLOSE is acknowledged (or the peer goes silent for the idle
@@ -622,23 +648,25 @@ class Connection:
         state = self.state
         if state is State.CLOSED:
             return
+        if self._trace is not None:
+            self._trace.now = now
         if self._handshake is not None:
             if self._handshake.handle_timer(now):
                 self._terminate(Input.TIMED_OUT, TerminationReason.HANDSHAKE_TIMEOUT)
             return
         if state is State.DRAINING:
             if now >= self._drain_end():
-                self.state = next_state(state, Input.DRAINED)
+                self._move(Input.DRAINED)
                 return
         elif now >= self._last_heard + self.config.idle_timeout:
             self._terminate(Input.TIMED_OUT, TerminationReason.IDLE_TIMEOUT)
             return
         recovery = self._recovery
         if recovery.loss_time is not None and now >= recovery.loss_time:
-            self._on_lost(recovery.detect_losses(now))
+            self._on_lost(recovery.detect_losses(now), "time_threshold")
         probe = recovery.probe_deadline(self._awaiting_ack)
         if probe is not None and now >= probe:
-            self._on_lost(recovery.on_probe_timeout())
+            self._on_lost(recovery.on_probe_timeout(), "pto_expired")
             self._probe_due = True
         if state is not State.DRAINING and now >= self._heartbeat_due():
             self._ping_due = True
@@ -650,11 +678,17 @@ class Connection:
         if self.state is State.CLOSED:
             return []
         out: list[tuple[bytes, Address]] = []
+        trace = self._trace
+        if trace is not None:
+            trace.now = now
         handshake = self._handshake
         if handshake is not None:
             if handshake.hello_due:
-                hello = handshake.build_hello(self._take_number(), now)
+                number = self._take_number()
+                hello = handshake.build_hello(number, now)
                 out.append((self._count_sent(hello), self.peer_address))
+                if trace is not None:
+                    trace.sent(PACKET_TYPES[HelloPacket], number, len(hello))
             return out
         if self._welcome_due:
             self._welcome_due = False
@@ -667,13 +701,18 @@ class Connection:
                 break
             out.append((datagram, self.peer_address))
         self._data.thin.refresh(self._send, self._recovery)  # thin unless a backlog is left now
+        if trace is not None:
+            trace.update(now, self._rtt, self._congestion, self._recovery, self._protection.epochs)
         return out
 
     def _build_welcome(self, now: float) -> bytes:
         number = self._take_number()
         self._recovery.on_packet_sent(number, now, None)  # so an ACK of it is plausible
         welcome = WelcomePacket(self.remote_id or b"", number, self._welcome_body)
-        return self._count_sent(encode_datagram(welcome))
+        datagram = encode_datagram(welcome)
+        if self._trace is not None:
+            self._trace.sent(PACKET_TYPES[WelcomePacket], number, len(datagram))
+        return self._count_sent(datagram)
 
     def _take_number(self) -> int:
         number = self._next_number
@@ -730,4 +769,6 @@ class Connection:
             self._data.pacer.budget -= len(datagram)
         else:
             self._recovery.on_packet_sent(number, now, None)
+        if self._trace is not None:
+            self._trace.sent(SESSION_PACKET_TYPE, number, len(datagram), frames)
         return self._count_sent(datagram)

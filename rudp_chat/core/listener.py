@@ -30,6 +30,7 @@ from .frames import (
 )
 from .noise import KEY_SIZE, Pattern, Responder, StaticKey, fingerprint, prologue
 from .tokens import TokenIssuer
+from .trace import TraceSink
 
 __all__ = ["Listener", "ListenerStats"]
 
@@ -71,6 +72,7 @@ class Listener:
         *,
         secret: bytes | None = None,
         static_key: StaticKey | None = None,
+        trace: Callable[[], TraceSink] | None = None,
     ) -> None:
         """``random_bytes`` supplies connection ids and ephemeral keys: pass ``os.urandom``.
 
@@ -78,6 +80,7 @@ class Listener:
         restarted server can still reset its old clients' connections (default: random).
         ``static_key`` is the server's identity, which clients pin (default: a new one;
         unused when the connection config is ``insecure``).
+        ``trace`` makes each accepted connection's trace sink (refused ones are not traced).
         """
         self.config = config or ListenerConfig()
         self._static_key: StaticKey | None = None
@@ -85,6 +88,7 @@ class Listener:
             self._static_key = static_key or StaticKey(random_bytes(KEY_SIZE))
         self.stats = ListenerStats()
         self._random_bytes = random_bytes
+        self._trace = trace
         self._tokens = TokenIssuer(secret or random_bytes(32), self.config.token_lifetime)
         self.connections: dict[bytes, Connection] = {}
         self._by_client: dict[tuple[Address, bytes], Connection] = {}
@@ -205,6 +209,16 @@ class Listener:
             )
             keys = (send_key, receive_key)
         client_id = hello.client_id
+        host = addr[0]
+        code = ErrorCode.REFUSED
+        if len(self.connections) >= self.config.max_connections:
+            refusal = "server full"
+        elif self._per_host.get(host, 0) >= self.config.max_connections_per_address:
+            refusal = "too many connections from this address"
+        elif client_key is None and responder is not None and not self.config.allow_guests:
+            refusal, code = GUESTS_REFUSED, ErrorCode.KEY_REQUIRED
+        else:
+            refusal = ""
         connection = Connection(
             self.config.connection,
             Role.SERVER,
@@ -216,17 +230,8 @@ class Listener:
             keys=keys,
             welcome_body=welcome_body,
             peer_static_key=client_key,
+            trace=None if refusal or self._trace is None else self._trace(),
         )
-        host = addr[0]
-        code = ErrorCode.REFUSED
-        if len(self.connections) >= self.config.max_connections:
-            refusal = "server full"
-        elif self._per_host.get(host, 0) >= self.config.max_connections_per_address:
-            refusal = "too many connections from this address"
-        elif client_key is None and responder is not None and not self.config.allow_guests:
-            refusal, code = GUESTS_REFUSED, ErrorCode.KEY_REQUIRED
-        else:
-            refusal = ""
         if refusal:
             self.stats.refused += 1
             connection.refuse(refusal, code)
