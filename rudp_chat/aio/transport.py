@@ -48,6 +48,7 @@ from .errors import (
     TransportError,
     UntrustedServerError,
 )
+from .socketpath import SocketPath
 
 __all__ = ["ReliableConnection", "Server", "ServerStats", "connect", "serve"]
 
@@ -110,6 +111,11 @@ class ReliableConnection:
     def server_fingerprint(self) -> str | None:
         """Client: the fingerprint of the server's key (None when ``insecure``)."""
         return self._core.server_fingerprint
+
+    @property
+    def socket_path(self) -> SocketPath:
+        """How the UDP socket under this connection is driven (``/stats`` shows it)."""
+        return self._endpoint.path
 
     def stats(self) -> ConnectionStats:
         return self._core.stats()
@@ -337,6 +343,7 @@ async def connect(
     *,
     config: ConnectionConfig | None = None,
     server_fingerprint: str | None = None,
+    socket_path: SocketPath | None = None,
 ) -> ReliableConnection:
     """Open a connection to a server, on a UDP socket of its own ``connect()``-ed to it.
 
@@ -345,7 +352,8 @@ async def connect(
     Raises :class:`HandshakeTimeoutError`, :class:`PortUnreachableError`,
     :class:`ConnectionRefusedByServer`, :class:`UntrustedServerError` or another
     :class:`ConnectError`; ``OSError`` if the address does not resolve or the socket
-    cannot be made.
+    cannot be made. ``socket_path`` forces how the socket is driven (see
+    :func:`~.socketpath.choose_socket_path`, which raises ``ValueError`` for one the loop lacks).
     """
     family, address = await resolve(host, port, passive=False)
     sock = open_udp_socket(family)
@@ -358,10 +366,14 @@ async def connect(
     core = Connection.connect(
         peer, clock(), os.urandom, config, server_fingerprint=server_fingerprint
     )
-    endpoint = DatagramEndpoint(sock, core, peer=peer)
-    connection = ReliableConnection(core, endpoint)
-    endpoint.start(connection._on_input, on_error=connection._on_socket_error)
     try:
+        endpoint = DatagramEndpoint(sock, core, peer=peer, path=socket_path)
+    except BaseException:
+        sock.close()
+        raise
+    connection = ReliableConnection(core, endpoint)
+    try:
+        await endpoint.start(connection._on_input, on_error=connection._on_socket_error)
         await connection._wait_established()
     except BaseException:
         connection.abort("connect failed")
@@ -375,6 +387,8 @@ class ServerStats(ListenerStats):
 
     connections: int = 0
     socket: SocketStats = field(default_factory=SocketStats)
+    socket_path: SocketPath = SocketPath.AUTO
+    """How the server socket is driven (``AUTO`` only in a default-made instance)."""
 
 
 class Server:
@@ -410,6 +424,7 @@ class Server:
             **asdict(self._listener.stats),
             connections=len(self.connections),
             socket=replace(self._endpoint.stats),
+            socket_path=self._endpoint.path,
         )
 
     async def accept(self) -> ReliableConnection:
@@ -520,14 +535,16 @@ async def serve(
     config: ListenerConfig | None = None,
     secret: bytes | None = None,
     static_key: StaticKey | None = None,
+    socket_path: SocketPath | None = None,
 ) -> Server:
     """Bind a UDP socket (port 0 picks a free one, see ``Server.address``) and start accepting.
 
     ``secret`` (32 random bytes kept across restarts) lets a restarted server reset its old
     clients' connections; by default each start makes a new one. ``static_key`` is the
     identity clients pin (see ``rudp_chat.identity``); by default each start makes a new
-    one, which suits tests only. Raises ``OSError`` if the address does not resolve or
-    cannot be bound.
+    one, which suits tests only. ``socket_path`` forces how the socket is driven (see
+    :func:`~.socketpath.choose_socket_path`). Raises ``OSError`` if the address does not resolve
+    or cannot be bound, ``ValueError`` for a socket path the loop lacks.
     """
     family, address = await resolve(host, port, passive=True)
     sock = open_udp_socket(family)
@@ -536,8 +553,16 @@ async def serve(
     except BaseException:
         sock.close()
         raise
-    listener = Listener(os.urandom, config, secret=secret, static_key=static_key)
-    endpoint = DatagramEndpoint(sock, listener)
+    try:
+        listener = Listener(os.urandom, config, secret=secret, static_key=static_key)
+        endpoint = DatagramEndpoint(sock, listener, path=socket_path)
+    except BaseException:
+        sock.close()
+        raise
     server = Server(listener, endpoint)
-    endpoint.start(server._on_input)
+    try:
+        await endpoint.start(server._on_input)
+    except BaseException:
+        endpoint.close()
+        raise
     return server
