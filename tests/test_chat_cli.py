@@ -24,7 +24,11 @@ from typing import IO
 
 import pytest
 
+from rudp_chat.aio.socketpath import SOCKET_PATH_VARIABLE
 from rudp_chat.cli import main
+
+pytestmark = pytest.mark.usefixtures("socket_path")  # both socket paths, see conftest
+SERVER_READY = r"^Server is listening on 127\.0\.0\.1:(\d+) \(UDP socket via (\w+)\)$"
 
 # Short keep-alives and timeouts keep the tests fast; 4 s of silence is still far beyond any
 # loss burst at 20 % loss.
@@ -113,7 +117,9 @@ def processes() -> Iterator[list[Chat]]:
 def server(history: Path, *flags: str, port: int = 0) -> tuple[Chat, int]:
     args = ["server", "--host", "127.0.0.1", "--port", str(port), "--history", str(history)]
     chat = Chat([*args, *FAST_FLAGS, *flags], stdin=subprocess.DEVNULL)
-    return chat, int(chat.wait_line(r"^Server is listening on 127\.0\.0\.1:(\d+)$").group(1))
+    ready = chat.wait_line(SERVER_READY)
+    assert ready[2] == os.environ[SOCKET_PATH_VARIABLE]  # the start line names the forced path
+    return chat, int(ready[1])
 
 
 def proxy(upstream: int, loss: str, seed: int) -> tuple[Chat, int]:
@@ -243,6 +249,7 @@ def test_interactive_input_line_survives_incoming_messages(tmp_path: Path) -> No
             screen.wait_for(f" alice @ 127.0.0.1:{port} | ")  # the bottom toolbar
             os.write(master, b"/stats\r")
             screen.wait_for("*** open, rtt ")
+            screen.wait_for(f"UDP via {os.environ[SOCKET_PATH_VARIABLE]}")  # the forced path
             bob.wait_line(r"^\*\*\* alice joined$")
             os.write(master, b"hello wor")
             screen.wait_for("hello wor")

@@ -19,7 +19,6 @@ import asyncio
 import functools
 import math
 import random
-import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Any, TypeVar
 
 from rudp_chat.core.connection import Address
 from rudp_chat.sim.link import Link, LinkProfile, LinkStats
+from rudp_chat.stopsignals import on_stop_signals
 
 from .endpoint import RECEIVE_BATCH, RECEIVE_SIZE, SEND_BACKLOG_MAX, open_udp_socket, resolve
 from .socketpath import DatagramChannel, SocketPath, choose_socket_path
@@ -507,21 +507,16 @@ async def _serve(args: argparse.Namespace, up: LinkProfile, down: LinkProfile) -
     except OSError as error:
         print(f"proxy: cannot start: {error}", file=sys.stderr)
         return 1
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
     try:
-        print(
-            f"proxy listening on {_format(proxy.listen_address)} -> "
-            f"{_format(proxy.upstream_address)}",
-            flush=True,
-        )
-        await stop.wait()
+        with on_stop_signals(asyncio.get_running_loop(), stop.set):
+            print(
+                f"proxy listening on {_format(proxy.listen_address)} -> "
+                f"{_format(proxy.upstream_address)} (UDP sockets via {proxy.socket_path})",
+                flush=True,
+            )
+            await stop.wait()
     finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
         await proxy.close()
     print(_report(proxy), flush=True)
     return 0
