@@ -140,9 +140,7 @@ class UdpProxy:
         if self.socket_path is SocketPath.READER:
             loop.add_reader(sock.fileno(), self._on_client_readable)
         else:
-            self._channel = self._make_channel(
-                self._on_client_datagram, lambda error, sending: self._count(sending)
-            )
+            self._channel = self._make_channel(self._on_client_datagram)
             try:
                 await self._channel.attach(sock)
             except BaseException:
@@ -293,9 +291,7 @@ class UdpProxy:
                 self._loop.add_reader(sock.fileno(), self._on_upstream_readable, client)
         else:  # attached on the next iterations; what is sent before waits in its backlog
             client.channel = self._make_channel(
-                functools.partial(self._on_upstream_datagram, client),
-                lambda error, sending: self._count(sending),
-                peer=self.upstream_address,
+                functools.partial(self._on_upstream_datagram, client), peer=self.upstream_address
             )
             task = asyncio.get_running_loop().create_task(self._attach(client, client.channel))
             self._attaching.add(task)
@@ -303,27 +299,26 @@ class UdpProxy:
         return client
 
     def _make_channel(
-        self,
-        receive: Callable[[bytes, Address], None],
-        error: Callable[[OSError, bool], None],
-        *,
-        peer: Address | None = None,
+        self, receive: Callable[[bytes, Address], None], *, peer: Address | None = None
     ) -> DatagramChannel:
         return DatagramChannel(
             receive,
-            error,
-            lambda: self._count(sending=True),
+            self._on_channel_error,
+            self._on_backlog_full,
             batch=RECEIVE_BATCH,
             backlog_max=SEND_BACKLOG_MAX,
             peer=peer,
         )
 
-    def _count(self, sending: bool) -> None:
-        """An OS error (or a full backlog) on the datagram-endpoint path."""
+    def _on_channel_error(self, error: OSError, sending: bool) -> None:
+        """An OS error on the datagram-endpoint path (ConnectionResetError included): counted."""
         if sending:
             self.counters.send_errors += 1
         else:
             self.counters.receive_errors += 1
+
+    def _on_backlog_full(self) -> None:
+        self.counters.send_errors += 1
 
     async def _attach(self, client: _Client, channel: DatagramChannel) -> None:
         """Attach a client's upstream channel; the socket is its transport's from then on, even
