@@ -240,7 +240,7 @@ class DatagramEndpoint:
                     address = peer
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError as error:
+            except OSError as error:  # also Windows' ConnectionResetError: counted, not fatal
                 stats.receive_errors += 1
                 if self._on_error is not None:
                     self._on_error(error)

@@ -83,9 +83,9 @@ class DatagramChannel(asyncio.DatagramProtocol):
     ``error(exc, sending)``: ``sending`` is True for one raised by a send the transport tried at
     once, False otherwise (receive errors, and send errors of a transport that sends later, like
     the proactor's). ``ConnectionResetError`` (Windows' ICMP port unreachable) is one of them:
-    reported, never fatal. While the transport's buffer is over its high-water mark, sends wait
-    (and, before the transport is attached) in a backlog of at most ``backlog_max`` datagrams;
-    past it they are dropped and reported as ``dropped()``.
+    reported, never fatal. Until the transport is attached, and while its buffer is over its
+    high-water mark, sends wait in a backlog of at most ``backlog_max`` datagrams; past it they
+    are dropped and reported as ``dropped()``.
 
     ``peer`` is set for a ``connect()``-ed socket. Sends on it then name no address where the
     loop has the reader API (uvloop refuses one with EISCONN), but name ``peer`` on the proactor,
