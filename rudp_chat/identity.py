@@ -2,9 +2,13 @@
 SSH's known_hosts).
 
 A private key (the server's, or a client's, which the IK handshake proves to servers) lives
-in a file only its owner may read; a file others can read is refused, as SSH refuses an
-unprotected key. A client pins the fingerprint of the key a server first presents, and from
-then on a different key fails the connection.
+in a file only its owner may read; where the file system has POSIX permissions (Linux, macOS) a
+file others can read is refused, as SSH refuses an unprotected key. Windows has no mode bits:
+there the file is protected by where it lives, the user's profile (``%APPDATA%``), whose ACL
+grants only the user, SYSTEM and administrators. A client pins the fingerprint of the key a
+server first presents, and from then on a different key fails the connection.
+
+The files live in the platform's per-user configuration directory (see :func:`config_dir`).
 """
 
 from __future__ import annotations
@@ -14,8 +18,12 @@ import binascii
 import os
 import re
 import stat
+import sys
 import tempfile
 from pathlib import Path
+
+from platformdirs.macos import MacOS
+from platformdirs.windows import Windows
 
 from rudp_chat.core.noise import StaticKey
 
@@ -26,6 +34,7 @@ __all__ = [
     "default_client_key_file",
     "default_key_file",
     "default_known_servers",
+    "has_posix_permissions",
     "is_fingerprint",
     "load_or_create_client_key",
     "load_or_create_server_key",
@@ -40,10 +49,27 @@ class KeyFileError(Exception):
     """A key or known-servers file that cannot be used, with what to do about it."""
 
 
-def config_dir() -> Path:
-    """``$XDG_CONFIG_HOME/rudp_chat``, else ``~/.config/rudp_chat``."""
+APP_NAME = "rudp_chat"
+
+
+def config_dir(platform: str = sys.platform) -> Path:
+    """Where keys and pins live for ``platform`` (a ``sys.platform`` value), per ``platformdirs``:
+    Windows ``%APPDATA%\\rudp_chat`` (roaming: pins follow the user), macOS
+    ``~/Library/Application Support/rudp_chat``, elsewhere ``$XDG_CONFIG_HOME/rudp_chat``, else
+    ``~/.config/rudp_chat`` (the XDG rule, as before platformdirs: existing files are found).
+    The pins are state rather than configuration, but platformdirs gives the two one directory
+    on Windows and macOS, and on Linux they have always lived here."""
+    if platform == "win32":
+        return Path(Windows(appname=APP_NAME, appauthor=False, roaming=True).user_config_dir)
+    if platform == "darwin":
+        return Path(MacOS(appname=APP_NAME).user_config_dir)
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "rudp_chat"
+    return Path(base) / APP_NAME
+
+
+def has_posix_permissions(platform: str = sys.platform) -> bool:
+    """Whether files on ``platform`` have POSIX mode bits the key check can trust."""
+    return platform != "win32"
 
 
 def default_key_file() -> Path:
@@ -74,25 +100,31 @@ def _write_private(path: Path, text: str) -> None:
         temporary.unlink()
 
 
-def load_or_create_server_key(path: Path) -> tuple[StaticKey, bool]:
+def load_or_create_server_key(
+    path: Path, platform: str = sys.platform
+) -> tuple[StaticKey, bool]:
     """The server key in ``path``, made on first use; returns (key, whether it was just
     created).
 
-    Raises :class:`KeyFileError` if the file is readable by others or is not a key.
+    Raises :class:`KeyFileError` if the file is not a key, or (where ``platform`` has POSIX
+    permissions) is accessible by others.
     """
-    return _load_or_create_key(path, "server")
+    return _load_or_create_key(path, "server", platform)
 
 
-def load_or_create_client_key(path: Path) -> tuple[StaticKey, bool]:
+def load_or_create_client_key(
+    path: Path, platform: str = sys.platform
+) -> tuple[StaticKey, bool]:
     """The client key in ``path``, made on first use, as the server's is; returns (key,
     whether it was just created).
 
-    Raises :class:`KeyFileError` if the file is readable by others or is not a key.
+    Raises :class:`KeyFileError` if the file is not a key, or (where ``platform`` has POSIX
+    permissions) is accessible by others.
     """
-    return _load_or_create_key(path, "client")
+    return _load_or_create_key(path, "client", platform)
 
 
-def _load_or_create_key(path: Path, kind: str) -> tuple[StaticKey, bool]:
+def _load_or_create_key(path: Path, kind: str, platform: str) -> tuple[StaticKey, bool]:
     if not path.exists():
         key = StaticKey.generate()
         text = _KEY_HEADER.format(kind=kind) + base64.b64encode(key.private_bytes()).decode()
@@ -103,7 +135,7 @@ def _load_or_create_key(path: Path, kind: str) -> tuple[StaticKey, bool]:
         except FileExistsError:
             pass  # another start made it first: use theirs
     mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if has_posix_permissions(platform) and mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(
             f"{path} is accessible by others (mode {stat.filemode(mode)}): "
             f"run `chmod 600 {path}` (and consider the key compromised)"

@@ -45,6 +45,8 @@ from rudp_chat.core.codec import encode_datagram, encode_frames
 from rudp_chat.core.frames import PingFrame, SessionPacket
 from rudp_chat.sim.link import LinkProfile
 
+pytestmark = pytest.mark.usefixtures("socket_path")  # both socket paths, see conftest
+
 LOCALHOST = "127.0.0.1"
 GRACEFUL = {TerminationReason.CLOSED, TerminationReason.CLOSED_BY_PEER}
 SHORT = ConnectionConfig(heartbeat_interval=0.2, idle_timeout=1.0, handshake_timeout=2.0)

@@ -50,6 +50,7 @@ from .errors import (
     UntrustedServerError,
 )
 from .qlog import QlogDirectory
+from .socketpath import SocketPath
 
 __all__ = ["ReliableConnection", "Server", "ServerStats", "connect", "serve"]
 
@@ -126,6 +127,11 @@ class ReliableConnection:
     def peer_fingerprint(self) -> str | None:
         """The fingerprint of :attr:`peer_static_key` (None when there is none)."""
         return self._core.peer_fingerprint
+
+    @property
+    def socket_path(self) -> SocketPath:
+        """How the UDP socket under this connection is driven (``/stats`` shows it)."""
+        return self._endpoint.path
 
     def stats(self) -> ConnectionStats:
         return self._core.stats()
@@ -358,6 +364,7 @@ async def connect(
     config: ConnectionConfig | None = None,
     server_fingerprint: str | None = None,
     client_key: StaticKey | None = None,
+    socket_path: SocketPath | None = None,
 ) -> ReliableConnection:
     """Open a connection to a server, on a UDP socket of its own ``connect()``-ed to it.
 
@@ -370,6 +377,8 @@ async def connect(
     server that takes none), :class:`UntrustedServerError` or another
     :class:`ConnectError`; ``OSError`` if the address does not resolve, the socket
     cannot be made or ``config.qlog`` names a directory that cannot be made.
+    ``socket_path`` forces how the socket is driven (see
+    :func:`~.socketpath.choose_socket_path`, which raises ``ValueError`` for one the loop lacks).
     """
     qlog_dir = None if config is None else config.qlog
     qlog = None if qlog_dir is None else QlogDirectory(qlog_dir, Role.CLIENT)
@@ -385,10 +394,14 @@ async def connect(
         client_key=client_key,
         trace=None if qlog is None else qlog.open(),
     )
-    endpoint = DatagramEndpoint(sock, core, peer=peer)
-    connection = ReliableConnection(core, endpoint, qlog=qlog)
-    endpoint.start(connection._on_input, on_error=connection._on_socket_error)
     try:
+        endpoint = DatagramEndpoint(sock, core, peer=peer, path=socket_path)
+    except BaseException:
+        sock.close()
+        raise
+    connection = ReliableConnection(core, endpoint, qlog=qlog)
+    try:
+        await endpoint.start(connection._on_input, on_error=connection._on_socket_error)
         await connection._wait_established()
     except BaseException:
         connection.abort("connect failed")
@@ -402,6 +415,8 @@ class ServerStats(ListenerStats):
 
     connections: int = 0
     socket: SocketStats = field(default_factory=SocketStats)
+    socket_path: SocketPath = SocketPath.AUTO
+    """How the server socket is driven (``AUTO`` only in a default-made instance)."""
 
 
 class Server:
@@ -440,6 +455,7 @@ class Server:
             **asdict(self._listener.stats),
             connections=len(self.connections),
             socket=replace(self._endpoint.stats),
+            socket_path=self._endpoint.path,
         )
 
     async def accept(self) -> ReliableConnection:
@@ -552,6 +568,7 @@ async def serve(
     config: ListenerConfig | None = None,
     secret: bytes | None = None,
     static_key: StaticKey | None = None,
+    socket_path: SocketPath | None = None,
 ) -> Server:
     """Bind a UDP socket (port 0 picks a free one, see ``Server.address``) and start accepting.
 
@@ -559,21 +576,31 @@ async def serve(
     clients' connections; by default each start makes a new one. ``static_key`` is the
     identity clients pin (see ``rudp_chat.identity``); by default each start makes a new
     one, which suits tests only. With ``config.connection.qlog`` set, each accepted
-    connection writes its qlog trace there. Raises ``OSError`` if the address does not
-    resolve or cannot be bound, or the qlog directory cannot be made.
+    connection writes its qlog trace there. ``socket_path`` forces how the socket is driven
+    (see :func:`~.socketpath.choose_socket_path`). Raises ``OSError`` if the address does not
+    resolve or cannot be bound, or the qlog directory cannot be made; ``ValueError`` for a
+    socket path the loop lacks.
     """
     qlog_dir = None if config is None else config.connection.qlog
     qlog = None if qlog_dir is None else QlogDirectory(qlog_dir, Role.SERVER)
     family, address = await resolve(host, port, passive=True)
     sock = open_udp_socket(family, bind=address)
-    listener = Listener(
-        os.urandom,
-        config,
-        secret=secret,
-        static_key=static_key,
-        trace=None if qlog is None else qlog.open,
-    )
-    endpoint = DatagramEndpoint(sock, listener)
+    try:
+        listener = Listener(
+            os.urandom,
+            config,
+            secret=secret,
+            static_key=static_key,
+            trace=None if qlog is None else qlog.open,
+        )
+        endpoint = DatagramEndpoint(sock, listener, path=socket_path)
+    except BaseException:
+        sock.close()
+        raise
     server = Server(listener, endpoint, qlog)
-    endpoint.start(server._on_input)
+    try:
+        await endpoint.start(server._on_input)
+    except BaseException:
+        endpoint.close()
+        raise
     return server

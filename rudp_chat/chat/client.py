@@ -226,9 +226,12 @@ class ChatClient:
     def describe(self) -> str:
         """One line about the connection, for ``/stats`` and the toolbar."""
         stats = self.stats()
-        if stats is None:
+        if stats is None or self._connection is None:
             return f"{self.state}, never connected"
-        return f"{self.state}, {_format_stats(stats)}, {self.unacknowledged} unacknowledged"
+        return (
+            f"{self.state}, {_format_stats(stats)}, {self.unacknowledged} unacknowledged,"
+            f" UDP via {self._connection.socket_path}"
+        )
 
     # --- the session --------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import signal
 import sqlite3
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from rudp_chat.core.errors import LocalProtocolError
 from rudp_chat.core.events import TerminationReason
 from rudp_chat.core.noise import StaticKey, fingerprint
 from rudp_chat.identity import default_key_file, load_or_create_server_key
+from rudp_chat.stopsignals import on_stop_signals
 
 from .history import DEFAULT_HISTORY_FILE, History
 from .owners import Owners
@@ -111,7 +111,7 @@ def open_room(history: History, limits: RoomLimits, *, lost_within: float | None
 
 
 async def run_server(options: ServerOptions) -> int:
-    """Serve until SIGINT or SIGTERM; prints where history lives and where it listens.
+    """Serve until SIGINT or SIGTERM (Ctrl-C or Ctrl-Break on Windows); prints where history lives and where it listens.
 
     Returns the exit code. Raises ``OSError`` if the address cannot be bound,
     ``sqlite3.Error`` if the history cannot be opened and ``KeyFileError`` for a bad key file.
@@ -143,17 +143,12 @@ async def run_server(options: ServerOptions) -> int:
         else:
             print(f"History: {path} (SQLite, WAL, synchronous=FULL)", flush=True)
         host, port = transport.address
-        print(f"Server is listening on {host}:{port}", flush=True)
+        via = transport.stats().socket_path
+        print(f"Server is listening on {host}:{port} (UDP socket via {via})", flush=True)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        try:
+        with on_stop_signals(asyncio.get_running_loop(), stop.set):
             room = open_room(history, options.limits, lost_within=options.connection.idle_timeout)
             return await ChatServer(transport, room, history).run(stop)
-        finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
     finally:
         history.close()
 
