@@ -144,7 +144,8 @@ class ReliableConnection:
         """Queue one message; waits while the send buffer is full (the peer has not acknowledged).
 
         Raises ``MessageTooLargeError``; ``ConnectionClosedError`` after a close by either side;
-        :class:`ConnectionLostError` after an abnormal end.
+        :class:`ConnectionLostError` after an abnormal end (:class:`ConnectionRefusedByServer`
+        when the end was the server's refusal).
         """
         async with self._send_lock:
             while True:
@@ -168,7 +169,8 @@ class ReliableConnection:
     async def recv(self) -> bytes:
         """The next message. Raises ``EOFError`` once a graceful close by either side delivered
         everything, :class:`ConnectionLostError` after an abnormal end (messages that arrived
-        before it are returned first), ``RuntimeError`` if another ``recv`` is waiting."""
+        before it are returned first; :class:`ConnectionRefusedByServer` when the end was the
+        server's refusal), ``RuntimeError`` if another ``recv`` is waiting."""
         if self._recv_waiter is not None:
             raise RuntimeError("recv() is already being awaited on this connection")
         while True:
@@ -324,7 +326,9 @@ class ReliableConnection:
         termination = self._termination
         if termination is None or termination.reason in _GRACEFUL:
             return EOFError("connection closed")
-        return ConnectionLostError(termination.reason, termination.detail, termination.error_code)
+        return _refusal(termination) or ConnectionLostError(
+            termination.reason, termination.detail, termination.error_code
+        )
 
     def _release(self) -> None:
         """The core is done (or abandoned): free the socket (client) or the table slot (server)."""
@@ -346,15 +350,25 @@ class ReliableConnection:
             raise PortUnreachableError(f"nothing listens on {self.peer_address} (ICMP)")
         if termination is None or termination.reason in _GRACEFUL:
             return
-        if termination.error_code == ErrorCode.KEY_REQUIRED:
-            raise GuestsNotAllowedError(termination.detail)
-        if termination.error_code == ErrorCode.REFUSED:
-            raise ConnectionRefusedByServer(termination.detail)
+        refusal = _refusal(termination)
+        if refusal is not None:
+            raise refusal
         if termination.reason is TerminationReason.HANDSHAKE_TIMEOUT:
             raise HandshakeTimeoutError(f"no answer from {self.peer_address}")
         if termination.reason is TerminationReason.UNTRUSTED:
             raise UntrustedServerError(termination.detail, self._core.server_fingerprint)
         raise ConnectError(f"connection to {self.peer_address} failed: {termination.detail}")
+
+
+def _refusal(termination: ConnectionTerminated) -> ConnectionRefusedByServer | None:
+    """The server's refusal, if that is how the connection ended. A refusal is a WELCOME and
+    then a CLOSE, so the CLOSE may reach a client after ``connect`` returned: its ``recv`` and
+    ``send`` raise the refusal then, not a :class:`ConnectionLostError`."""
+    if termination.error_code == ErrorCode.KEY_REQUIRED:
+        return GuestsNotAllowedError(termination.detail)
+    if termination.error_code == ErrorCode.REFUSED:
+        return ConnectionRefusedByServer(termination.detail)
+    return None
 
 
 async def connect(

@@ -243,7 +243,7 @@ class ChatClient:
         attempts = 0
         while True:
             pinned = options.server_key or self._known.lookup(options.host, options.port)
-            try:
+            try:  # a refusal may also come after connect returned: the conversation raises it
                 connection = await connect(
                     options.host,
                     options.port,
@@ -251,6 +251,7 @@ class ChatClient:
                     server_fingerprint=pinned,
                     client_key=options.client_key,
                 )
+                code = await self._converse_on(connection, pinned)
             except UntrustedServerError as exc:  # never retried: it will not fix itself
                 self.state = "closed"
                 self.error = self._untrusted(exc, pinned)
@@ -269,13 +270,6 @@ class ChatClient:
                 attempts += 1
                 self.retrying = f"{attempts} failed: {problem}"
             else:
-                self._pin(connection.server_fingerprint, pinned)
-                self._connection = connection
-                try:
-                    code = await self._converse(connection)
-                except BaseException:  # cancelled: do not leave the socket to the collector
-                    connection.abort("cancelled")
-                    raise
                 if code is not None:
                     self.state = "closed"
                     return code
@@ -299,6 +293,17 @@ class ChatClient:
                 return EXIT_OK
             except TimeoutError:
                 backoff = min(BACKOFF_MAX_S, backoff * 2)
+
+    async def _converse_on(self, connection: ReliableConnection, pinned: str | None) -> int | None:
+        """Pin the server's key, then :meth:`_converse`; the connection never outlives a
+        failure (cancelled, or refused after all)."""
+        self._pin(connection.server_fingerprint, pinned)
+        self._connection = connection
+        try:
+            return await self._converse(connection)
+        except BaseException:  # do not leave the socket to the collector
+            connection.abort("cancelled")
+            raise
 
     def _pin(self, presented: str | None, pinned: str | None) -> None:
         options = self.options
