@@ -18,6 +18,7 @@ from rudp_chat import __version__
 from rudp_chat.aio import proxy
 from rudp_chat.arguments import count, port, positive
 from rudp_chat.chat.client import ClientOptions
+from rudp_chat.chat.confusables import SkeletonsUnavailableError
 from rudp_chat.chat.console import run_client
 from rudp_chat.chat.demo import DemoSettings, run_demo
 from rudp_chat.chat.history import DEFAULT_HISTORY_FILE
@@ -247,7 +248,7 @@ def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return asyncio.run(run_server(options))
     except sqlite3.Error as exc:  # the file exists but is no history (checked before it starts)
         parser.error(f"argument --history: cannot use {args.history}: {exc}")
-    except KeyFileError as exc:
+    except (KeyFileError, SkeletonsUnavailableError) as exc:
         print(f"error: cannot start the server: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

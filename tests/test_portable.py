@@ -8,6 +8,8 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
+import sys
 from asyncio.proactor_events import BaseProactorEventLoop
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -25,6 +27,7 @@ from rudp_chat.aio.socketpath import (
     choose_socket_path,
     has_reader_api,
 )
+from rudp_chat.chat.confusables import INSTALL_HINT
 from rudp_chat.identity import (
     KeyFileError,
     config_dir,
@@ -269,3 +272,37 @@ def test_mode_bits_are_checked_only_where_the_platform_has_them(tmp_path: Path) 
     again, created = load_or_create_server_key(key_file, platform="win32")  # ACLs protect it
     assert not created and again.private_bytes() == key.private_bytes()
     assert [has_posix_permissions(p) for p in ("linux", "darwin", "win32")] == [True, True, False]
+
+
+# ------------------------------------------------------------------ PyICU, the server's only
+
+
+_WITHOUT_PYICU = "import sys; sys.modules['icu'] = None  # as where PyICU is not installed\n"
+
+
+def test_everything_but_the_chat_server_runs_without_pyicu() -> None:
+    """PyICU has no wheels (Windows users could not install a client that needed it): only the
+    server's look-alike check loads it, and the client, library and proxy import without it."""
+    code = _WITHOUT_PYICU + (
+        "import rudp_chat.cli, rudp_chat.chat.client, rudp_chat.chat.console, rudp_chat.aio\n"
+        "from rudp_chat.cli import main\n"
+        "raise SystemExit(main(['client', '--help']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--name" in done.stdout
+
+
+def test_the_chat_server_without_pyicu_says_how_to_install_it(tmp_path: Path) -> None:
+    code = _WITHOUT_PYICU + (
+        "from rudp_chat.cli import main\n"
+        "raise SystemExit(main(['server', '--port', '0', '--no-history',"
+        f" '--key-file', {str(tmp_path / 'key')!r}]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert done.stderr == f"error: cannot start the server: {INSTALL_HINT}\n"

@@ -29,6 +29,7 @@ from rudp_chat.core.noise import StaticKey, fingerprint
 from rudp_chat.identity import default_key_file, load_or_create_server_key
 from rudp_chat.stopsignals import on_stop_signals
 
+from . import confusables
 from .history import DEFAULT_HISTORY_FILE, History
 from .owners import Owners
 from .protocol import (
@@ -114,8 +115,10 @@ async def run_server(options: ServerOptions) -> int:
     """Serve until SIGINT or SIGTERM (Ctrl-C or Ctrl-Break on Windows); prints where history lives and where it listens.
 
     Returns the exit code. Raises ``OSError`` if the address cannot be bound,
-    ``sqlite3.Error`` if the history cannot be opened and ``KeyFileError`` for a bad key file.
+    ``sqlite3.Error`` if the history cannot be opened, ``KeyFileError`` for a bad key file and
+    :class:`SkeletonsUnavailableError` without PyICU (the ``server`` extra).
     """
+    confusables.require()
     path = None if options.history is None else options.history.resolve()
     history = History(path, time.time())
     try:
