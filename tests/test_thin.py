@@ -276,6 +276,33 @@ def test_a_timeout_probe_leaves_with_the_most_copies() -> None:
     assert pair.received_by_server() == [b"z" * 200]
 
 
+def test_a_repeated_timeout_probe_leaves_alone() -> None:
+    """The line arrives but every ACK is lost: the first probe carries the most copies, the
+    next consecutive one none (its set went unanswered: the ACKs are lost, not the data)."""
+    config = CONFIG
+    pair = Pair(config)
+    pair.handshake()
+    pair.client.send(b"w" * 200)
+    pair.collect()
+    spread = config.thin_max_copies * config.thin_copy_spacing
+    pair.advance(pair.now + spread)  # the line and its copies leave
+    packets: list[int] = []
+    for _ in range(3):  # the line, the first probe, the second probe
+        packets.append(len(session_nonces(pair.to_server)))
+        while pair.to_server:
+            pair.deliver_to_server()
+        pair.advance(pair.now + config.max_ack_delay)  # the server's ACKs leave ...
+        pair.drop_all()  # ... and are lost
+        assert pair.step_timer() is not None  # the client's RTO fires: a probe
+        pair.advance(pair.now + spread)
+    assert packets[1:] == [config.thin_max_copies, 1]
+    pair.exchange()
+    pair.advance(pair.now + config.max_ack_delay)  # the ACK of the copy-free probe
+    pair.exchange()
+    assert pair.received_by_server() == [b"w" * 200]
+    assert not pair.client.stats().send_buffered_bytes  # the probe's ACK got through
+
+
 def test_no_copies_with_redundancy_turned_off() -> None:
     config = ConnectionConfig(thin_max_copies=1)
     pair = Pair(config)
