@@ -22,13 +22,15 @@ from rudp_chat.core.codec import decode_datagram
 from rudp_chat.core.config import MAX_THIN_COPIES, ConnectionConfig, ListenerConfig
 from rudp_chat.core.congestion import CongestionController, SentPacket
 from rudp_chat.core.connection import Address, Connection
+from rudp_chat.core.delivery import DeliveryHandler
 from rudp_chat.core.events import MessageReceived, TerminationReason
-from rudp_chat.core.frames import MAX_ACK_RANGES, SealedPacket, SessionPacket
+from rudp_chat.core.frames import MAX_ACK_RANGES, DataFrame, SealedPacket, SessionPacket
 from rudp_chat.core.listener import Listener
 from rudp_chat.core.lossrate import LOSS_WINDOW_PACKETS, PRIOR_PACKETS, LossEstimator
 from rudp_chat.core.receiving import ACK_RANGE_REPEATS, Receiver
 from rudp_chat.core.recovery import Recovery
 from rudp_chat.core.rtt import RttEstimator
+from rudp_chat.core.sendbuffer import SendBuffer
 from rudp_chat.core.thin import ThinStream
 from rudp_chat.sim import LinkProfile, Network
 from rudp_chat.sim.endpoint import Endpoint, Recorded
@@ -235,7 +237,7 @@ def test_a_thin_line_leaves_as_copies_with_numbers_of_their_own() -> None:
     pair.client.send(b"x" * 200)
     pair.collect()
     first = list(pair.to_server)
-    copies = ThinStream(CONFIG).copies_needed(LossEstimator())  # the prior's choice
+    copies = ThinStream(CONFIG).copies_needed(LossEstimator(), margin=False)  # the prior's
     assert copies > 1
     for index in range(1, copies):
         pair.advance(pair.now + CONFIG.thin_copy_spacing)
@@ -274,6 +276,33 @@ def test_a_timeout_probe_leaves_with_the_most_copies() -> None:
     assert len(session_nonces(pair.to_server)) == config.thin_max_copies
     pair.exchange()
     assert pair.received_by_server() == [b"z" * 200]
+
+
+def test_a_repeated_timeout_probe_leaves_alone() -> None:
+    """The line arrives but every ACK is lost: the first probe carries the most copies, the
+    next consecutive one none (its set went unanswered: the ACKs are lost, not the data)."""
+    config = CONFIG
+    pair = Pair(config)
+    pair.handshake()
+    pair.client.send(b"w" * 200)
+    pair.collect()
+    spread = config.thin_max_copies * config.thin_copy_spacing
+    pair.advance(pair.now + spread)  # the line and its copies leave
+    packets: list[int] = []
+    for _ in range(3):  # the line, the first probe, the second probe
+        packets.append(len(session_nonces(pair.to_server)))
+        while pair.to_server:
+            pair.deliver_to_server()
+        pair.advance(pair.now + config.max_ack_delay)  # the server's ACKs leave ...
+        pair.drop_all()  # ... and are lost
+        assert pair.step_timer() is not None  # the client's RTO fires: a probe
+        pair.advance(pair.now + spread)
+    assert packets[1:] == [config.thin_max_copies, 1]
+    pair.exchange()
+    pair.advance(pair.now + config.max_ack_delay)  # the ACK of the copy-free probe
+    pair.exchange()
+    assert pair.received_by_server() == [b"w" * 200]
+    assert not pair.client.stats().send_buffered_bytes  # the probe's ACK got through
 
 
 def test_no_copies_with_redundancy_turned_off() -> None:
@@ -379,34 +408,66 @@ def test_bursts_raise_the_chance_that_back_to_back_copies_all_die() -> None:
         switch = 1 / 3 if in_burst else 0.1 / (3 * 0.9)
         in_burst = in_burst != (rng.random() < switch)
     assert independent.burst_rate < 0.4 < bursty.burst_rate
-    assert bursty.all_lost_probability(3) > 2 * independent.all_lost_probability(3)
+    assert bursty.all_lost_probability(3, margin=True) > 2 * independent.all_lost_probability(
+        3, margin=True
+    )
+
+
+def spread_window(rate: float) -> LossEstimator:
+    """A full loss window that lost ``rate`` of its packets, spread so that no burst is seen."""
+    loss = LossEstimator()
+    lost = round(rate * LOSS_WINDOW_PACKETS)
+    for number in range(LOSS_WINDOW_PACKETS):
+        spread = number * lost // LOSS_WINDOW_PACKETS != (number + 1) * lost // LOSS_WINDOW_PACKETS
+        (loss.on_lost if spread else loss.on_delivered)(number)
+    return loss
 
 
 def test_the_copies_make_a_lost_line_rarer_than_the_target() -> None:
     config = CONFIG
     thin = ThinStream(config)
-    # copies for the rate one standard error above the measured one (CONFIDENCE_SIGMAS)
-    for rate, expected in (
-        (0.0, 1),
-        (0.01, 2),
-        (0.05, 2),
-        (0.09, 3),
-        (0.2, 4),
-        (0.3, config.thin_max_copies),
-        (0.6, config.thin_max_copies),
+    # copies for the measured rate, and (margin) one standard error above it (CONFIDENCE_SIGMAS)
+    for rate, expected, with_margin in (
+        (0.0, 1, 1),
+        (0.01, 1, 2),
+        (0.05, 2, 2),
+        (0.09, 2, 3),
+        (0.2, 3, 4),
+        (0.3, 4, config.thin_max_copies),
+        (0.6, config.thin_max_copies, config.thin_max_copies),
     ):
-        loss = LossEstimator()
-        lost = round(rate * LOSS_WINDOW_PACKETS)
-        for number in range(LOSS_WINDOW_PACKETS):  # spread, so no burst is seen
-            spread = (
-                number * lost // LOSS_WINDOW_PACKETS != (number + 1) * lost // LOSS_WINDOW_PACKETS
+        loss = spread_window(rate)
+        for margin, wanted in ((False, expected), (True, with_margin)):
+            copies = thin.copies_needed(loss, margin=margin)
+            assert copies == wanted, (rate, margin, copies)
+            assert copies == config.thin_max_copies or (
+                loss.all_lost_probability(copies, margin=margin) <= config.thin_loss_target
             )
-            (loss.on_lost if spread else loss.on_delivered)(number)
-        copies = thin.copies_needed(loss)
-        assert copies == expected, (rate, copies)
-        assert copies == config.thin_max_copies or (
-            loss.all_lost_probability(copies) <= config.thin_loss_target
-        )
+
+
+def test_a_line_within_an_rto_of_the_last_gets_copies_with_the_margin() -> None:
+    """At 30 % loss a line sent alone gets 4 copies (0.8 % all lost); one that follows the
+    last within an RTO gets 5: lost whole, it would hold back the lines sent behind it."""
+    config = CONFIG
+    rtt = RttEstimator(config.initial_rtt, config.min_rto, config.max_rto, config.max_ack_delay)
+    congestion = CongestionController(MTU, config.initial_window_packets, config.initial_rtt)
+    recovery = Recovery(rtt, congestion)
+    recovery.loss = spread_window(0.3)
+    thin = ThinStream(config)
+    thin.refresh(SendBuffer(config.send_buffer_size, 1000, config.max_message_size), recovery)
+    assert thin.active
+    line = [DataFrame(0, 0, 0, 1, b"x" * 200)]
+    handlers: list[DeliveryHandler] = [lambda delivery: None]
+    now = 0.0
+    owed: list[int] = []
+    for gap in (0.0, 2 * rtt.rto(), rtt.rto() / 2):  # the first, a sparse one, a dense one
+        now += gap
+        thin.on_data_sent(line, handlers, now, recovery)
+        copies = 1
+        while thin.take_due(now + 1.0) is not None:
+            copies += 1
+        owed.append(copies)
+    assert owed == [4, 4, config.thin_max_copies]
 
 
 # ------------------------------------------------------------------ ACK ranges

@@ -24,9 +24,9 @@ PRIOR_LOSS_RATE = 0.25  # assumed for the fates not yet known, so a connection's
 # messages go out with copies: a lost first line would wait for the initial 1 s RTO and hold
 # every later line behind it; on a clean path this costs a few copies, once
 PRIOR_PACKETS = 16  # fates after which the prior no longer counts
-CONFIDENCE_SIGMAS = 1.0  # copies are chosen for the rate this many standard errors above the
-# measured one: at 30 % loss the window reads 0.22 to 0.38, and the mean's dips to 0.22 sent
-# 18 lines of 1,000 with 3 copies (2.7 % all lost); at one sigma 4 or 5, never 3
+CONFIDENCE_SIGMAS = 1.0  # with a margin, copies are chosen for the rate this many standard
+# errors above the measured one: at 30 % loss the window reads 0.22 to 0.38, and the mean's dips
+# to 0.22 sent 18 lines of 1,000 with 3 copies (2.7 % all lost); at one sigma 4 or 5, never 3
 
 
 class LossEstimator:
@@ -97,9 +97,9 @@ class LossEstimator:
             previous_lost = lost
         return both / pairs if pairs else 0.0  # no pair: ``rate`` stands in (see below)
 
-    def all_lost_probability(self, copies: int) -> float:
+    def all_lost_probability(self, copies: int, *, margin: bool) -> float:
         """The chance that ``copies`` packets sent in a row are all lost, for a path that loses
-        as measured, with the measurement's doubt: the first at ``upper_rate``, each further
-        one at the larger of it and ``burst_rate``."""
-        rate = self.upper_rate
+        as measured: the first at ``rate`` (with the measurement's doubt, ``margin``: at
+        ``upper_rate``), each further one at the larger of it and ``burst_rate``."""
+        rate = self.upper_rate if margin else self.rate
         return rate * max(rate, self.burst_rate) ** (copies - 1)

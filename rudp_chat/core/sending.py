@@ -65,7 +65,7 @@ class DataSender:
         self, frames: list[Frame], handlers: list[DeliveryHandler], room: int, now: float
     ) -> int | None:
         """A timeout probe's fragment: the lowest lost one, else the oldest in flight (a thin
-        stream sends it with the most copies).
+        stream sends the first consecutive probe with the most copies, later ones alone).
 
         Returns the room left (unchanged, with ``frames`` empty, when there is no fragment),
         or None when the fragment does not fit in ``room`` (beside an owed ACK).
@@ -79,7 +79,7 @@ class DataSender:
         if fragment is send.next_retransmission():
             send.pop_retransmission()
         self._add(frames, handlers, fragment, retransmission=True)
-        self.thin.on_data_sent([fragment], handlers, now, self._recovery.loss, probe=True)
+        self.thin.on_data_sent([fragment], handlers, now, self._recovery, probe=True)
         return room - len(fragment.payload) - DATA_FRAME_OVERHEAD
 
     def fill(
@@ -93,7 +93,7 @@ class DataSender:
             return copy_room
         room = self._add_fresh(frames, handlers, room, now)
         fragments = [frame for frame in frames if isinstance(frame, DataFrame)]
-        self.thin.on_data_sent(fragments, handlers, now, self._recovery.loss)
+        self.thin.on_data_sent(fragments, handlers, now, self._recovery)
         return room
 
     def _add_fresh(

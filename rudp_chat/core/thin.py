@@ -9,9 +9,10 @@ the reference implementation:
 
 - sends every packet carrying DATA ``k`` times, each copy a packet of its own (its own number,
   so never a nonce twice), ``k`` the smallest number of copies whose joint loss the loss
-  estimator puts at or under ``thin_loss_target``, at most ``thin_max_copies`` (a timeout
-  probe gets ``thin_max_copies``), the copies ``thin_copy_spacing`` apart so that a short
-  fade does not take them all;
+  estimator puts at or under ``thin_loss_target`` (with its doubt as a margin where the
+  packet follows the previous one within an RTO), at most ``thin_max_copies`` (the first
+  timeout probe gets ``thin_max_copies``, a later consecutive one none), the copies
+  ``thin_copy_spacing`` apart so that a short fade does not take them all;
 - does not double the RTO for the first ``thin_linear_timeouts`` consecutive timeouts
   (Linux ``tcp_thin_linear_timeouts``); past them the backoff is exponential as before, so an
   unresponsive peer is not flooded;
@@ -53,11 +54,12 @@ class Copy:
 class ThinStream:
     """Whether the connection is thin now, and the copies it still owes."""
 
-    __slots__ = ("_config", "_copies", "active")
+    __slots__ = ("_config", "_copies", "_last_sent", "active")
 
     def __init__(self, config: ConnectionConfig) -> None:
         self._config = config
         self._copies: list[Copy] = []  # a few per packet in flight: short, so kept unsorted
+        self._last_sent: float | None = None  # when the last packet with DATA (not a probe) left
         self.active = False
         """Thin as of the last :meth:`refresh`."""
 
@@ -75,12 +77,13 @@ class ThinStream:
         if not self.active:
             self._copies.clear()
 
-    def copies_needed(self, loss: LossEstimator) -> int:
+    def copies_needed(self, loss: LossEstimator, *, margin: bool) -> int:
         """How many times to send a packet: the fewest copies all lost with a probability at
-        most ``thin_loss_target`` on the measured path, at most ``thin_max_copies``."""
+        most ``thin_loss_target`` on the measured path (with ``margin``: at the rate the path
+        likely does not exceed), at most ``thin_max_copies``."""
         config = self._config
         for copies in range(1, config.thin_max_copies):
-            if loss.all_lost_probability(copies) <= config.thin_loss_target:
+            if loss.all_lost_probability(copies, margin=margin) <= config.thin_loss_target:
                 return copies
         return config.thin_max_copies
 
@@ -94,19 +97,36 @@ class ThinStream:
         fragments: list[DataFrame],
         handlers: list[DeliveryHandler],
         now: float,
-        loss: LossEstimator,
+        recovery: Recovery,
         *,
         probe: bool = False,
     ) -> None:
         """A packet carrying ``fragments`` (with their ``handlers``) leaves: while thin, owe
-        its further copies. A timeout ``probe`` gets ``thin_max_copies``: no copy of what it
-        repeats was acknowledged within an RTO, so the path (or its ACKs) lost more than the
-        estimate expects, and a second set lost whole would cost a second RTO (the worst
-        chat line at 30 % loss took 746 ms that way)."""
+        its further copies. A timeout ``probe`` gets ``thin_max_copies`` if it is the first
+        consecutive one: no copy of what it repeats was acknowledged within an RTO, so the path
+        (or its ACKs) lost more than the estimate expects, and a second set lost whole would
+        cost a second RTO (the worst chat line at 30 % loss took 746 ms that way). A later
+        consecutive probe gets none: that whole set going unanswered means, far more likely
+        than its loss (under 1 %), that the ACKs are being lost; one packet draws the ACK
+        as well, where the most copies cost 4 packets each time (at 10 % loss in bursts,
+        66 such probes per 1,000 lines, 0.3 bytes on the wire per payload byte).
+
+        A packet that follows the previous one within an RTO gets copies for the loss rate
+        with a margin (``LossEstimator.upper_rate``): were it lost whole, every message sent
+        until its recovery would wait behind it (delivery is in order), so a low reading of
+        the rate costs several late messages (without it, a chat line every 0.1 s at 30 % loss
+        missed p99 <= 300 ms on 1 seed of 5, 315 ms). A sparser stream's lost packet delays
+        itself only, and the measured rate suffices: 4 copies at 30 % loss (0.8 % all
+        lost), not 5, for 0.3 fewer bytes on the wire per payload byte."""
         if not self.active or not fragments:
             return
         spacing = self._config.thin_copy_spacing
-        copies = self._config.thin_max_copies if probe else self.copies_needed(loss)
+        if probe:
+            copies = self._config.thin_max_copies if recovery.probe_count < 2 else 1
+        else:
+            previous, self._last_sent = self._last_sent, now
+            dense = previous is not None and now - previous < recovery.rtt.rto()
+            copies = self.copies_needed(recovery.loss, margin=dense)
         copied, registered = tuple(fragments), tuple(handlers)
         for index in range(1, copies):
             self._copies.append(Copy(now + index * spacing, copied, registered))
