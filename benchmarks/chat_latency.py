@@ -231,43 +231,32 @@ def summary(level: Level) -> dict[str, Any]:
     return row
 
 
-def plot(after: list[dict[str, Any]], before_path: Path, directory: Path) -> Path:
+def plot(after: list[dict[str, Any]], before_path: Path, directory: Path) -> str:
     """The CDFs of this run beside those stored in ``before_path``, one panel per loss."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from figures import draw_cdf, latency_axis, plt, save
 
     before = json.loads(before_path.read_text(encoding="utf-8"))
+    commit = before["measured"]["commit"][:7]
     losses = sorted({row["loss"] for row in after} | {row["loss"] for row in before["rows"]})
     figure, axes = plt.subplots(1, len(losses), figsize=(6 * len(losses), 4.5), squeeze=False)
     for axis, loss in zip(axes[0], losses, strict=True):
         for label, rows, style in (
-            (f"before ({before['label']})", before["rows"], "--"),
-            ("after (this run)", after, "-"),
+            (f"before ({commit})", before["rows"], "--"),
+            ("this run", after, "-"),
         ):
             row = next((row for row in rows if row["loss"] == loss), None)
-            if row is None or not row["samples_ms"]:
-                continue
-            samples = sorted(row["samples_ms"])
-            shares = [(index + 1) / len(samples) for index in range(len(samples))]
-            p99 = percentile(samples, 0.99)
-            axis.step(samples, shares, style, where="post",
-                      label=f"{label}: p99 {p99:,.0f} ms, max {samples[-1]:,.0f} ms")  # fmt: skip
-        axis.set_xscale("log")
-        axis.set_xlabel("two-hop latency, client -> server -> client (ms, log scale)")
-        axis.set_ylabel("share of chat lines shown (CDF)")
-        axis.set_ylim(0, 1.01)
-        axis.grid(True, which="both", alpha=0.3)
-        axis.set_title(f"Chat lines at {100 * loss:.0f} % loss each way, 100 +- 50 ms each way")
-        axis.legend(fontsize="small", loc="lower right")
-    figure.suptitle("rudp-chat: two clients through rudp-chat proxy, 200 B line every 2 s each")
-    figure.tight_layout()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "chat_latency_cdf.png"
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+            if row is not None and row["samples_ms"]:
+                draw_cdf(axis, row["samples_ms"], label, style)
+        latency_axis(
+            axis,
+            f"{100 * loss:.0f} % loss each way on both hops",
+            "latency of a chat line, client -> server -> client (ms, log scale)",
+        )
+    figure.suptitle(
+        f"rudp-chat: two --plain clients through rudp-chat proxy ({DELAY_MS} \u00b1 {JITTER_MS} ms "
+        f"each way), a {LINE_CHARS}-character line every {INTERVAL_S:g} s from each"
+    )
+    return save(figure, directory, "chat_latency_cdf.png")
 
 
 async def run(args: argparse.Namespace) -> list[Level]:
@@ -311,13 +300,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.lines < 1:
         parser.error("--lines must be at least 1")
+    measured = _provenance(args)  # before the run: the commit measured, the load at the start
     levels = asyncio.run(run(args))
+    measured["load_average_end"] = [round(value, 2) for value in os.getloadavg()]
     rows = [summary(level) for level in levels]
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
     if args.save_before:
         args.save_before.parent.mkdir(parents=True, exist_ok=True)
-        stored = {"label": "before thin streams", "measured": _provenance(args), "rows": rows}
+        stored = {"label": "before thin streams", "measured": measured, "rows": rows}
         args.save_before.write_text(json.dumps(stored, indent=1), encoding="utf-8")
     if args.plot:
         print(f"wrote {plot(rows, args.before, args.plot)}")
@@ -334,7 +325,7 @@ def _provenance(args: argparse.Namespace) -> dict[str, Any]:
         "command": " ".join(["python", "benchmarks/chat_latency.py", *sys.argv[1:]]),
         "commit": commit,
         "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "load_average": [round(value, 2) for value in os.getloadavg()],
+        "load_average_start": [round(value, 2) for value in os.getloadavg()],
         "lines": args.lines,
     }
 
