@@ -10,7 +10,7 @@ Scenarios (targets from the project's issue):
                  random loss: the queue is the only drop point. Each flow's share of the payload
                  delivered over the last ``CONGESTION_MEASURE_S`` (after ``CONGESTION_WARMUP_S``),
                  and Jain's fairness index of the shares: >= 0.9.
-- congestion-reno: one rudp flow and one Reno-like reference flow (``reno.py``: NewReno, no
+- congestion-reno: one rudp flow and one Reno-like reference flow (``tests/reno.py``: NewReno, no
                  SACK) on that bottleneck: rudp's share <= 2 x Reno's.
 - kcp-echo:      KCP's test.cpp: 10 % loss each way, one-way delay uniform in 30-62.5 ms,
                  a small message every 20 ms, 1,000 echoed. Echo time avg <= 110 ms, max <= 392 ms.
@@ -34,12 +34,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
-
-from reno import RenoReceiver, RenoSender
+from pathlib import Path
 
 from rudp_chat.core import Connection, ConnectionConfig, Listener, ListenerConfig, MessageReceived
 from rudp_chat.sim import LinkProfile, Network
 from rudp_chat.sim.endpoint import Endpoint, Recorded
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from reno import RenoReceiver, RenoSender  # the Reno reference flow of the tests
 
 SERVER = ("10.0.0.1", 4000)
 CLIENT = ("10.0.0.2", 5000)
