@@ -10,8 +10,9 @@ Scenarios (targets from the project's issue):
                  random loss: the queue is the only drop point. Each flow's share of the payload
                  delivered over the last ``CONGESTION_MEASURE_S`` (after ``CONGESTION_WARMUP_S``),
                  and Jain's fairness index of the shares: >= 0.9.
-- congestion-reno: one rudp flow and one Reno-like reference flow (``tests/reno.py``: NewReno, no
-                 SACK) on that bottleneck: rudp's share <= 2 x Reno's.
+- congestion-reno: one rudp flow and one Reno reference flow (``tests/reno.py``: Reno with
+                 SACK-style loss recovery, as TCPs run it) on that bottleneck: rudp's share
+                 <= 2 x Reno's.
 - kcp-echo:      KCP's test.cpp: 10 % loss each way, one-way delay uniform in 30-62.5 ms,
                  a small message every 20 ms, 1,000 echoed. Echo time avg <= 110 ms, max <= 392 ms.
 - chat:          10 messages/s of 200 B each way, 50 ms RTT, 5 % loss, 60 s.
