@@ -774,7 +774,7 @@ def _as_json(row: Row) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run the selected cases, print the table and targets; the exit status."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short runs: under a minute in all")
+    parser.add_argument("--quick", action="store_true", help="short runs: a few minutes in all")
     parser.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
     parser.add_argument(
         "--plot", metavar="DIR", help="write the pictures of the cases run into DIR (matplotlib)"
