@@ -19,8 +19,8 @@ from matplotlib.ticker import FixedLocator, NullFormatter, StrMethodFormatter
 
 __all__ = ["draw_cdf", "latency_axis", "plt", "save"]
 
-LATENCY_TICKS_MS: Final = (50, 100, 200, 500, 1000, 2000, 5000, 10000)
-LATENCY_RANGE_MS: Final = (50, 12_000)  # one-way at 100 ms up to RTO backoffs of seconds
+LATENCY_TICKS_MS: Final = (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
+LATENCY_RANGE_MS: Final = (50, 25_000)  # one-way at 100 ms up to RTO backoffs of seconds
 
 
 def draw_cdf(axis: Any, samples: list[float], label: str, style: str = "-") -> None:
