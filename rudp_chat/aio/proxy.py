@@ -394,7 +394,7 @@ def _report(proxy: UdpProxy) -> str:
             f"{direction:<4} forwarded {stats.delivered}, dropped {stats.lost}, "
             f"duplicated {stats.duplicated}, reordered {stats.reordered}, "
             f"corrupted {stats.corrupted}, queue drops {stats.queue_drops}, "
-            f"outage drops {stats.outage_drops} (of {stats.sent} offered)"
+            f"outage drops {stats.outage_drops}, mtu drops {stats.mtu_drops} (of {stats.sent} offered)"
         )
     counters = proxy.counters
     lines.append(
