@@ -12,13 +12,16 @@ from hypothesis import strategies as st
 from simharness import (
     SERVER,
     Harness,
+    Pair,
     Scenario,
     client_address,
     sim_settings,
 )
+from test_qlog import ListSink, check_events
 
 from rudp_chat.core.codec import (
     SEALED_OVERHEAD,
+    decode_datagram,
     decode_frames,
     encode_frames,
     padded_ping,
@@ -144,6 +147,55 @@ def test_ping_padding_worked_bytes() -> None:
     assert padded_ping([], 7, 1472, insecure=False) == PingFrame(1434)
     assert padded_ping([], 7, 1472, insecure=True) == PingFrame(1446)
     assert sealed_header(bytes(8), 7, 1456)[-4:] == bytes.fromhex("07 c5 05 b0")
+
+
+# ---------------------------------------------------------------- one connection by hand
+
+
+def test_a_backlog_sends_one_probe_whose_ack_raises_the_size_and_a_migration_resets_it() -> None:
+    sink = ListSink()
+    pair = Pair(ConnectionConfig(insecure=True), client_trace=sink)
+    pair.handshake()
+    for _ in range(200):  # a backlog: the client searches
+        pair.client.send(bytes(300))
+    pair.collect()
+    sizes = sorted(len(datagram) for datagram in pair.to_server)
+    assert sizes[-1] == ETHERNET and sizes[-2] <= BASE  # the probe, then data at the base
+    probe = decode_datagram(max(pair.to_server, key=len))
+    assert probe.number is not None  # type: ignore[union-attr]
+    (ping,) = decode_frames(probe.payload)  # type: ignore[union-attr]
+    assert isinstance(ping, PingFrame) and ping.padding > 0
+    assert pair.client.stats().path_datagram_size == BASE  # not before its ACK
+    pair.exchange()
+    stats = pair.client.stats()
+    assert (stats.path_datagram_size, stats.pmtu_probes_sent, stats.packets_lost) == (ETHERNET, 1, 0)
+    names = check_events(sink.events)
+    assert names["transport:packet_sent"] == stats.datagrams_sent
+    probes = [
+        event
+        for event in sink.events
+        if event["name"] == "transport:packet_sent"
+        and any("padding" in frame for frame in event["data"]["frames"])
+    ]
+    assert [event["data"]["raw"]["length"] for event in probes] == [ETHERNET]
+    pair.advance(pair.now + 0.05)  # pacing: the first burst spent the budget
+    assert BASE < max(len(datagram) for datagram in pair.to_server) <= ETHERNET  # 4 messages
+
+
+def test_a_migration_starts_again_from_the_base() -> None:
+    pair = Pair()
+    server = pair.handshake()
+    for _ in range(200):
+        server.send(bytes(300))
+    pair.collect()
+    pair.run(until=pair.now + 5.0)
+    assert server.stats().path_datagram_size == ETHERNET
+    pair.client_address = ("10.9.9.9", 4242)  # a NAT rebinding: maybe another path
+    pair.client.send(b"from elsewhere")
+    pair.collect()
+    pair.exchange()
+    assert server.stats().migrations == 1
+    assert server.stats().path_datagram_size == BASE
 
 
 # ---------------------------------------------------------------- transfers on the simulator
