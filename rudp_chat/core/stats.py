@@ -50,6 +50,7 @@ class ConnectionStats:
     path_datagram_size: int = 0
     """The largest datagram sent now: the path MTU discovery confirmed (``pmtu``)."""
     pmtu_probes_sent: int = 0
+    """Path MTU probes sent (padded PINGs, PROTOCOL.md §14), in ``datagrams_sent`` too."""
     pmtu_probes_lost: int = 0
     """Probes not acknowledged in time (the size did not pass, or plain loss): never counted
     in ``packets_lost``."""
