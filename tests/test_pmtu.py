@@ -30,7 +30,7 @@ from rudp_chat.core.codec import (
 )
 from rudp_chat.core.config import ConnectionConfig
 from rudp_chat.core.events import MessageReceived
-from rudp_chat.core.frames import AckFrame, PingFrame
+from rudp_chat.core.frames import AckFrame, PingFrame, SessionPacket
 from rudp_chat.core.pmtu import (
     BLACK_HOLE_LOSSES,
     MAX_PROBES,
@@ -162,8 +162,8 @@ def test_a_backlog_sends_one_probe_whose_ack_raises_the_size_and_a_migration_res
     sizes = sorted(len(datagram) for datagram in pair.to_server)
     assert sizes[-1] == ETHERNET and sizes[-2] <= BASE  # the probe, then data at the base
     probe = decode_datagram(max(pair.to_server, key=len))
-    assert probe.number is not None  # type: ignore[union-attr]
-    (ping,) = decode_frames(probe.payload)  # type: ignore[union-attr]
+    assert isinstance(probe, SessionPacket)
+    (ping,) = decode_frames(probe.payload)
     assert isinstance(ping, PingFrame) and ping.padding > 0
     assert pair.client.stats().path_datagram_size == BASE  # not before its ACK
     pair.exchange()
