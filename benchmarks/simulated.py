@@ -22,6 +22,12 @@ Scenarios (targets from the project's issue):
 - chat-30-busy:  the same link, 200 B every 0.1 s each way, 600 each. p99 <= 300 ms.
 - chat-burst:    200 B every 1 s each way, 500 each, one-way 50 ms, 10 % loss in bursts of
                  3 datagrams on average (Gilbert-Elliott). p99 <= 250 ms.
+- pmtu-1500, pmtu-9000: bulk, 1 KiB messages, 100 MB, 100 Mbit/s, 50 ms RTT, MTU 1500
+                 (datagrams up to 1472) or 9000 (up to 8972, max_path_datagram_size 8972):
+                 goodput at 9000 above goodput at 1500.
+- pmtu-blackhole: 300 B messages, 3 MB, 10 Mbit/s, 50 ms RTT; the path MTU drops from 1500 to
+                 1280 half a second in, while datagrams of 1472 bytes are in use. Longest gap
+                 between deliveries <= 3 x RTO (the RTO when the path shrank), nothing lost.
 
 Latency is measured per message from ``send`` to delivery (for kcp-echo: to the echo's
 delivery back at the sender). In bulk, every message is queued at t=0, so its latency
@@ -40,7 +46,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -84,6 +90,12 @@ class Row:
     """congestion: each flow's share of the payload delivered (rudp flows first, then Reno)."""
     fairness: float | None = None
     """congestion: Jain's index of the shares, (sum x)^2 / (n sum x^2); 1 is an equal split."""
+    datagram_size: int = 0
+    """The largest datagram the sender used at the end (path MTU discovery)."""
+    stall_ms: float = 0.0
+    """pmtu-blackhole: the longest gap between deliveries once the path shrank."""
+    rto_ms: float = 0.0
+    """pmtu-blackhole: the sender's RTO when the path shrank."""
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -142,21 +154,38 @@ def _row(
         datagrams_sent=link.sent,
         virtual_s=round(duration, 3),
         wall_s=round(wall, 2),
+        datagram_size=stats.path_datagram_size,
     )
 
 
-def _bottleneck(loss: float) -> LinkProfile:
-    """The bulk rows' link, one way: 10 Mbit/s, 25 ms, a drop-tail queue of 1.5 x BDP."""
-    bdp_packets = BULK_RATE * 2 * BULK_ONE_WAY_S / 1200
+def _bottleneck(
+    loss: float, rate: float = BULK_RATE, mtu: int | None = None, datagram: int = 1200
+) -> LinkProfile:
+    """The bulk rows' link, one way: ``rate`` bytes/s, 25 ms, a drop-tail queue of 1.5 x BDP
+    (in ``datagram``-sized packets); ``mtu`` the path's largest datagram (None: no limit)."""
+    bdp_packets = rate * 2 * BULK_ONE_WAY_S / datagram
     queue = int(1.5 * bdp_packets) + 1
-    return LinkProfile(loss=loss, delay=BULK_ONE_WAY_S, rate=BULK_RATE, queue=queue)
+    return LinkProfile(loss=loss, delay=BULK_ONE_WAY_S, rate=rate, queue=queue, mtu=mtu)
 
 
-def bulk(seed: int, loss: float, megabytes: float, scenario: str) -> Row:
-    rate = BULK_RATE
-    up = down = _bottleneck(loss)
+def bulk(
+    seed: int,
+    loss: float,
+    megabytes: float,
+    scenario: str,
+    *,
+    rate: float = BULK_RATE,
+    mtu: int | None = None,
+    max_path_datagram_size: int = ConnectionConfig().max_path_datagram_size,
+) -> Row:
+    """``rate`` in bytes per second; ``mtu`` the path's largest datagram (None: no limit)."""
+    up = down = _bottleneck(loss, rate, mtu, min(mtu or 1200, max_path_datagram_size))
     count = int(megabytes * 1e6 / 1024)
-    config = ConnectionConfig(send_buffer_size=count * 2048, receive_window=8 * 1024 * 1024)
+    config = ConnectionConfig(
+        send_buffer_size=count * 2048,
+        receive_window=8 * 1024 * 1024,
+        max_path_datagram_size=max_path_datagram_size,
+    )
     setup = _setup(seed, up, down, config)
     network = setup.network
     sent_at: list[float] = []
@@ -259,6 +288,55 @@ def chat_30(seed: int, count: int, interval: float, scenario: str) -> Row:
 def chat_burst(seed: int, count: int) -> Row:
     profile = LinkProfile(loss=0.10, loss_burst=3.0, delay=0.050)
     return _paced(seed, profile, 1.0, count, 200, False, "chat-burst", 0.10)
+
+
+def pmtu_blackhole(seed: int, megabytes: float) -> Row:
+    """A bulk transfer of small messages (several per datagram) over a path whose MTU drops
+    from 1500 to 1280 half a second in: how long deliveries stall, and whether anything is lost."""
+    rate, one_way, size = 10e6 / 8, 0.025, 300
+    before = LinkProfile(delay=one_way, rate=rate, mtu=1500)
+    count = int(megabytes * 1e6 / size)
+    config = ConnectionConfig(send_buffer_size=count * 2 * size, receive_window=8 * 1024 * 1024)
+    setup = _setup(seed, before, before, config)
+    network = setup.network
+    arrived: list[tuple[float, int]] = []
+
+    def on_server(record: Recorded) -> None:
+        if isinstance(record.event, MessageReceived):
+            arrived.append((record.time, STAMP.unpack_from(record.event.data)[0]))
+
+    setup.server.on_event = on_server
+    start = network.now
+    change_at = start + 0.5
+    at_change: list[tuple[int, float]] = []
+
+    def shrink() -> None:
+        stats = setup.client.stats()
+        at_change.append((stats.path_datagram_size, stats.rto))
+        after = LinkProfile(delay=one_way, rate=rate, mtu=1280)
+        network.set_link(CLIENT, SERVER, after)
+        network.set_link(SERVER, CLIENT, after)
+
+    network.call_at(change_at, shrink)
+    filler = bytes(size - STAMP.size)
+    for index in range(count):
+        setup.client.send(STAMP.pack(index) + filler)
+    network.flush(CLIENT)
+    wall = time.perf_counter()
+    network.run(stop=lambda: len(arrived) == count, until=start + 600)
+    wall = time.perf_counter() - wall
+    if [index for _, index in arrived] != list(range(count)):
+        raise RuntimeError(f"pmtu-blackhole: {len(arrived)} of {count} arrived, or out of order")
+    [(size_then, rto)] = at_change
+    if size_then <= config.max_datagram_size:
+        raise RuntimeError("pmtu-blackhole: the path shrank before a larger size was in use")
+    times = [t for t, _ in arrived if t >= change_at] or [change_at]
+    stall = max(b - a for a, b in zip([change_at, *times], times, strict=False))
+    duration = arrived[-1][0] - start
+    latencies = [t - start for t, _ in arrived]
+    payload = count * size
+    row = _row("pmtu-blackhole", 0.0, setup, latencies, payload, payload, rate, duration, wall)
+    return replace(row, stall_ms=round(1000 * stall, 1), rto_ms=round(1000 * rto, 1))
 
 
 LATENCY_TARGETS_MS: dict[str, tuple[float | None, float | None, float | None, float | None]] = {
@@ -383,6 +461,9 @@ def verdict(row: Row) -> str:
     elif row.scenario.startswith("congestion"):
         if row.fairness is None or row.fairness < TARGET_FAIRNESS:
             misses.append(f"fairness<{TARGET_FAIRNESS}")
+    elif row.scenario == "pmtu-blackhole":  # what was in flight at 1472 B goes again
+        if row.stall_ms > 3 * row.rto_ms:
+            misses.append("stall>3xRTO")
     elif row.scenario in LATENCY_TARGETS_MS:
         measured = (row.latency_avg_ms, row.latency_p50_ms, row.latency_p99_ms, row.latency_max_ms)
         for name, value, bound in zip(
@@ -405,6 +486,17 @@ def main(argv: list[str] | None = None) -> int:
     megabytes = 2.0 if args.quick else 20.0
     runs: list[tuple[str, Callable[[], Row]]] = []
 
+    def pmtu_run(mtu: int, maximum: int) -> Callable[[], Row]:
+        return lambda: bulk(
+            args.seed,
+            0.0,
+            5 * megabytes,  # 100 Mbit/s: long enough that startup does not dominate
+            f"pmtu-{mtu}",
+            rate=100e6 / 8,
+            mtu=mtu,
+            max_path_datagram_size=maximum,
+        )
+
     for loss in (0.0, 0.01, 0.05, 0.10, 0.20):
         name = f"bulk-{round(loss * 100)}%"
         runs.append((name, partial(bulk, args.seed, loss, megabytes, name)))
@@ -422,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     runs.append(("chat-burst", lambda: chat_burst(args.seed, 100 if args.quick else 500)))
+    for mtu, maximum in ((1500, 1472), (9000, 8972)):
+        runs.append((f"pmtu-{mtu}", pmtu_run(mtu, maximum)))
+    runs.append(("pmtu-blackhole", lambda: pmtu_blackhole(args.seed, 1.2 if args.quick else 3.0)))
     rows: list[Row] = []
     header = f"{'scenario':<12} {'loss':>5} {'goodput':>8} {'retx':>6} {'avg ms':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'wire':>6} {'qdrop%':>7} {'wall s':>7}  target"
     print(header)
@@ -445,6 +540,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{row.wall_s:>7.1f}  {verdict(row)}{shares}",
             flush=True,
         )
+        if row.scenario.startswith("pmtu"):
+            print(
+                f"{'':<12} datagrams up to {row.datagram_size} B, {row.datagrams_sent} sent"
+                + (f", stall {row.stall_ms} ms, RTO {row.rto_ms} ms" if row.rto_ms else ""),
+                flush=True,
+            )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump([asdict(row) for row in rows], handle, indent=2)

@@ -105,9 +105,30 @@ def test_cli_directions_take_their_own_values(echo: socket.socket) -> None:
     assert "down forwarded 0, dropped 2" in out
 
 
+def test_cli_mtu_drops_larger_datagrams_silently(echo: socket.socket) -> None:
+    """``--mtu 100``: a 101-byte datagram vanishes, a 100-byte one passes, and the final
+    counters say which was which."""
+    upstream = f"{LOCALHOST}:{echo.getsockname()[1]}"
+    proxy = _start("--listen", f"{LOCALHOST}:0", "--upstream", upstream, "--mtu", "100")
+    try:
+        match = READY.match(_ready_line(proxy))
+        assert match is not None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.sendto(bytes(101), (LOCALHOST, int(match[1])))
+            client.sendto(bytes(100), (LOCALHOST, int(match[1])))
+            data, _ = echo.recvfrom(2048)
+    finally:
+        code, out = _stop(proxy)
+    assert code == 0
+    assert len(data) == 100
+    assert "up   forwarded 1, dropped 0" in out
+    assert "mtu drops 1 (of 2 offered)" in out
+
+
 @pytest.mark.parametrize(
     "flags",
     [
+        ["--mtu", "0"],
         ["--loss", "1.5"],
         ["--loss", "0.1:x"],
         ["--delay", "-3"],

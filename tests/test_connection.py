@@ -195,8 +195,10 @@ def test_a_message_arrives_whole_once(direction: str, size: int) -> None:
 @pytest.mark.parametrize("insecure", [False, True])
 def test_messages_are_cut_at_the_codec_fragment_size(insecure: bool) -> None:
     """In each mode a message of ``fragment_size`` bytes leaves in one datagram and one byte
-    more in two, so the boundary tests elsewhere sit on the real boundary."""
-    config = ConnectionConfig(insecure=insecure)
+    more in two, so the boundary tests elsewhere sit on the real boundary (at the base size:
+    a larger path MTU carries several fragments in one datagram, see test_pmtu)."""
+    base = ConnectionConfig().max_datagram_size
+    config = ConnectionConfig(insecure=insecure, max_path_datagram_size=base)
     fragment = fragment_size(config.max_datagram_size, insecure)
     for size, datagrams in ((fragment, 1), (fragment + 1, 2)):
         pair, _ = open_pair(config)
@@ -269,6 +271,7 @@ def test_no_datagram_exceeds_max_datagram_size(max_datagram_size: int) -> None:
     config = ConnectionConfig(
         insecure=True,
         max_datagram_size=max_datagram_size,
+        max_path_datagram_size=max_datagram_size,  # no discovery: test_pmtu bounds it by the path
         max_message_size=60_000,
         send_buffer_size=1_000_000,
         receive_window=1_000_000,

@@ -1160,7 +1160,9 @@ def test_replays_from_elsewhere_change_nothing_and_duplicates_deliver_once(mode:
     """Each datagram two live users send comes again from a stranger, from a neighbouring port
     and from the user's own address: no connection moves or opens, nothing is delivered twice
     or injected, and the replays from elsewhere get at most a RETRY or a smaller RESET."""
-    report = run_replay(seed=5, config=MODES[mode])
+    # seed 6: a run whose replayed HELLOs land in a retired connection's window (seed 5 did
+    # too before path MTU discovery shortened the transfer; the last assertion needs one)
+    report = run_replay(seed=6, config=MODES[mode])
     assert report.live_problem == ""
     assert report.replays_elsewhere > 50
     assert report.address_changes == 0

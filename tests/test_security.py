@@ -578,8 +578,10 @@ def test_known_servers_pin_and_reload(tmp_path: Path) -> None:
 
 
 def test_the_sealed_overhead_leaves_room_for_every_fragment() -> None:
-    """A full fragment plus the tag still fits max_datagram_size (no silent truncation)."""
-    pair = Pair()
+    """A full fragment plus the tag still fits max_datagram_size (no silent truncation); path
+    MTU discovery is off, so no datagram may be larger (test_pmtu checks the larger sizes)."""
+    base = ConnectionConfig().max_datagram_size
+    pair = Pair(ConnectionConfig(max_path_datagram_size=base))
     server = pair.handshake()
     rng = random.Random(5)
     big = bytes(rng.getrandbits(8) for _ in range(50_000))

@@ -309,3 +309,25 @@ def test_burst_length_one_is_todays_independent_loss() -> None:
 def test_bursty_loss_rejects_impossible_profiles(fields: dict[str, float], named: str) -> None:
     with pytest.raises(ValueError, match=named):
         LinkProfile(**fields)  # type: ignore[arg-type]
+
+
+def test_mtu_drops_larger_datagrams_silently_and_counts_them() -> None:
+    link = make_link(mtu=len(PAYLOAD))
+    assert link.transmit(PAYLOAD, 0.0) == [(0.0, PAYLOAD)]
+    assert link.transmit(PAYLOAD + b"x", 0.1) == []
+    assert (link.stats.delivered, link.stats.mtu_drops, link.stats.lost) == (1, 1, 0)
+
+
+def test_mtu_can_shrink_mid_run() -> None:
+    link = make_link(mtu=1500)
+    big = bytes(1400)
+    assert link.transmit(big, 0.0)
+    link.profile = LinkProfile(mtu=1280)
+    assert link.transmit(big, 0.1) == []
+    assert link.transmit(big[:1280], 0.2)
+    assert link.stats.mtu_drops == 1
+
+
+def test_mtu_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="mtu"):
+        LinkProfile(mtu=0)

@@ -390,6 +390,12 @@ def _packets(text: str) -> int:
     return int(text)
 
 
+def _datagram_bytes(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a datagram size in bytes >= 1, got {text!r}")
+    return int(text)
+
+
 def _pair(convert: Callable[[str], T]) -> Callable[[str], tuple[T, T]]:
     """``V`` for both directions, or ``UP:DOWN``."""
 
@@ -422,6 +428,7 @@ _DIRECTIONAL: tuple[tuple[str, Callable[[str], Any], Any, str, str], ...] = (
     ("rate", _bytes_per_s_from_kbit, None, "KBIT", "bottleneck in kbit/s"),
     ("queue", _packets, None, "PACKETS", "drop-tail limit of the bottleneck (needs --rate)"),
     ("corrupt", _probability, 0.0, "P", "probability one byte is changed"),
+    ("mtu", _datagram_bytes, None, "BYTES", "larger datagrams are dropped silently (a PMTU black hole)"),
 )
 
 
@@ -484,7 +491,7 @@ def _report(proxy: UdpProxy) -> str:
             f"{direction:<4} forwarded {stats.delivered}, dropped {stats.lost}, "
             f"duplicated {stats.duplicated}, reordered {stats.reordered}, "
             f"corrupted {stats.corrupted}, queue drops {stats.queue_drops}, "
-            f"outage drops {stats.outage_drops} (of {stats.sent} offered)"
+            f"outage drops {stats.outage_drops}, mtu drops {stats.mtu_drops} (of {stats.sent} offered)"
         )
     counters = proxy.counters
     lines.append(

@@ -53,8 +53,10 @@ __all__ = [
     "encode_datagram",
     "encode_frames",
     "fragment_size",
+    "padded_ping",
     "payload_room",
     "sealed_header",
+    "session_overhead",
 ]
 
 CRC_SIZE: Final = 4
@@ -92,6 +94,35 @@ def fragment_size(max_datagram_size: int, insecure: bool) -> int:
     """Bytes of a message one DATA frame carries, so that frame always fits a packet alone
     (1,122 encrypted, 1,134 insecure at the default 1,200-byte datagram)."""
     return payload_room(max_datagram_size, insecure) - DATA_FRAME_OVERHEAD
+
+
+def _bin_header_size(length: int) -> int:
+    return 2 if length < 0x100 else 3 if length < 0x10000 else 5
+
+
+def session_overhead(number: int, payload_size: int, insecure: bool) -> int:
+    """Exact bytes a SESSION (insecure) or SEALED datagram adds to ``payload_size`` bytes of
+    frames as packet ``number``: array, kind, id, number, the bin header, then CRC or tag."""
+    number_size = len(_packer.pack(number))
+    body = payload_size if insecure else payload_size + AEAD_TAG_SIZE
+    trailer = CRC_SIZE if insecure else AEAD_TAG_SIZE
+    return 4 + CONNECTION_ID_SIZE + number_size + _bin_header_size(body) + trailer
+
+
+def padded_ping(
+    frames: Sequence[Frame], number: int, datagram_size: int, insecure: bool
+) -> PingFrame:
+    """The PING that, after ``frames``, makes packet ``number`` as close to ``datagram_size``
+    bytes as the msgpack length headers allow (never over; at most 2 bytes under): a PMTU probe.
+    """
+    payload = datagram_size - session_overhead(number, datagram_size, insecure)
+    while payload + session_overhead(number, payload, insecure) > datagram_size:
+        payload -= 1
+    unpadded = len(encode_frames([*frames, PingFrame()]))
+    padding = max(payload - unpadded - 2, 0)  # [2] becomes [2, bin]: the bin header's bytes
+    while padding and unpadded + _bin_header_size(padding) + padding > payload:
+        padding -= 1
+    return PingFrame(padding)
 
 
 def encode_datagram(packet: Packet) -> bytes:
@@ -141,8 +172,8 @@ def encode_frames(frames: Sequence[Frame]) -> bytes:
             case AckFrame(cumulative, ranges, delay_us, window):
                 flat = [bound for first, last in ranges for bound in (last, first)]
                 items.append([_FRAME_ACK, cumulative, flat, delay_us, window])
-            case PingFrame():
-                items.append([_FRAME_PING])
+            case PingFrame(padding):
+                items.append([_FRAME_PING, bytes(padding)] if padding else [_FRAME_PING])
             case CloseFrame(error_code, final_seq, reason):
                 items.append([_FRAME_CLOSE, error_code, final_seq, reason])
     packed: bytes = _packer.pack(items)
@@ -283,8 +314,12 @@ def _decode_frame(item: object) -> Frame:
             _uint(window, "window"),
         )
     if kind == _FRAME_PING:
-        _shape(item, 1, "PING")
-        return PingFrame()
+        if len(item) == 1:
+            return PingFrame()
+        _, padding = _shape(item, 2, "PING")
+        if type(padding) is not bytes:
+            raise FrameError("PING padding must be bytes")
+        return PingFrame(len(padding))
     if kind == _FRAME_CLOSE:
         _, error_code, final_seq, reason = _shape(item, 4, "CLOSE")
         if type(reason) is not str or len(reason.encode()) > MAX_CLOSE_REASON_BYTES:

@@ -23,6 +23,12 @@ class ConnectionConfig:
     max_datagram_size: int = 1200
     """Largest datagram we send, CRC included: 1200 fits every IPv6 path without fragmentation."""
 
+    max_path_datagram_size: int = 1472
+    """Largest datagram path MTU discovery (PROTOCOL.md §14) probes for: 1,472 is an
+    Ethernet MTU's UDP payload over IPv4; loopback and jumbo-frame paths carry more (8,972 at
+    MTU 9,000). At or below ``max_datagram_size``, discovery is off and datagrams keep that
+    size."""
+
     max_message_size: int = 1 * MIB
     """Largest message ``send`` accepts."""
 
@@ -104,6 +110,8 @@ class ConnectionConfig:
     def __post_init__(self) -> None:
         if not 256 <= self.max_datagram_size <= 65_507:
             raise ValueError("max_datagram_size must be within 256..65507 bytes")
+        if self.max_path_datagram_size > 65_507:
+            raise ValueError("max_path_datagram_size must be at most 65507 bytes")
         if not 0 <= self.max_message_size <= 64 * MIB:
             raise ValueError("max_message_size must be within 0..64 MiB")
         if self.send_buffer_size < self.max_message_size:

@@ -38,6 +38,7 @@ from .codec import (
     encode_datagram,
     encode_frames,
     fragment_size,
+    padded_ping,
     payload_room,
 )
 from .config import ConnectionConfig
@@ -65,6 +66,7 @@ from .frames import (
 from .handshake import ClientHandshake, WelcomeRefused
 from .noise import StaticKey, fingerprint
 from .pacing import Pacer
+from .pmtu import PathMtu
 from .protection import PacketProtection, Refused
 from .receiving import Receiver
 from .recovery import Recovery
@@ -149,6 +151,7 @@ class Connection:
         self._events: deque[Event] = deque()
         self._next_number = 0
         self._fragment_size = fragment_size(config.max_datagram_size, config.insecure)
+        self._pmtu = PathMtu(config.max_datagram_size, config.max_path_datagram_size, now)
         self._payload_room = payload_room(config.max_datagram_size, config.insecure)
         self._rtt = RttEstimator(
             config.initial_rtt, config.min_rto, config.max_rto, config.max_ack_delay
@@ -351,6 +354,10 @@ class Connection:
             loss_rate=self._recovery.loss.rate,
             burst_loss_rate=self._recovery.loss.burst_rate,
             thin_stream=self._data.thin.active,
+            path_datagram_size=self._pmtu.size,
+            pmtu_probes_sent=self._pmtu.probes_sent,
+            pmtu_probes_lost=self._pmtu.probes_lost,
+            pmtu_black_holes=self._pmtu.black_holes,
         )
 
     # --------------------------------------------------------- input: packets
@@ -466,6 +473,8 @@ class Connection:
         if protection.mark(number) and addr != self.peer_address:
             self.peer_address = addr
             counters.migrations += 1
+            if self._pmtu.restart(now):  # a new path: only the base is known to pass
+                self._resize()
         receiver = self._receiver
         if receiver.is_duplicate(number, now):
             return True
@@ -514,20 +523,36 @@ class Connection:
         self._data.peer_window = max(self._data.peer_window, frame.window)
         self._send.acknowledge_below(frame.cumulative)
         result = self._recovery.on_ack(frame, now, frame.delay_us / 1e6)
+        pmtu = self._pmtu
         for packet in result.acked:
+            pmtu.on_packet_acked(packet.size)
             for handler in packet.handlers:
                 handler(Delivery.ACKED)
         for packet in result.acked_late:
             for handler in packet.handlers:
                 handler(Delivery.ACKED_LATE)
-        self._on_lost(result.lost)
+        if pmtu.on_ack_ranges(frame.ranges, now):
+            self._resize()
+        self._on_lost(result.lost, now)
 
-    def _on_lost(self, lost: list[SentPacket], trigger: str | None = None) -> None:
+    def _resize(self) -> None:
+        """Path MTU discovery changed the datagram size: new packets take it (fragments keep
+        theirs, so what is queued fits either way); the pacing burst and the window's floor
+        count in datagrams of it."""
+        size = self._pmtu.size
+        self._payload_room = payload_room(size, self.config.insecure)
+        self._data.datagram_size = size
+        self._congestion.mtu = size
+
+    def _on_lost(self, lost: list[SentPacket], now: float, trigger: str | None = None) -> None:
         """``trigger`` names the qlog cause when it is known (a timer's)."""
         self.counters.packets_lost += len(lost)
         if self._trace is not None:
             self._trace.lost(lost, trigger)
+        pmtu = self._pmtu
         for packet in lost:
+            if pmtu.on_packet_lost(packet.size, now):
+                self._resize()  # a black hole: the rest of the flight goes again at the base
             for handler in packet.handlers:
                 handler(Delivery.LOST)
 
@@ -619,10 +644,18 @@ class Connection:
             recovery.probe_deadline(self._awaiting_ack),
             self._data.pacer.wake,
             self._data.thin.next_due() if state is not State.DRAINING else None,
+            self._pmtu.get_timer() if self._needs_bigger_datagrams else None,
         ):
             if candidate is not None and candidate < deadline:
                 deadline = candidate
         return deadline
+
+    @property
+    def _needs_bigger_datagrams(self) -> bool:
+        """Path MTU discovery searches only while data waits to be sent (RFC 8899 §5.1.1 lets
+        a sender wait for data): a bulk transfer gains from larger datagrams, a chat line or
+        an idle connection never fills the base size and spends no probes."""
+        return self.state in _LIVE and self._send.has_pending
 
     @property
     def _awaiting_ack(self) -> bool:
@@ -663,13 +696,14 @@ class Connection:
             return
         recovery = self._recovery
         if recovery.loss_time is not None and now >= recovery.loss_time:
-            self._on_lost(recovery.detect_losses(now), "time_threshold")
+            self._on_lost(recovery.detect_losses(now), now, "time_threshold")
         probe = recovery.probe_deadline(self._awaiting_ack)
         if probe is not None and now >= probe:
-            self._on_lost(recovery.on_probe_timeout(), "pto_expired")
+            self._on_lost(recovery.on_probe_timeout(), now, "pto_expired")
             self._probe_due = True
         if state is not State.DRAINING and now >= self._heartbeat_due():
             self._ping_due = True
+        self._pmtu.handle_timer(now)
 
     # ------------------------------------------------------------------ output
 
@@ -700,10 +734,30 @@ class Connection:
             if datagram is None:
                 break
             out.append((datagram, self.peer_address))
+        probe_size = self._pmtu.probe_due(now) if self._needs_bigger_datagrams else None
+        if probe_size is not None:
+            out.append((self._build_pmtu_probe(probe_size, now), self.peer_address))
         self._data.thin.refresh(self._send, self._recovery)  # thin unless a backlog is left now
         if trace is not None:
             trace.update(now, self._rtt, self._congestion, self._recovery, self._protection.epochs)
         return out
+
+    def _build_pmtu_probe(self, size: int, now: float) -> bytes:
+        """A PING padded to ``size`` bytes (PROTOCOL.md §14): outside the congestion window,
+        pacing and the recovery's flight (one datagram per RTO at most), so its loss is neither
+        congestion nor lost data, and it never holds data back; acknowledged, it confirms the
+        size."""
+        number = self._take_number()
+        frames: list[Frame] = []
+        if self._receiver.ack_deadline is not None:
+            frames.append(self._receiver.build_ack(now))
+        frames.append(padded_ping(frames, number, size, self.config.insecure))
+        datagram = self._protection.seal(self.remote_id or b"", number, encode_frames(frames))
+        self._recovery.on_packet_sent(number, now, None)  # so the ACK of it is plausible
+        self._pmtu.on_probe_sent(number, len(datagram), now, self._rtt.rto())
+        if self._trace is not None:
+            self._trace.sent(SESSION_PACKET_TYPE, number, len(datagram), frames)
+        return self._count_sent(datagram)
 
     def _build_welcome(self, now: float) -> bytes:
         number = self._take_number()

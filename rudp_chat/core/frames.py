@@ -172,7 +172,11 @@ class DataFrame:
 
 @dataclass(frozen=True, slots=True)
 class PingFrame:
-    """Asks for an immediate ACK: the heartbeat (the ACK is the pong)."""
+    """Asks for an immediate ACK: the heartbeat (the ACK is the pong), or padded, a path
+    MTU probe (the ACK confirms the size)."""
+
+    padding: int = 0
+    """Bytes of padding (zeros on the wire, content ignored); 0 encodes the one-element PING."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,9 +33,9 @@ class DataSender:
     __slots__ = (
         "_congestion",
         "_counters",
-        "_mtu",
         "_recovery",
         "buffer",
+        "datagram_size",
         "pacer",
         "peer_window",
         "thin",
@@ -56,7 +56,8 @@ class DataSender:
         self.thin = thin
         self._recovery = recovery
         self._congestion = congestion
-        self._mtu = max_datagram_size
+        self.datagram_size = max_datagram_size
+        """The largest datagram the path takes now (path MTU discovery raises it)."""
         self._counters = counters
         self.peer_window = INITIAL_WINDOW_FRAGMENTS
         """The peer accepts DATA below this sequence number (its ACKs raise it)."""
@@ -102,7 +103,7 @@ class DataSender:
         send = self.buffer
         congestion = self._congestion
         pacer = self.pacer
-        mtu = self._mtu
+        mtu = self.datagram_size
         if self._recovery.bytes_in_flight + mtu > congestion.congestion_window:
             return room
         pacer.refill(now, congestion.pacing_rate, congestion.pacing_burst())

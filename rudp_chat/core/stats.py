@@ -47,6 +47,15 @@ class ConnectionStats:
     """How often the packet after a lost one was lost too: above ``loss_rate`` on bursty paths."""
     thin_stream: bool
     """Application-limited with few fragments in flight: packets go out with copies."""
+    path_datagram_size: int = 0
+    """The largest datagram sent now: the path MTU discovery confirmed (``pmtu``)."""
+    pmtu_probes_sent: int = 0
+    """Path MTU probes sent (padded PINGs, PROTOCOL.md §14), in ``datagrams_sent`` too."""
+    pmtu_probes_lost: int = 0
+    """Probes not acknowledged in time (the size did not pass, or plain loss): never counted
+    in ``packets_lost``."""
+    pmtu_black_holes: int = 0
+    """Times datagrams above the base vanished while smaller ones arrived: the size fell back."""
 
 
 @dataclass(slots=True)

@@ -20,6 +20,7 @@ from .frames import (
     Frame,
     HelloPacket,
     Packet,
+    PingFrame,
     ResetPacket,
     RetryPacket,
     SealedPacket,
@@ -96,6 +97,8 @@ def _frame(frame: Frame) -> dict[str, Any]:
             "final_seq": frame.final_seq,
             "reason": frame.reason,
         }
+    if type(frame) is PingFrame and frame.padding:  # a path MTU probe
+        return {"frame_type": "ping", "padding": frame.padding}
     return {"frame_type": "ping"}
 
 

@@ -102,6 +102,10 @@ class LinkProfile:
     partitions: tuple[tuple[float, float], ...] = ()
     """Down intervals ``[start, end)`` relative to the link's origin; ``end`` may be ``inf``."""
 
+    mtu: int | None = None
+    """Largest datagram (UDP payload bytes) the path carries; larger ones vanish silently, as
+    behind a tunnel that drops instead of sending ICMP (a PMTU black hole). None = no limit."""
+
     def __post_init__(self) -> None:
         for name in ("loss", "duplicate", "reorder", "corrupt"):
             _check_probability(name, getattr(self, name))
@@ -128,6 +132,8 @@ class LinkProfile:
             up, down = self.outage
             if not (0.0 < up < math.inf and 0.0 < down < math.inf):
                 raise ValueError(f"outage needs finite up_s > 0 and down_s > 0, got {self.outage}")
+        if self.mtu is not None and self.mtu < 1:
+            raise ValueError(f"mtu must be >= 1 byte, got {self.mtu!r}")
         for start, end in self.partitions:
             if not (math.isfinite(start) and start < end):
                 raise ValueError(f"partition needs a finite start < end, got {(start, end)}")
@@ -161,6 +167,9 @@ class LinkStats:
 
     outage_drops: int = 0
     """Drops while the link was down (``outage`` or ``partitions``)."""
+
+    mtu_drops: int = 0
+    """Datagrams larger than ``mtu``, dropped before the bottleneck."""
 
     duplicated: int = 0
     """Extra copies scheduled (``duplicate``)."""
@@ -238,6 +247,9 @@ class Link:
 
         if (profile.outage is not None or profile.partitions) and self.is_down(now):
             stats.outage_drops += 1
+            return []
+        if profile.mtu is not None and len(data) > profile.mtu:
+            stats.mtu_drops += 1
             return []
 
         departure = now
