@@ -432,8 +432,8 @@ def test_no_history_says_what_it_does() -> None:
         chat, _ = server(None)
         started.append(chat)
         assert chat.lines[-2] == (
-            "History: not stored (--no-history); the last 20 messages are kept in memory for "
-            "people who join, until the server stops"
+            "History: not stored (--no-history); the last 10,000 lines of all rooms are kept in "
+            "memory (50 shown on entering a room), until the server stops"
         )
 
 
@@ -537,11 +537,12 @@ def test_the_status_bar_shows_a_line_the_server_has_not_confirmed(tmp_path: Path
     with processes() as started:
         chat_server, bob, port = joined(tmp_path, "bob", started)
         with on_a_terminal("alice", port) as (alice, screen):
-            screen.wait_for(f" alice @ 127.0.0.1:{port} | open | rtt ")
+            screen.wait_for(f" #lobby (2 here) | open | alice @ 127.0.0.1:{port} | ")
             chat_server.process.send_signal(signal.SIGSTOP)  # alive, but it confirms nothing
             try:
                 screen.type(b"are you there\r")
                 screen.wait_for("| open | 1 unconfirmed (oldest ")
+                screen.wait_for("#lobby are you there")  # dimmed above the prompt
             finally:
                 chat_server.process.send_signal(signal.SIGCONT)
             bob.wait_line(r"^alice: are you there$")

@@ -75,13 +75,17 @@ from typing import Any, Final, cast
 
 import msgpack
 
-from .text import MAX_NAME_CHARS
+from .text import MAX_NAME_CHARS, MAX_ROOM_CHARS
 
 __all__ = [
+    "LOBBY",
+    "MAX_AWAY_CHARS",
     "MAX_CLIENT_FRAME_BYTES",
+    "MAX_HELLO_ROOMS",
     "MAX_ID",
     "MAX_SERVER_FRAME_BYTES",
     "MAX_TEXT_CHARS",
+    "MAX_TOPIC_CHARS",
     "PROTOCOL_VERSION",
     "SESSION_BYTES",
     "Ack",
@@ -90,10 +94,12 @@ __all__ = [
     "Chat",
     "ChatProtocolError",
     "ClientMessage",
+    "Entered",
     "Error",
     "ErrorCode",
     "Hello",
     "HistoryEnd",
+    "HistoryKind",
     "HistoryStart",
     "Info",
     "Joined",
@@ -105,6 +111,7 @@ __all__ = [
     "Renamed",
     "Say",
     "ServerMessage",
+    "Topic",
     "Users",
     "Welcome",
     "decode_client",
@@ -112,13 +119,18 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2  # 2: rooms, per-room ids, history paging and search
+LOBBY: Final = "#lobby"  # the room everyone is in on joining
+MAX_HELLO_ROOMS: Final = 64  # rooms a hello may ask to rejoin (the server's own limit is lower)
+MAX_HITS: Final = 64  # search hits in one answer (the server sends fewer)
 SESSION_BYTES: Final = 16  # 128 random bits: unguessable, so a session cannot be hijacked
 MAX_TEXT_CHARS: Final = 4000  # a long paragraph; at 4 bytes per character still 16 KB
 MAX_HELLO_NAME_CHARS: Final = 128  # raw names longer than this are not worth normalising
 MAX_ID: Final = 2**63 - 1  # msgpack int64
 MAX_TIME: Final = 253_402_300_799.0  # 9999-12-31T23:59:59Z: every platform can format it
 MAX_INFO_LINES: Final = 64
+MAX_TOPIC_CHARS: Final = 400  # a sentence or two; longer is cut by the server
+MAX_AWAY_CHARS: Final = 200  # "in a meeting until 3"; IRC servers allow about as much
 # 4,000 characters of 4-byte UTF-8 is 16 KB: room to answer longer text with a clear error.
 MAX_CLIENT_FRAME_BYTES: Final = 64 * 1024
 # The transport's default message limit; bounds a /who of a very full room.
@@ -152,6 +164,12 @@ class ErrorCode(enum.StrEnum):
     INVALID_NAME = "invalid_name"
     NAME_TAKEN = "name_taken"
     MALFORMED = "malformed"
+    INVALID_ROOM = "invalid_room"
+    NOT_IN_ROOM = "not_in_room"
+    """The ``say`` names a room its sender is not in, or ``/part`` of such a room."""
+    ROOM_FULL = "room_full"
+    TOO_MANY_ROOMS = "too_many_rooms"
+    """The user is in as many rooms as allowed, or the server holds as many as allowed."""
 
 
 class ByeCode(enum.StrEnum):
@@ -173,6 +191,21 @@ class LeaveReason(enum.StrEnum):
     LOST = "connection lost"
     FLOODING = "kicked for flooding"
     RECONNECTED = "reconnected"
+    PARTED = "parted"
+    """Left this room only (``/part``), still connected."""
+
+
+class HistoryKind(enum.StrEnum):
+    """Which lines a ``history`` block holds."""
+
+    LATEST = "latest"
+    """The room's newest lines, on joining it."""
+    BEFORE = "before"
+    """Older lines, asked for by ``/history``."""
+    MISSED = "missed"
+    """What a reconnecting client missed since the last line it saw."""
+    SEARCH = "search"
+    """``/search`` hits (listed in ``hits``), each after one line of context."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,12 +223,17 @@ class Hello(ClientMessage):
     name: str
     session: bytes
     version: int = PROTOCOL_VERSION
+    rooms: tuple[tuple[str, int], ...] = ()
+    """Rooms to be in besides ``#lobby``, each with the last ``chat.seq`` seen there (0: none):
+    a reconnecting client is sent what it missed."""
 
 
 @dataclass(frozen=True, slots=True)
 class Say(ClientMessage):
     id: int
     text: str
+    room: str = LOBBY
+    """The room the text is said in, and that commands act on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,11 +255,17 @@ class Refused(ServerMessage):
 @dataclass(frozen=True, slots=True)
 class HistoryStart(ServerMessage):
     count: int
+    room: str = LOBBY
+    kind: HistoryKind = HistoryKind.LATEST
+    hits: tuple[int, ...] = ()
+    """For ``search``: the ``seq`` of each hit among the ``count`` lines (the rest is context)."""
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryEnd(ServerMessage):
-    pass
+    room: str = LOBBY
+    more: bool = False
+    """Whether older lines (or further hits) exist beyond this block."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +276,7 @@ class Chat(ServerMessage):
     text: str
     action: bool = False
     history: bool = False
+    room: str = LOBBY
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,12 +290,16 @@ class Private(ServerMessage):
 @dataclass(frozen=True, slots=True)
 class Joined(ServerMessage):
     name: str
+    room: str = LOBBY
 
 
 @dataclass(frozen=True, slots=True)
 class Left(ServerMessage):
     name: str
     reason: LeaveReason
+    room: str = LOBBY
+    text: str = ""
+    """The user's own words (``/part #room TEXT``, ``/quit TEXT``), possibly empty."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +311,28 @@ class Renamed(ServerMessage):
 @dataclass(frozen=True, slots=True)
 class Users(ServerMessage):
     names: tuple[str, ...]
+    room: str = LOBBY
+    away: tuple[str, ...] = ()
+    """The names among ``names`` marked away (``/away``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entered(ServerMessage):
+    """You are now in ``room`` (on joining the server, ``/join``, or rejoining after a
+    reconnect): who is there, you included, and its topic."""
+
+    room: str
+    topic: str
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Topic(ServerMessage):
+    """``name`` set the topic of ``room``."""
+
+    room: str
+    name: str
+    topic: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +427,15 @@ def _bool(value: object) -> object:
     return value
 
 
+def _pair(first: _Check, second: _Check) -> _Check:
+    def check(value: object) -> object:
+        if type(value) is not tuple or len(value) != 2:
+            raise ChatProtocolError("must be a pair")
+        return (first(value[0]), second(value[1]))
+
+    return check
+
+
 def _session(value: object) -> object:
     if type(value) is not bytes or len(value) != SESSION_BYTES:
         raise ChatProtocolError(f"must be {SESSION_BYTES} bytes")
@@ -365,13 +445,23 @@ def _session(value: object) -> object:
 _NAME = _str(1, MAX_NAME_CHARS)
 _TEXT = _str(0, MAX_TEXT_CHARS)
 _NAMES = _list(_NAME, MAX_SERVER_FRAME_BYTES)
+_ROOM = _str(2, MAX_ROOM_CHARS)
+_TOPIC = _str(0, MAX_TOPIC_CHARS)
 
 _CLIENT: Final[dict[str, tuple[type[ClientMessage], dict[str, _Check]]]] = {
     "hello": (
         Hello,
-        {"name": _str(0, MAX_HELLO_NAME_CHARS), "session": _session, "version": _int(0)},
+        {
+            "name": _str(0, MAX_HELLO_NAME_CHARS),
+            "session": _session,
+            "version": _int(0),
+            "rooms": _list(_pair(_str(0, MAX_HELLO_NAME_CHARS), _int(0)), MAX_HELLO_ROOMS),
+        },
     ),
-    "say": (Say, {"id": _int(1), "text": _str(0, MAX_CLIENT_FRAME_BYTES)}),
+    "say": (
+        Say,
+        {"id": _int(1), "text": _str(0, MAX_CLIENT_FRAME_BYTES), "room": _str(0, 128)},
+    ),
 }
 
 _SERVER: Final[dict[str, tuple[type[ServerMessage], dict[str, _Check]]]] = {
@@ -387,8 +477,16 @@ _SERVER: Final[dict[str, tuple[type[ServerMessage], dict[str, _Check]]]] = {
         },
     ),
     "refused": (Refused, {"code": _enum(RefusalCode), "reason": _TEXT}),
-    "history": (HistoryStart, {"count": _int(0)}),
-    "history_end": (HistoryEnd, {}),
+    "history": (
+        HistoryStart,
+        {
+            "count": _int(0),
+            "room": _ROOM,
+            "kind": _enum(HistoryKind),
+            "hits": _list(_int(1), MAX_HITS),
+        },
+    ),
+    "history_end": (HistoryEnd, {"room": _ROOM, "more": _bool}),
     "chat": (
         Chat,
         {
@@ -398,16 +496,25 @@ _SERVER: Final[dict[str, tuple[type[ServerMessage], dict[str, _Check]]]] = {
             "text": _TEXT,
             "action": _bool,
             "history": _bool,
+            "room": _ROOM,
         },
     ),
     "private": (
         Private,
         {"time": _time, "sender": _NAME, "recipient": _NAME, "text": _TEXT},
     ),
-    "joined": (Joined, {"name": _NAME}),
-    "left": (Left, {"name": _NAME, "reason": _enum(LeaveReason)}),
+    "joined": (Joined, {"name": _NAME, "room": _ROOM}),
+    "left": (
+        Left,
+        {"name": _NAME, "reason": _enum(LeaveReason), "room": _ROOM, "text": _TEXT},
+    ),
     "renamed": (Renamed, {"old": _NAME, "new": _NAME}),
-    "users": (Users, {"names": _NAMES}),
+    "users": (
+        Users,
+        {"names": _NAMES, "room": _ROOM, "away": _list(_TEXT, MAX_SERVER_FRAME_BYTES)},
+    ),
+    "entered": (Entered, {"room": _ROOM, "topic": _TOPIC, "users": _NAMES}),
+    "topic": (Topic, {"room": _ROOM, "name": _NAME, "topic": _TOPIC}),
     "info": (Info, {"lines": _list(_TEXT, MAX_INFO_LINES)}),
     "ack": (Ack, {"id": _int(1), "seq": _optional(_int(1))}),
     "error": (Error, {"code": _enum(ErrorCode), "text": _TEXT, "id": _optional(_int(1))}),
