@@ -548,3 +548,32 @@ def test_the_status_bar_shows_a_line_the_server_has_not_confirmed(tmp_path: Path
             bob.wait_line(r"^alice: are you there$")
             screen.type(b"exit\r")
             assert alice.wait(timeout=WAIT_S) == 0
+
+
+def test_plain_mode_prefixes_lines_of_other_rooms_and_rooms_survive_a_restart(
+    tmp_path: Path,
+) -> None:
+    history = tmp_path / "history.sqlite3"
+    with processes() as started:
+        first, bob, port = joined(tmp_path, "bob", started)
+        alice = client("alice", port)
+        started.append(alice)
+        alice.wait_line(r"^\*\*\* alice joined$")
+        alice.type("/join #Dev", "in dev")
+        alice.wait_line(r"^\*\*\* now in #dev: 1 here: alice$")
+        alice.wait_line(r"^alice: in dev$")
+        bob.type("in the lobby")
+        alice.wait_line(r"^#lobby bob: in the lobby$")
+        first.process.send_signal(signal.SIGKILL)
+        first.exit_code()
+        alice.wait_line(r"^\*\*\* connection lost \(.+\); reconnecting$")
+        second, _ = server(history, port=port)
+        started.append(second)
+        alice.wait_for(lambda lines: lines.count("*** reconnected") == 1, "a reconnect")
+        alice.type("still in dev")  # the room survived the restart, still the active one
+        alice.wait_line(r"^alice: still in dev$")
+        assert not any("in dev" in line for line in bob.lines)
+        assert [line for line in alice.lines if line.endswith("in dev")] == [
+            "alice: in dev",
+            "alice: still in dev",
+        ]

@@ -53,6 +53,7 @@ from .protocol import (
     Chat,
     ChatProtocolError,
     Entered,
+    Error,
     Hello,
     HistoryEnd,
     HistoryKind,
@@ -71,6 +72,7 @@ from .protocol import (
 )
 from .ratelimit import TokenBucket
 from .render import Event, Notice
+from .text import InvalidNameError, normalise_room
 
 __all__ = [
     "EXIT_FAILURE",
@@ -137,6 +139,7 @@ class ChatClient:
         self._seen: dict[str, int] = {}  # our rooms, each with the highest chat seq shown
         self._rejoining: set[str] = set()  # rooms named in hello: entering them keeps self.room
         self._missed: set[str] = set()  # rooms whose "missed" block is open: no markers shown
+        self._joining: dict[int, str] = {}  # say id of a /join -> the room active before it
         self._wake = asyncio.Event()  # a line was submitted
         self._done = asyncio.Event()  # asked to quit, and nothing is pending
         self._quitting = False
@@ -176,8 +179,23 @@ class ChatClient:
         else:
             self._pending[self._next_id] = Say(self._next_id, text, self.room)
             self._submitted[self._next_id] = time.monotonic()
+            self._switch_on_join(text)
             self._next_id += 1
             self._wake.set()
+
+    def _switch_on_join(self, text: str) -> None:
+        """``/join #room`` makes the room active at once, so the lines typed after it (a
+        script's next lines) go there; if the server refuses, the previous room is active
+        again."""
+        command, _, argument = text.strip().partition(" ")
+        if command.lower() != "/join":
+            return
+        try:
+            room = normalise_room(argument.strip().partition(" ")[0])
+        except InvalidNameError:
+            return  # the server says what is wrong
+        self._joining[self._next_id] = self.room
+        self.room = room
 
     def leave(self) -> None:
         """The user asked to leave: at once if nothing is pending; otherwise say what is and
@@ -456,7 +474,12 @@ class ChatClient:
             case Ack(id=say_id):
                 self._pending.pop(say_id, None)
                 self._submitted.pop(say_id, None)
+                self._joining.pop(say_id, None)
                 self._check_done()
+            case Error(id=say_id) if say_id in self._joining:
+                previous = self._joining.pop(say_id)
+                if self.room not in self._seen:
+                    self.room = previous
             case Chat(room=room, seq=seq, history=history):
                 seen = self._seen.get(room, 0)
                 if not history and seq <= seen:
