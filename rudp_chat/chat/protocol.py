@@ -3,66 +3,26 @@
 Decoding is total, like the core's codec: any bytes give a valid message or raise
 :class:`ChatProtocolError`, never anything else, and allocate no more than the input's size.
 
-Chat protocol
-=============
+Chat protocol (version 2)
+=========================
 
 Each chat message is one transport message (delivered reliably, once, in order) holding one
 msgpack map with string keys. ``type`` names the message; the other keys are exactly the fields
-listed (a missing or extra key is an error). Strings are UTF-8, lengths count characters (code
-points), times are Unix seconds as float64 (up to year 9999), ``int?`` may be nil.
+of its dataclass below (a missing or extra key is an error). Strings are UTF-8, lengths count
+characters (code points), times are Unix seconds as float64 (up to year 9999), ``int?`` may be
+nil. PROTOCOL.md §12 is the specification, with every field's meaning and worked bytes; the
+tables ``_CLIENT`` and ``_SERVER`` below are its checks.
 
-A session starts with ``hello``; the server answers ``welcome`` (then history, then ``joined``)
-or ``refused`` (then closes). Every ``say`` gets exactly one ``ack``, after anything it caused
-was stored durably and sent; a rejected ``say`` is answered by ``error`` and then its ``ack``.
-The sender of a message is always taken from the session, never from the message.
+A session starts with ``hello`` (naming the rooms to rejoin after a reconnect); the server
+answers ``welcome`` and, for ``#lobby`` and each of those rooms, ``entered``, a ``history``
+block and ``joined``; or ``refused`` (then closes). Every ``say`` names its room and gets
+exactly one ``ack``, after anything it caused was stored durably and sent; a rejected ``say``
+is answered by ``error`` and then its ``ack``. The sender of a message is always taken from
+the session, never from the message. Each room numbers its lines 1, 2, 3, ... (``chat.seq``).
 
-Client → server (at most 64 KiB per message):
-
-============  ===========================================================================
-``hello``     ``name: str`` (≤ 128; the server applies the name rules: 1–32 characters after
-              NFKC, letters, digits, ``_-.``), ``session: bin`` (16 random bytes a client
-              process keeps across reconnects), ``version: int`` (1).
-``say``       ``id: int`` (client message id: 1, 2, 3, ... per session, 1..2^63-1),
-              ``text: str`` (≤ 4,000 characters accepted; longer is answered by ``error``).
-              Text starting with ``/`` is a command: ``/who``, ``/me ACTION``,
-              ``/msg NAME TEXT``, ``/nick NEW``, ``/help``, ``/quit``; ``//x`` sends ``/x``.
-              The server interprets them: a client sends the text as typed (PROTOCOL.md §12).
-============  ===========================================================================
-
-Server → client (at most 1 MiB per message):
-
-================  =======================================================================
-``welcome``       ``name: str`` (your name as the server shows it), ``users: [str]`` (who is
-                  here, you included), ``acked: int`` (highest ``say.id`` of this session the
-                  server already processed: resend only later ones), ``max_text: int``,
-                  ``rate: float`` (messages per second), ``burst: int`` (the server's limits).
-``refused``       ``code: str`` (``invalid_name``, ``name_taken``, ``server_full``,
-                  ``bad_hello``, ``cooling_down``), ``reason: str``. The server then closes
-                  the connection.
-``history``       ``count: int``: the next ``count`` ``chat`` messages are history.
-``history_end``   no fields: history is over, what follows is live.
-``chat``          ``seq: int`` (server message id: one total order, +1 per public message),
-                  ``time: float``, ``sender: str``, ``text: str`` (≤ 4,000),
-                  ``action: bool`` (``/me``), ``history: bool``.
-``private``       ``time: float``, ``sender: str``, ``recipient: str``, ``text: str``: sent to
-                  both the recipient and the sender.
-``joined``        ``name: str``.
-``left``          ``name: str``, ``reason: str`` (``left``, ``timed out``, ``connection
-                  lost``, ``kicked for flooding``, ``reconnected``).
-``renamed``       ``old: str``, ``new: str``.
-``users``         ``names: [str]`` (answer to ``/who``).
-``info``          ``lines: [str]`` (≤ 64 lines of ≤ 4,000; answer to ``/help``).
-``ack``           ``id: int`` (the ``say.id``), ``seq: int?`` (the ``chat.seq`` it became, nil
-                  if it was a command, refused, or a duplicate of a processed id).
-``error``         ``code: str`` (``too_long``, ``empty``, ``rate_limited``,
-                  ``unknown_command``, ``no_such_user``, ``invalid_name``, ``name_taken``,
-                  ``malformed``), ``text: str``, ``id: int?`` (the ``say.id`` it answers).
-``bye``           ``code: str`` (``shutdown``, ``flooding``, ``replaced``, ``left``),
-                  ``text: str``. The server then closes the connection gracefully.
-================  =======================================================================
-
-Names in server messages are 1–32 characters. Every string may still hold anything: clients
-must pass what they print through :func:`rudp_chat.chat.text.neutralise`.
+Client messages are at most 64 KiB, server messages at most 1 MiB. Names in server messages are
+1–32 characters. Every string may still hold anything: clients must pass what they print
+through :func:`rudp_chat.chat.text.neutralise`.
 """
 
 from __future__ import annotations
