@@ -577,3 +577,14 @@ def test_plain_mode_prefixes_lines_of_other_rooms_and_rooms_survive_a_restart(
             "alice: in dev",
             "alice: still in dev",
         ]
+
+
+def test_a_quit_reason_is_shown_to_the_others(tmp_path: Path) -> None:
+    with processes() as started:
+        _, alice, port = joined(tmp_path, "alice", started)
+        bob = client("bob", port)
+        started.append(bob)
+        alice.wait_line(r"^\*\*\* bob joined$")
+        bob.type("/quit gone fishing")
+        alice.wait_line(r"^\*\*\* bob left \(left: gone fishing\)$")
+        assert bob.exit_code() == 0

@@ -150,13 +150,18 @@ class ChatClient:
     # --- what the front-end calls -----------------------------------------------------------
 
     def submit(self, line: str) -> None:
-        """Handle one typed line: the line ``exit`` and ``/quit`` leave (see :meth:`leave`),
+        """Handle one typed line: the line ``exit`` and ``/quit`` leave (see :meth:`leave`;
+        ``/quit REASON`` is sent, so that the others see the reason, and then leaves),
         ``/stats`` shows the connection, ``/say TEXT`` sends TEXT as it is, blank lines are
         ignored, anything else is sent as typed: the server interprets its commands and the
         ``//`` escape (``/help`` also lists ours)."""
         text = line.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates
-        command = text.strip().partition(" ")[0].lower()
-        if text == "exit" or command == "/quit":
+        command, _, argument = text.strip().partition(" ")
+        command = command.lower()
+        if command == "/quit" and argument.strip() and not self._quitting:
+            self._send_text(text)  # the reason is for the others: the server says goodbye
+            self.quit()
+        elif text == "exit" or command == "/quit":
             self.leave()
         elif command == "/stats":
             self._on_event(Notice(self.describe()))

@@ -52,7 +52,7 @@ from .protocol import (
     Welcome,
 )
 from .ratelimit import TokenBucket
-from .store import Journal, Store
+from .store import EmptyStore, Journal, Store
 from .text import (
     MAX_NAME_CHARS,
     ROOM_PREFIX,
@@ -166,28 +166,6 @@ class _User:
     refused_since_warning: int = 0
 
 
-class _EmptyStore:
-    """A store with nothing in it, for a room nothing is stored for (tests, demos)."""
-
-    def last_seq(self, room: str) -> int:
-        return 0
-
-    def before(self, room: str, seq: int, limit: int) -> list[Chat]:
-        return []
-
-    def after(self, room: str, seq: int, limit: int) -> list[Chat]:
-        return []
-
-    def search(self, room: str, text: str, seq: int, limit: int) -> list[Chat]:
-        return []
-
-    def topic(self, room: str) -> str:
-        return ""
-
-    def recall(self, session: bytes) -> int:
-        return 0
-
-
 class Room:
     """Everyone connected, every room with members, and for a while the allowance of who left;
     see the module docstring."""
@@ -205,7 +183,7 @@ class Room:
         when a crashed owner's name frees (None: not said)."""
         self.limits = limits
         self.lost_within = lost_within
-        self._store: Store = _EmptyStore() if store is None else store
+        self._store: Store = EmptyStore() if store is None else store
         self._users: dict[int, _User] = {}
         self._by_key: dict[str, _User] = {}
         self._by_session: dict[bytes, _User] = {}

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from .protocol import Chat
 
-__all__ = ["Journal", "Store"]
+__all__ = ["EmptyStore", "Journal", "Store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,3 +53,25 @@ class Store(Protocol):
     def recall(self, session: bytes) -> int:
         """The highest processed client message id of ``session`` (0 if unknown)."""
         ...
+
+
+class EmptyStore:
+    """A store with nothing in it, for a room nothing is stored for (tests, demos)."""
+
+    def last_seq(self, room: str) -> int:
+        return 0
+
+    def before(self, room: str, seq: int, limit: int) -> list[Chat]:
+        return []
+
+    def after(self, room: str, seq: int, limit: int) -> list[Chat]:
+        return []
+
+    def search(self, room: str, text: str, seq: int, limit: int) -> list[Chat]:
+        return []
+
+    def topic(self, room: str) -> str:
+        return ""
+
+    def recall(self, session: bytes) -> int:
+        return 0
