@@ -588,3 +588,22 @@ def test_a_quit_reason_is_shown_to_the_others(tmp_path: Path) -> None:
         bob.type("/quit gone fishing")
         alice.wait_line(r"^\*\*\* bob left \(left: gone fishing\)$")
         assert bob.exit_code() == 0
+
+
+def test_interactive_paste_completion_and_input_history(tmp_path: Path) -> None:
+    with processes() as started:
+        _, bob, port = joined(tmp_path, "bob", started)
+        with on_a_terminal("alice", port) as (alice, screen):
+            screen.wait_for("alice joined")
+            screen.type(b"\x1b[200~first pasted\nsecond pasted\x1b[201~\r")  # bracketed paste
+            bob.wait_line(r"^alice: first pasted$")
+            bob.wait_line(r"^alice: second pasted$")
+            screen.type(b"/jo")
+            screen.wait_for("/join")  # offered as it is typed
+            screen.type(b"\t #dev\r")  # Tab takes it
+            screen.wait_for("now in #dev: 1 here: alice")
+            screen.type(b"exit\r")
+            assert alice.wait(timeout=WAIT_S) == 0
+    remembered = Path(os.environ["XDG_CONFIG_HOME"]) / "rudp_chat" / "input_history"
+    typed = [line for line in remembered.read_text().splitlines() if line.startswith("+")]
+    assert typed == ["+first pasted", "+second pasted", "+/join #dev", "+exit"]

@@ -421,5 +421,5 @@ class RoomsMachine(RuleBasedStateMachine):
                     assert self.posted.get(room, 0) == client.seen[room]
 
 
-RoomsMachine.TestCase.settings = settings(stateful_step_count=50, max_examples=150, deadline=None)
+RoomsMachine.TestCase.settings = settings(stateful_step_count=50, deadline=None)
 TestRoomsMachine = RoomsMachine.TestCase
