@@ -494,8 +494,10 @@ class ChatClient:
             case HistoryStart(room=room, kind=HistoryKind.MISSED):
                 self._missed.add(room)  # after a reconnect, missed lines are shown as live
                 return None
-            case HistoryEnd(room=room) if room in self._missed:
+            case HistoryEnd(room=room, more=more) if room in self._missed:
                 self._missed.discard(room)
+                if more:  # /history walks back from the oldest shown, through the gap
+                    self._on_event(Notice(f"{room}: more was missed; /history shows older"))
                 return None
             case Entered(room=room, users=users):
                 self._seen.setdefault(room, 0)

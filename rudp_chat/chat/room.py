@@ -71,6 +71,7 @@ Output = tuple[int, ServerMessage]
 """A message and the connection (an id the shell chose) it goes to."""
 
 MAX_PAGE: Final = 200  # lines one /history sends: a few screens, a bounded answer
+BARE_PAGE: Final = 50  # lines a bare /history sends when --history-size is 0
 MAX_MISSED: Final = 1000  # lines a reconnecting client is sent per room; older ones by /history
 SEARCH_PAGE: Final = 10  # hits one /search sends, each after one line of context
 MAX_LISTED_ROOMS: Final = 60  # /rooms lines (an info message holds at most 64)
@@ -566,7 +567,7 @@ class Room:
 
     def _older(self, user: _User, channel: Channel, argument: str, say_id: int) -> list[Output]:
         """``/history [N]``: the N lines before the oldest this session was sent there."""
-        count = self.limits.history_size
+        count = self.limits.history_size or BARE_PAGE
         if argument:
             if not argument.isdecimal() or not 1 <= int(argument) <= MAX_PAGE:
                 usage = f"usage: /history [N], N from 1 to {MAX_PAGE}"
