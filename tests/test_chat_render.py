@@ -11,6 +11,7 @@ from rudp_chat.chat.protocol import (
     LOBBY,
     Chat,
     Entered,
+    HistoryEnd,
     HistoryKind,
     HistoryStart,
     Joined,
@@ -52,6 +53,12 @@ NOON = time.mktime((2026, 12, 6, 12, 0, 0, 0, 0, -1))
             "#dev *** search: 1 hit, newest last",
             "*** search: 1 hit, newest last",
         ),
+        (
+            HistoryEnd("#dev", more=True),
+            "#dev *** end of history\n#dev *** older lines: /history",
+            "*** end of history\n*** older lines: /history",
+        ),
+        (HistoryEnd(LOBBY), "*** end of history", "#lobby *** end of history"),
         (Entered(LOBBY, "", ("ann",)), None, None),  # the welcome said who is here
         (
             Entered("#dev", "rooms", ("ann", "bob")),

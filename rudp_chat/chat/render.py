@@ -95,7 +95,7 @@ def _notice(event: Event) -> list[str] | None:
         case HistoryStart(count):
             return [f"history: {count} earlier message{'' if count == 1 else 's'}"]
         case HistoryEnd(_, more):
-            return ["end of history" + ("; /history for older" if more else "")]
+            return ["end of history", *(["older lines: /history"] if more else [])]
         case Entered(room, topic, users):
             here = (
                 [] if room == LOBBY else [f"now in {room}: {len(users)} here: {', '.join(users)}"]
