@@ -40,6 +40,7 @@ SESSION_RETENTION_S: Final = 7 * 24 * 3600.0  # a client gone for a week will no
 PRUNE_INTERVAL_S: Final = 3600.0  # old sessions are looked for hourly: a full scan, rarely
 MEMORY_LINES: Final = 10_000  # kept by --no-history: about 5 MiB at 0.5 KiB a line
 _COLUMNS: Final = "room, seq, time, sender, text, action"
+_IN_LINES: Final = ", ".join(f"lines.{column}" for column in _COLUMNS.split(", "))
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS lines (
@@ -154,10 +155,12 @@ class History:
         if not words:
             return []
         query = " ".join('"' + word.replace('"', '""') + '"' for word in words)
+        # Newest hits first straight from the index (FTS5 walks a doclist backwards): a room's
+        # lines are stored in seq order, so its ids and seqs sort alike.
         return self._lines(
-            f"SELECT {_COLUMNS} FROM lines WHERE id IN "
-            "(SELECT rowid FROM lines_text WHERE lines_text MATCH ?)"
-            " AND room = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+            f"SELECT {_IN_LINES} FROM lines_text JOIN lines ON lines.id = lines_text.rowid"
+            " WHERE lines_text MATCH ? AND lines.room = ? AND lines.seq < ?"
+            " ORDER BY lines_text.rowid DESC LIMIT ?",
             (query, room, seq, limit),
         )
 
