@@ -152,3 +152,13 @@ def test_pages_and_search_agree_with_a_model(
         c.seq for c in (hits[-limit:] if limit else [])
     ]
     history.close()
+
+
+def test_in_memory_topics_of_rooms_without_lines_are_forgotten_at_the_prune() -> None:
+    history = History(None, now=0.0)
+    history.write(
+        Journal(tuple(lines("#a", range(1, 2))), (), (("#a", "kept"), ("#b", "gone"))), 0.0
+    )
+    assert (history.topic("#a"), history.topic("#b")) == ("kept", "gone")
+    history.write(Journal((), ((S1, 1),)), now=PRUNE_INTERVAL_S)
+    assert (history.topic("#a"), history.topic("#b")) == ("kept", "")

@@ -17,7 +17,8 @@ whatever the size of the file; ``/search`` uses an FTS5 index kept by triggers. 
 the first version (one ``messages`` table, one room) is moved into ``#lobby`` on opening.
 
 Bounds: sessions unheard of for :data:`SESSION_RETENTION_S` are forgotten, at start and every
-:data:`PRUNE_INTERVAL_S` of a running server. The file keeps every line (it is the record, and
+:data:`PRUNE_INTERVAL_S` of a running server (in memory, so are the topics of rooms with no
+line kept). The file keeps every line (it is the record, and
 the disk is its bound); in memory (``--no-history``) only the newest :data:`MEMORY_LINES` of all
 rooms are kept, so paging and search reach back that far and no further, and a server at 50
 lines/s does not grow by about 2 GiB a day (0.5 KiB a line).
@@ -103,7 +104,7 @@ class History:
         self._db.executescript(_SCHEMA)
         self._upgrade()
         self._pruned = now
-        self._prune_sessions(now)
+        self._prune(now)
 
     def _upgrade(self) -> None:
         """Move a first-version database's one room into ``#lobby``, in one transaction."""
@@ -113,8 +114,12 @@ class History:
         if found is not None:
             self._db.executescript(f"BEGIN; {_FIRST_VERSION_MOVED} COMMIT;")
 
-    def _prune_sessions(self, now: float) -> None:
+    def _prune(self, now: float) -> None:
+        """Forget old sessions; in memory, also the topics of rooms none of whose lines are
+        kept (a room with members keeps its topic in the room logic meanwhile)."""
         self._db.execute("DELETE FROM sessions WHERE time < ?", (now - SESSION_RETENTION_S,))
+        if self.in_memory:
+            self._db.execute("DELETE FROM rooms WHERE name NOT IN (SELECT room FROM lines)")
         self._pruned = now
 
     def listener_secret(self) -> bytes:
@@ -211,7 +216,7 @@ class History:
                     (MEMORY_LINES,),
                 )
             if now - self._pruned >= PRUNE_INTERVAL_S:
-                self._prune_sessions(now)
+                self._prune(now)
 
     def close(self) -> None:
         """Close the database (a checkpoint folds the WAL back into the file)."""
