@@ -33,7 +33,7 @@ from rudp_chat.chat.protocol import (
     Topic,
     Users,
 )
-from rudp_chat.chat.room import MAX_PAGE, SEARCH_PAGE, Output, Room, RoomLimits
+from rudp_chat.chat.room import MAX_MISSED, MAX_PAGE, SEARCH_PAGE, Output, Room, RoomLimits
 
 S1, S2, S3 = (bytes([n]) * 16 for n in (1, 2, 3))
 
@@ -50,7 +50,7 @@ def committed(room: Room, history: History) -> None:
 
 def two_in_dev() -> tuple[Room, History]:
     history = History(None, 0.0)
-    room = Room(RoomLimits(history_size=3), history)
+    room = Room(RoomLimits(history_size=3, rate=1e9, burst=10**9), history)
     room.join(0, Hello("alice", S1), 0.0)
     room.join(1, Hello("bob", S2), 0.0)
     room.receive(0, Say(1, "/join #Dev"), 0.0)
@@ -227,6 +227,18 @@ def test_a_reconnect_is_sent_exactly_what_it_missed_in_each_room() -> None:
     assert out[4] == HistoryStart(2, "#dev", HistoryKind.MISSED)
     assert [m.text for m in out if isinstance(m, Chat)] == ["missed one", "missed two"]
     assert out[7] == HistoryEnd("#dev", more=False)
+
+
+def test_a_reconnect_that_missed_too_much_gets_the_newest_and_is_told() -> None:
+    room, history = two_in_dev()
+    room.leave(1, LeaveReason.LOST, 0.0)
+    for n in range(MAX_MISSED + 5):
+        room.receive(0, Say(n + 2, f"line {n}", "#dev"), 0.0)
+    committed(room, history)
+    out = to(room.join(5, Hello("bob", S2, rooms=(("#dev", 0),)), 0.0), 5)
+    seqs = [m.seq for m in out if isinstance(m, Chat) and m.room == "#dev"]
+    assert seqs == list(range(6, MAX_MISSED + 6))
+    assert HistoryEnd("#dev", more=True) in out
 
 
 # --- the stateful model test -------------------------------------------------------------------

@@ -72,7 +72,10 @@ Output = tuple[int, ServerMessage]
 
 MAX_PAGE: Final = 200  # lines one /history sends: a few screens, a bounded answer
 BARE_PAGE: Final = 50  # lines a bare /history sends when --history-size is 0
-MAX_MISSED: Final = 1000  # lines a reconnecting client is sent per room; older ones by /history
+# Lines a reconnecting client is sent per room (older ones by /history): a hello naming
+# --rooms-per-user rooms (20) then queues about 4,000 messages, well within the 10,000 a slow
+# client may have queued before it is dropped.
+MAX_MISSED: Final = MAX_PAGE
 SEARCH_PAGE: Final = 10  # hits one /search sends, each after one line of context
 MAX_LISTED_ROOMS: Final = 60  # /rooms lines (an info message holds at most 64)
 
