@@ -294,6 +294,7 @@ class RoomsMachine(RuleBasedStateMachine):
                     client.views[room].append(name)  # (``entered`` already listed us)
                 case Left(room=room, name=name, reason=LeaveReason.PARTED) if name == client.name:
                     del client.views[room], client.seen[room], client.lines[room]
+                    del client.oldest[room]
                 case Left(room=room, name=name):
                     client.views[room].remove(name)
                 case Renamed(old=old, new=new):
@@ -358,9 +359,13 @@ class RoomsMachine(RuleBasedStateMachine):
         self._deliver(self.room.leave(conn, LeaveReason.LOST, 0.0))
 
     @precondition(lambda self: self.conns)
-    @rule(data=st.data(), room=st.sampled_from(ROOMS))
-    def say(self, data: st.DataObject, room: str) -> None:
+    @rule(data=st.data(), count=st.integers(1, 3))
+    def say(self, data: st.DataObject, count: int) -> None:
+        """Lines in one of the user's rooms, mostly, or in a room it is not in."""
         conn = data.draw(st.sampled_from(sorted(self.conns)))
+        room = data.draw(st.sampled_from([*self.room.rooms_of(conn) * 3, *ROOMS]))
+        for _ in range(count - 1):
+            self._say(conn, "hi", room)
         out = self._say(conn, "hi", room)
         if room not in self.room.rooms_of(conn):
             assert isinstance(out[0][1], Error) and out[0][1].code is ErrorCode.NOT_IN_ROOM
