@@ -63,7 +63,8 @@ def _config(heartbeat: float) -> ConnectionConfig:
 
 async def _command() -> str:
     """The next line the director writes to our stdin."""
-    return (await asyncio.to_thread(sys.stdin.readline)).strip()
+    line: str = await asyncio.to_thread(sys.stdin.readline)
+    return line.strip()
 
 
 def _use_uvloop() -> None:

@@ -20,7 +20,7 @@ from typing import Final
 
 __all__ = ["SERVER_READY", "HelperProcess", "chat_server_command"]
 
-SERVER_READY: Final = re.compile(r"^Server is listening on [0-9.]+:(\d+)$", re.MULTILINE)
+SERVER_READY: Final = re.compile(r"^Server is listening on [0-9.]+:(\d+) ", re.MULTILINE)
 """The chat server's ready line; its group is the port it bound."""
 TIMEOUT_S: Final = 30.0  # to start, or to exit after SIGTERM, on a loaded 2-core box
 POLL_S: Final = 0.02

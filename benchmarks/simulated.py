@@ -6,16 +6,28 @@ Scenarios (targets from the project's issue):
 - bulk-L%:       10 Mbit/s, 50 ms RTT, drop-tail queue of 1.5 x BDP, 1 KiB messages, 20 MB,
                  random loss L each way. Goodput >= 90 % of capacity x (1 - loss) up to 10 %,
                  >= 80 % at 20 %; retransmit_ratio <= loss / (1 - loss) + 0.05.
-- congestion:    the same link with no random loss: the queue is the only drop point.
-                 Goodput >= 90 % and queue drops <= 1 % of datagrams sent.
+- congestion-N:  N rudp bulk flows (2, 4) sharing the bulk link's bottleneck and queue, no
+                 random loss: the queue is the only drop point. Each flow's share of the payload
+                 delivered over the last ``CONGESTION_MEASURE_S`` (after ``CONGESTION_WARMUP_S``),
+                 and Jain's fairness index of the shares: >= 0.9.
+- congestion-reno: one rudp flow and one Reno reference flow (``tests/reno.py``: Reno with
+                 SACK-style loss recovery, as TCPs run it) on that bottleneck: rudp's share
+                 <= 2 x Reno's.
 - kcp-echo:      KCP's test.cpp: 10 % loss each way, one-way delay uniform in 30-62.5 ms,
-                 a small message every 20 ms, 1,000 echoed. Echo time avg <= 110 ms, max <= 392 ms.
+                 a small message every 20 ms, 1,000 echoed. Echo time avg <= 95 ms, max <= 160 ms.
 - chat:          10 messages/s of 200 B each way, 50 ms RTT, 5 % loss, 60 s.
-                 One-way p50 <= 30 ms, p99 <= 150 ms.
+                 One-way p50 <= 30 ms, p99 <= 50 ms.
+- chat-30:       200 B every 2 s each way, 500 each, one-way 100 ms +- 50 ms, 30 % loss each
+                 way. One-way p99 <= 300 ms, max <= 600 ms.
+- chat-30-busy:  the same link, 200 B every 0.1 s each way, 600 each. p99 <= 300 ms.
+- chat-burst:    200 B every 1 s each way, 500 each, one-way 50 ms, 10 % loss in bursts of
+                 3 datagrams on average (Gilbert-Elliott). p99 <= 250 ms.
 
 Latency is measured per message from ``send`` to delivery (for kcp-echo: to the echo's
 delivery back at the sender). In bulk, every message is queued at t=0, so its latency
-includes waiting in the send buffer.
+includes waiting in the send buffer. ``wire_ratio`` is the datagram bytes both links carried
+(both directions, handshake and ACKs included) over the payload bytes delivered: at most 1.15
+for bulk rows, at most 6 for the chat rows, whose redundancy buys latency with bandwidth.
 """
 
 from __future__ import annotations
@@ -29,14 +41,27 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
 
 from rudp_chat.core import Connection, ConnectionConfig, Listener, ListenerConfig, MessageReceived
 from rudp_chat.sim import LinkProfile, Network
 from rudp_chat.sim.endpoint import Endpoint, Recorded
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from reno import RenoReceiver, RenoSender  # the Reno reference flow of the tests
+
 SERVER = ("10.0.0.1", 4000)
 CLIENT = ("10.0.0.2", 5000)
 STAMP = struct.Struct(">I")  # message index, so latency needs no side table lookups by content
+BULK_RATE = 10e6 / 8  # bytes per second: the bulk rows' bottleneck
+BULK_ONE_WAY_S = 0.025
+CONGESTION_WARMUP_S = 10.0  # virtual seconds before the shares are counted: slow start, probing
+CONGESTION_MEASURE_S = 30.0  # virtual seconds the shares are counted over (quick: a third)
+CONGESTION_REFILL_S = 0.05  # how often a rudp flow's send buffer is topped up: never runs dry
+TARGET_FAIRNESS = 0.9  # Jain's index among rudp flows
+TARGET_VS_RENO = 2.0  # rudp's share over a Reno flow's, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +70,20 @@ class Row:
     loss: float
     goodput_ratio: float
     retransmit_ratio: float
-    latency_avg_ms: float
-    latency_p50_ms: float
-    latency_p99_ms: float
-    latency_max_ms: float
+    latency_avg_ms: float | None
+    """None in the congestion rows: a backlog's wait in the send buffer is no latency."""
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    latency_max_ms: float | None
+    wire_ratio: float
     queue_drops: int
     datagrams_sent: int
     virtual_s: float
     wall_s: float
+    shares: list[float] | None = None
+    """congestion: each flow's share of the payload delivered (rudp flows first, then Reno)."""
+    fairness: float | None = None
+    """congestion: Jain's index of the shares, (sum x)^2 / (n sum x^2); 1 is an equal split."""
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -88,12 +119,14 @@ def _row(
     setup: Setup,
     latencies: list[float],
     payload: int,
+    delivered: int,
     capacity: float | None,
     duration: float,
     wall: float,
 ) -> Row:
     stats = setup.client.stats()
     link = setup.network.link(CLIENT, SERVER).stats
+    wire = link.bytes_sent + setup.network.link(SERVER, CLIENT).stats.bytes_sent
     goodput = payload / duration / capacity if capacity else 0.0
     return Row(
         scenario=scenario,
@@ -104,6 +137,7 @@ def _row(
         latency_p50_ms=round(1000 * _percentile(latencies, 0.50), 2),
         latency_p99_ms=round(1000 * _percentile(latencies, 0.99), 2),
         latency_max_ms=round(1000 * max(latencies), 2),
+        wire_ratio=round(wire / max(delivered, 1), 3),
         queue_drops=link.queue_drops,
         datagrams_sent=link.sent,
         virtual_s=round(duration, 3),
@@ -111,13 +145,16 @@ def _row(
     )
 
 
-def bulk(seed: int, loss: float, megabytes: float, scenario: str) -> Row:
-    rate = 10e6 / 8  # bytes per second
-    one_way = 0.025
-    bdp_packets = rate * 2 * one_way / 1200
+def _bottleneck(loss: float) -> LinkProfile:
+    """The bulk rows' link, one way: 10 Mbit/s, 25 ms, a drop-tail queue of 1.5 x BDP."""
+    bdp_packets = BULK_RATE * 2 * BULK_ONE_WAY_S / 1200
     queue = int(1.5 * bdp_packets) + 1
-    up = LinkProfile(loss=loss, delay=one_way, rate=rate, queue=queue)
-    down = LinkProfile(loss=loss, delay=one_way, rate=rate, queue=queue)
+    return LinkProfile(loss=loss, delay=BULK_ONE_WAY_S, rate=BULK_RATE, queue=queue)
+
+
+def bulk(seed: int, loss: float, megabytes: float, scenario: str) -> Row:
+    rate = BULK_RATE
+    up = down = _bottleneck(loss)
     count = int(megabytes * 1e6 / 1024)
     config = ConnectionConfig(send_buffer_size=count * 2048, receive_window=8 * 1024 * 1024)
     setup = _setup(seed, up, down, config)
@@ -141,7 +178,8 @@ def bulk(seed: int, loss: float, megabytes: float, scenario: str) -> Row:
     wall = time.perf_counter() - wall
     duration = arrived[-1] - start
     latencies = [a - s for a, s in zip(arrived, sent_at, strict=True)]
-    return _row(scenario, loss, setup, latencies, count * 1024, rate, duration, wall)
+    payload = count * 1024
+    return _row(scenario, loss, setup, latencies, payload, payload, rate, duration, wall)
 
 
 def _paced(
@@ -163,7 +201,8 @@ def _paced(
     padding = bytes(size - STAMP.size)
 
     def sent_time(data: bytes) -> float:
-        return start + STAMP.unpack_from(data)[0] * interval
+        index: int = STAMP.unpack_from(data)[0]
+        return start + index * interval
 
     def on_server(record: Recorded) -> None:
         if not isinstance(record.event, MessageReceived):
@@ -182,7 +221,10 @@ def _paced(
     server_conn.extend(setup.server.connections)
 
     def sender(conn: Connection, index: int) -> Callable[[], None]:
-        return lambda: conn.send(STAMP.pack(index) + padding)
+        def send() -> None:
+            conn.send(STAMP.pack(index) + padding)
+
+        return send
 
     for index in range(count):
         network.call_at(start + index * interval, sender(setup.client, index))
@@ -195,7 +237,8 @@ def _paced(
     if len(latencies) != expected:
         raise RuntimeError(f"{scenario}: {len(latencies)} of {expected} messages arrived")
     duration = network.now - start
-    return _row(scenario, loss, setup, latencies, count * size, None, duration, wall)
+    delivered = 2 * count * size  # both ways: each message, or each message and its echo
+    return _row(scenario, loss, setup, latencies, count * size, delivered, None, duration, wall)
 
 
 def kcp_echo(seed: int, count: int) -> Row:
@@ -208,6 +251,121 @@ def chat(seed: int, seconds: float) -> Row:
     return _paced(seed, profile, 0.1, int(seconds * 10), 200, False, "chat", 0.05)
 
 
+def chat_30(seed: int, count: int, interval: float, scenario: str) -> Row:
+    profile = LinkProfile(loss=0.30, delay=0.100, jitter=0.050)
+    return _paced(seed, profile, interval, count, 200, False, scenario, 0.30)
+
+
+def chat_burst(seed: int, count: int) -> Row:
+    profile = LinkProfile(loss=0.10, loss_burst=3.0, delay=0.050)
+    return _paced(seed, profile, 1.0, count, 200, False, "chat-burst", 0.10)
+
+
+LATENCY_TARGETS_MS: dict[str, tuple[float | None, float | None, float | None, float | None]] = {
+    # scenario: (avg, p50, p99, max), None where the issue sets no bound
+    "kcp-echo": (95, None, None, 160),
+    "chat": (None, 30, 50, None),
+    "chat-30": (None, None, 300, 600),
+    "chat-30-busy": (None, None, 300, None),
+    "chat-burst": (None, None, 250, None),
+}
+THIN_WIRE_RATIO = 6.0  # chat rows: redundancy may cost up to this many bytes per payload byte
+BULK_WIRE_RATIO = 1.15  # bulk rows: headers and ACKs only, no redundancy
+
+
+def congestion(seed: int, rudp: int, reno: int, measure_s: float, scenario: str) -> Row:
+    """``rudp`` rudp bulk flows and ``reno`` Reno-like ones through one bottleneck (the bulk
+    link without random loss), each from its own address; every flow's share of the payload
+    delivered over ``measure_s`` after ``CONGESTION_WARMUP_S``, and Jain's index of them."""
+    rng = random.Random(seed)
+    network = Network(seed)
+    rudp_clients = [(f"10.0.1.{index + 1}", 5000) for index in range(rudp)]
+    reno_clients = [(f"10.0.2.{index + 1}", 5000) for index in range(reno)]
+    reno_servers = [(SERVER[0], SERVER[1] + 1 + index) for index in range(reno)]
+    directions = [(client, SERVER) for client in rudp_clients]
+    directions += list(zip(reno_clients, reno_servers, strict=True))
+    bottleneck = network.share_link(directions, _bottleneck(0.0))
+    for src, dst in directions:  # the way back: the same delay, no bottleneck
+        network.set_link(dst, src, LinkProfile(delay=BULK_ONE_WAY_S))
+    config = ConnectionConfig()
+    server = Endpoint(Listener(rng.randbytes, ListenerConfig(connection=config)))
+    network.attach(SERVER, server)
+    clients = [Connection.connect(SERVER, 0.0, rng.randbytes, config) for _ in rudp_clients]
+    for address, client in zip(rudp_clients, clients, strict=True):
+        network.attach(address, Endpoint(client))
+    network.run(stop=lambda: all(c.state.value == "open" for c in clients), until=30.0)
+    start = network.now
+    counted_from = start + CONGESTION_WARMUP_S
+    end = counted_from + measure_s
+    delivered = dict.fromkeys(rudp_clients, 0)
+    counted = dict.fromkeys(rudp_clients, 0)
+
+    def on_server(record: Recorded) -> None:
+        if isinstance(record.event, MessageReceived):
+            flow = record.connection.peer_address
+            delivered[flow] += len(record.event.data)
+            if record.time >= counted_from:
+                counted[flow] += len(record.event.data)
+
+    server.on_event = on_server
+    message = bytes(1024)
+
+    def refill() -> None:
+        for client in clients:
+            while client.send_capacity >= len(message):
+                client.send(message)
+        if network.now + CONGESTION_REFILL_S < end:
+            network.call_at(network.now + CONGESTION_REFILL_S, refill)
+
+    network.call_at(start, refill)
+    senders = [RenoSender(peer) for peer in reno_servers]
+    receivers = [RenoReceiver() for _ in reno_servers]
+    for address, sender in zip(reno_clients, senders, strict=True):
+        network.attach(address, sender)
+    for address, receiver in zip(reno_servers, receivers, strict=True):
+        network.attach(address, receiver)
+    reno_at_count: list[int] = []
+    network.call_at(
+        counted_from, lambda: reno_at_count.extend(r.delivered_bytes for r in receivers)
+    )
+    wall = time.perf_counter()
+    network.run(until=end)
+    wall = time.perf_counter() - wall
+    payloads = [counted[flow] for flow in rudp_clients]
+    payloads += [
+        r.delivered_bytes - before for r, before in zip(receivers, reno_at_count, strict=True)
+    ]
+    total = sum(payloads)
+    shares = [payload / total for payload in payloads]
+    retransmitted = sum(client.stats().retransmitted_bytes for client in clients)
+    wire = bottleneck.stats.bytes_sent + sum(
+        network.link(dst, src).stats.bytes_sent for src, dst in directions
+    )
+    delivered_all = sum(delivered.values()) + sum(r.delivered_bytes for r in receivers)
+    return Row(
+        scenario=scenario,
+        loss=0.0,
+        goodput_ratio=round(total / measure_s / BULK_RATE, 4),
+        retransmit_ratio=round(retransmitted / max(sum(delivered.values()), 1), 4),
+        latency_avg_ms=None,
+        latency_p50_ms=None,
+        latency_p99_ms=None,
+        latency_max_ms=None,
+        wire_ratio=round(wire / max(delivered_all, 1), 3),
+        queue_drops=bottleneck.stats.queue_drops,
+        datagrams_sent=bottleneck.stats.sent,
+        virtual_s=round(network.now - start, 3),
+        wall_s=round(wall, 2),
+        shares=[round(share, 4) for share in shares],
+        fairness=round(total**2 / (len(payloads) * sum(p * p for p in payloads)), 4),
+    )
+
+
+def _above(value: float | None, bound: float) -> bool:
+    """Whether a figure misses its upper ``bound`` (a missing figure misses it too)."""
+    return value is None or value > bound
+
+
 def verdict(row: Row) -> str:
     """The issue's targets for this scenario, checked: 'ok' or what missed."""
     misses: list[str] = []
@@ -217,16 +375,23 @@ def verdict(row: Row) -> str:
             misses.append(f"goodput<{floor:.3f}")
         if row.retransmit_ratio > row.loss / (1 - row.loss) + 0.05:
             misses.append("retransmits")
-    elif row.scenario == "congestion":
-        if row.goodput_ratio < 0.9:
-            misses.append("goodput<0.9")
-        if row.queue_drops > 0.01 * row.datagrams_sent:
-            misses.append("queue drops>1%")
-    elif row.scenario == "kcp-echo":
-        if row.latency_avg_ms > 110 or row.latency_max_ms > 392:
-            misses.append("echo time")
-    elif row.scenario == "chat" and (row.latency_p50_ms > 30 or row.latency_p99_ms > 150):
-        misses.append("latency")
+        if row.wire_ratio > BULK_WIRE_RATIO:
+            misses.append("wire_ratio")
+    elif row.scenario == "congestion-reno" and row.shares:
+        if row.shares[0] > TARGET_VS_RENO * row.shares[1]:
+            misses.append(f"rudp>{TARGET_VS_RENO:g}x reno")
+    elif row.scenario.startswith("congestion"):
+        if row.fairness is None or row.fairness < TARGET_FAIRNESS:
+            misses.append(f"fairness<{TARGET_FAIRNESS}")
+    elif row.scenario in LATENCY_TARGETS_MS:
+        measured = (row.latency_avg_ms, row.latency_p50_ms, row.latency_p99_ms, row.latency_max_ms)
+        for name, value, bound in zip(
+            ("avg", "p50", "p99", "max"), measured, LATENCY_TARGETS_MS[row.scenario], strict=True
+        ):
+            if bound is not None and _above(value, bound):
+                misses.append(f"{name}>{bound:g}")
+        if row.scenario.startswith("chat") and row.wire_ratio > THIN_WIRE_RATIO:
+            misses.append("wire_ratio")
     return "ok" if not misses else "MISS " + ",".join(misses)
 
 
@@ -239,25 +404,45 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     megabytes = 2.0 if args.quick else 20.0
     runs: list[tuple[str, Callable[[], Row]]] = []
+
     for loss in (0.0, 0.01, 0.05, 0.10, 0.20):
         name = f"bulk-{round(loss * 100)}%"
-        runs.append((name, lambda loss=loss, name=name: bulk(args.seed, loss, megabytes, name)))
-    runs.append(("congestion", lambda: bulk(args.seed, 0.0, megabytes, "congestion")))
+        runs.append((name, partial(bulk, args.seed, loss, megabytes, name)))
+    window = CONGESTION_MEASURE_S / 3 if args.quick else CONGESTION_MEASURE_S
+    for rudp, reno in ((2, 0), (4, 0), (1, 1)):
+        name = f"congestion-{rudp}" if not reno else "congestion-reno"
+        runs.append((name, partial(congestion, args.seed, rudp, reno, window, name)))
     runs.append(("kcp-echo", lambda: kcp_echo(args.seed, 200 if args.quick else 1000)))
     runs.append(("chat", lambda: chat(args.seed, 10 if args.quick else 60)))
+    runs.append(("chat-30", lambda: chat_30(args.seed, 50 if args.quick else 500, 2.0, "chat-30")))
+    runs.append(
+        (
+            "chat-30-busy",
+            lambda: chat_30(args.seed, 100 if args.quick else 600, 0.1, "chat-30-busy"),
+        )
+    )
+    runs.append(("chat-burst", lambda: chat_burst(args.seed, 100 if args.quick else 500)))
     rows: list[Row] = []
-    header = f"{'scenario':<12} {'loss':>5} {'goodput':>8} {'retx':>6} {'avg ms':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'qdrop%':>7} {'wall s':>7}  target"
+    header = f"{'scenario':<12} {'loss':>5} {'goodput':>8} {'retx':>6} {'avg ms':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'wire':>6} {'qdrop%':>7} {'wall s':>7}  target"
     print(header)
     for name, run in runs:
         if args.only and not name.startswith(args.only):
             continue
         row = run()
         rows.append(row)
+        latencies = " ".join(
+            f"{'-':>8}" if value is None else f"{value:>8.1f}"
+            for value in (row.latency_avg_ms, row.latency_p50_ms, row.latency_p99_ms,
+                          row.latency_max_ms)
+        )  # fmt: skip
+        shares = ""
+        if row.shares is not None:
+            shares = f"  shares {', '.join(f'{share:.3f}' for share in row.shares)}, "
+            shares += f"Jain {row.fairness:.3f}"
         print(
             f"{row.scenario:<12} {row.loss:>5.2f} {row.goodput_ratio:>8.3f} {row.retransmit_ratio:>6.3f} "
-            f"{row.latency_avg_ms:>8.1f} {row.latency_p50_ms:>8.1f} {row.latency_p99_ms:>8.1f} "
-            f"{row.latency_max_ms:>8.1f} {100 * row.queue_drops / row.datagrams_sent:>7.2f} "
-            f"{row.wall_s:>7.1f}  {verdict(row)}",
+            f"{latencies} {row.wire_ratio:>6.2f} {100 * row.queue_drops / row.datagrams_sent:>7.2f} "
+            f"{row.wall_s:>7.1f}  {verdict(row)}{shares}",
             flush=True,
         )
     if args.json:

@@ -1,6 +1,6 @@
 """Throughput and latency of rudp beside raw UDP, TCP, KCP and aioquic, on real loopback sockets.
 
-Usage: python benchmarks/throughput.py [--quick] [--json PATH] [--plot PATH] [--only TOKENS]
+Usage: python benchmarks/throughput.py [--quick] [--json PATH] [--plot DIR] [--only TOKENS]
                                        [--profile DIR]
 
 Every case runs its two peers in two spawned processes (one core each on a 2-core box) and
@@ -29,11 +29,22 @@ Cases:
             connection of each peer.
 - chat:     one-way latency of 200 B messages at 10 per second through the proxy at 5 % loss
             (the lossy link otherwise), from ``time.monotonic()`` stamps in the messages.
+- chat-10, chat-30, chat-burst: the load of ``chat-30`` in ``simulated.py`` (issue 10): a
+            200 B message every 2 s each way, ``thin_messages`` of them each way (60: two
+            minutes a case), through the proxy with one-way 100 ms +- 50 ms and 10 % or 30 %
+            random loss each way, or 10 % in bursts of mean 3 (``--loss-burst 3``); rudp, kcp
+            (fast mode) and aioquic. p50/p99/max of the one-way latency, both directions
+            pooled. Each peer keeps its connection up ``LINGER_S`` after its own window closed
+            so that its last messages are still retransmitted to the other.
 - crypto:   in this process, no peers: CPU time per 1200 B datagram (best of 5 rounds, loop
             overhead subtracted) to build and parse one: rudp, sealed_header + Sealer.seal and
             decode_datagram + Opener.open (the AEAD's share apart); rudp-insecure,
             encode_datagram and decode_datagram of a SESSION packet (msgpack + CRC-32). The
             frames inside cost the same either way and are left out. Printed after the table.
+
+``--plot DIR`` writes, for the cases run: ``goodput_vs_loss.png`` (lossy) and
+``chat_latency_peers.png`` (the latency CDFs of chat-10, chat-30 and chat-burst). Needs
+matplotlib.
 
 ``--only`` takes comma-separated tokens: case names, implementation names (exact: ``rudp`` is
 not ``rudp-insecure``), sizes (64, 1024, 16384, or 1KiB) and losses (5%); a case runs when it
@@ -42,7 +53,8 @@ those through the proxy): ``--only cpu,lossy,rudp,1024,0%``.
 The exit status is 1 when a case failed (a peer raised, died or timed out), else 0.
 ``--profile DIR`` runs each peer under cProfile (wall clock: idle time shows as the event loop's
 epoll) into DIR/CASE/{server,client}.prof; read them with ``python -m pstats``.
-The rudp_chat measured is this checkout's, ahead of any installed copy (peers and proxy too).
+The rudp_chat measured is the one Python imports (``PYTHONPATH`` or the installed package),
+in the peers and the proxy alike.
 """
 
 from __future__ import annotations
@@ -59,10 +71,20 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from peers import IMPLS, missing
-from peers.common import Job
+from peers.common import LATE_S, LINGER_S, Job
 from peers.harness import Link, Outcome, PeerError, run_pair
 
-CASES = ("cpu", "lossy", "pingpong", "handshake", "chat", "crypto")
+CASES = (
+    "cpu",
+    "lossy",
+    "pingpong",
+    "handshake",
+    "chat",
+    "chat-10",
+    "chat-30",
+    "chat-burst",
+    "crypto",
+)
 SIZES = (64, 1024, 16 * 1024)
 LOSSES = (0.0, 0.01, 0.05, 0.10)
 CPU_IMPLS = ("raw-udp", "tcp", "kcp", "aioquic", "rudp", "rudp-insecure", "rudp-uvloop")
@@ -71,7 +93,7 @@ PING_IMPLS = ("raw-udp", "tcp", "kcp", "aioquic", "rudp", "rudp-insecure", "rudp
 HANDSHAKE_IMPLS = ("rudp", "rudp-insecure")
 CHAT_IMPLS = ("rudp", "kcp", "aioquic")
 CRYPTO_IMPLS = ("rudp", "rudp-insecure")
-MESSAGE_MODES = ("bulk", "pingpong", "oneway")  # the jobs a size token filters
+MESSAGE_MODES = ("bulk", "pingpong", "oneway", "duplex")  # the jobs a size token filters
 
 RATE_KBIT = 20_000  # the lossy link's bottleneck
 CAPACITY = RATE_KBIT * 1000 / 8  # bytes per second: 2.5e6
@@ -83,6 +105,13 @@ KCP_LOSSY_WINDOW = 128  # segments: over the BDP (95), under BDP + queue; see th
 CHAT_SIZE = 200  # bytes: a chat line
 CHAT_INTERVAL = 0.1  # 10 messages per second
 CHAT_LOSS = 0.05
+THIN_LINKS = (("chat-10", 0.10, 1.0), ("chat-30", 0.30, 1.0), ("chat-burst", 0.10, 3.0))
+"""The thin-stream chat cases: name, loss each way, mean loss burst (1: independent)."""
+CASES_THIN = tuple(name for name, _, _ in THIN_LINKS)
+THIN_INTERVAL = 2.0  # chat-30's load: a 200 B message every 2 s each way
+THIN_DELAY_MS = 100.0  # chat-30's link: one way, +- THIN_JITTER_MS
+THIN_JITTER_MS = 50.0
+TARGET_THIN_VS_PEERS = 0.5  # chat-30: rudp p99 <= half the better peer's p99 (issue 10)
 CRYPTO_ROUNDS = 5  # the crypto case keeps the fastest round: the least disturbed by other jobs
 
 TARGET_VS_RAW = 0.25  # cpu 1 KiB: rudp / raw-udp messages per second
@@ -104,16 +133,18 @@ class Scale:
     handshakes: int
     handshake_s: float
     chat_messages: int
+    thin_messages: int
+    """Messages each way in the chat-10/30/burst cases, one every ``THIN_INTERVAL``."""
     crypto_iterations: int
     """Datagrams per round of the crypto case, for each operation."""
 
 
 FULL = Scale(cpu_s=3.0, cpu_count=2_000_000, lossy_s=15.0, losses=LOSSES, pings=5000,
              ping_s=5.0, handshakes=200, handshake_s=20.0, chat_messages=300,
-             crypto_iterations=20_000)  # fmt: skip
+             thin_messages=60, crypto_iterations=20_000)  # fmt: skip
 QUICK = Scale(cpu_s=0.4, cpu_count=200_000, lossy_s=2.0, losses=(0.0, 0.05), pings=300,
               ping_s=0.5, handshakes=20, handshake_s=3.0, chat_messages=20,
-              crypto_iterations=2000)  # fmt: skip
+              thin_messages=3, crypto_iterations=2000)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +167,8 @@ class Case:
     def timeout(self) -> float:
         """Seconds the case may take after setup before its peers count as hung."""
         job = self.job
+        if job.mode == "duplex":
+            return job.count * job.interval + LATE_S + LINGER_S + 20.0
         length = job.count * job.interval if job.mode == "oneway" else job.duration
         return length + 20.0
 
@@ -156,6 +189,10 @@ class Row:
     retransmit_ratio: float | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None
+    max_ms: float | None = None
+    """chat-10/30/burst: the slowest message."""
+    samples_ms: list[float] | None = None
+    """chat-10/30/burst: every message's one-way latency (both directions), for the CDFs."""
     delivered: int | None = None
     """Messages counted: delivered (bulk, chat) or round trips (pingpong)."""
     seconds: float | None = None
@@ -197,6 +234,12 @@ def plan(scale: Scale) -> list[Case]:
     for impl in CHAT_IMPLS:
         job = Job("oneway", CHAT_SIZE, scale.chat_messages, 0.0, interval=CHAT_INTERVAL)
         cases.append(Case("chat", impl, job, CHAT_LOSS, chat_link))
+    for name, loss, burst in THIN_LINKS:
+        link = Link(loss, THIN_DELAY_MS, RATE_KBIT, QUEUE, jitter_ms=THIN_JITTER_MS,
+                    loss_burst=burst)  # fmt: skip
+        for impl in CHAT_IMPLS:
+            job = Job("duplex", CHAT_SIZE, scale.thin_messages, 0.0, interval=THIN_INTERVAL)
+            cases.append(Case(name, impl, job, loss, link))
     for impl in CRYPTO_IMPLS:
         job = _job(impl, "crypto", DATAGRAM, scale.crypto_iterations, 0.0)
         cases.append(Case("crypto", impl, job))
@@ -314,6 +357,8 @@ def measure(case: Case, outcome: Outcome) -> Row:
         return row
     if case.job.mode == "handshake":
         return _handshakes(row, outcome)
+    if case.job.mode == "duplex":
+        return _conversation(row, case, outcome)
     delivered, elapsed = server["delivered"], server["elapsed"]
     if delivered < 2 or elapsed <= 0:
         raise PeerError(f"only {delivered} messages arrived")
@@ -338,6 +383,28 @@ def measure(case: Case, outcome: Outcome) -> Row:
         row.msgs_per_s = row.mb_per_s = None
         if delivered < case.job.count:
             row.note = f"only {delivered} of {case.job.count} messages arrived"
+    return row
+
+
+def _conversation(row: Row, case: Case, outcome: Outcome) -> Row:
+    """Duplex (chat-10/30/burst): both directions' one-way latencies, pooled."""
+    server, client = outcome.server, outcome.client
+    latencies = [*server.get("latencies_ms", []), *client.get("latencies_ms", [])]
+    if len(latencies) < 2:
+        raise PeerError(f"only {len(latencies)} messages arrived")
+    row.delivered = len(latencies)
+    row.p50_ms = _round(_percentile(latencies, 0.50), 1)
+    row.p99_ms = _round(_percentile(latencies, 0.99), 1)
+    row.max_ms = _round(max(latencies), 1)
+    row.samples_ms = [round(value, 1) for value in latencies]
+    if client.get("retransmitted_bytes") is not None and server.get("bytes"):
+        row.retransmit_ratio = _round(client["retransmitted_bytes"] / server["bytes"], 4)
+    notes = [f"max {row.max_ms:,.0f} ms"]
+    if case.link is not None and case.link.loss_burst > 1:
+        notes.append(f"loss in bursts of mean {case.link.loss_burst:g}")
+    if row.delivered < 2 * case.job.count:
+        notes.append(f"only {row.delivered} of {2 * case.job.count} messages arrived")
+    row.note = ", ".join(notes)
     return row
 
 
@@ -488,7 +555,7 @@ def _cell(value: float | None, spec: str, width: int) -> str:
 def table(rows: Iterable[Row]) -> str:
     """The rows as a fixed-width table (crypto rows aside: see :func:`crypto_section`)."""
     lines = [
-        f"{'case':<9} {'impl':<13} {'size':>6} {'loss':>5} {'msgs/s':>11} {'MB/s':>9} "
+        f"{'case':<10} {'impl':<13} {'size':>6} {'loss':>5} {'msgs/s':>11} {'MB/s':>9} "
         f"{'goodput':>7} {'retx':>6} {'p50 ms':>8} {'p99 ms':>8}  note"
     ]
     previous = ""
@@ -501,7 +568,7 @@ def table(rows: Iterable[Row]) -> str:
         loss = "-" if row.loss is None else f"{100 * row.loss:.0f}%"
         size = str(row.size) if row.size else "-"
         lines.append(
-            f"{row.case:<9} {row.impl:<13} {size:>6} {loss:>5} "
+            f"{row.case:<10} {row.impl:<13} {size:>6} {loss:>5} "
             f"{_cell(row.msgs_per_s, ',.0f', 11)} {_cell(row.mb_per_s, '.2f', 9)} "
             f"{_cell(row.goodput_ratio, '.3f', 7)} {_cell(row.retransmit_ratio, '.3f', 6)} "
             f"{_cell(row.p50_ms, '.3f', 8)} {_cell(row.p99_ms, '.3f', 8)}  "
@@ -624,64 +691,81 @@ def targets(rows: list[Row]) -> list[str]:
             f"lossy {100 * loss:.0f}%: rudp goodput {ours.goodput_ratio:.3f} "
             f"(target >= {TARGET_GOODPUT:.2f} and >= peers: {peers}) {verdict(ok)}"
         )
+    for name, *_ in THIN_LINKS:
+        ours = _find(rows, name, "rudp", CHAT_SIZE, _loss_of(name))
+        peers_p99 = [
+            row.p99_ms
+            for impl in ("kcp", "aioquic")
+            if (row := _find(rows, name, impl, CHAT_SIZE, _loss_of(name))) and row.p99_ms
+        ]
+        if ours is None or ours.p99_ms is None or not peers_p99:
+            continue
+        bound = TARGET_THIN_VS_PEERS * min(peers_p99)
+        wanted = (
+            f"(target <= {100 * TARGET_THIN_VS_PEERS:.0f} % of it: {bound:,.0f} ms) "
+            f"{verdict(ours.p99_ms <= bound)}"
+            if name == "chat-30"
+            else "(info)"
+        )
+        lines.append(
+            f"{name}: rudp p99 {ours.p99_ms:,.0f} ms, better peer's {min(peers_p99):,.0f} ms "
+            f"{wanted}"
+        )
     return lines
 
 
-def plot(rows: list[Row], path: str) -> None:
-    """Three panels as a PNG: cpu MB/s, lossy goodput, latency (and handshake time).
-    Needs matplotlib."""
-    import matplotlib
+def _loss_of(name: str) -> float:
+    return next(loss for case, loss, _ in THIN_LINKS if case == name)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def plot(rows: list[Row], directory: str) -> list[str]:
+    """The pictures of the cases run, as PNGs in ``directory``: goodput against loss (lossy)
+    and the latency CDFs of the thin-stream chat cases; the paths written. Needs matplotlib."""
+    from figures import draw_cdf, latency_axis, plt, save
 
     ok = [row for row in rows if row.status == "ok"]
-    figure, (cpu, lossy, latency) = plt.subplots(1, 3, figsize=(17, 5))
-    impls = [impl for impl in CPU_IMPLS if any(r.case == "cpu" and r.impl == impl for r in ok)]
-    width = 0.8 / max(len(impls), 1)
-    for index, impl in enumerate(impls):
-        values = [
-            (row.mb_per_s or 0.0) if (row := _find(ok, "cpu", impl, size)) else 0.0
-            for size in SIZES
-        ]
-        cpu.bar([s + index * width for s in range(len(SIZES))], values, width, label=impl)
-    cpu.set_xticks([s + 0.4 - width / 2 for s in range(len(SIZES))], ["64 B", "1 KiB", "16 KiB"])
-    cpu.set_yscale("log")
-    cpu.set_ylabel("MB/s delivered")
-    cpu.set_title("CPU-bound, loopback")
-    cpu.legend(fontsize="small")
-    for impl in LOSSY_IMPLS:
-        points = sorted(
-            (row.loss * 100, row.goodput_ratio)
-            for row in ok
-            if row.case == "lossy" and row.impl == impl and row.loss is not None
-            and row.goodput_ratio is not None
-        )  # fmt: skip
-        if points:
-            lossy.plot(*zip(*points, strict=True), marker="o", label=impl)
-    lossy.axhline(TARGET_GOODPUT, linestyle="--", color="grey", label="target")
-    lossy.set_xlabel("loss each way, %")
-    lossy.set_ylabel("goodput / (20 Mbit/s x (1 - loss))")
-    lossy.set_ylim(0, 1.05)
-    lossy.set_title("Lossy link: 20 Mbit/s, 40 ms RTT")
-    lossy.legend(fontsize="small")
-    latency_rows = [
-        r for r in ok if r.case in ("pingpong", "handshake", "chat") and r.p50_ms is not None
-    ]
-    labels = [f"{r.case}\n{r.impl}" for r in latency_rows]
-    positions = range(len(latency_rows))
-    latency.bar([p - 0.2 for p in positions], [r.p50_ms or 0 for r in latency_rows], 0.4,
-                label="p50")  # fmt: skip
-    latency.bar([p + 0.2 for p in positions], [r.p99_ms or 0 for r in latency_rows], 0.4,
-                label="p99")  # fmt: skip
-    latency.set_xticks(list(positions), labels, fontsize="x-small", rotation=45)
-    latency.set_yscale("log")
-    latency.set_ylabel("ms (pingpong: RTT; handshake: connect(); chat: one way)")
-    latency.set_title("Latency")
-    latency.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    written: list[str] = []
+    if any(row.case == "lossy" for row in ok):
+        figure, axis = plt.subplots(figsize=(7, 4.5))
+        for impl in LOSSY_IMPLS:
+            points = sorted(
+                (row.loss * 100, row.goodput_ratio)
+                for row in ok
+                if row.case == "lossy" and row.impl == impl and row.loss is not None
+                and row.goodput_ratio is not None
+            )  # fmt: skip
+            if points:
+                axis.plot(*zip(*points, strict=True), marker="o", label=impl)
+        axis.axhline(TARGET_GOODPUT, linestyle="--", color="grey", label="rudp's target")
+        axis.set_xlabel("random loss each way (%)")
+        axis.set_ylabel("goodput / (20 Mbit/s x (1 - loss))")
+        axis.set_ylim(0, 1.15)  # room above the lines for the legend
+        axis.grid(True, alpha=0.3)
+        axis.set_title(
+            f"1 KiB messages through rudp-chat proxy: 20 Mbit/s, {2 * DELAY_MS:.0f} ms RTT, "
+            f"queue {QUEUE} datagrams",
+            fontsize="medium",
+        )
+        axis.legend(loc="upper center", ncol=4, fontsize="small")
+        written.append(save(figure, directory, "goodput_vs_loss.png"))
+    thin = [(name, loss, burst) for name, loss, burst in THIN_LINKS
+            if any(row.case == name for row in ok)]  # fmt: skip
+    if thin:
+        figure, axes = plt.subplots(1, len(thin), figsize=(6 * len(thin), 4.5), squeeze=False)
+        for axis, (name, loss, burst) in zip(axes[0], thin, strict=True):
+            for impl in CHAT_IMPLS:
+                row = _find(ok, name, impl, CHAT_SIZE, loss)
+                if row is not None and row.samples_ms:
+                    draw_cdf(axis, row.samples_ms, impl)
+            kind = f"in bursts of mean {burst:g}" if burst > 1 else "random"
+            latency_axis(axis, f"{name}: {100 * loss:.0f} % loss each way, {kind}",
+                         "one-way latency (ms, log scale)")  # fmt: skip
+        figure.suptitle(
+            f"A {CHAT_SIZE} B message every {THIN_INTERVAL:g} s each way through rudp-chat proxy, "
+            f"{THIN_DELAY_MS:.0f} \u00b1 {THIN_JITTER_MS:.0f} ms each way"
+        )
+        written.append(save(figure, directory, "chat_latency_peers.png"))
+    return written
 
 
 def _as_json(row: Row) -> dict[str, Any]:
@@ -691,9 +775,11 @@ def _as_json(row: Row) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run the selected cases, print the table and targets; the exit status."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short runs: under a minute in all")
+    parser.add_argument("--quick", action="store_true", help="short runs: a few minutes in all")
     parser.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
-    parser.add_argument("--plot", metavar="PATH", help="write a PNG (needs matplotlib)")
+    parser.add_argument(
+        "--plot", metavar="DIR", help="write the pictures of the cases run into DIR (matplotlib)"
+    )
     parser.add_argument("--only", metavar="TOKENS", help="e.g. cpu,rudp,raw-udp,1024 or lossy,5%%")
     parser.add_argument(
         "--profile",
@@ -725,6 +811,11 @@ def main(argv: list[str] | None = None) -> int:
             f"lossy/chat link: {RATE_KBIT} kbit/s, {DELAY_MS:.0f} ms each way, queue {QUEUE} "
             f"datagrams (1.5 x BDP of {BDP_DATAGRAMS:.1f} x {DATAGRAM} B)"
         )
+    if any(row.case in CASES_THIN for row in rows):
+        print(
+            f"chat-10/30/burst link: {THIN_DELAY_MS:.0f} +- {THIN_JITTER_MS:.0f} ms each way, "
+            f"a {CHAT_SIZE} B message every {THIN_INTERVAL:g} s each way"
+        )
     for line in crypto_section(rows):
         print(line)
     verdicts = targets(rows)
@@ -737,7 +828,8 @@ def main(argv: list[str] | None = None) -> int:
             json.dump([_as_json(row) for row in rows], handle, indent=2)
     if args.plot:
         try:
-            plot(rows, args.plot)
+            for path in plot(rows, args.plot):
+                print(f"wrote {path}")
         except ImportError:
             print("note: --plot skipped: matplotlib is not installed")
     return 1 if any(row.status == "failed" for row in rows) else 0

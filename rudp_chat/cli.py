@@ -18,17 +18,21 @@ from rudp_chat import __version__
 from rudp_chat.aio import proxy
 from rudp_chat.arguments import count, port, positive
 from rudp_chat.chat.client import ClientOptions
+from rudp_chat.chat.confusables import SkeletonsUnavailableError
 from rudp_chat.chat.console import run_client
 from rudp_chat.chat.demo import DemoSettings, run_demo
 from rudp_chat.chat.history import DEFAULT_HISTORY_FILE
 from rudp_chat.chat.room import MAX_PAGE, RoomLimits
 from rudp_chat.chat.server import ServerOptions, run_server
 from rudp_chat.core.config import ConnectionConfig, ListenerConfig
+from rudp_chat.core.noise import StaticKey
 from rudp_chat.identity import (
     KeyFileError,
+    default_client_key_file,
     default_key_file,
     default_known_servers,
     is_fingerprint,
+    load_or_create_client_key,
 )
 
 __all__ = ["main"]
@@ -103,6 +107,23 @@ def _add_insecure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _qlog_directory(text: str) -> str:
+    """A directory for traces: made if missing, so only an existing file is refused."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; give a directory for the traces")
+    return text
+
+
+def _add_qlog(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--qlog",
+        type=_qlog_directory,
+        metavar="DIR",
+        help="write a qlog trace of every connection into DIR (made if missing), one "
+        "<connection id>_<client|server>.sqlog file each, for qvis",
+    )
+
+
 def _connection(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ConnectionConfig:
     """The connection settings the flags ask for; exits 2 if they cannot work together."""
     if args.heartbeat >= args.idle_timeout:
@@ -115,6 +136,7 @@ def _connection(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Co
         heartbeat_interval=args.heartbeat,
         idle_timeout=args.idle_timeout,
         handshake_timeout=getattr(args, "handshake_timeout", _DEFAULTS.handshake_timeout),
+        qlog=args.qlog,
     )
 
 
@@ -211,14 +233,22 @@ def _add_server(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         help="the server's private key, created on first start, readable by its owner only "
         "(default %(default)s)",
     )
+    parser.add_argument(
+        "--no-guests",
+        action="store_true",
+        help="refuse clients without a key (--guest): every user owns the name it uses",
+    )
     _add_insecure(parser)
     _add_timeouts(parser)
+    _add_qlog(parser)
     parser.set_defaults(run=lambda args: _server(parser, args))
 
 
 def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.history_size > MAX_PAGE:
         parser.error(f"argument --history-size: at most {MAX_PAGE}, got {args.history_size}")
+    if args.no_guests and args.insecure:
+        parser.error("--no-guests needs encryption: without it no client presents a key")
     limits = RoomLimits(
         max_users=args.max_clients,
         history_size=args.history_size,
@@ -236,6 +266,7 @@ def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         connection=_connection(parser, args),
         key_file=args.key_file,
         max_per_address=args.max_per_address,
+        allow_guests=not args.no_guests,
     )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
@@ -244,7 +275,7 @@ def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return asyncio.run(run_server(options))
     except sqlite3.Error as exc:  # the file exists but is no history (checked before it starts)
         parser.error(f"argument --history: cannot use {args.history}: {exc}")
-    except KeyFileError as exc:
+    except (KeyFileError, SkeletonsUnavailableError) as exc:
         print(f"error: cannot start the server: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
@@ -297,12 +328,41 @@ def _add_client(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="PATH",
         help="where server keys are pinned (default %(default)s)",
     )
+    identity = parser.add_mutually_exclusive_group()
+    identity.add_argument(
+        "--client-key",
+        type=Path,
+        default=default_client_key_file(),
+        metavar="PATH",
+        help="your private key, which the handshake proves to the server; created on first "
+        "use, readable by its owner only (default %(default)s)",
+    )
+    identity.add_argument(
+        "--guest",
+        action="store_true",
+        help="connect without a key (servers may refuse guests)",
+    )
     _add_insecure(parser)
     _add_timeouts(parser)
+    _add_qlog(parser)
     parser.set_defaults(run=lambda args: _client(parser, args))
 
 
+def _client_key(args: argparse.Namespace) -> StaticKey | None:
+    """The key to connect with (None: a guest, or insecure, where no handshake carries it).
+
+    Raises :class:`KeyFileError`."""
+    if args.guest or args.insecure:
+        return None
+    return load_or_create_client_key(args.client_key)[0]
+
+
 def _client(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    try:
+        client_key = _client_key(args)
+    except KeyFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     options = ClientOptions(
         host=args.host,
         port=args.port,
@@ -311,6 +371,7 @@ def _client(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         connection=_connection(parser, args),
         server_key=args.server_key,
         known_servers=args.known_servers,
+        client_key=client_key,
     )
     if options.connection.insecure:
         print("WARNING: encryption is off (--insecure)", file=sys.stderr, flush=True)

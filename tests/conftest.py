@@ -18,6 +18,8 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+from rudp_chat.aio.socketpath import SOCKET_PATH_VARIABLE, SocketPath
+
 settings.register_profile(
     "ci",
     max_examples=60,
@@ -44,3 +46,12 @@ def private_config_dir(
     """Server keys and known servers go to a fresh directory per test, never the user's
     ``~/.config`` (subprocesses inherit the variable)."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+
+
+@pytest.fixture(params=[SocketPath.READER, SocketPath.DATAGRAM_ENDPOINT], ids=str)
+def socket_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> SocketPath:
+    """Every socket the test opens, in this process or a subprocess, takes this path: the
+    real-socket modules use it (``pytestmark``) to run whole under both paths."""
+    path: SocketPath = request.param
+    monkeypatch.setenv(SOCKET_PATH_VARIABLE, path.value)
+    return path

@@ -36,7 +36,9 @@ from rudp_chat.core.events import (
     TerminationReason,
 )
 from rudp_chat.core.listener import Listener
+from rudp_chat.core.noise import StaticKey
 from rudp_chat.core.state import State
+from rudp_chat.core.trace import TraceSink
 from rudp_chat.sim import TIMER_GUARD_S, LinkProfile, Network
 from rudp_chat.sim.endpoint import Endpoint, Recorded
 
@@ -459,16 +461,27 @@ class Pair:
         *,
         seed: int = 0,
         client_address: Address = CLIENT,
+        client_key: StaticKey | None = None,
+        client_trace: TraceSink | None = None,
+        server_trace: Callable[[], TraceSink] | None = None,
     ) -> None:
+        """``client_key`` makes the client prove that identity (IK); without it, a guest.
+        ``client_trace`` and ``server_trace`` (a factory) receive the two ends' qlog events."""
         self.config = config or (listener_config or ListenerConfig()).connection
         self.now = 0.0
         self.client_address = client_address
         self.listener = Listener(
             seeded_random_bytes(f"listener/{seed}"),
             listener_config or ListenerConfig(connection=self.config),
+            trace=server_trace,
         )
         self.client = Connection.connect(
-            SERVER, self.now, seeded_random_bytes(f"client/{seed}"), self.config
+            SERVER,
+            self.now,
+            seeded_random_bytes(f"client/{seed}"),
+            self.config,
+            client_key=client_key,
+            trace=client_trace,
         )
         self.server: Connection | None = None
         self.to_server: list[bytes] = []

@@ -14,10 +14,15 @@ from collections.abc import Iterator
 import pytest
 
 from rudp_chat.aio.proxy import UdpProxy
+from rudp_chat.aio.socketpath import SocketPath
 from rudp_chat.sim.link import LinkProfile
 
+pytestmark = pytest.mark.usefixtures("socket_path")  # both socket paths, see conftest
+
 LOCALHOST = "127.0.0.1"
-READY = re.compile(r"^proxy listening on 127\.0\.0\.1:(\d+) -> 127\.0\.0\.1:(\d+)$")
+READY = re.compile(
+    r"^proxy listening on 127\.0\.0\.1:(\d+) -> 127\.0\.0\.1:(\d+) \(UDP sockets via (\w+)\)$"
+)
 WAIT_S = 10.0  # upper bound on any single wait; loopback answers in microseconds
 
 
@@ -53,12 +58,16 @@ def _stop(proxy: subprocess.Popen[str]) -> tuple[int, str]:
     return proxy.returncode, out
 
 
-def test_cli_forwards_both_ways_and_reports_on_sigterm(echo: socket.socket) -> None:
+def test_cli_forwards_both_ways_and_reports_on_sigterm(
+    echo: socket.socket, socket_path: SocketPath
+) -> None:
+    """...and its start line names the socket path it took (the forced one)."""
     upstream_port = echo.getsockname()[1]
     proxy = _start("--listen", f"{LOCALHOST}:0", "--upstream", f"{LOCALHOST}:{upstream_port}")
     try:
         match = READY.match(_ready_line(proxy))
         assert match is not None and int(match[2]) == upstream_port
+        assert match[3] == socket_path
         listen = (LOCALHOST, int(match[1]))
         assert listen[1] != 0
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -44,6 +44,8 @@ from rudp_chat.core import (
 from rudp_chat.core.codec import encode_datagram, encode_frames
 from rudp_chat.core.frames import PingFrame, SessionPacket
 from rudp_chat.sim.link import LinkProfile
+
+pytestmark = pytest.mark.usefixtures("socket_path")  # both socket paths, see conftest
 
 LOCALHOST = "127.0.0.1"
 GRACEFUL = {TerminationReason.CLOSED, TerminationReason.CLOSED_BY_PEER}
@@ -258,6 +260,57 @@ def test_a_full_server_refuses(run: Runner) -> None:
                 accepted = await server.accept()
                 assert await accepted.recv() == b"still fine"
             assert server.stats().refused == 1
+
+    run(main(), 10)
+
+
+class _HoldingRelay(asyncio.DatagramProtocol):
+    """Relays one client to a server, holding back what the server sends after its first
+    ``prompt`` datagrams by ``hold_s``: a refusal's CLOSE then reaches the client only after its
+    WELCOME completed ``connect``."""
+
+    def __init__(self, server: tuple[str, int], prompt: int, hold_s: float) -> None:
+        self.server, self.prompt, self.hold_s = server, prompt, hold_s
+        self.client: tuple[str, int] | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self.from_server = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)  # not a subclass on 3.11
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        if addr != self.server:
+            self.client = addr
+            self.transport.sendto(data, self.server)
+        elif self.client is not None:
+            self.from_server += 1
+            delay = 0.0 if self.from_server <= self.prompt else self.hold_s
+            asyncio.get_running_loop().call_later(delay, self.transport.sendto, data, self.client)
+
+
+def test_a_refusal_that_arrives_after_connect_returned_is_still_a_refusal(run: Runner) -> None:
+    """A refusal is a WELCOME, then a CLOSE: when the CLOSE comes late, ``connect`` has returned,
+    and ``recv`` must say the server refused, not that the connection was lost."""
+
+    async def main() -> None:
+        config = ListenerConfig(max_connections=1)
+        server = await serve(LOCALHOST, 0, config=config)
+        async with server, await connect(*server.address):
+            loop = asyncio.get_running_loop()
+            relay = _HoldingRelay(server.address, prompt=2, hold_s=0.3)  # RETRY, WELCOME
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: relay, local_addr=(LOCALHOST, 0)
+            )
+            try:
+                late = await connect(*transport.get_extra_info("sockname")[:2])
+                with pytest.raises(ConnectionRefusedByServer) as refused:
+                    await late.recv()
+                assert "full" in refused.value.detail
+                with pytest.raises(ConnectionRefusedByServer):
+                    await late.send(b"too late")
+            finally:
+                transport.close()
 
     run(main(), 10)
 

@@ -2,6 +2,7 @@
 
 Figures are not checked (this box is shared and small); only that every case ran and reported.
 The optional ``bench`` extra is not needed: the subsets chosen use none of its packages.
+The benchmarks' own checks do run: a chat case must deliver every message both ways.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
+QUICK_THIN_MESSAGES = 3  # throughput.py's QUICK.thin_messages: chat-30's messages each way
 
 THROUGHPUT_KEYS = {
     "case",
@@ -36,6 +40,7 @@ SIMULATED_NUMBERS = {
     "latency_avg_ms",
     "latency_p50_ms",
     "latency_p99_ms",
+    "wire_ratio",
     "latency_max_ms",
     "queue_drops",
     "datagrams_sent",
@@ -91,9 +96,29 @@ def test_throughput_quick_runs_and_writes_rows(tmp_path: Path) -> None:
     assert lossy["goodput_ratio"] is not None
 
 
+def test_throughput_quick_chat_30_delivers_every_message_both_ways(tmp_path: Path) -> None:
+    rows = _run("throughput.py", ["--quick", "--only", "chat-30,rudp"], tmp_path / "rows.json", 180)
+    (row,) = rows
+    assert (row["case"], row["impl"], row["loss"], row["status"]) == ("chat-30", "rudp", 0.3, "ok")
+    _assert_numbers(row, THROUGHPUT_NUMBERS | {"max_ms"})
+    assert row["delivered"] == len(row["samples_ms"]) == 2 * QUICK_THIN_MESSAGES  # both ways
+    assert row["p50_ms"] <= row["p99_ms"] <= row["max_ms"] == max(row["samples_ms"])
+
+
+def test_simulated_quick_congestion_reports_shares(tmp_path: Path) -> None:
+    rows = _run("simulated.py", ["--quick", "--only", "congestion"], tmp_path / "rows.json", 180)
+    assert [row["scenario"] for row in rows] == ["congestion-2", "congestion-4", "congestion-reno"]
+    for row, flows in zip(rows, (2, 4, 2), strict=True):
+        _assert_numbers(row, SIMULATED_NUMBERS | {"fairness"})
+        assert len(row["shares"]) == flows
+        assert sum(row["shares"]) == pytest.approx(1.0, abs=1e-3)
+        assert 1 / flows <= row["fairness"] <= 1.0  # Jain's index is bounded so
+        assert row["latency_p99_ms"] is None  # a backlog's wait is no latency
+
+
 def test_simulated_quick_chat_writes_rows(tmp_path: Path) -> None:
     rows = _run("simulated.py", ["--quick", "--only", "chat"], tmp_path / "rows.json", 120)
-    assert [row["scenario"] for row in rows] == ["chat"]
+    assert [row["scenario"] for row in rows] == ["chat", "chat-30", "chat-30-busy", "chat-burst"]
     for row in rows:
         assert row.keys() >= SIMULATED_NUMBERS
         _assert_numbers(row, SIMULATED_NUMBERS)

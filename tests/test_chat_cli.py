@@ -26,7 +26,11 @@ from typing import IO
 import pytest
 
 from rudp_chat.aio import connect
+from rudp_chat.aio.socketpath import SOCKET_PATH_VARIABLE, SocketPath
 from rudp_chat.cli import main
+
+pytestmark = pytest.mark.usefixtures("socket_path")  # both socket paths, see conftest
+SERVER_READY = r"^Server is listening on 127\.0\.0\.1:(\d+) \(UDP socket via (\w+)\)$"
 
 # Short keep-alives and timeouts keep the tests fast; 4 s of silence is still far beyond any
 # loss burst at 20 % loss.
@@ -117,7 +121,10 @@ def server(history: Path | None, *flags: str, port: int = 0) -> tuple[Chat, int]
     args = ["server", "--host", "127.0.0.1", "--port", str(port)]
     args += ["--no-history"] if history is None else ["--history", str(history)]
     chat = Chat([*args, *FAST_FLAGS, *flags], stdin=subprocess.DEVNULL)
-    return chat, int(chat.wait_line(r"^Server is listening on 127\.0\.0\.1:(\d+)$").group(1))
+    ready = chat.wait_line(SERVER_READY)
+    # the start line names the path: the forced one, else add_reader (the stock loop has it)
+    assert ready[2] == os.environ.get(SOCKET_PATH_VARIABLE, SocketPath.READER)
+    return chat, int(ready[1])
 
 
 def joined(tmp_path: Path, name: str, started: list[Chat]) -> tuple[Chat, Chat, int]:
@@ -155,10 +162,10 @@ def test_three_clients_through_twenty_percent_loss(tmp_path: Path) -> None:
             clients[name].wait_line(f"^\\*\\*\\* {name} joined$")
         clients["ann"].wait_line(r"^\*\*\* cat joined$")
 
-        twin = client("BEN", port)
+        twin = client("BEN", port, "--client-key", str(tmp_path / "twin_key"))  # not ben's key
         started.append(twin)
         assert twin.exit_code() == 2
-        assert any("the name BEN is taken" in line for line in twin.errors)
+        assert any("the name BEN belongs to another client key" in line for line in twin.errors)
 
         for name in names:
             clients[name].type(*(f"{name} line {i}" for i in range(50)))
@@ -243,6 +250,7 @@ def test_interactive_input_line_survives_incoming_messages(tmp_path: Path) -> No
             screen.wait_for(f" alice @ 127.0.0.1:{port} | ")  # the bottom toolbar
             screen.type(b"/stats\r")
             screen.wait_for("*** open, rtt ")
+            screen.wait_for(f"UDP via {os.environ[SOCKET_PATH_VARIABLE]}")  # forced: pytestmark
             bob.wait_line(r"^\*\*\* alice joined$")
             screen.type(b"hello wor")
             screen.wait_for("hello wor")
@@ -502,11 +510,14 @@ def test_a_reconnect_is_one_line_lost_and_one_line_back(tmp_path: Path) -> None:
         ]
 
 
-def test_a_taken_name_says_when_a_dead_owner_frees_it(tmp_path: Path) -> None:
-    with processes() as started:
-        _, bob, port = joined(tmp_path, "bob", started)
+def test_a_guests_taken_name_says_when_a_dead_holder_frees_it(tmp_path: Path) -> None:
+    with processes() as started:  # a client with a key reclaims its name at once instead
+        chat_server, port = server(tmp_path / "history.sqlite3")
+        bob = client("bob", port, "--guest")
+        started += [chat_server, bob]
+        bob.wait_line(r"^\*\*\* bob joined$")
         bob.process.send_signal(signal.SIGKILL)
-        again = client("bob", port)
+        again = client("bob", port, "--guest")
         started.append(again)
         assert again.exit_code() == 2
         assert again.errors[-1] == (

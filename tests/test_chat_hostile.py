@@ -61,6 +61,8 @@ from rudp_chat.chat.text import InvalidNameError, name_key, normalise_name
 from rudp_chat.core.config import ListenerConfig
 from rudp_chat.core.errors import LocalProtocolError
 
+pytestmark = pytest.mark.usefixtures("socket_path")  # both socket paths, see conftest
+
 WAIT_S: Final = 20.0  # bound on any real-time wait; a passing run needs a small fraction of it
 ALICE, BOB, MALLORY = 0, 1, 2
 SESSIONS: Final = {conn: bytes([conn + 1]) * 16 for conn in (ALICE, BOB, MALLORY)}
@@ -960,7 +962,9 @@ async def cli_server(*flags: str) -> AsyncIterator[int]:
     )
     try:
         assert process.stdout is not None
-        listening = re.compile(rb"^Server is listening on 127\.0\.0\.1:(\d+)$")
+        listening = re.compile(
+            rb"^Server is listening on 127\.0\.0\.1:(\d+) \(UDP socket via \w+\)$"
+        )
         async with asyncio.timeout(WAIT_S):
             while not (match := listening.match((await process.stdout.readline()).strip())):
                 pass

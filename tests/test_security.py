@@ -4,21 +4,30 @@ edges, key pinning, migration only after authentication, and nonces never reused
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import random
 from collections import Counter
 from pathlib import Path
 
 import msgpack
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given
 from hypothesis import strategies as st
 from noise.connection import Keypair, NoiseConnection
+from noisespec import (
+    CLIENT_EPHEMERAL,
+    CLIENT_ID,
+    RESET_TOKEN,
+    SERVER_EPHEMERAL,
+    SERVER_ID,
+    STATIC_PRIVATE,
+    encrypt,
+    hash_of,
+    hkdf,
+    public,
+    x25519,
+)
+from noisespec import fingerprint as spec_fingerprint
 from simharness import CLIENT, SERVER, Pair, Scenario, run_scenario, seeded_random_bytes
 
 from rudp_chat.core import records
@@ -50,12 +59,6 @@ ELSEWHERE: Address = ("203.0.113.9", 40_000)
 # test_the_vectors_follow_from_protocol_md_step_by_step rebuilds every one from the spec's text
 # with the cryptography primitives, and test_our_handshake_is_noise_nk checks the handshake
 # against the noiseprotocol package.
-STATIC_PRIVATE = bytes(range(32))
-CLIENT_EPHEMERAL = bytes(range(32, 64))
-SERVER_EPHEMERAL = bytes(range(64, 96))
-CLIENT_ID = bytes.fromhex("c1c2c3c4c5c6c7c8")
-SERVER_ID = bytes.fromhex("5151515151515151")
-RESET_TOKEN = bytes(range(0xA0, 0xB0))
 VECTORS = {
     "prologue": "727564705f6368617400000001c1c2c3c4c5c6c7c8",
     "server_public": "8f40c5adb68f25624ae5b214ea767a6ec94d829d3d7b5e1ad1ba6f3e2138285f",
@@ -147,33 +150,6 @@ def test_our_handshake_is_noise_nk() -> None:
     )
 
 
-def _hash(*parts: bytes) -> bytes:
-    return hashlib.sha256(b"".join(parts)).digest()
-
-
-def _hkdf(chaining_key: bytes, key_material: bytes) -> tuple[bytes, bytes]:
-    """§3.6: RFC 5869 HKDF-SHA256, the chaining key as salt, empty info, two 32-byte outputs."""
-    okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=chaining_key, info=b"")
-    output = okm.derive(key_material)
-    return output[:32], output[32:]
-
-
-def _encrypt(key: bytes, n: int, ad: bytes, plaintext: bytes) -> bytes:
-    """§3.6: ChaCha20-Poly1305 with the nonce 00 00 00 00 ‖ n as 64-bit little-endian."""
-    return ChaCha20Poly1305(key).encrypt(b"\0" * 4 + n.to_bytes(8, "little"), plaintext, ad)
-
-
-def _x25519(private: bytes, public: bytes) -> bytes:
-    return X25519PrivateKey.from_private_bytes(private).exchange(
-        X25519PublicKey.from_public_bytes(public)
-    )
-
-
-def _public(private: bytes) -> bytes:
-    key = X25519PrivateKey.from_private_bytes(private).public_key()
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
 def _sealed_by_hand(key: bytes, connection_id: bytes, number: int, frames: bytes) -> bytes:
     """§3.7 for a packet number below 2^32: the msgpack header written byte by byte (fixarray
     of 4, kind 5, bin8 id, the number as positive fixint or uint32, bin8 length of frames + tag)
@@ -181,7 +157,7 @@ def _sealed_by_hand(key: bytes, connection_id: bytes, number: int, frames: bytes
     packed_number = bytes([number]) if number < 0x80 else b"\xce" + number.to_bytes(4, "big")
     header = b"\x94\x05\xc4\x08" + connection_id + packed_number
     header += b"\xc4" + bytes([len(frames) + 16])
-    return header + _encrypt(key, number, header, frames)
+    return header + encrypt(key, number, header, frames)
 
 
 def test_the_vectors_follow_from_protocol_md_step_by_step() -> None:
@@ -191,34 +167,33 @@ def test_the_vectors_follow_from_protocol_md_step_by_step() -> None:
     spec says, not what the code once printed."""
     # §3.6: the prologue, "rudp_chat" ‖ version (4 bytes big-endian) ‖ client_id
     prologue_bytes = b"rudp_chat" + (1).to_bytes(4, "big") + CLIENT_ID
-    server_public = _public(STATIC_PRIVATE)
-    # §3.9: "SHA256:" and the unpadded standard base64 of SHA-256 of the public key
-    server_fingerprint = "SHA256:" + base64.b64encode(_hash(server_public)).decode().rstrip("=")
+    server_public = public(STATIC_PRIVATE)
+    server_fingerprint = spec_fingerprint(server_public)  # §3.9
     # §3.6 step 1: a 32-byte protocol name is h and ck as it is
     h = ck = b"Noise_NK_25519_ChaChaPoly_SHA256"
     assert len(h) == 32
-    h = _hash(_hash(h, prologue_bytes), server_public)
+    h = hash_of(hash_of(h, prologue_bytes), server_public)
     # step 2: message 1, e.public ‖ ENCRYPT(k, 0, h, "")
-    client_e = _public(CLIENT_EPHEMERAL)
-    h = _hash(h, client_e)
-    ck, k = _hkdf(ck, _x25519(CLIENT_EPHEMERAL, server_public))
-    c = _encrypt(k, 0, h, b"")
-    h = _hash(h, c)
+    client_e = public(CLIENT_EPHEMERAL)
+    h = hash_of(h, client_e)
+    ck, k = hkdf(ck, x25519(CLIENT_EPHEMERAL, server_public))
+    c = encrypt(k, 0, h, b"")
+    h = hash_of(h, c)
     message1 = client_e + c
     # step 3: message 2, e'.public ‖ ENCRYPT(k, 0, h, server_id ‖ reset_token)
-    server_e = _public(SERVER_EPHEMERAL)
-    h = _hash(h, server_e)
-    ck, k = _hkdf(ck, _x25519(SERVER_EPHEMERAL, client_e))
-    c = _encrypt(k, 0, h, SERVER_ID + RESET_TOKEN)
+    server_e = public(SERVER_EPHEMERAL)
+    h = hash_of(h, server_e)
+    ck, k = hkdf(ck, x25519(SERVER_EPHEMERAL, client_e))
+    c = encrypt(k, 0, h, SERVER_ID + RESET_TOKEN)
     message2 = server_e + c
     # step 4: split; the client sends with k1
-    client_to_server, server_to_client = _hkdf(ck, b"")
+    client_to_server, server_to_client = hkdf(ck, b"")
     # §2.3 and §11: DATA seq 0, message 0, fragment 0 of 1, "hi", alone in a frame list
     frames: bytes = msgpack.packb([[1, 0, 0, 0, 1, b"hi"]], use_bin_type=True)
     assert frames == bytes.fromhex("91 96 01 00 00 00 01 c4 02 68 69")
     # §3.7: the first SEALED packet, number 2, goes to the server's id with the epoch-0 key;
     # number 2^24 opens epoch 1, whose key is REKEY(key) = ENCRYPT(key, 2^64 - 1, "", 0^32)[:32]
-    rekeyed = _encrypt(client_to_server, 2**64 - 1, b"", bytes(32))[:32]
+    rekeyed = encrypt(client_to_server, 2**64 - 1, b"", bytes(32))[:32]
     assert {
         "prologue": prologue_bytes.hex(),
         "server_public": server_public.hex(),

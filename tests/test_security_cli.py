@@ -8,6 +8,7 @@ import asyncio
 import signal
 from pathlib import Path
 
+import pytest
 from test_chat_cli import client, processes, server
 
 from rudp_chat.aio import serve
@@ -20,6 +21,8 @@ from rudp_chat.chat.room import RoomLimits
 from rudp_chat.chat.server import ChatServer, open_room
 from rudp_chat.core.config import ConnectionConfig, ListenerConfig
 from rudp_chat.sim import LinkProfile
+
+pytestmark = pytest.mark.usefixtures("socket_path")  # both socket paths, see conftest
 
 FINGERPRINT = r"(SHA256:[A-Za-z0-9+/]{43})"
 

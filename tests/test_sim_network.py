@@ -147,6 +147,32 @@ def test_set_link_changes_impairments_of_the_existing_link() -> None:
     assert link.profile.loss == 1.0
 
 
+def test_a_shared_link_queues_several_senders_behind_one_bottleneck() -> None:
+    network = Network(seed=0)
+    other: Address = ("10.0.0.3", 4000)
+    rate = 1000.0  # bytes per second: a 100-byte datagram takes 0.1 s
+    link = network.share_link([(CLIENT, SERVER), (other, SERVER)], LinkProfile(rate=rate, queue=1))
+    assert network.link(other, SERVER) is link
+    first, second, server = Outbox(), Outbox(), Outbox()
+    network.attach(SERVER, server)
+    network.attach(CLIENT, first)
+    network.attach(other, second)
+    network.call_at(0.0, lambda: first.send(bytes(100), SERVER))
+    network.call_at(0.0, lambda: second.send(bytes(100), SERVER))
+    network.call_at(0.0, lambda: second.send(bytes(100), SERVER))  # the queue holds one only
+    network.run()
+    assert [t for t, _, _ in server.received] == pytest.approx([0.1, 0.2])
+    assert [addr for _, _, addr in server.received] == [CLIENT, other]
+    assert link.stats.queue_drops == 1
+
+
+def test_share_link_refuses_a_direction_that_has_its_own_link() -> None:
+    network = Network(seed=0)
+    network.link(CLIENT, SERVER)
+    with pytest.raises(ValueError, match="own link"):
+        network.share_link([(CLIENT, SERVER)], LinkProfile())
+
+
 def test_timers_fire_in_deadline_order_at_their_deadlines() -> None:
     network = Network(seed=0)
     log: list[tuple[str, float]] = []

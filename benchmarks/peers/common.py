@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 import struct
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, TypeVar
 
 __all__ = [
     "IDLE_S",
+    "LATE_S",
     "LENGTH",
+    "LINGER_S",
     "POLL_S",
     "SEQ",
     "STAMP",
@@ -23,7 +25,9 @@ __all__ = [
     "Ready",
     "Result",
     "StopFlag",
+    "converse",
     "guard",
+    "paced",
     "run_loop",
     "split_frames",
     "stamped",
@@ -45,6 +49,9 @@ SEQ = struct.Struct(">Q")
 
 IDLE_S = 2.0  # a receiver that has heard nothing this long since the last message gives up
 POLL_S = 0.05  # how often a blocked peer looks at the stop flag: short against any case's length
+LATE_S = 12.0  # paced modes: how late a message may still count: RTO backoff to 4 s, twice, + delay
+LINGER_S = 8.0  # duplex: a peer whose window closed keeps its connection up this long, so that
+# its own last messages are still retransmitted to the other side (a 4 s RTO, and then some)
 WARMUP_PINGS = 20  # round trips left out of ping-pong figures: caches, ARP-free but lazy imports
 
 
@@ -61,18 +68,20 @@ class Job:
     """What one case asks of a pair of peers. Sizes are bytes, times seconds."""
 
     mode: str
-    """"bulk" (send as fast as the peer allows), "pingpong" (echo), "oneway" (paced stamps) or
-    "handshake" (rudp only: ``count`` sequential connects, each aborted once established)."""
+    """"bulk" (send as fast as the peer allows), "pingpong" (echo), "oneway" (paced stamps,
+    client to server), "duplex" (paced stamps both ways: each peer sends ``count`` and meters the
+    other's) or "handshake" (rudp only: ``count`` sequential connects, each aborted once
+    established)."""
     size: int
     """Message size."""
     count: int
-    """Most messages: the receiver closes its window after this many (bulk, oneway); handshakes
-    timed (handshake)."""
+    """Most messages: the receiver closes its window after this many (bulk, oneway, duplex: each
+    way); handshakes timed (handshake)."""
     duration: float
     """Bulk: the receiver's window from its first message; ping-pong, handshake: the client's
     run."""
     interval: float = 0.0
-    """One-way: time between two messages."""
+    """One-way, duplex: time between two messages."""
     loop: str = "asyncio"
     """Event loop of asyncio peers: "asyncio" or "uvloop"."""
     insecure: bool = False
@@ -86,19 +95,23 @@ class Meter:
     """The receiver's count: delivered messages and bytes from the first message on.
 
     The window closes after ``job.count`` messages or ``job.duration`` seconds, whichever comes
-    first; in one-way mode it also records each message's latency from its stamp.
+    first; in the paced modes (one-way, duplex) it closes ``LATE_S`` after the last message was
+    due, and it records each message's latency from its stamp.
     """
 
-    __slots__ = ("bytes", "count", "deadline", "first", "last", "latencies_ms", "limit", "oneway")
+    __slots__ = (
+        "bytes", "count", "deadline", "first", "idle", "last", "latencies_ms", "limit", "paced",
+    )  # fmt: skip
 
     def __init__(self, job: Job) -> None:
         self.limit = job.count
-        self.oneway = job.mode == "oneway"
+        self.paced = job.mode in ("oneway", "duplex")
         self.count = 0
         self.bytes = 0
         self.first = 0.0
         self.last = 0.0
-        self.deadline = job.duration if not self.oneway else job.count * job.interval + IDLE_S
+        self.deadline = job.duration if not self.paced else job.count * job.interval + LATE_S
+        self.idle = job.interval + LATE_S if self.paced else IDLE_S
         self.latencies_ms: list[float] = []
 
     def add(self, message: bytes | bytearray) -> bool:
@@ -107,17 +120,22 @@ class Meter:
         if not self.count:
             self.first = now
             self.deadline += now
-        if self.oneway:
+        if self.paced:
             self.latencies_ms.append(1000 * (time.monotonic() - STAMP.unpack_from(message)[0]))
         self.count += 1
         self.bytes += len(message)
         self.last = now
         return self.count >= self.limit or now >= self.deadline
 
+    def full(self) -> bool:
+        """Whether all ``job.count`` messages arrived."""
+        return self.count >= self.limit
+
     def expired(self) -> bool:
-        """Whether the window has closed by time, or nothing arrived for ``IDLE_S`` after a start."""
+        """Whether the window has closed by time, or nothing arrived for the idle limit
+        (``IDLE_S``; paced modes: ``LATE_S`` past the interval) after a start."""
         now = time.perf_counter()
-        return self.count > 0 and (now >= self.deadline or now - self.last > IDLE_S)
+        return self.count > 0 and (now >= self.deadline or now - self.last > self.idle)
 
     def result(self) -> Result:
         """The figures, for the parent."""
@@ -126,7 +144,7 @@ class Meter:
             "bytes": self.bytes,
             "elapsed": self.last - self.first,
         }
-        if self.oneway:
+        if self.paced:
             result["latencies_ms"] = self.latencies_ms
         return result
 
@@ -150,6 +168,39 @@ def split_frames(buffer: bytearray) -> tuple[list[bytearray], int]:
 def stamped(size: int) -> bytes:
     """A one-way message of ``size`` bytes stamped with the current ``time.monotonic()``."""
     return STAMP.pack(time.monotonic()) + bytes(max(0, size - STAMP.size))
+
+
+async def paced(job: Job, send: Callable[[bytes], Awaitable[object]]) -> None:
+    """Send ``job.count`` stamped messages of ``job.size`` bytes, one every ``job.interval``
+    from now (on schedule: a late one does not push the next back)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for index in range(job.count):
+        await asyncio.sleep(max(0.0, start + index * job.interval - loop.time()))
+        await send(stamped(job.size))
+
+
+async def converse(
+    job: Job,
+    send: Callable[[bytes], Awaitable[object]],
+    meter: Meter,
+    receive: Coroutine[Any, Any, object] | None = None,
+) -> None:
+    """Duplex mode, one side: send paced messages while ``receive`` (or a callback) feeds
+    ``meter`` with the other side's; return ``LINGER_S`` after both are done (the meter full,
+    or expired). Re-raises what ``receive`` raised; cancels it at the end."""
+    receiving = asyncio.ensure_future(receive if receive is not None else asyncio.sleep(0))
+    try:
+        await paced(job, send)
+        while not (meter.full() or meter.expired()):
+            await asyncio.wait((receiving,), timeout=POLL_S)
+            if receiving.done():
+                receiving.result()
+        await asyncio.sleep(LINGER_S)
+    finally:
+        receiving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiving
 
 
 async def guard(

@@ -51,6 +51,10 @@ class Link:
     queue: int
     """Drop-tail queue at the bottleneck, in datagrams."""
     seed: int = 1
+    jitter_ms: float = 0.0
+    """The delay varies by up to this much either way."""
+    loss_burst: float = 1.0
+    """Mean run of drops (Gilbert-Elliott); 1: independent drops."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,10 @@ class _Proxy:
             str(link.queue),
             "--seed",
             str(link.seed),
+            "--jitter",
+            str(link.jitter_ms),
+            "--loss-burst",
+            str(link.loss_burst),
         ]
         self.process = subprocess.Popen(
             args,

@@ -10,13 +10,25 @@ after send" advice does. KCP has no handshake: the server learns its peer from t
 from __future__ import annotations
 
 import contextlib
+import math
 import select
 import socket
 import time
 
 from kcp.extension import KCP
 
-from .common import POLL_S, WARMUP_PINGS, Address, Job, Meter, Ready, Result, StopFlag, stamped
+from .common import (
+    LINGER_S,
+    POLL_S,
+    WARMUP_PINGS,
+    Address,
+    Job,
+    Meter,
+    Ready,
+    Result,
+    StopFlag,
+    stamped,
+)
 
 __all__ = ["client", "server"]
 
@@ -105,13 +117,18 @@ def _socket(host: str) -> socket.socket:
 
 
 def server(job: Job, ready: Ready, stop: StopFlag) -> Result:
-    """Receive (bulk, one-way) or echo (ping-pong) until the window closes or ``stop``."""
+    """Receive (bulk, one-way), echo (ping-pong) or talk (duplex, from the client's first
+    message on) until the window closes or ``stop``."""
     with _socket(job.host) as sock:
         ready(sock.getsockname())
         pump = _Pump(sock, job.window)
         meter = Meter(job)
         while not stop.is_set():
             messages = pump.poll(POLL_S)
+            if job.mode == "duplex" and messages:  # the client's address is known now
+                for message in messages:
+                    meter.add(message)
+                return _talk(pump, job, stop, meter)
             if job.mode == "pingpong":
                 for message in messages:
                     pump.send(bytes(message))
@@ -124,11 +141,14 @@ def server(job: Job, ready: Ready, stop: StopFlag) -> Result:
 
 
 def client(job: Job, address: Address, stop: StopFlag) -> Result:
-    """Send (bulk: keeping KCP's queue full; one-way: every ``interval``) or ping."""
+    """Send (bulk: keeping KCP's queue full; one-way: every ``interval``), talk (duplex) or
+    ping."""
     with _socket(job.host) as sock:
         pump = _Pump(sock, job.window, address)
         if job.mode == "pingpong":
             return _ping(pump, job, stop)
+        if job.mode == "duplex":
+            return _talk(pump, job, stop, Meter(job))
         payload = bytes(job.size)
         limit = BACKLOG_WINDOWS * job.window
         sent = 0
@@ -153,6 +173,29 @@ def client(job: Job, address: Address, stop: StopFlag) -> Result:
                 wait = POLL_S
             pump.poll(wait)
         return {"sent": sent}
+
+
+def _talk(pump: _Pump, job: Job, stop: StopFlag, meter: Meter) -> Result:
+    """Duplex: send ``count`` stamped messages every ``interval`` from now while ``meter``
+    counts the other side's; return ``LINGER_S`` after both are done (KCP keeps retransmitting
+    ours meanwhile), or on ``stop``."""
+    sent = 0
+    start = time.monotonic()
+    linger_until = math.inf
+    while not stop.is_set():
+        now = time.monotonic()
+        if now >= linger_until:
+            break
+        if sent < job.count and now >= start + sent * job.interval:
+            pump.send(stamped(job.size))
+            pump.flush()
+            sent += 1
+        due = start + sent * job.interval if sent < job.count else now + POLL_S
+        for message in pump.poll(min(POLL_S, max(0.0, due - now))):
+            meter.add(message)
+        if linger_until == math.inf and sent >= job.count and (meter.full() or meter.expired()):
+            linger_until = now + LINGER_S
+    return meter.result()
 
 
 def _ping(pump: _Pump, job: Job, stop: StopFlag) -> Result:

@@ -15,7 +15,7 @@ import os
 import ssl
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aioquic.asyncio.client import connect
@@ -37,10 +37,11 @@ from .common import (
     Ready,
     Result,
     StopFlag,
+    converse,
     guard,
+    paced,
     run_loop,
     split_frames,
-    stamped,
 )
 
 __all__ = ["client", "server"]
@@ -55,7 +56,7 @@ class _Peer(QuicConnectionProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stream_id: int | None = None
-        self.on_message: Callable[[bytearray], None] = _ignore
+        self.on_message: Callable[[bytearray], object] = _ignore
         self._pending = bytearray()
         self._writable = asyncio.Event()
         self._writable.set()
@@ -103,6 +104,16 @@ def _ignore(message: bytearray) -> None:
     pass
 
 
+def _sender(peer: _Peer) -> Callable[[bytes], Coroutine[Any, Any, None]]:
+    """``peer``'s messages as the paced modes send them: written and transmitted at once."""
+
+    async def send(message: bytes) -> None:
+        peer.write(message)
+        peer.transmit()
+
+    return send
+
+
 def _resolve(future: asyncio.Future[None], message: bytearray) -> None:
     if not future.done():
         future.set_result(None)
@@ -139,7 +150,8 @@ def _certificate(directory: str) -> tuple[str, str]:
 
 
 def server(job: Job, ready: Ready, stop: StopFlag) -> Result:
-    """Receive (bulk, one-way) or echo (ping-pong) until the window closes or ``stop``."""
+    """Receive (bulk, one-way), echo (ping-pong) or talk (duplex, from the client's first
+    message on, on its stream) until the window closes or ``stop``."""
     return run_loop(_serve(job, ready, stop), job.loop)
 
 
@@ -149,6 +161,7 @@ async def _serve(job: Job, ready: Ready, stop: StopFlag) -> Result:
         configuration.load_cert_chain(*_certificate(directory))
     meter = Meter(job)
     closed = False
+    talks: list[asyncio.Task[None]] = []
 
     def on_message(message: bytearray) -> None:
         nonlocal closed
@@ -156,25 +169,43 @@ async def _serve(job: Job, ready: Ready, stop: StopFlag) -> Result:
 
     def create(*args: Any, **kwargs: Any) -> _Peer:
         peer = _Peer(*args, **kwargs)
+
+        def first(message: bytearray) -> None:  # duplex: the client's stream is known now
+            meter.add(message)
+            peer.on_message = meter.add
+            talks.append(asyncio.ensure_future(converse(job, _sender(peer), meter)))
+
         if job.mode == "pingpong":
             peer.on_message = lambda message: peer.write(bytes(message))
+        elif job.mode == "duplex":
+            peer.on_message = first
         else:
             peer.on_message = on_message
         return peer
+
+    def done() -> bool:
+        if job.mode == "duplex":
+            return (bool(talks) and talks[0].done()) or (meter.expired() and not meter.full())
+        return closed or meter.expired()
 
     quic_server = await serve(job.host, 0, configuration=configuration, create_protocol=create)
     try:
         if quic_server._transport is None:
             raise RuntimeError("aioquic's server has no socket")
         ready(quic_server._transport.get_extra_info("sockname"))
-        await guard(asyncio.Event().wait(), stop, lambda: closed or meter.expired())
+        await guard(asyncio.Event().wait(), stop, done)
+        if talks and talks[0].done():
+            talks[0].result()  # re-raises what the conversation raised
     finally:
+        for talk in talks:
+            talk.cancel()
         quic_server.close()
     return meter.result() if job.mode != "pingpong" else {}
 
 
 def client(job: Job, address: Address, stop: StopFlag) -> Result:
-    """Send (bulk: as fast as the buffer allows; one-way: every ``interval``) or ping."""
+    """Send (bulk: as fast as the buffer allows; one-way: every ``interval``), talk (duplex)
+    or ping."""
     return run_loop(_client(job, address, stop), job.loop)
 
 
@@ -199,14 +230,16 @@ async def _client(job: Job, address: Address, stop: StopFlag) -> Result:
             await asyncio.Event().wait()  # keep answering until stopped
 
         async def oneway() -> None:
-            loop = asyncio.get_running_loop()
-            start = loop.time()
-            for index in range(job.count):
-                await asyncio.sleep(max(0.0, start + index * job.interval - loop.time()))
-                peer.write(stamped(job.size))
-                peer.transmit()
-                result["sent"] += 1
+            await paced(job, _sender(peer))
             await asyncio.Event().wait()
+
+        async def talk() -> None:
+            meter = Meter(job)
+            peer.on_message = meter.add
+            try:
+                await converse(job, _sender(peer), meter)
+            finally:
+                result.update(meter.result())
 
         async def ping() -> None:
             rtts: list[float] = result.setdefault("rtts_ms", [])
@@ -225,6 +258,6 @@ async def _client(job: Job, address: Address, stop: StopFlag) -> Result:
                 if seq >= WARMUP_PINGS:
                     rtts.append(1000 * (time.perf_counter() - started))
 
-        body = {"bulk": bulk, "oneway": oneway, "pingpong": ping}[job.mode]
+        body = {"bulk": bulk, "oneway": oneway, "duplex": talk, "pingpong": ping}[job.mode]
         await guard(body(), stop)
     return result

@@ -24,9 +24,10 @@ from .common import (
     Ready,
     Result,
     StopFlag,
+    converse,
     guard,
+    paced,
     run_loop,
-    stamped,
 )
 
 __all__ = ["client", "server"]
@@ -41,7 +42,8 @@ def _config(job: Job) -> ConnectionConfig:
 
 
 def server(job: Job, ready: Ready, stop: StopFlag) -> Result:
-    """Accept one connection; receive (bulk, one-way) or echo (ping-pong) until done or ``stop``.
+    """Accept one connection; receive (bulk, one-way), echo (ping-pong) or talk (duplex) until
+    done or ``stop``.
 
     Handshake mode: accept every connection until ``stop``; report how many and the CPU time.
     """
@@ -76,8 +78,12 @@ async def _serve(job: Job, ready: Ready, stop: StopFlag) -> Result:
             while True:
                 await conn.send(await conn.recv())
 
+        async def talk() -> None:
+            await converse(job, conn.send, meter, receive())
+
+        body = {"pingpong": echo, "duplex": talk}.get(job.mode, receive)
         try:
-            await guard(echo() if job.mode == "pingpong" else receive(), stop, meter.expired)
+            await guard(body(), stop, lambda: meter.expired() and not meter.full())
         except (ConnectionLostError, EOFError):
             pass  # the client left first: its result (or error) tells the parent
         finally:
@@ -106,8 +112,8 @@ async def _accept_all(listener: Server, stop: StopFlag) -> Result:
 
 
 def client(job: Job, address: Address, stop: StopFlag) -> Result:
-    """Send (bulk: as fast as backpressure allows; one-way: every ``interval``), ping, or connect
-    ``count`` times (handshake)."""
+    """Send (bulk: as fast as backpressure allows; one-way: every ``interval``), talk (duplex:
+    send and meter), ping, or connect ``count`` times (handshake)."""
     return run_loop(_client(job, address, stop), job.loop)
 
 
@@ -116,6 +122,7 @@ async def _client(job: Job, address: Address, stop: StopFlag) -> Result:
         return await _connect_many(job, address, stop)
     conn = await asyncio.wait_for(connect(address[0], address[1], config=_config(job)), 15.0)
     result: Result = {"sent": 0}
+    meter = Meter(job)
 
     async def bulk() -> None:
         payload = bytes(job.size)
@@ -125,13 +132,15 @@ async def _client(job: Job, address: Address, stop: StopFlag) -> Result:
         await asyncio.Event().wait()  # keep retransmitting until stopped
 
     async def oneway() -> None:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        for index in range(job.count):
-            await asyncio.sleep(max(0.0, start + index * job.interval - loop.time()))
-            await conn.send(stamped(job.size))
-            result["sent"] += 1
+        await paced(job, conn.send)
         await asyncio.Event().wait()
+
+    async def receive() -> None:
+        while not meter.add(await conn.recv()):
+            pass
+
+    async def talk() -> None:
+        await converse(job, conn.send, meter, receive())
 
     async def ping() -> None:
         rtts: list[float] = result.setdefault("rtts_ms", [])
@@ -148,7 +157,8 @@ async def _client(job: Job, address: Address, stop: StopFlag) -> Result:
 
     try:
         try:
-            await guard({"bulk": bulk, "oneway": oneway, "pingpong": ping}[job.mode](), stop)
+            modes = {"bulk": bulk, "oneway": oneway, "duplex": talk, "pingpong": ping}
+            await guard(modes[job.mode](), stop)
         except (ConnectionLostError, EOFError):
             if job.mode == "pingpong":
                 raise
@@ -157,6 +167,8 @@ async def _client(job: Job, address: Address, stop: StopFlag) -> Result:
         result["retransmitted_bytes"] = stats.retransmitted_bytes
         result["datagrams_sent"] = stats.datagrams_sent
         result["smoothed_rtt"] = stats.smoothed_rtt
+        if job.mode == "duplex":
+            result.update(meter.result())
     finally:
         conn.abort()
     return result

@@ -9,6 +9,10 @@ owner read the events it produced, and re-arms the one loop timer from
 ``get_timer``. Sends go straight to ``sendto``; only when the socket would block are they queued
 (bounded) behind ``add_writer``. Any other OS error on a send is a lost datagram: counted, and
 repaired by the protocol's loss recovery.
+
+Where the running loop has no ``add_reader`` (Windows' proactor loop) the same socket is driven
+through ``loop.create_datagram_endpoint`` instead (:mod:`.socketpath`): same batches, same
+backlog bound, same counters; chosen once per endpoint and shown as :attr:`DatagramEndpoint.path`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Any
 
 from rudp_chat.core.connection import Address, Connection
 from rudp_chat.core.listener import Listener
+
+from .socketpath import DatagramChannel, SocketPath, choose_socket_path
 
 __all__ = [
     "RECEIVE_BATCH",
@@ -60,15 +66,19 @@ class SocketStats:
     datagrams_received: int = 0
     bytes_received: int = 0
     datagrams_sent: int = 0
-    """Datagrams the OS accepted (queued ones count once actually sent)."""
+    """Datagrams the OS accepted (queued ones count once actually sent); on the
+    datagram-endpoint path, those handed to the transport or its bounded backlog."""
     bytes_sent: int = 0
     send_errors: int = 0
     """Datagrams lost at our end: refused by the OS (ENOBUFS, EMSGSIZE, ECONNREFUSED, ...) or
     dropped because the would-block backlog was full."""
     receive_errors: int = 0
-    """``recv`` failures, e.g. ECONNREFUSED from an ICMP port unreachable on a client socket."""
+    """``recv`` failures, e.g. ECONNREFUSED from an ICMP port unreachable on a client socket, or
+    Windows' ConnectionResetError for the same on any socket. On the datagram-endpoint path
+    also the send errors the transport reports after the send returned (the proactor's)."""
     read_wakeups: int = 0
-    """Readiness callbacks; ``datagrams_received / read_wakeups`` is the mean batch."""
+    """Readiness callbacks (datagram-endpoint path: batches); ``datagrams_received /
+    read_wakeups`` is the mean batch."""
     timer_wakeups: int = 0
     """Times the one protocol timer fired."""
     receive_buffer: int = 0
@@ -123,13 +133,22 @@ class DatagramEndpoint:
     """Drives ``node`` from ``sock`` on the running loop until :meth:`close`.
 
     ``peer`` is set for a client: the socket is ``connect()``-ed there, so every datagram comes
-    from it and ICMP errors surface as ``ConnectionRefusedError``.
+    from it and ICMP errors surface as ``ConnectionRefusedError``. ``path`` forces how the
+    socket is driven (see :func:`~.socketpath.choose_socket_path`; raises ``ValueError`` for
+    a path the loop cannot take).
     """
 
     def __init__(
-        self, sock: socket.socket, node: Connection | Listener, *, peer: Address | None = None
+        self,
+        sock: socket.socket,
+        node: Connection | Listener,
+        *,
+        peer: Address | None = None,
+        path: SocketPath | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self.path = choose_socket_path(self.loop, path)
+        """The path chosen for this socket: ``READER`` or ``DATAGRAM_ENDPOINT``."""
         self.stats = SocketStats(
             receive_buffer=sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
             send_buffer=sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
@@ -146,6 +165,7 @@ class DatagramEndpoint:
         self._flush_handle: asyncio.Handle | None = None
         self._backlog: deque[tuple[bytes, Address]] = deque()
         self._writing = False  # add_writer is active
+        self._channel: DatagramChannel | None = None  # the datagram-endpoint path's
 
     @property
     def local_address(self) -> Address:
@@ -153,7 +173,7 @@ class DatagramEndpoint:
         name = self._sock.getsockname()
         return (name[0], name[1])
 
-    def start(
+    async def start(
         self,
         dispatch: Callable[[], None],
         on_error: Callable[[OSError], None] | None = None,
@@ -167,7 +187,19 @@ class DatagramEndpoint:
         """
         self._dispatch = dispatch
         self._on_error = on_error
-        self.loop.add_reader(self._fd, self._on_readable)
+        if self.path is SocketPath.READER:
+            self.loop.add_reader(self._fd, self._on_readable)
+        else:
+            self._channel = DatagramChannel(
+                self._on_datagram,
+                self._on_channel_error,
+                self._on_backlog_full,
+                batch_done=self._on_batch,
+                batch=RECEIVE_BATCH,
+                backlog_max=SEND_BACKLOG_MAX,
+                peer=self._peer,
+            )
+            await self._channel.attach(self._sock)
         self._after_input()
 
     def request_flush(self) -> None:
@@ -185,14 +217,18 @@ class DatagramEndpoint:
         if self.closed:
             return
         self.closed = True
-        self.loop.remove_reader(self._fd)
-        if self._writing:
-            self.loop.remove_writer(self._fd)
-        self._backlog.clear()
         for handle in (self._timer, self._flush_handle):
             if handle is not None:
                 handle.cancel()
         self._timer = self._flush_handle = None
+        if self._channel is not None:
+            self._channel.close()  # the transport closes the socket
+            return
+        if self.path is SocketPath.READER:
+            self.loop.remove_reader(self._fd)
+        if self._writing:
+            self.loop.remove_writer(self._fd)
+        self._backlog.clear()
         self._sock.close()
 
     # ------------------------------------------------------------------ input
@@ -214,7 +250,7 @@ class DatagramEndpoint:
                     address = peer
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError as error:
+            except OSError as error:  # also Windows' ConnectionResetError: counted, not fatal
                 stats.receive_errors += 1
                 if self._on_error is not None:
                     self._on_error(error)
@@ -227,6 +263,30 @@ class DatagramEndpoint:
         stats.datagrams_received += received
         stats.bytes_received += size
         self._after_input()
+
+    def _on_datagram(self, data: bytes, sender: Address) -> None:
+        """Datagram-endpoint path: one datagram; ``_on_batch`` follows a run of them."""
+        stats = self.stats
+        stats.datagrams_received += 1
+        stats.bytes_received += len(data)
+        self._node.receive_datagram(data, self._peer or sender, clock())
+
+    def _on_batch(self) -> None:
+        self.stats.read_wakeups += 1
+        if not self.closed:
+            self._after_input()
+
+    def _on_channel_error(self, error: OSError, sending: bool) -> None:
+        if sending:
+            self._send_failed(error)
+            return
+        self.stats.receive_errors += 1
+        if self._on_error is not None:
+            self._on_error(error)
+        self.request_flush()  # what the error did to the node (an aborted handshake) goes out
+
+    def _on_backlog_full(self) -> None:
+        self.stats.send_errors += 1
 
     def _on_timer(self) -> None:
         self.stats.timer_wakeups += 1
@@ -269,6 +329,15 @@ class DatagramEndpoint:
             self._queue(datagrams, 0)
             return
         stats = self.stats
+        channel = self._channel
+        if channel is not None:
+            for data, address in datagrams:
+                if channel.send(data, address):
+                    stats.datagrams_sent += 1
+                    stats.bytes_sent += len(data)
+                if self.closed:
+                    return
+            return
         sock = self._sock
         connected = self._peer is not None
         for index, (data, address) in enumerate(datagrams):

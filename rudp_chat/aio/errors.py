@@ -12,6 +12,7 @@ __all__ = [
     "ConnectError",
     "ConnectionLostError",
     "ConnectionRefusedByServer",
+    "GuestsNotAllowedError",
     "HandshakeTimeoutError",
     "PortUnreachableError",
     "TransportError",
@@ -41,6 +42,10 @@ class ConnectionRefusedByServer(ConnectError):  # noqa: N818 - the name the chat
     def __init__(self, detail: str) -> None:
         super().__init__(f"connection refused by server: {detail}")
         self.detail = detail
+
+
+class GuestsNotAllowedError(ConnectionRefusedByServer):
+    """The server takes only clients with a key (CLOSE ``KEY_REQUIRED``), and we came as a guest."""
 
 
 class UntrustedServerError(ConnectError):

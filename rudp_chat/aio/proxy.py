@@ -6,6 +6,9 @@ the one place impairments are defined: the proxy only hands each datagram to
 ``loop.call_at``. Every client address gets its own upstream socket, so the server sees distinct
 clients. Both links are shared by all clients, like one bottleneck in front of the server.
 
+Its sockets are read with ``add_reader`` where the loop has it, else through
+``loop.create_datagram_endpoint`` (see :mod:`.socketpath`); ``socket_path`` forces either.
+
 Run it as ``rudp-chat proxy ...`` or ``python -m rudp_chat.aio.proxy ...`` (same flags).
 """
 
@@ -16,7 +19,6 @@ import asyncio
 import functools
 import math
 import random
-import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -26,8 +28,10 @@ from typing import Any, TypeVar
 from rudp_chat.arguments import number, positive
 from rudp_chat.core.connection import Address
 from rudp_chat.sim.link import Link, LinkProfile, LinkStats
+from rudp_chat.stopsignals import on_stop_signals
 
-from .endpoint import RECEIVE_BATCH, RECEIVE_SIZE, open_udp_socket, resolve
+from .endpoint import RECEIVE_BATCH, RECEIVE_SIZE, SEND_BACKLOG_MAX, open_udp_socket, resolve
+from .socketpath import DatagramChannel, SocketPath, choose_socket_path
 
 __all__ = ["CLIENT_IDLE_S", "MAX_CLIENTS", "ProxyCounters", "UdpProxy", "add_parser", "main"]
 
@@ -58,11 +62,12 @@ class ProxyCounters:
 class _Client:
     """One client address and the upstream socket that speaks for it."""
 
-    __slots__ = ("address", "closed", "last_active", "sock")
+    __slots__ = ("address", "channel", "closed", "last_active", "sock")
 
     def __init__(self, address: Address, sock: socket.socket, now: float) -> None:
         self.address = address
         self.sock = sock
+        self.channel: DatagramChannel | None = None  # the datagram-endpoint path's
         self.last_active = now
         self.closed = False
 
@@ -83,8 +88,10 @@ class UdpProxy:
         *,
         seed: int = 0,
         capture: Callable[[str, bytes], None] | None = None,
+        socket_path: SocketPath | None = None,
     ) -> None:
-        """``capture`` sees every datagram forwarded, with its direction (``up``/``down``)."""
+        """``capture`` sees every datagram forwarded, with its direction (``up``/``down``);
+        ``socket_path`` forces how every socket of the proxy is driven (chosen at ``start``)."""
         self.listen_address = listen
         """The bound address once started (port 0 resolved)."""
         self.upstream_address = upstream
@@ -99,6 +106,11 @@ class UdpProxy:
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._capture = capture
+        self._requested_path = socket_path
+        self.socket_path = SocketPath.AUTO
+        """How the proxy's sockets are driven, once started."""
+        self._channel: DatagramChannel | None = None  # the listening socket's, datagram path
+        self._attaching: set[asyncio.Task[None]] = set()  # upstream channels being attached
 
     @property
     def stats(self) -> dict[str, LinkStats]:
@@ -108,6 +120,7 @@ class UdpProxy:
     async def start(self) -> None:
         """Bind the listening socket and start forwarding. Raises ``OSError`` if it cannot."""
         loop = self._loop = asyncio.get_running_loop()
+        self.socket_path = choose_socket_path(loop, self._requested_path)
         family, address = await resolve(*self.listen_address, passive=True)
         self._upstream_family, self._upstream_sockaddr = await resolve(
             *self.upstream_address, passive=False
@@ -120,7 +133,16 @@ class UdpProxy:
         now = loop.time()
         self._up = Link(self._up.profile, self._random[0], origin=now)
         self._down = Link(self._down.profile, self._random[1], origin=now)
-        loop.add_reader(sock.fileno(), self._on_client_readable)
+        if self.socket_path is SocketPath.READER:
+            loop.add_reader(sock.fileno(), self._on_client_readable)
+        else:
+            self._channel = self._make_channel(self._on_client_datagram)
+            try:
+                await self._channel.attach(sock)
+            except BaseException:
+                self._sock = self._channel = None
+                sock.close()
+                raise
         self._sweeper = loop.call_later(SWEEP_INTERVAL_S, self._sweep)
 
     async def close(self) -> None:
@@ -131,10 +153,16 @@ class UdpProxy:
         self._sock = None
         if self._sweeper is not None:
             self._sweeper.cancel()
-        loop.remove_reader(sock.fileno())
-        sock.close()
+        if self._channel is not None:
+            self._channel.close()  # the transport closes the socket
+            self._channel = None
+        else:
+            loop.remove_reader(sock.fileno())
+            sock.close()
         for client in list(self._clients.values()):
             self._drop_client(client)
+        if self._attaching:  # each ends in an iteration; its channel, closed, drops the socket
+            await asyncio.gather(*self._attaching)
 
     async def __aenter__(self) -> UdpProxy:
         await self.start()
@@ -155,19 +183,27 @@ class UdpProxy:
                 data, sender = sock.recvfrom(RECEIVE_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
+            except OSError:  # Windows: ConnectionResetError after an ICMP port unreachable
                 self.counters.receive_errors += 1
                 continue
-            address: Address = sender[:2]
-            client = self._clients.get(address) or self._add_client(address, now)
-            if client is None:
-                continue
-            client.last_active = now
-            for arrival, payload in self._up.transmit(data, now):
-                if arrival <= now:
-                    self._send_up(client, payload)
-                else:
-                    loop.call_at(arrival, self._send_up, client, payload)
+            self._from_client(loop, data, sender[:2], now)
+
+    def _on_client_datagram(self, data: bytes, sender: Address) -> None:
+        if self._loop is not None and self._sock is not None:
+            self._from_client(self._loop, data, sender, self._loop.time())
+
+    def _from_client(
+        self, loop: asyncio.AbstractEventLoop, data: bytes, address: Address, now: float
+    ) -> None:
+        client = self._clients.get(address) or self._add_client(address, now)
+        if client is None:
+            return
+        client.last_active = now
+        for arrival, payload in self._up.transmit(data, now):
+            if arrival <= now:
+                self._send_up(client, payload)
+            else:
+                loop.call_at(arrival, self._send_up, client, payload)
 
     def _on_upstream_readable(self, client: _Client) -> None:
         loop = self._loop
@@ -182,21 +218,30 @@ class UdpProxy:
             except OSError:  # ECONNREFUSED: nothing listens upstream (yet)
                 self.counters.receive_errors += 1
                 continue
-            client.last_active = now
-            for arrival, payload in self._down.transmit(data, now):
-                if arrival <= now:
-                    self._send_down(client, payload)
-                else:
-                    loop.call_at(arrival, self._send_down, client, payload)
+            self._from_upstream(loop, client, data, now)
+
+    def _from_upstream(
+        self, loop: asyncio.AbstractEventLoop, client: _Client, data: bytes, now: float
+    ) -> None:
+        client.last_active = now
+        for arrival, payload in self._down.transmit(data, now):
+            if arrival <= now:
+                self._send_down(client, payload)
+            else:
+                loop.call_at(arrival, self._send_down, client, payload)
 
     def _send_up(self, client: _Client, payload: bytes) -> None:
         if client.closed:
             return
-        try:
-            client.sock.send(payload)
-        except OSError:
-            self.counters.send_errors += 1
-            return
+        if client.channel is not None:
+            if not client.channel.send(payload, self.upstream_address):
+                return  # counted by the channel's callbacks
+        else:
+            try:
+                client.sock.send(payload)
+            except OSError:
+                self.counters.send_errors += 1
+                return
         if self._capture is not None:
             self._capture("up", payload)
 
@@ -204,11 +249,15 @@ class UdpProxy:
         sock = self._sock
         if sock is None or client.closed:
             return
-        try:
-            sock.sendto(payload, client.address)
-        except OSError:
-            self.counters.send_errors += 1
-            return
+        if self._channel is not None:
+            if not self._channel.send(payload, client.address):
+                return  # counted by the channel's callbacks
+        else:
+            try:
+                sock.sendto(payload, client.address)
+            except OSError:
+                self.counters.send_errors += 1
+                return
         if self._capture is not None:
             self._capture("down", payload)
 
@@ -227,13 +276,61 @@ class UdpProxy:
             return None
         client = self._clients[address] = _Client(address, sock, now)
         self.counters.clients += 1
-        if self._loop is not None:
-            self._loop.add_reader(sock.fileno(), self._on_upstream_readable, client)
+        if self.socket_path is SocketPath.READER:
+            if self._loop is not None:
+                self._loop.add_reader(sock.fileno(), self._on_upstream_readable, client)
+        else:  # attached on the next iterations; what is sent before waits in its backlog
+            client.channel = self._make_channel(
+                functools.partial(self._on_upstream_datagram, client), peer=self.upstream_address
+            )
+            task = asyncio.get_running_loop().create_task(self._attach(client, client.channel))
+            self._attaching.add(task)
+            task.add_done_callback(self._attaching.discard)
         return client
+
+    def _make_channel(
+        self, receive: Callable[[bytes, Address], None], *, peer: Address | None = None
+    ) -> DatagramChannel:
+        return DatagramChannel(
+            receive,
+            self._on_channel_error,
+            self._on_backlog_full,
+            batch=RECEIVE_BATCH,
+            backlog_max=SEND_BACKLOG_MAX,
+            peer=peer,
+        )
+
+    def _on_channel_error(self, error: OSError, sending: bool) -> None:
+        """An OS error on the datagram-endpoint path (ConnectionResetError included): counted."""
+        if sending:
+            self.counters.send_errors += 1
+        else:
+            self.counters.receive_errors += 1
+
+    def _on_backlog_full(self) -> None:
+        self.counters.send_errors += 1
+
+    async def _attach(self, client: _Client, channel: DatagramChannel) -> None:
+        """Attach a client's upstream channel; the socket is its transport's from then on, even
+        if the client was dropped meanwhile (the channel, closed, aborts the transport)."""
+        try:
+            await channel.attach(client.sock)
+        except OSError:
+            self.counters.send_errors += 1
+            client.sock.close()
+            if not client.closed:
+                self._drop_client(client)
+
+    def _on_upstream_datagram(self, client: _Client, data: bytes, sender: Address) -> None:
+        if self._loop is not None and not client.closed:
+            self._from_upstream(self._loop, client, data, self._loop.time())
 
     def _drop_client(self, client: _Client) -> None:
         client.closed = True
         del self._clients[client.address]
+        if client.channel is not None:
+            client.channel.close()  # its transport closes the socket, see _attach
+            return
         if self._loop is not None:
             self._loop.remove_reader(client.sock.fileno())
         client.sock.close()
@@ -422,26 +519,21 @@ async def _serve(args: argparse.Namespace, up: LinkProfile, down: LinkProfile) -
     except OSError as error:
         print(f"proxy: cannot start: {error}", file=sys.stderr)
         return 1
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
     try:
-        print(
-            f"proxy listening on {_format(proxy.listen_address)} -> "
-            f"{_format(proxy.upstream_address)}",
-            flush=True,
-        )
-        if args.report is None:
-            await stop.wait()
-        else:
-            reporting = asyncio.create_task(_print_summaries(proxy, args.report))
-            await stop.wait()
-            reporting.cancel()
+        with on_stop_signals(asyncio.get_running_loop(), stop.set):
+            print(
+                f"proxy listening on {_format(proxy.listen_address)} -> "
+                f"{_format(proxy.upstream_address)} (UDP sockets via {proxy.socket_path})",
+                flush=True,
+            )
+            if args.report is None:
+                await stop.wait()
+            else:
+                reporting = asyncio.create_task(_print_summaries(proxy, args.report))
+                await stop.wait()
+                reporting.cancel()
     finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
         await proxy.close()
     print(_report(proxy), flush=True)
     return 0

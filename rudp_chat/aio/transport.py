@@ -35,7 +35,7 @@ from rudp_chat.core.events import (
 from rudp_chat.core.frames import ErrorCode
 from rudp_chat.core.listener import Listener, ListenerStats
 from rudp_chat.core.noise import StaticKey
-from rudp_chat.core.state import State
+from rudp_chat.core.state import Role, State
 from rudp_chat.core.stats import ConnectionStats
 
 from .endpoint import DatagramEndpoint, SocketStats, clock, open_udp_socket, resolve
@@ -43,11 +43,14 @@ from .errors import (
     ConnectError,
     ConnectionLostError,
     ConnectionRefusedByServer,
+    GuestsNotAllowedError,
     HandshakeTimeoutError,
     PortUnreachableError,
     TransportError,
     UntrustedServerError,
 )
+from .qlog import QlogDirectory
+from .socketpath import SocketPath
 
 __all__ = ["ReliableConnection", "Server", "ServerStats", "connect", "serve"]
 
@@ -67,13 +70,16 @@ class ReliableConnection:
         endpoint: DatagramEndpoint,
         server: Server | None = None,
         wake: Callable[[Connection], None] | None = None,
+        qlog: QlogDirectory | None = None,
     ) -> None:
-        """Internal: use :func:`connect` or :meth:`Server.accept`."""
+        """Internal: use :func:`connect` or :meth:`Server.accept`. ``qlog`` holds a client's
+        trace, closed with its socket."""
         loop = endpoint.loop
         self._core = connection
         self._endpoint = endpoint
         self._server = server
         self._wake = wake
+        self._qlog = qlog
         self._unread: deque[Event] = deque()  # taken from the core, not yet returned by recv
         self._termination: ConnectionTerminated | None = None
         self._terminated: asyncio.Future[ConnectionTerminated] = loop.create_future()
@@ -111,6 +117,22 @@ class ReliableConnection:
         """Client: the fingerprint of the server's key (None when ``insecure``)."""
         return self._core.server_fingerprint
 
+    @property
+    def peer_static_key(self) -> bytes | None:
+        """The peer's static key, authenticated by the handshake. Accepted by a server: the
+        client's key, None for a guest (or insecure); a client: the server's key."""
+        return self._core.peer_static_key
+
+    @property
+    def peer_fingerprint(self) -> str | None:
+        """The fingerprint of :attr:`peer_static_key` (None when there is none)."""
+        return self._core.peer_fingerprint
+
+    @property
+    def socket_path(self) -> SocketPath:
+        """How the UDP socket under this connection is driven (``/stats`` shows it)."""
+        return self._endpoint.path
+
     def stats(self) -> ConnectionStats:
         return self._core.stats()
 
@@ -122,7 +144,8 @@ class ReliableConnection:
         """Queue one message; waits while the send buffer is full (the peer has not acknowledged).
 
         Raises ``MessageTooLargeError``; ``ConnectionClosedError`` after a close by either side;
-        :class:`ConnectionLostError` after an abnormal end.
+        :class:`ConnectionLostError` after an abnormal end (:class:`ConnectionRefusedByServer`
+        when the end was the server's refusal).
         """
         async with self._send_lock:
             while True:
@@ -146,7 +169,8 @@ class ReliableConnection:
     async def recv(self) -> bytes:
         """The next message. Raises ``EOFError`` once a graceful close by either side delivered
         everything, :class:`ConnectionLostError` after an abnormal end (messages that arrived
-        before it are returned first), ``RuntimeError`` if another ``recv`` is waiting."""
+        before it are returned first; :class:`ConnectionRefusedByServer` when the end was the
+        server's refusal), ``RuntimeError`` if another ``recv`` is waiting."""
         if self._recv_waiter is not None:
             raise RuntimeError("recv() is already being awaited on this connection")
         while True:
@@ -302,13 +326,17 @@ class ReliableConnection:
         termination = self._termination
         if termination is None or termination.reason in _GRACEFUL:
             return EOFError("connection closed")
-        return ConnectionLostError(termination.reason, termination.detail, termination.error_code)
+        return _refusal(termination) or ConnectionLostError(
+            termination.reason, termination.detail, termination.error_code
+        )
 
     def _release(self) -> None:
         """The core is done (or abandoned): free the socket (client) or the table slot (server)."""
         if self._released.done():
             return
         self._released.set_result(None)
+        if self._qlog is not None:
+            self._qlog.close()
         if self._server is None:
             self._endpoint.close()
         else:
@@ -322,13 +350,25 @@ class ReliableConnection:
             raise PortUnreachableError(f"nothing listens on {self.peer_address} (ICMP)")
         if termination is None or termination.reason in _GRACEFUL:
             return
-        if termination.error_code == ErrorCode.REFUSED:
-            raise ConnectionRefusedByServer(termination.detail)
+        refusal = _refusal(termination)
+        if refusal is not None:
+            raise refusal
         if termination.reason is TerminationReason.HANDSHAKE_TIMEOUT:
             raise HandshakeTimeoutError(f"no answer from {self.peer_address}")
         if termination.reason is TerminationReason.UNTRUSTED:
             raise UntrustedServerError(termination.detail, self._core.server_fingerprint)
         raise ConnectError(f"connection to {self.peer_address} failed: {termination.detail}")
+
+
+def _refusal(termination: ConnectionTerminated) -> ConnectionRefusedByServer | None:
+    """The server's refusal, if that is how the connection ended. A refusal is a WELCOME and
+    then a CLOSE, so the CLOSE may reach a client after ``connect`` returned: its ``recv`` and
+    ``send`` raise the refusal then, not a :class:`ConnectionLostError`."""
+    if termination.error_code == ErrorCode.KEY_REQUIRED:
+        return GuestsNotAllowedError(termination.detail)
+    if termination.error_code == ErrorCode.REFUSED:
+        return ConnectionRefusedByServer(termination.detail)
+    return None
 
 
 async def connect(
@@ -337,26 +377,45 @@ async def connect(
     *,
     config: ConnectionConfig | None = None,
     server_fingerprint: str | None = None,
+    client_key: StaticKey | None = None,
+    socket_path: SocketPath | None = None,
 ) -> ReliableConnection:
     """Open a connection to a server, on a UDP socket of its own ``connect()``-ed to it.
 
     ``server_fingerprint`` pins the server's key; without it any key is accepted and
     :attr:`ReliableConnection.server_fingerprint` tells which, for the caller to pin.
+    ``client_key`` is the identity the handshake proves to the server (see
+    ``rudp_chat.identity.load_or_create_client_key``); without it we are a guest.
     Raises :class:`HandshakeTimeoutError`, :class:`PortUnreachableError`,
-    :class:`ConnectionRefusedByServer`, :class:`UntrustedServerError` or another
-    :class:`ConnectError`; ``OSError`` if the address does not resolve or the socket
-    cannot be made.
+    :class:`ConnectionRefusedByServer` (:class:`GuestsNotAllowedError` for a guest at a
+    server that takes none), :class:`UntrustedServerError` or another
+    :class:`ConnectError`; ``OSError`` if the address does not resolve, the socket
+    cannot be made or ``config.qlog`` names a directory that cannot be made.
+    ``socket_path`` forces how the socket is driven (see
+    :func:`~.socketpath.choose_socket_path`, which raises ``ValueError`` for one the loop lacks).
     """
+    qlog_dir = None if config is None else config.qlog
+    qlog = None if qlog_dir is None else QlogDirectory(qlog_dir, Role.CLIENT)
     family, address = await resolve(host, port, passive=False)
     sock = open_udp_socket(family, connect=address)
     peer: Address = (address[0], address[1])  # the core compares 2-tuples; IPv6 gives 4
     core = Connection.connect(
-        peer, clock(), os.urandom, config, server_fingerprint=server_fingerprint
+        peer,
+        clock(),
+        os.urandom,
+        config,
+        server_fingerprint=server_fingerprint,
+        client_key=client_key,
+        trace=None if qlog is None else qlog.open(),
     )
-    endpoint = DatagramEndpoint(sock, core, peer=peer)
-    connection = ReliableConnection(core, endpoint)
-    endpoint.start(connection._on_input, on_error=connection._on_socket_error)
     try:
+        endpoint = DatagramEndpoint(sock, core, peer=peer, path=socket_path)
+    except BaseException:
+        sock.close()
+        raise
+    connection = ReliableConnection(core, endpoint, qlog=qlog)
+    try:
+        await endpoint.start(connection._on_input, on_error=connection._on_socket_error)
         await connection._wait_established()
     except BaseException:
         connection.abort("connect failed")
@@ -370,6 +429,8 @@ class ServerStats(ListenerStats):
 
     connections: int = 0
     socket: SocketStats = field(default_factory=SocketStats)
+    socket_path: SocketPath = SocketPath.AUTO
+    """How the server socket is driven (``AUTO`` only in a default-made instance)."""
 
 
 class Server:
@@ -378,11 +439,14 @@ class Server:
     Accepted connections and the server share the socket; closing the server closes them.
     """
 
-    def __init__(self, listener: Listener, endpoint: DatagramEndpoint) -> None:
-        """Internal: use :func:`serve`."""
+    def __init__(
+        self, listener: Listener, endpoint: DatagramEndpoint, qlog: QlogDirectory | None = None
+    ) -> None:
+        """Internal: use :func:`serve`. ``qlog`` holds the connections' traces."""
         self.address: Address = endpoint.local_address
         self._listener = listener
         self._endpoint = endpoint
+        self._qlog = qlog
         self._wrappers: dict[bytes, ReliableConnection] = {}  # until the core forgets them
         self._pending: deque[ReliableConnection] = deque()  # not yet accepted
         self._accept_waiter: asyncio.Future[None] | None = None
@@ -405,6 +469,7 @@ class Server:
             **asdict(self._listener.stats),
             connections=len(self.connections),
             socket=replace(self._endpoint.stats),
+            socket_path=self._endpoint.path,
         )
 
     async def accept(self) -> ReliableConnection:
@@ -457,6 +522,8 @@ class Server:
             self._endpoint.close()
             for wrapper in list(self._wrappers.values()):
                 wrapper._release()
+            if self._qlog is not None:
+                self._qlog.close()
             self._closed.set_result(None)
 
     async def __aenter__(self) -> Server:
@@ -515,19 +582,39 @@ async def serve(
     config: ListenerConfig | None = None,
     secret: bytes | None = None,
     static_key: StaticKey | None = None,
+    socket_path: SocketPath | None = None,
 ) -> Server:
     """Bind a UDP socket (port 0 picks a free one, see ``Server.address``) and start accepting.
 
     ``secret`` (32 random bytes kept across restarts) lets a restarted server reset its old
     clients' connections; by default each start makes a new one. ``static_key`` is the
     identity clients pin (see ``rudp_chat.identity``); by default each start makes a new
-    one, which suits tests only. Raises ``OSError`` if the address does not resolve or
-    cannot be bound.
+    one, which suits tests only. With ``config.connection.qlog`` set, each accepted
+    connection writes its qlog trace there. ``socket_path`` forces how the socket is driven
+    (see :func:`~.socketpath.choose_socket_path`). Raises ``OSError`` if the address does not
+    resolve or cannot be bound, or the qlog directory cannot be made; ``ValueError`` for a
+    socket path the loop lacks.
     """
+    qlog_dir = None if config is None else config.connection.qlog
+    qlog = None if qlog_dir is None else QlogDirectory(qlog_dir, Role.SERVER)
     family, address = await resolve(host, port, passive=True)
     sock = open_udp_socket(family, bind=address)
-    listener = Listener(os.urandom, config, secret=secret, static_key=static_key)
-    endpoint = DatagramEndpoint(sock, listener)
-    server = Server(listener, endpoint)
-    endpoint.start(server._on_input)
+    try:
+        listener = Listener(
+            os.urandom,
+            config,
+            secret=secret,
+            static_key=static_key,
+            trace=None if qlog is None else qlog.open,
+        )
+        endpoint = DatagramEndpoint(sock, listener, path=socket_path)
+    except BaseException:
+        sock.close()
+        raise
+    server = Server(listener, endpoint, qlog)
+    try:
+        await endpoint.start(server._on_input)
+    except BaseException:
+        endpoint.close()
+        raise
     return server

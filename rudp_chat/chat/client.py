@@ -32,6 +32,7 @@ from typing import Final
 from rudp_chat.aio import (
     ConnectError,
     ConnectionLostError,
+    GuestsNotAllowedError,
     HandshakeTimeoutError,
     PortUnreachableError,
     ReliableConnection,
@@ -40,6 +41,7 @@ from rudp_chat.aio import (
 )
 from rudp_chat.core.config import ConnectionConfig
 from rudp_chat.core.errors import LocalProtocolError
+from rudp_chat.core.noise import StaticKey
 from rudp_chat.core.stats import ConnectionStats
 from rudp_chat.identity import KnownServers
 
@@ -107,6 +109,8 @@ class ClientOptions:
     """The fingerprint the server's key must have; it replaces the pin once it connects."""
     known_servers: Path | None = None
     """Where pins are kept (like ``known_hosts``); None pins for this process only."""
+    client_key: StaticKey | None = None
+    """Our identity, proven to the server by the handshake; None connects as a guest."""
 
 
 class ChatClient:
@@ -274,9 +278,12 @@ class ChatClient:
     def describe(self) -> str:
         """One line about the connection, for ``/stats`` and the toolbar."""
         stats = self.stats()
-        if stats is None:
+        if stats is None or self._connection is None:
             return f"{self.state}, never connected"
-        return f"{self.state}, {_format_stats(stats)}, {self.unacknowledged} unacknowledged"
+        return (
+            f"{self.state}, {_format_stats(stats)}, {self.unacknowledged} unacknowledged,"
+            f" UDP via {self._connection.socket_path}"
+        )
 
     # --- the session --------------------------------------------------------------------------
 
@@ -288,16 +295,23 @@ class ChatClient:
         attempts = 0
         while True:
             pinned = options.server_key or self._known.lookup(options.host, options.port)
-            try:
+            try:  # a refusal may also come after connect returned: the conversation raises it
                 connection = await connect(
                     options.host,
                     options.port,
                     config=options.connection,
                     server_fingerprint=pinned,
+                    client_key=options.client_key,
                 )
+                code = await self._converse_on(connection, pinned)
             except UntrustedServerError as exc:  # never retried: it will not fix itself
                 self.state = "closed"
                 self.error = self._untrusted(exc, pinned)
+                return EXIT_FAILURE
+            except GuestsNotAllowedError as exc:  # final too: a guest stays a guest
+                self.state = "closed"
+                where = f"{options.host}:{options.port}"
+                self.error = f"{where}: {exc.detail} (leave out --guest)"
                 return EXIT_FAILURE
             except (ConnectError, OSError) as exc:
                 problem = _connect_problem(exc, options.connection.handshake_timeout)
@@ -308,13 +322,6 @@ class ChatClient:
                 attempts += 1
                 self.retrying = f"{attempts} failed: {problem}"
             else:
-                self._pin(connection.server_fingerprint, pinned)
-                self._connection = connection
-                try:
-                    code = await self._converse(connection)
-                except BaseException:  # cancelled: do not leave the socket to the collector
-                    connection.abort("cancelled")
-                    raise
                 if code is not None:
                     self.state = "closed"
                     return code
@@ -338,6 +345,17 @@ class ChatClient:
                 return EXIT_OK
             except TimeoutError:
                 backoff = min(BACKOFF_MAX_S, backoff * 2)
+
+    async def _converse_on(self, connection: ReliableConnection, pinned: str | None) -> int | None:
+        """Pin the server's key, then :meth:`_converse`; the connection never outlives a
+        failure (cancelled, or refused after all)."""
+        self._pin(connection.server_fingerprint, pinned)
+        self._connection = connection
+        try:
+            return await self._converse(connection)
+        except BaseException:  # do not leave the socket to the collector
+            connection.abort("cancelled")
+            raise
 
     def _pin(self, presented: str | None, pinned: str | None) -> None:
         options = self.options

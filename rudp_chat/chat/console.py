@@ -34,6 +34,8 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.patch_stdout import patch_stdout
 
+from rudp_chat.stopsignals import on_stop_signals
+
 from .client import ChatClient, ClientOptions
 from .render import Event, plain, styled
 from .text import neutralise
@@ -81,14 +83,12 @@ async def run_client(options: ClientOptions, *, interactive: bool) -> int:
         await _prompt(client, running)
     else:
         threading.Thread(target=_read_stdin, args=(loop, client), daemon=True).start()
-    loop.add_signal_handler(signal.SIGINT, interrupt)
     try:
-        code = await running
+        with on_stop_signals(loop, interrupt, (signal.SIGINT,)):  # Ctrl-C, Windows too
+            code = await running
     except asyncio.CancelledError:
         code = EXIT_INTERRUPTED
         client.error = f"interrupted; {client.unacknowledged} messages not delivered"
-    finally:
-        loop.remove_signal_handler(signal.SIGINT)
     if client.error is not None:
         print(f"error: {neutralise(client.error)}", file=sys.stderr, flush=True)
     return code

@@ -31,6 +31,8 @@ import sqlite3
 from pathlib import Path
 from typing import Final
 
+from . import owners
+from .owners import Claim
 from .protocol import Chat
 from .store import Journal
 
@@ -103,6 +105,7 @@ class History:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._upgrade()
+        self._db.executescript(owners.SCHEMA)
         self._pruned = now
         self._prune(now)
 
@@ -120,6 +123,7 @@ class History:
         self._db.execute("DELETE FROM sessions WHERE time < ?", (now - SESSION_RETENTION_S,))
         if self.in_memory:
             self._db.execute("DELETE FROM rooms WHERE name NOT IN (SELECT room FROM lines)")
+        owners.prune(self._db, now)
         self._pruned = now
 
     def listener_secret(self) -> bytes:
@@ -189,6 +193,10 @@ class History:
         ).fetchone()
         return 0 if row is None else int(row[0])
 
+    def owner_of(self, skeleton: str) -> Claim | None:
+        """The stored claim on a name's look-alike class (see :mod:`.owners`)."""
+        return owners.lookup(self._db, skeleton)
+
     def write(self, journal: Journal, now: float) -> None:
         """Store ``journal`` in one transaction and return once it is committed (fsynced)."""
         with self._db:
@@ -210,6 +218,7 @@ class History:
                 " ON CONFLICT (session) DO UPDATE SET acked = excluded.acked, time = excluded.time",
                 [(session, acked, now) for session, acked in journal.acked],
             )
+            owners.store(self._db, journal.claims, now, in_memory=self.in_memory)
             if self.in_memory and journal.messages:
                 self._db.execute(
                     "DELETE FROM lines WHERE id <= (SELECT max(id) FROM lines) - ?",

@@ -20,6 +20,7 @@ from typing import Final
 
 from .channel import Channel, Lines
 from .departures import Departures, Memory
+from .owners import Owners, name_skeletons
 from .protocol import (
     LOBBY,
     MAX_AWAY_CHARS,
@@ -157,6 +158,10 @@ class _User:
     conn: int
     name: str
     key: str
+    skeletons: tuple[str, ...]
+    """:func:`name_skeletons`: each look-alike class has at most one online user."""
+    owner: bytes | None
+    """The client's static public key; None for a guest."""
     session: bytes
     address: str | None
     acked: int
@@ -180,16 +185,20 @@ class Room:
         store: Store | None = None,
         *,
         lost_within: float | None = None,
+        owners: Owners | None = None,
     ) -> None:
         """Start empty, continuing what ``store`` holds (None: nothing; lines are then only
         seen live and in the journal). ``lost_within``: the seconds within which the shell
         notices a dead connection (its idle timeout), so a refusal of a taken name can say
-        when a crashed owner's name frees (None: not said)."""
+        when a crashed owner's name frees (None: not said). ``owners``: who owns
+        which name (default: nobody yet, and claims only journaled)."""
         self.limits = limits
+        self._owners = Owners() if owners is None else owners
         self.lost_within = lost_within
         self._store: Store = EmptyStore() if store is None else store
         self._users: dict[int, _User] = {}
         self._by_key: dict[str, _User] = {}
+        self._by_skeleton: dict[str, _User] = {}
         self._by_session: dict[bytes, _User] = {}
         self._channels: dict[str, Channel] = {}
         self._departures = Departures(limits.remembered)
@@ -220,12 +229,14 @@ class Room:
 
     def take_journal(self) -> Journal | None:
         """Hand over (and forget) what must be stored; None if nothing."""
-        if not (self._journal_messages or self._journal_acked or self._journal_topics):
+        claims = self._owners.take()
+        if not (self._journal_messages or self._journal_acked or self._journal_topics or claims):
             return None
         journal = Journal(
             tuple(self._journal_messages),
             tuple(self._journal_acked.items()),
             tuple(self._journal_topics.items()),
+            claims,
         )
         self._journal_messages.clear()
         self._journal_acked.clear()
@@ -234,12 +245,22 @@ class Room:
 
     # --- inputs ------------------------------------------------------------------------------
 
-    def join(self, conn: int, hello: Hello, now: float, address: str | None = None) -> list[Output]:
-        """``conn``, from host ``address`` (None: unknown), asks to join: a welcome, then for
-        ``#lobby`` and each room of ``hello.rooms`` what entering it shows; or a refusal.
+    def join(
+        self,
+        conn: int,
+        hello: Hello,
+        now: float,
+        address: str | None = None,
+        owner: bytes | None = None,
+    ) -> list[Output]:
+        """``conn``, from host ``address`` (None: unknown), with the client's static key
+        ``owner`` (None: a guest), asks to join: a welcome, then for ``#lobby`` and each room
+        of ``hello.rooms`` what entering it shows; or a refusal.
 
         A connection of the same session (the same client, reconnecting before the server
-        noticed it was gone) is replaced; a name held by another session is refused. A session
+        noticed it was gone), or one of the same key holding the name (the owner's client
+        restarted after a crash), is replaced. A name held by another session, one another
+        key owns, or one that looks like either (see :mod:`.owners`), is refused. A session
         or address that recently left carries on with its spent allowance, one kicked for
         flooding is refused for ``limits.flood_cooldown``: reconnecting buys no fresh burst.
         """
@@ -260,26 +281,36 @@ class Room:
             name = normalise_name(hello.name)
         except InvalidNameError as exc:
             return [(conn, Refused(RefusalCode.INVALID_NAME, f"invalid name: {exc}"))]
-        key = name_key(name)
-        holder = self._by_key.get(key)
-        if holder is not None and holder.session != hello.session:
-            return [(conn, Refused(RefusalCode.NAME_TAKEN, self._taken(name)))]
-        out: list[Output] = []
-        if carried is None:
-            carried = TokenBucket(self.limits.rate, self.limits.burst, now)
-        bucket = carried
-        if previous is not None:  # its tokens carry over: reconnecting refills nothing
-            acked, bucket = previous.acked, previous.bucket
-            out.append((previous.conn, Bye(ByeCode.REPLACED, "you connected again elsewhere")))
-            out += self._remove(previous, LeaveReason.RECONNECTED, "", now)
-        elif len(self._users) >= self.limits.max_users:
+        skeletons = name_skeletons(name)
+        owned = self._owners.refusal(name, skeletons, owner)
+        if owned is not None:
+            return [(conn, Refused(RefusalCode.NAME_TAKEN, owned))]
+        stale = [user for user in self._holders(skeletons) if user.session != hello.session]
+        for holder in stale:  # replaced if the owner is back on a new session: dead or moved
+            if owner is None or holder.owner != owner:
+                taken = self._taken(name, holder, dies=owner is None)
+                return [(conn, Refused(RefusalCode.NAME_TAKEN, taken))]
+        if previous is None and not stale and len(self._users) >= self.limits.max_users:
             users = self.limits.max_users
             reason = f"the server is full ({users} user{'' if users == 1 else 's'})"
             return [(conn, Refused(RefusalCode.SERVER_FULL, reason))]
+        if previous is not None:  # its tokens carry over: reconnecting refills nothing
+            acked, bucket = previous.acked, previous.bucket
         else:
             acked = self._journal_acked.get(hello.session) or self._store.recall(hello.session)
-        user = _User(conn, name, key, hello.session, address, acked, bucket)
+            fresh = carried or TokenBucket(self.limits.rate, self.limits.burst, now)
+            bucket = stale[0].bucket if stale else fresh
+        out: list[Output] = []
+        replaced = [previous] if previous is not None else []
+        for old in [*replaced, *stale]:
+            out.append((old.conn, Bye(ByeCode.REPLACED, "you connected again elsewhere")))
+            out += self._remove(old, LeaveReason.RECONNECTED, "", now)
+        if owner is not None:
+            self._owners.claim(name, skeletons, owner)
+        key = name_key(name)
+        user = _User(conn, name, key, skeletons, owner, hello.session, address, acked, bucket)
         self._users[conn] = self._by_key[key] = self._by_session[hello.session] = user
+        self._by_skeleton.update(dict.fromkeys(skeletons, user))
         welcome = Welcome(
             name, tuple(self.names), acked, MAX_TEXT_CHARS, self.limits.rate, self.limits.burst
         )
@@ -335,18 +366,32 @@ class Room:
             log.info("%s left (kicked by shutdown)", user.name)
         self._users.clear()
         self._by_key.clear()
+        self._by_skeleton.clear()
         self._by_session.clear()
         self._channels.clear()
         return out
 
     # --- users coming and going ----------------------------------------------------------------
 
-    def _taken(self, name: str) -> str:
-        """Why ``name`` cannot be had, and when it frees if its holder's connection died."""
-        if self.lost_within is None:
-            return f"the name {name} is taken"
+    def _holders(self, skeletons: tuple[str, ...]) -> list[_User]:
+        """The online users whose names look like a name with these ``skeletons``."""
+        found = (self._by_skeleton.get(skeleton) for skeleton in skeletons)
+        return list({id(user): user for user in found if user is not None}.values())
+
+    def _taken(self, name: str, holder: _User, *, dies: bool) -> str:
+        """Why ``name`` cannot be had while ``holder`` is here; ``dies``: and when it frees if
+        the holder's connection died (a keyed client reclaims its own name at once)."""
+        if holder.key == name_key(name):
+            taken = f"the name {name} is taken"
+        else:
+            taken = (
+                f"the name {name} looks like {holder.name}, who is here "
+                "(names that look alike count as one)"
+            )
+        if self.lost_within is None or not dies:
+            return taken
         return (
-            f"the name {name} is taken; if it was yours on a connection that died, it frees "
+            f"{taken}; if it was yours on a connection that died, it frees "
             f"within {math.ceil(self.lost_within)} s"
         )
 
@@ -363,6 +408,8 @@ class Room:
         for room in list(user.rooms):
             out += [o for o in self._part(user, room, reason, text) if o[0] != user.conn]
         del self._users[user.conn], self._by_key[user.key], self._by_session[user.session]
+        for skeleton in user.skeletons:
+            del self._by_skeleton[skeleton]
         log.info("%s left (%s)", user.name, reason.value)
         refill = self.limits.burst / self.limits.rate
         if reason is LeaveReason.FLOODING:
@@ -627,16 +674,24 @@ class Room:
             name = normalise_name(argument)
         except InvalidNameError as exc:
             return [(user.conn, Error(ErrorCode.INVALID_NAME, f"invalid name: {exc}", say_id))]
-        key = name_key(name)
-        holder = self._by_key.get(key)
-        if holder is not None and holder is not user:
-            return [(user.conn, Error(ErrorCode.NAME_TAKEN, f"the name {name} is taken", say_id))]
+        skeletons = name_skeletons(name)
+        refusal = self._owners.refusal(name, skeletons, user.owner)
+        holder = next((other for other in self._holders(skeletons) if other is not user), None)
+        if refusal is None and holder is not None:
+            refusal = self._taken(name, holder, dies=False)
+        if refusal is not None:
+            return [(user.conn, Error(ErrorCode.NAME_TAKEN, refusal, say_id))]
         if name == user.name:
             return [(user.conn, Info((f"you are already called {name}",)))]
+        if user.owner is not None:
+            self._owners.claim(name, skeletons, user.owner)
         old = user.name
         del self._by_key[user.key]
-        user.name, user.key = name, key
-        self._by_key[key] = user
+        for skeleton in user.skeletons:
+            del self._by_skeleton[skeleton]
+        user.name, user.key, user.skeletons = name, name_key(name), skeletons
+        self._by_key[user.key] = user
+        self._by_skeleton.update(dict.fromkeys(skeletons, user))
         log.info("%s is now known as %s", old, name)
         return [(conn, Renamed(old, name)) for conn in self._users]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import signal
 import sqlite3
 import time
 from collections.abc import Callable
@@ -28,8 +27,11 @@ from rudp_chat.core.errors import LocalProtocolError
 from rudp_chat.core.events import TerminationReason
 from rudp_chat.core.noise import StaticKey, fingerprint
 from rudp_chat.identity import default_key_file, load_or_create_server_key
+from rudp_chat.stopsignals import on_stop_signals
 
+from . import confusables
 from .history import DEFAULT_HISTORY_FILE, MEMORY_LINES, History
+from .owners import Owners
 from .protocol import (
     Bye,
     ChatProtocolError,
@@ -71,6 +73,8 @@ class ServerOptions:
     """The server's private key, made on first start; None makes a new one per run."""
     max_per_address: int = ListenerConfig().max_connections_per_address
     """Connections from one IP address: users behind one NAT share it."""
+    allow_guests: bool = True
+    """Whether clients without a key may connect (False: ``--no-guests``)."""
 
 
 def server_identity(options: ServerOptions) -> StaticKey | None:
@@ -97,15 +101,17 @@ def server_identity(options: ServerOptions) -> StaticKey | None:
 def open_room(history: History, limits: RoomLimits, *, lost_within: float | None = None) -> Room:
     """A room that continues ``history``: its rooms' numbering, lines, topics and sessions.
     ``lost_within``: see :class:`Room`."""
-    return Room(limits, history, lost_within=lost_within)
+    return Room(limits, history, lost_within=lost_within, owners=Owners(history.owner_of))
 
 
 async def run_server(options: ServerOptions) -> int:
-    """Serve until SIGINT or SIGTERM; prints where history lives and where it listens.
+    """Serve until SIGINT or SIGTERM (Ctrl-C or Ctrl-Break on Windows); prints where history lives and where it listens.
 
     Returns the exit code. Raises ``OSError`` if the address cannot be bound,
-    ``sqlite3.Error`` if the history cannot be opened and ``KeyFileError`` for a bad key file.
+    ``sqlite3.Error`` if the history cannot be opened, ``KeyFileError`` for a bad key file and
+    :class:`SkeletonsUnavailableError` without PyICU (the ``server`` extra).
     """
+    confusables.require()
     path = None if options.history is None else options.history.resolve()
     history = History(path, time.time())
     try:
@@ -114,6 +120,7 @@ async def run_server(options: ServerOptions) -> int:
             connection=chat_connection_config(options.connection, options.limits.max_users),
             max_connections=options.limits.max_users + CONNECTION_SLACK,
             max_connections_per_address=options.max_per_address,
+            allow_guests=options.allow_guests,
         )
         transport = await serve(
             options.host,
@@ -133,17 +140,12 @@ async def run_server(options: ServerOptions) -> int:
         else:
             print(f"History: {path} (SQLite, WAL, synchronous=FULL)", flush=True)
         host, port = transport.address
-        print(f"Server is listening on {host}:{port}", flush=True)
+        via = transport.stats().socket_path
+        print(f"Server is listening on {host}:{port} (UDP socket via {via})", flush=True)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        try:
+        with on_stop_signals(asyncio.get_running_loop(), stop.set):
             room = open_room(history, options.limits, lost_within=options.connection.idle_timeout)
             return await ChatServer(transport, room, history).run(stop)
-        finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
     finally:
         history.close()
 
@@ -256,7 +258,8 @@ class ChatServer:
             log.info("dropped %s before hello: %s", peer, _silence(exc))
             connection.abort("no hello")
             return None
-        self._input(lambda now: self.room.join(conn, hello, now, host))  # no port: it changes
+        key = connection.peer_static_key
+        self._input(lambda now: self.room.join(conn, hello, now, host, key))  # no port: changes
         try:
             async for data in connection:
                 self._input(_step(self.room, conn, data))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from .owners import Claim
 from .protocol import Chat
 
 __all__ = ["EmptyStore", "Journal", "Store"]
@@ -23,6 +24,8 @@ class Journal:
     """``(session, id)``: the highest ``Say.id`` now processed for each session that changed."""
     topics: tuple[tuple[str, str], ...] = ()
     """``(room, topic)``: each room whose topic changed, with its newest topic."""
+    claims: tuple[Claim, ...] = ()
+    """Names their owners' keys used (claimed, or ownership refreshed)."""
 
 
 class Store(Protocol):

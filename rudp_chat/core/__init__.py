@@ -20,6 +20,7 @@ from .frames import ErrorCode
 from .listener import Listener, ListenerStats
 from .state import Role, State
 from .stats import ConnectionStats
+from .trace import TraceSink
 
 __all__ = [
     "Address",
@@ -42,4 +43,5 @@ __all__ = [
     "SendBufferFullError",
     "State",
     "TerminationReason",
+    "TraceSink",
 ]

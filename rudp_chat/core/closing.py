@@ -70,6 +70,11 @@ class Closing:
         elif not self.acked:
             self._due = True
 
+    @property
+    def awaiting_ack(self) -> bool:
+        """Our graceful CLOSE was queued and is not acknowledged yet."""
+        return self.frame is not None and not self.acked
+
     def probe(self) -> bool:
         """A timeout probe repeats our unacknowledged CLOSE; False if there is none."""
         if self.frame is None or self.acked:

@@ -156,12 +156,24 @@ class CongestionController:
 
     def on_packet_lost(self, packet: SentPacket, rtt: RttEstimator) -> None:
         """A random loss still crossed the bottleneck, so it counts as delivered for the model."""
+        if self._queue_seen(rtt):
+            self._lost_in_round = True
+        else:
+            self.delivered += packet.size
+
+    def is_queue_drop(self, packet: SentPacket, rtt: RttEstimator) -> bool:
+        """Whether a lost packet was probably dropped by a queue we filled, not by the path.
+
+        A packet sent while application-limited cannot have met a queue of our making, so its
+        loss is the path's even when jitter makes the RTT look queued.
+        """
+        return not packet.app_limited and self._queue_seen(rtt)
+
+    @staticmethod
+    def _queue_seen(rtt: RttEstimator) -> bool:
         min_rtt = rtt.min_rtt  # lifetime: a queue we built can never pass for the path's floor
         queueing = rtt.latest - min_rtt
-        if queueing < max(RANDOM_LOSS_QUEUE_FRACTION * min_rtt, RANDOM_LOSS_QUEUE_FLOOR_S):
-            self.delivered += packet.size
-        else:
-            self._lost_in_round = True
+        return queueing >= max(RANDOM_LOSS_QUEUE_FRACTION * min_rtt, RANDOM_LOSS_QUEUE_FLOOR_S)
 
     def on_ack_processed(self, now: float, rtt: RttEstimator, bytes_in_flight: int) -> None:
         """Update the path model after all packets one ACK covered were passed in."""

@@ -3,16 +3,17 @@
 The connection coordinates; the work is delegated: :mod:`.handshake` (the client's
 handshake), :mod:`.arrivals` (what each state does with each packet and frame),
 :mod:`.closing` (the close's own machine), :mod:`.protection` (sealing, opening, replays),
-:mod:`.sending` (which fragments each packet carries), :mod:`.sendbuffer` (fragments awaiting
-acknowledgement), :mod:`.receiving` (reassembly and ACK policy), :mod:`.recovery` (loss
-detection, RTO), :mod:`.congestion` and :mod:`.pacing` (window and pacing), :mod:`.codec`
-(bytes), :mod:`.state` (the transition table). Retransmission goes through delivery
+:mod:`.sending` (which fragments each packet carries), :mod:`.thin` (copies while the stream
+is thin), :mod:`.sendbuffer` (fragments awaiting acknowledgement), :mod:`.receiving`
+(reassembly and ACK policy), :mod:`.recovery` (loss detection, RTO), :mod:`.congestion` and
+:mod:`.pacing` (window and pacing), :mod:`.codec` (bytes), :mod:`.state` (the transition
+table). Retransmission goes through delivery
 handlers (:mod:`.delivery`) that each frame registers when its packet is built.
 
 Inputs: :meth:`send`, :meth:`close`, :meth:`abort`, :meth:`receive_datagram`,
 :meth:`handle_timer`. Outputs: :meth:`datagrams_to_send`, :meth:`get_timer`,
 :meth:`next_event`. After every input, call ``datagrams_to_send`` and re-arm the
-timer from ``get_timer``.
+timer from ``get_timer``. A ``trace`` sink (:mod:`.trace`) sees the connection's qlog events.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from .frames import (
     WelcomePacket,
 )
 from .handshake import ClientHandshake, WelcomeRefused
+from .noise import StaticKey, fingerprint
 from .pacing import Pacer
 from .protection import PacketProtection, Refused
 from .receiving import Receiver
@@ -71,6 +73,8 @@ from .sendbuffer import SendBuffer
 from .sending import DataSender
 from .state import Input, Role, State, next_state
 from .stats import ConnectionCounters, ConnectionStats
+from .thin import ThinStream
+from .trace import PACKET_TYPES, SESSION_PACKET_TYPE, ConnectionTrace, TraceSink
 
 __all__ = ["Address", "Connection", "Role"]
 
@@ -104,10 +108,14 @@ class Connection:
         welcome_body: bytes = b"",
         random_bytes: Callable[[int], bytes] | None = None,
         server_fingerprint: str | None = None,
+        client_key: StaticKey | None = None,
+        peer_static_key: bytes | None = None,
+        trace: TraceSink | None = None,
     ) -> None:
         """Use :meth:`connect` for a client; a server's connections come from a ``Listener``,
-        which did the handshake: ``remote_id`` (the client's id), ``keys`` (send, receive)
-        and the WELCOME body it answers with.
+        which did the handshake: ``remote_id`` (the client's id), ``keys`` (send, receive),
+        the WELCOME body it answers with and the client's authenticated ``peer_static_key``.
+        ``trace`` receives the connection's qlog events (none without it).
 
         Raises :class:`LocalProtocolError` for a client without ``random_bytes`` (its
         handshake draws a key) or a server without ``remote_id``.
@@ -120,18 +128,23 @@ class Connection:
         self.on_change: Callable[[Connection], None] | None = None
         """Called after an API call that may have given the connection something to send."""
         self.counters = ConnectionCounters()
+        self._trace = None if trace is None else ConnectionTrace(trace, role, now)
         self._handshake: ClientHandshake | None = None
         if role is Role.CLIENT:
             if random_bytes is None:
                 raise LocalProtocolError("a client connection needs random_bytes")
             self._handshake = ClientHandshake(
-                config, local_id, now, random_bytes, server_fingerprint
+                config, local_id, now, random_bytes, server_fingerprint, client_key
             )
         elif remote_id is None:
             raise LocalProtocolError("a server connection needs the client's remote_id")
         self.state = State.CONNECTING if role is Role.CLIENT else State.OPEN
         self.server_fingerprint: str | None = None
         """Client: the fingerprint of the key the server presented (None until RETRY)."""
+        self.peer_static_key = peer_static_key
+        """The peer's static public key, authenticated by the handshake: a server's
+        connection holds the client's (None for a guest or insecure), a client's the
+        server's once OPEN (None while connecting or insecure)."""
         self._reset_token = reset_token
         self._events: deque[Event] = deque()
         self._next_number = 0
@@ -152,6 +165,7 @@ class Connection:
             self._recovery,
             self._congestion,
             Pacer(config.max_datagram_size, now),
+            ThinStream(config),
             config.max_datagram_size,
             self.counters,
         )
@@ -196,6 +210,8 @@ class Connection:
         }
         if role is Role.SERVER:
             self._events.append(Connected(local_id))
+        if self._trace is not None:
+            self._trace.started(local_id, remote_id, peer_address, self.state)
 
     @classmethod
     def connect(
@@ -206,6 +222,8 @@ class Connection:
         config: ConnectionConfig | None = None,
         *,
         server_fingerprint: str | None = None,
+        client_key: StaticKey | None = None,
+        trace: TraceSink | None = None,
     ) -> Connection:
         """A client connection that starts its handshake with the first ``datagrams_to_send``.
 
@@ -213,6 +231,9 @@ class Connection:
         ``os.urandom`` in production. ``server_fingerprint`` pins the server's key (see
         ``noise.fingerprint``); without it the key the server presents is trusted and
         readable afterwards as :attr:`server_fingerprint`, for the caller to pin.
+        ``client_key`` is this client's identity, which the handshake (IK) proves to the
+        server; without it the client connects as a guest (NK). ``trace`` receives the
+        connection's qlog events.
         """
         return cls(
             config or ConnectionConfig(),
@@ -222,6 +243,8 @@ class Connection:
             now=now,
             random_bytes=random_bytes,
             server_fingerprint=server_fingerprint,
+            client_key=client_key,
+            trace=trace,
         )
 
     # ---------------------------------------------------------------- API calls
@@ -258,7 +281,7 @@ class Connection:
         if self.state is State.CONNECTING:
             self._terminate(Input.CLOSE_CALLED, TerminationReason.CLOSED)
         elif self.state is State.OPEN:
-            self.state = next_state(self.state, Input.CLOSE_CALLED)
+            self._move(Input.CLOSE_CALLED)
             self._advance_close()
         self._changed()
 
@@ -270,10 +293,11 @@ class Connection:
             self._terminate(Input.FAILED, TerminationReason.ABORTED, ErrorCode.APPLICATION, detail)
         self._changed()
 
-    def refuse(self, detail: str) -> None:
-        """Server side, before the application sees it: answer WELCOME, then CLOSE(REFUSED)."""
-        self._closing.queue_error(ErrorCode.REFUSED, self._send.next_seq, detail)
-        self._terminate(Input.FAILED, TerminationReason.ABORTED, ErrorCode.REFUSED, detail)
+    def refuse(self, detail: str, error_code: ErrorCode = ErrorCode.REFUSED) -> None:
+        """Server side, before the application sees it: answer WELCOME, then CLOSE with
+        ``error_code`` (REFUSED, or KEY_REQUIRED for a guest the server does not take)."""
+        self._closing.queue_error(error_code, self._send.next_seq, detail)
+        self._terminate(Input.FAILED, TerminationReason.ABORTED, error_code, detail)
 
     def next_event(self) -> Event | None:
         """The oldest event not yet taken, or None."""
@@ -285,6 +309,12 @@ class Connection:
             if self.state in _LIVE and self._receiver.schedule_window_update():
                 self._changed()
         return event
+
+    @property
+    def peer_fingerprint(self) -> str | None:
+        """The fingerprint of :attr:`peer_static_key` (None when there is none)."""
+        key = self.peer_static_key
+        return None if key is None else fingerprint(key)
 
     @property
     def is_closed(self) -> bool:
@@ -313,11 +343,14 @@ class Connection:
             smoothed_rtt=rtt.smoothed,
             rtt_variance=rtt.variance,
             min_rtt=rtt.min_rtt,
-            rto=rtt.rto(self._recovery.probe_count),
+            rto=rtt.rto(self._recovery.backoff),
             congestion_window=congestion.congestion_window,
             pacing_rate=congestion.pacing_rate,
             bytes_in_flight=self._recovery.bytes_in_flight,
             send_buffered_bytes=self._send.buffered_bytes,
+            loss_rate=self._recovery.loss.rate,
+            burst_loss_rate=self._recovery.loss.burst_rate,
+            thin_stream=self._data.thin.active,
         )
 
     # --------------------------------------------------------- input: packets
@@ -338,7 +371,9 @@ class Connection:
         authenticates and is the newest yet moves the connection there (migration).
         What a packet does in each state is the table in :mod:`.arrivals`.
         """
-        counters = self.counters
+        counters, trace = self.counters, self._trace
+        if trace is not None:
+            trace.arrival(now, size)
         arrival = packet_arrival(
             packet, self.role, self.local_id, self.remote_id, self._reset_token
         )
@@ -350,6 +385,8 @@ class Connection:
             counters.dropped_unexpected += 1
             return
         if self._on_packet[reaction](packet, addr, now):
+            if trace is not None and reaction is not Reaction.PROCESS:  # PROCESS traces frames
+                trace.received(PACKET_TYPES[type(packet)], getattr(packet, "number", None))
             counters.datagrams_received += 1
             counters.bytes_received += size
             self._last_heard = now
@@ -375,13 +412,14 @@ class Connection:
                 self.counters.dropped_unexpected += 1
             return False
         self.remote_id, self._reset_token = result.server_id, result.reset_token
+        self.peer_static_key = result.server_key
         if result.keys is not None:
             self._protection.install(result.keys)
         if result.rtt_sample is not None:
             self._rtt.update(result.rtt_sample, 0.0)
         self._receiver.on_packet(packet.number, now, ack_eliciting=False, urgent=False)
         self._handshake = None
-        self.state = next_state(self.state, Input.HANDSHAKE_DONE)
+        self._move(Input.HANDSHAKE_DONE)
         self._events.append(Connected(self.local_id))
         return True
 
@@ -423,12 +461,15 @@ class Connection:
         if not self._acceptable(frames):
             counters.dropped_unexpected += 1
             return False
+        if self._trace is not None:
+            self._trace.received(PACKET_TYPES[type(packet)], number, frames)
         if protection.mark(number) and addr != self.peer_address:
             self.peer_address = addr
             counters.migrations += 1
         receiver = self._receiver
         if receiver.is_duplicate(number, now):
             return True
+        repeat = receiver.holds_all(frames)  # a thin stream's copy: no hurry to ACK
         try:
             for frame in frames:
                 self._on_frame[self.state][frame_arrival(frame)](frame, now)
@@ -440,7 +481,7 @@ class Connection:
             if type(frame) is not AckFrame:
                 eliciting = True
                 urgent = urgent or type(frame) is not DataFrame
-        receiver.on_packet(number, now, eliciting, urgent)
+        receiver.on_packet(number, now, eliciting, urgent, repeat=repeat)
         self._advance_close()
         return True
 
@@ -481,8 +522,11 @@ class Connection:
                 handler(Delivery.ACKED_LATE)
         self._on_lost(result.lost)
 
-    def _on_lost(self, lost: list[SentPacket]) -> None:
+    def _on_lost(self, lost: list[SentPacket], trigger: str | None = None) -> None:
+        """``trigger`` names the qlog cause when it is known (a timer's)."""
         self.counters.packets_lost += len(lost)
+        if self._trace is not None:
+            self._trace.lost(lost, trigger)
         for packet in lost:
             for handler in packet.handlers:
                 handler(Delivery.LOST)
@@ -493,7 +537,7 @@ class Connection:
     def _peer_closed(self, frame: CloseFrame, now: float) -> None:
         self._note_final_seq(frame, now)
         self._closing.by_peer = True
-        self.state = next_state(self.state, Input.PEER_CLOSED)
+        self._move(Input.PEER_CLOSED)
 
     def _note_final_seq(self, frame: CloseFrame, now: float) -> None:
         self._closing.on_peer_close(frame, self._receiver.next_seq)
@@ -530,7 +574,7 @@ class Connection:
     ) -> None:
         """Move the state machine; the first ending emits the one ConnectionTerminated."""
         ended = self.state in (State.DRAINING, State.CLOSED)
-        self.state = next_state(self.state, cause)
+        self._move(cause)
         if cause is Input.FAILED:  # nothing will be retransmitted or awaited any more
             self._recovery.discard()
             self._closing.abandon()
@@ -539,6 +583,14 @@ class Connection:
             self._events.append(
                 ConnectionTerminated(reason, int(error_code), detail or reason.value)
             )
+
+    def _move(self, cause: Input) -> None:
+        """The one place the state changes (raises :class:`LocalProtocolError` if the table
+        has no entry), so a trace sees every change."""
+        old = self.state
+        self.state = next_state(old, cause)
+        if self._trace is not None:
+            self._trace.state(old, self.state, cause)
 
     def _drain_end(self) -> float:
         """Draining lasts until our CLOSE is acknowledged (or the peer goes silent for the idle
@@ -564,12 +616,18 @@ class Connection:
         for candidate in (
             self._receiver.ack_deadline,
             recovery.loss_time,
-            recovery.probe_deadline(),
+            recovery.probe_deadline(self._awaiting_ack),
             self._data.pacer.wake,
+            self._data.thin.next_due() if state is not State.DRAINING else None,
         ):
             if candidate is not None and candidate < deadline:
                 deadline = candidate
         return deadline
+
+    @property
+    def _awaiting_ack(self) -> bool:
+        """DATA or our graceful CLOSE awaits its ACK (the retransmission timer runs only then)."""
+        return not self._send.all_acknowledged or self._closing.awaiting_ack
 
     def _heartbeat_due(self) -> float:
         """A PING goes out after ``heartbeat_interval`` of silence both ways.
@@ -590,23 +648,25 @@ class Connection:
         state = self.state
         if state is State.CLOSED:
             return
+        if self._trace is not None:
+            self._trace.now = now
         if self._handshake is not None:
             if self._handshake.handle_timer(now):
                 self._terminate(Input.TIMED_OUT, TerminationReason.HANDSHAKE_TIMEOUT)
             return
         if state is State.DRAINING:
             if now >= self._drain_end():
-                self.state = next_state(state, Input.DRAINED)
+                self._move(Input.DRAINED)
                 return
         elif now >= self._last_heard + self.config.idle_timeout:
             self._terminate(Input.TIMED_OUT, TerminationReason.IDLE_TIMEOUT)
             return
         recovery = self._recovery
         if recovery.loss_time is not None and now >= recovery.loss_time:
-            self._on_lost(recovery.detect_losses(now))
-        probe = recovery.probe_deadline()
+            self._on_lost(recovery.detect_losses(now), "time_threshold")
+        probe = recovery.probe_deadline(self._awaiting_ack)
         if probe is not None and now >= probe:
-            self._on_lost(recovery.on_probe_timeout())
+            self._on_lost(recovery.on_probe_timeout(), "pto_expired")
             self._probe_due = True
         if state is not State.DRAINING and now >= self._heartbeat_due():
             self._ping_due = True
@@ -618,11 +678,17 @@ class Connection:
         if self.state is State.CLOSED:
             return []
         out: list[tuple[bytes, Address]] = []
+        trace = self._trace
+        if trace is not None:
+            trace.now = now
         handshake = self._handshake
         if handshake is not None:
             if handshake.hello_due:
-                hello = handshake.build_hello(self._take_number(), now)
+                number = self._take_number()
+                hello = handshake.build_hello(number, now)
                 out.append((self._count_sent(hello), self.peer_address))
+                if trace is not None:
+                    trace.sent(PACKET_TYPES[HelloPacket], number, len(hello))
             return out
         if self._welcome_due:
             self._welcome_due = False
@@ -634,13 +700,19 @@ class Connection:
             if datagram is None:
                 break
             out.append((datagram, self.peer_address))
+        self._data.thin.refresh(self._send, self._recovery)  # thin unless a backlog is left now
+        if trace is not None:
+            trace.update(now, self._rtt, self._congestion, self._recovery, self._protection.epochs)
         return out
 
     def _build_welcome(self, now: float) -> bytes:
         number = self._take_number()
         self._recovery.on_packet_sent(number, now, None)  # so an ACK of it is plausible
         welcome = WelcomePacket(self.remote_id or b"", number, self._welcome_body)
-        return self._count_sent(encode_datagram(welcome))
+        datagram = encode_datagram(welcome)
+        if self._trace is not None:
+            self._trace.sent(PACKET_TYPES[WelcomePacket], number, len(datagram))
+        return self._count_sent(datagram)
 
     def _take_number(self) -> int:
         number = self._next_number
@@ -664,7 +736,7 @@ class Connection:
         if ack_owed:
             room -= _ack_size_bound(len(receiver.packets))
         if self._probe_due:
-            probe_room = self._data.add_probe(frames, handlers, room)
+            probe_room = self._data.add_probe(frames, handlers, room, now)
             if probe_room is None:  # the owed ACK leaves alone first; the probe follows
                 ack_deadline = now
             else:
@@ -697,4 +769,6 @@ class Connection:
             self._data.pacer.budget -= len(datagram)
         else:
             self._recovery.on_packet_sent(number, now, None)
+        if self._trace is not None:
+            self._trace.sent(SESSION_PACKET_TYPE, number, len(datagram), frames)
         return self._count_sent(datagram)

@@ -82,6 +82,8 @@ class ErrorCode(enum.IntEnum):
     """The application aborted the connection."""
     REFUSED = 3
     """The server will not take this connection (full, or too many from this address)."""
+    KEY_REQUIRED = 4
+    """The server takes no guests: connect with a client key (the IK handshake)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,8 @@ class HelloPacket:
     token: bytes
     """Empty on the first HELLO; the RETRY token afterwards."""
     handshake: bytes = b""
-    """With the token, unless insecure: the Noise NK first message (see ``noise``)."""
+    """With the token, unless insecure: Noise message 1, IK with a client key or NK for a
+    guest (see ``noise``)."""
     padding: int = 0
     """Bytes of padding (their content is ignored)."""
 

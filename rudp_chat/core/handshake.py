@@ -24,7 +24,7 @@ from .frames import (
     RetryPacket,
     WelcomePacket,
 )
-from .noise import KEY_SIZE, Initiator, fingerprint, prologue
+from .noise import KEY_SIZE, Initiator, Pattern, StaticKey, fingerprint, prologue
 
 __all__ = ["HELLO_RETRY_CAP_S", "ClientHandshake", "Established", "WelcomeRefused"]
 
@@ -49,6 +49,8 @@ class Established:
     reset_token: bytes
     keys: tuple[bytes, bytes] | None
     """(send, receive) record keys; None when insecure."""
+    server_key: bytes | None
+    """The server's static key, authenticated by the WELCOME; None when insecure."""
     rtt_sample: float | None
     """HELLO to WELCOME, when exactly one HELLO went out since the last RETRY (Karn)."""
 
@@ -58,6 +60,7 @@ class ClientHandshake:
 
     __slots__ = (
         "_attempts",
+        "_client_key",
         "_hello_deadline",
         "_hello_sent_at",
         "_hellos_sent",
@@ -65,6 +68,7 @@ class ClientHandshake:
         "_pinned",
         "_random_bytes",
         "_retries",
+        "_server_key",
         "_token",
         "client_id",
         "config",
@@ -80,11 +84,16 @@ class ClientHandshake:
         now: float,
         random_bytes: Callable[[int], bytes],
         pinned_fingerprint: str | None,
+        client_key: StaticKey | None = None,
     ) -> None:
+        """``client_key`` makes the handshake IK, authenticating it to the server; without
+        it the client is a guest (NK)."""
         self.config = config
         self.client_id = client_id
         self._random_bytes = random_bytes
         self._pinned = pinned_fingerprint
+        self._client_key = client_key
+        self._server_key: bytes | None = None
         self.server_fingerprint: str | None = None
         """The fingerprint of the key the server presented (None until RETRY)."""
         self._initiator: Initiator | None = None
@@ -142,10 +151,13 @@ class ClientHandshake:
             presented = self.server_fingerprint = fingerprint(packet.server_key)
             if self._pinned is not None and presented != self._pinned:
                 return f"the server's key {presented} is not the pinned {self._pinned}"
+            pattern = Pattern.NK if self._client_key is None else Pattern.IK
+            self._server_key = packet.server_key
             self._initiator = Initiator(
                 packet.server_key,
-                prologue(PROTOCOL_VERSION, self.client_id),
+                prologue(PROTOCOL_VERSION, self.client_id, pattern),
                 self._random_bytes(KEY_SIZE),
+                self._client_key,
             )
         elif self.config.insecure and packet.server_key:
             return "the server requires encryption; connect without --insecure"
@@ -173,5 +185,6 @@ class ClientHandshake:
             body[:CONNECTION_ID_SIZE],
             body[CONNECTION_ID_SIZE:],
             keys,
+            self._server_key,
             now - self._hello_sent_at if single else None,
         )

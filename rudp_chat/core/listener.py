@@ -21,18 +21,21 @@ from .frames import (
     CONNECTION_ID_SIZE,
     MIN_HELLO_SIZE,
     PROTOCOL_VERSION,
+    ErrorCode,
     HelloPacket,
     ResetPacket,
     RetryPacket,
     SealedPacket,
     SessionPacket,
 )
-from .noise import KEY_SIZE, Responder, StaticKey, fingerprint, prologue
+from .noise import KEY_SIZE, Pattern, Responder, StaticKey, fingerprint, prologue
 from .tokens import TokenIssuer
+from .trace import TraceSink
 
 __all__ = ["Listener", "ListenerStats"]
 
 RESET_SIZE = 34  # every RESET: fixarray, kind, bin8 id, bin8 token, CRC (PROTOCOL.md §3.4)
+GUESTS_REFUSED = "this server takes no guests: connect with a client key"
 
 
 @dataclass(slots=True)
@@ -47,9 +50,12 @@ class ListenerStats:
     hellos_bad_version: int = 0
     hellos_bad_token: int = 0
     hellos_bad_handshake: int = 0
-    """Validated HELLOs whose Noise message did not authenticate, or whose mode is not ours."""
+    """Validated HELLOs whose Noise message did not authenticate (IK: the client's key
+    included), has neither pattern's length, or whose mode is not ours."""
     retries_sent: int = 0
     refused: int = 0
+    """Connections refused after the handshake: full, per-address limit, or a guest where
+    guests are not allowed."""
     resets_sent: int = 0
     resets_suppressed: int = 0
     """Unknown-id datagrams left unanswered (rate limit, or too small to answer without amplifying)."""
@@ -66,6 +72,7 @@ class Listener:
         *,
         secret: bytes | None = None,
         static_key: StaticKey | None = None,
+        trace: Callable[[], TraceSink] | None = None,
     ) -> None:
         """``random_bytes`` supplies connection ids and ephemeral keys: pass ``os.urandom``.
 
@@ -73,6 +80,7 @@ class Listener:
         restarted server can still reset its old clients' connections (default: random).
         ``static_key`` is the server's identity, which clients pin (default: a new one;
         unused when the connection config is ``insecure``).
+        ``trace`` makes each accepted connection's trace sink (refused ones are not traced).
         """
         self.config = config or ListenerConfig()
         self._static_key: StaticKey | None = None
@@ -80,6 +88,7 @@ class Listener:
             self._static_key = static_key or StaticKey(random_bytes(KEY_SIZE))
         self.stats = ListenerStats()
         self._random_bytes = random_bytes
+        self._trace = trace
         self._tokens = TokenIssuer(secret or random_bytes(32), self.config.token_lifetime)
         self.connections: dict[bytes, Connection] = {}
         self._by_client: dict[tuple[Address, bytes], Connection] = {}
@@ -175,8 +184,12 @@ class Listener:
         responder = None
         if self._static_key is not None:
             try:
+                pattern = Pattern.of_message1(hello.handshake)
                 responder = Responder(
-                    self._static_key, prologue(hello.version, hello.client_id), hello.handshake
+                    self._static_key,
+                    prologue(hello.version, hello.client_id, pattern),
+                    hello.handshake,
+                    pattern,
                 )
             except HandshakeError:
                 self.stats.hellos_bad_handshake += 1
@@ -188,13 +201,24 @@ class Listener:
         while server_id in self.connections:
             server_id = self._random_bytes(CONNECTION_ID_SIZE)
         reset_token = self._tokens.reset_token(server_id)
-        welcome_body, keys = server_id + reset_token, None
+        welcome_body, keys, client_key = server_id + reset_token, None, None
         if responder is not None:
+            client_key = responder.peer_static
             welcome_body, send_key, receive_key = responder.write_message2(
                 self._random_bytes(KEY_SIZE), welcome_body
             )
             keys = (send_key, receive_key)
         client_id = hello.client_id
+        host = addr[0]
+        code = ErrorCode.REFUSED
+        if len(self.connections) >= self.config.max_connections:
+            refusal = "server full"
+        elif self._per_host.get(host, 0) >= self.config.max_connections_per_address:
+            refusal = "too many connections from this address"
+        elif client_key is None and responder is not None and not self.config.allow_guests:
+            refusal, code = GUESTS_REFUSED, ErrorCode.KEY_REQUIRED
+        else:
+            refusal = ""
         connection = Connection(
             self.config.connection,
             Role.SERVER,
@@ -205,17 +229,12 @@ class Listener:
             reset_token=reset_token,
             keys=keys,
             welcome_body=welcome_body,
+            peer_static_key=client_key,
+            trace=None if refusal or self._trace is None else self._trace(),
         )
-        host = addr[0]
-        if len(self.connections) >= self.config.max_connections:
-            refusal = "server full"
-        elif self._per_host.get(host, 0) >= self.config.max_connections_per_address:
-            refusal = "too many connections from this address"
-        else:
-            refusal = ""
         if refusal:
             self.stats.refused += 1
-            connection.refuse(refusal)
+            connection.refuse(refusal, code)
             self._outbox.extend(connection.datagrams_to_send(now))
             return
         self.stats.accepted += 1

@@ -72,6 +72,13 @@ class PacketProtection:
         return self._replay is not None and self._replay.mark(number)
 
     @property
+    def epochs(self) -> tuple[int, int] | None:
+        """The (sending, receiving) key epochs; None without keys (insecure, or connecting)."""
+        if self._sealer is None or self._opener is None:
+            return None
+        return self._sealer.epoch, self._opener.epoch
+
+    @property
     def integrity_exhausted(self) -> bool:
         """So many packets failed to open that the AEAD's forgery bound is reached (§3.7)."""
         return self._opener is not None and self._opener.failures >= INTEGRITY_LIMIT

@@ -45,6 +45,11 @@ class Sealer:
         self._epoch = 0
         self._epoch_bits = KEY_EPOCH_BITS if epoch_bits is None else epoch_bits
 
+    @property
+    def epoch(self) -> int:
+        """How many times the key has rotated."""
+        return self._epoch
+
     def seal(self, number: int, plaintext: bytes, header: bytes) -> bytes:
         epoch = number >> self._epoch_bits
         if epoch != self._epoch:
@@ -70,6 +75,11 @@ class Opener:
         self._epoch_bits = KEY_EPOCH_BITS if epoch_bits is None else epoch_bits
         self.failures = 0
         """Packets that did not authenticate, towards ``INTEGRITY_LIMIT``."""
+
+    @property
+    def epoch(self) -> int:
+        """How many times the peer's key has rotated, as far as its packets told."""
+        return self._epoch
 
     def open(self, number: int, ciphertext: bytes, header: bytes) -> bytes | None:
         """The plaintext, or None when the packet does not authenticate under its epoch's key

@@ -2,9 +2,10 @@
 
 Packet numbers are never reused, so every acknowledgement yields an unambiguous
 RTT sample (no Karn's rule needed). Loss is declared per RFC 9002 §6.1 (packet and
-time thresholds); the probe timeout is RFC 6298's RTO with exponential backoff.
-Results go back to the caller as lists of acknowledged and lost packets: the
-delivery callbacks of aioquic, not retransmission special cases.
+time thresholds); the probe timeout is RFC 6298's RTO with exponential backoff, the first
+few expiries linear while the stream is thin (``linear_timeouts``). Every packet's fate also
+feeds the loss estimator. Results go back to the caller as lists of acknowledged and lost
+packets: the delivery callbacks of aioquic, not retransmission special cases.
 """
 
 from __future__ import annotations
@@ -13,11 +14,16 @@ from dataclasses import dataclass
 
 from .congestion import CongestionController, SentPacket
 from .frames import AckFrame
-from .rtt import RttEstimator
+from .lossrate import LossEstimator
+from .rtt import CLOCK_GRANULARITY_S, RttEstimator
 
 __all__ = ["AckResult", "Recovery"]
 
 PACKET_THRESHOLD = 3  # RFC 9002 kPacketThreshold
+HELD_ACK_FACTOR = 2  # an ACK reporting more than this many max_ack_delays (plus the clock's
+# granularity) gives no RTT sample: a later packet triggered it (its predecessor, sent on time,
+# was lost), and RFC 9002's cap would count the excess as path delay; under 30 % loss and
+# jitter such samples doubled RTTVAR and pushed the RTO past 0.5 s
 LATE_ACK_MEMORY = 64  # packets declared lost that a late ACK may still acknowledge (the
 # newest ones: a spurious loss is one whose ACK was only delayed, by a few RTTs at most)
 
@@ -39,6 +45,8 @@ class Recovery:
         "congestion",
         "largest_acked",
         "largest_sent",
+        "linear_timeouts",
+        "loss",
         "loss_time",
         "probe_count",
         "recently_lost",
@@ -57,7 +65,10 @@ class Recovery:
         self.largest_acked = -1
         self.loss_time: float | None = None
         self.probe_count = 0
-        """Consecutive probe timeouts without an acknowledgement (the RTO backoff exponent)."""
+        """Consecutive probe timeouts without an acknowledgement."""
+        self.linear_timeouts = 0
+        """How many of the first consecutive timeouts do not double the RTO (thin streams)."""
+        self.loss = LossEstimator()
         self.time_of_last_ack_eliciting = 0.0
         self.recently_lost: dict[int, SentPacket] = {}
         """The last ``LATE_ACK_MEMORY`` packets declared lost, by number."""
@@ -93,11 +104,14 @@ class Recovery:
                         acked.append(packet)
         self.largest_acked = max(self.largest_acked, largest)
         if acked:
-            if newest is not None:
-                self.rtt.update(now - newest.time_sent, ack_delay)
+            rtt = self.rtt
+            held = ack_delay > HELD_ACK_FACTOR * rtt.max_ack_delay + CLOCK_GRANULARITY_S
+            if newest is not None and not held:
+                rtt.update(now - newest.time_sent, ack_delay)
             self.probe_count = 0
             for packet in acked:
                 self.bytes_in_flight -= packet.size
+                self.loss.on_delivered(packet.number)
                 self.congestion.on_packet_acked(packet, now)
         late: list[SentPacket] = []
         recently_lost = self.recently_lost
@@ -105,6 +119,7 @@ class Recovery:
             ranges = ack.ranges
             for number in [n for n in recently_lost if any(lo <= n <= hi for lo, hi in ranges)]:
                 late.append(recently_lost.pop(number))
+                self.loss.on_delivered(number)  # late, not lost: the estimate forgets the loss
         lost = self.detect_losses(now)
         self.congestion.on_ack_processed(now, self.rtt, self.bytes_in_flight)
         return AckResult(acked, lost, late)
@@ -127,9 +142,14 @@ class Recovery:
         for packet in lost:
             del self.sent[packet.number]
             self.bytes_in_flight -= packet.size
-            self.congestion.on_packet_lost(packet, self.rtt)
+            self._declare_lost(packet)
         self._remember(lost)
         return lost
+
+    def _declare_lost(self, packet: SentPacket) -> None:
+        if not self.congestion.is_queue_drop(packet, self.rtt):
+            self.loss.on_lost(packet.number)
+        self.congestion.on_packet_lost(packet, self.rtt)
 
     def _remember(self, lost: list[SentPacket]) -> None:
         """Keep the newest lost packets for a late ACK (see ``AckResult.acked_late``)."""
@@ -139,11 +159,20 @@ class Recovery:
         while len(recently_lost) > LATE_ACK_MEMORY:
             del recently_lost[next(iter(recently_lost))]
 
-    def probe_deadline(self) -> float | None:
-        """When the retransmission timer fires, or None with nothing in flight."""
-        if not self.sent:
+    @property
+    def backoff(self) -> int:
+        """The RTO's doubling exponent: consecutive timeouts past the linear ones."""
+        return max(self.probe_count - self.linear_timeouts, 0)
+
+    def probe_deadline(self, awaiting_ack: bool) -> float | None:
+        """When the retransmission timer fires, or None with nothing in flight, or with nothing
+        in flight that still awaits its ACK (``awaiting_ack``: DATA or our graceful CLOSE).
+        Copies whose DATA another copy delivered, and heartbeats, are left to the loss
+        thresholds: probing for them would cost a thin stream a PING and an ACK per message
+        and tell it nothing it needs."""
+        if not self.sent or not awaiting_ack:
             return None
-        return self.time_of_last_ack_eliciting + self.rtt.rto(self.probe_count)
+        return self.time_of_last_ack_eliciting + self.rtt.rto(self.backoff)
 
     def on_probe_timeout(self) -> list[SentPacket]:
         """The RTO fired: back off; from the second expiry on, everything in flight is lost.
@@ -159,7 +188,7 @@ class Recovery:
         self.bytes_in_flight = 0
         self.loss_time = None
         for packet in lost:
-            self.congestion.on_packet_lost(packet, self.rtt)
+            self._declare_lost(packet)
         self._remember(lost)
         return lost
 

@@ -1,8 +1,9 @@
 """The DATA a packet carries: retransmissions, new fragments, redundant copies, probes.
 
 The connection builds each packet (ACK first, then this, then PING and CLOSE) and leaves
-the choice of fragments here: what the congestion window, pacing and the peer's flow-control
-window allow, lost fragments first. Each fragment placed registers its delivery handler.
+the choice of fragments here: a thin stream's copy when one is due (:mod:`.thin`), else what
+the congestion window, pacing and the peer's flow-control window allow, lost fragments first.
+Each fragment placed registers its delivery handler; a copy registers the original's again.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .receiving import INITIAL_WINDOW_FRAGMENTS
 from .recovery import Recovery
 from .sendbuffer import SendBuffer
 from .stats import ConnectionCounters
+from .thin import ThinStream
 
 __all__ = ["BUNDLE_MAX_FRAGMENTS", "DATA_FRAMES_PER_PACKET", "DataSender"]
 
@@ -28,7 +30,16 @@ DATA_FRAMES_PER_PACKET = MAX_FRAMES - 3  # leaves room for ACK, PING and CLOSE
 class DataSender:
     """Chooses the fragments of each packet from one connection's send buffer."""
 
-    __slots__ = ("_congestion", "_counters", "_mtu", "_recovery", "buffer", "pacer", "peer_window")
+    __slots__ = (
+        "_congestion",
+        "_counters",
+        "_mtu",
+        "_recovery",
+        "buffer",
+        "pacer",
+        "peer_window",
+        "thin",
+    )
 
     def __init__(
         self,
@@ -36,11 +47,13 @@ class DataSender:
         recovery: Recovery,
         congestion: CongestionController,
         pacer: Pacer,
+        thin: ThinStream,
         max_datagram_size: int,
         counters: ConnectionCounters,
     ) -> None:
         self.buffer = buffer
         self.pacer = pacer
+        self.thin = thin
         self._recovery = recovery
         self._congestion = congestion
         self._mtu = max_datagram_size
@@ -49,9 +62,10 @@ class DataSender:
         """The peer accepts DATA below this sequence number (its ACKs raise it)."""
 
     def add_probe(
-        self, frames: list[Frame], handlers: list[DeliveryHandler], room: int
+        self, frames: list[Frame], handlers: list[DeliveryHandler], room: int, now: float
     ) -> int | None:
-        """A timeout probe's fragment: the lowest lost one, else the oldest in flight.
+        """A timeout probe's fragment: the lowest lost one, else the oldest in flight (a thin
+        stream sends the first consecutive probe with the most copies, later ones alone).
 
         Returns the room left (unchanged, with ``frames`` empty, when there is no fragment),
         or None when the fragment does not fit in ``room`` (beside an owed ACK).
@@ -65,13 +79,26 @@ class DataSender:
         if fragment is send.next_retransmission():
             send.pop_retransmission()
         self._add(frames, handlers, fragment, retransmission=True)
+        self.thin.on_data_sent([fragment], handlers, now, self._recovery, probe=True)
         return room - len(fragment.payload) - DATA_FRAME_OVERHEAD
 
     def fill(
         self, frames: list[Frame], handlers: list[DeliveryHandler], room: int, now: float
     ) -> int:
-        """Fill ``frames`` with retransmissions, then new fragments, then redundant bundling,
-        as far as the congestion window and pacing allow; returns the room left."""
+        """Fill ``frames`` with a thin stream's due copy, else with retransmissions, then new
+        fragments, then redundant bundling, as far as the congestion window and pacing allow;
+        returns the room left. ``frames`` and ``handlers`` come empty."""
+        copy_room = self._add_copy(frames, handlers, room, now)
+        if copy_room is not None:
+            return copy_room
+        room = self._add_fresh(frames, handlers, room, now)
+        fragments = [frame for frame in frames if isinstance(frame, DataFrame)]
+        self.thin.on_data_sent(fragments, handlers, now, self._recovery)
+        return room
+
+    def _add_fresh(
+        self, frames: list[Frame], handlers: list[DeliveryHandler], room: int, now: float
+    ) -> int:
         send = self.buffer
         congestion = self._congestion
         pacer = self.pacer
@@ -102,9 +129,26 @@ class DataSender:
             room -= len(fragment.payload) + DATA_FRAME_OVERHEAD
         if not send.has_pending:
             if frames:
-                room = self._bundle(frames, handlers, room)
+                budget = self.thin.bundle_room(room)
+                room -= budget - self._bundle(frames, handlers, budget)
             congestion.on_app_limited(self._recovery.bytes_in_flight)
         return room
+
+    def _add_copy(
+        self, frames: list[Frame], handlers: list[DeliveryHandler], room: int, now: float
+    ) -> int | None:
+        """Place the still unacknowledged fragments of the first due copy that has any, with
+        the original's handlers (outside the congestion window: the stream is thin); returns
+        the room left, or None when no copy is due."""
+        unacked = self.buffer.unacked
+        while (copy := self.thin.take_due(now)) is not None:
+            for fragment, handler in zip(copy.fragments, copy.handlers, strict=True):
+                if fragment.seq in unacked and len(fragment.payload) + DATA_FRAME_OVERHEAD <= room:
+                    room -= len(fragment.payload) + DATA_FRAME_OVERHEAD
+                    self._place(frames, handlers, fragment, handler, retransmission=True)
+            if frames:
+                return room
+        return None
 
     def _bundle(self, frames: list[Frame], handlers: list[DeliveryHandler], room: int) -> int:
         """Thin streams: repeat recent unacknowledged fragments in the spare room of this packet.
@@ -135,8 +179,20 @@ class DataSender:
         *,
         retransmission: bool,
     ) -> None:
+        handler = partial(self.buffer.on_delivery, fragment.seq)
+        self._place(frames, handlers, fragment, handler, retransmission=retransmission)
+
+    def _place(
+        self,
+        frames: list[Frame],
+        handlers: list[DeliveryHandler],
+        fragment: DataFrame,
+        handler: DeliveryHandler,
+        *,
+        retransmission: bool,
+    ) -> None:
         frames.append(fragment)
-        handlers.append(partial(self.buffer.on_delivery, fragment.seq))
+        handlers.append(handler)
         if retransmission:
             self._counters.retransmitted_fragments += 1
             self._counters.retransmitted_bytes += len(fragment.payload)

@@ -41,6 +41,12 @@ class ConnectionStats:
     """Bytes per second."""
     bytes_in_flight: int
     send_buffered_bytes: int
+    loss_rate: float
+    """Fraction of the latest ack-eliciting packets lost, queue drops excluded (``lossrate``)."""
+    burst_loss_rate: float
+    """How often the packet after a lost one was lost too: above ``loss_rate`` on bursty paths."""
+    thin_stream: bool
+    """Application-limited with few fragments in flight: packets go out with copies."""
 
 
 @dataclass(slots=True)

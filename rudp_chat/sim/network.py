@@ -13,7 +13,7 @@ import hashlib
 import heapq
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
@@ -161,6 +161,23 @@ class Network:
         backlog and stats and just changes impairments."""
         link = self.link(src, dst)
         link.profile = profile
+        return link
+
+    def share_link(
+        self, directions: Iterable[tuple[Address, Address]], profile: LinkProfile
+    ) -> Link:
+        """Send every ``(src, dst)`` direction given through one new link: one bottleneck queue
+        and rate that several flows share (where congestion control meets other flows).
+
+        Raises ``ValueError`` if one of them has a link already (it would keep its own queue).
+        """
+        pairs = list(directions)
+        taken = [pair for pair in pairs if pair in self._links]
+        if taken:
+            raise ValueError(f"these directions have their own link already: {taken}")
+        link = Link(profile, self._rng)
+        for pair in pairs:
+            self._links[pair] = link
         return link
 
     def link(self, src: Address, dst: Address) -> Link:
