@@ -188,7 +188,7 @@ def history_digest(path: Path) -> tuple[int, int, str, dict[str, int]]:
     texts: set[str] = set()
     rows = 0
     with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
-        query = "SELECT seq, sender, text FROM messages ORDER BY seq"
+        query = "SELECT seq, sender, text FROM lines WHERE room = '#lobby' ORDER BY seq"
         for seq, sender, text in db.execute(query):
             rows += 1
             digest.update(chat_line(seq, sender, text))

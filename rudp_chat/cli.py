@@ -22,7 +22,7 @@ from rudp_chat.chat.confusables import SkeletonsUnavailableError
 from rudp_chat.chat.console import run_client
 from rudp_chat.chat.demo import DemoSettings, run_demo
 from rudp_chat.chat.history import DEFAULT_HISTORY_FILE
-from rudp_chat.chat.room import RoomLimits
+from rudp_chat.chat.room import MAX_PAGE, RoomLimits
 from rudp_chat.chat.server import ServerOptions, run_server
 from rudp_chat.core.config import ConnectionConfig, ListenerConfig
 from rudp_chat.core.noise import StaticKey
@@ -165,15 +165,37 @@ def _add_server(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     stored.add_argument(
         "--no-history",
         action="store_true",
-        help="store nothing on disk: the history lives in memory until the server stops "
-        "(people who join are still shown the last --history-size messages)",
+        help="store nothing on disk: the newest lines live in memory until the server stops "
+        "(people entering a room are still shown its last --history-size lines)",
     )
     parser.add_argument(
         "--history-size",
         type=count(0, "a number of messages >= 0"),
         default=_LIMITS.history_size,
         metavar="N",
-        help="messages shown to a joining user (default %(default)s)",
+        help=f"lines shown on entering a room, and by a bare /history; at most {MAX_PAGE} "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--rooms-per-user",
+        type=count(1, "a number of rooms >= 1"),
+        default=_LIMITS.rooms_per_user,
+        metavar="N",
+        help="rooms one user may be in at once, #lobby included (default %(default)s)",
+    )
+    parser.add_argument(
+        "--members-per-room",
+        type=count(1, "a number of users >= 1"),
+        default=_LIMITS.members_per_room,
+        metavar="N",
+        help="members of a room other than #lobby, which holds everyone (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-rooms",
+        type=count(1, "a number of rooms >= 1"),
+        default=_LIMITS.max_rooms,
+        metavar="N",
+        help="rooms with members at once, #lobby included (default %(default)s)",
     )
     parser.add_argument(
         "--max-clients",
@@ -223,6 +245,8 @@ def _add_server(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.history_size > MAX_PAGE:
+        parser.error(f"argument --history-size: at most {MAX_PAGE}, got {args.history_size}")
     if args.no_guests and args.insecure:
         parser.error("--no-guests needs encryption: without it no client presents a key")
     limits = RoomLimits(
@@ -230,6 +254,9 @@ def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         history_size=args.history_size,
         rate=args.rate,
         burst=args.burst,
+        rooms_per_user=args.rooms_per_user,
+        members_per_room=args.members_per_room,
+        max_rooms=args.max_rooms,
     )
     options = ServerOptions(
         host=args.host,

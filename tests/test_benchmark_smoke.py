@@ -122,3 +122,12 @@ def test_simulated_quick_chat_writes_rows(tmp_path: Path) -> None:
     for row in rows:
         assert row.keys() >= SIMULATED_NUMBERS
         _assert_numbers(row, SIMULATED_NUMBERS)
+
+
+def test_history_pages_quick_writes_rows(tmp_path: Path) -> None:
+    args = ["--lines", "3000", "--rooms", "2", "--fetches", "20", "--workdir", str(tmp_path)]
+    rows = _run("history.py", args, tmp_path / "rows.json", 120)
+    assert [row["kind"] for row in rows] == ["latest", "before", "after", "search"]
+    for row in rows:
+        _assert_numbers(row, {"p50_ms", "p99_ms", "max_ms"})
+        assert row["lines"] == 3000 and row["fetches"] == 20

@@ -440,8 +440,8 @@ def test_no_history_says_what_it_does() -> None:
         chat, _ = server(None)
         started.append(chat)
         assert chat.lines[-2] == (
-            "History: not stored (--no-history); the last 20 messages are kept in memory for "
-            "people who join, until the server stops"
+            "History: not stored (--no-history); the last 10,000 lines of all rooms are kept in "
+            "memory (50 shown on entering a room), until the server stops"
         )
 
 
@@ -548,13 +548,73 @@ def test_the_status_bar_shows_a_line_the_server_has_not_confirmed(tmp_path: Path
     with processes() as started:
         chat_server, bob, port = joined(tmp_path, "bob", started)
         with on_a_terminal("alice", port) as (alice, screen):
-            screen.wait_for(f" alice @ 127.0.0.1:{port} | open | rtt ")
+            screen.wait_for(f" #lobby (2 here) | open | alice @ 127.0.0.1:{port} | ")
             chat_server.process.send_signal(signal.SIGSTOP)  # alive, but it confirms nothing
             try:
                 screen.type(b"are you there\r")
                 screen.wait_for("| open | 1 unconfirmed (oldest ")
+                screen.wait_for("#lobby are you there")  # dimmed above the prompt
             finally:
                 chat_server.process.send_signal(signal.SIGCONT)
             bob.wait_line(r"^alice: are you there$")
             screen.type(b"exit\r")
             assert alice.wait(timeout=WAIT_S) == 0
+
+
+def test_plain_mode_prefixes_lines_of_other_rooms_and_rooms_survive_a_restart(
+    tmp_path: Path,
+) -> None:
+    history = tmp_path / "history.sqlite3"
+    with processes() as started:
+        first, bob, port = joined(tmp_path, "bob", started)
+        alice = client("alice", port)
+        started.append(alice)
+        alice.wait_line(r"^\*\*\* alice joined$")
+        alice.type("/join #Dev", "in dev")
+        alice.wait_line(r"^\*\*\* now in #dev: 1 here: alice$")
+        alice.wait_line(r"^alice: in dev$")
+        bob.type("in the lobby")
+        alice.wait_line(r"^#lobby bob: in the lobby$")
+        first.process.send_signal(signal.SIGKILL)
+        first.exit_code()
+        alice.wait_line(r"^\*\*\* connection lost \(.+\); reconnecting$")
+        second, _ = server(history, port=port)
+        started.append(second)
+        alice.wait_for(lambda lines: lines.count("*** reconnected") == 1, "a reconnect")
+        alice.type("still in dev")  # the room survived the restart, still the active one
+        alice.wait_line(r"^alice: still in dev$")
+        assert not any("in dev" in line for line in bob.lines)
+        assert [line for line in alice.lines if line.endswith("in dev")] == [
+            "alice: in dev",
+            "alice: still in dev",
+        ]
+
+
+def test_a_quit_reason_is_shown_to_the_others(tmp_path: Path) -> None:
+    with processes() as started:
+        _, alice, port = joined(tmp_path, "alice", started)
+        bob = client("bob", port)
+        started.append(bob)
+        alice.wait_line(r"^\*\*\* bob joined$")
+        bob.type("/quit gone fishing")
+        alice.wait_line(r"^\*\*\* bob left \(left: gone fishing\)$")
+        assert bob.exit_code() == 0
+
+
+def test_interactive_paste_completion_and_input_history(tmp_path: Path) -> None:
+    with processes() as started:
+        _, bob, port = joined(tmp_path, "bob", started)
+        with on_a_terminal("alice", port) as (alice, screen):
+            screen.wait_for("alice joined")
+            screen.type(b"\x1b[200~first pasted\nsecond pasted\x1b[201~\r")  # bracketed paste
+            bob.wait_line(r"^alice: first pasted$")
+            bob.wait_line(r"^alice: second pasted$")
+            screen.type(b"/jo")
+            screen.wait_for("/join")  # offered as it is typed
+            screen.type(b"\t #dev\r")  # Tab takes it
+            screen.wait_for("now in #dev: 1 here: alice")
+            screen.type(b"exit\r")
+            assert alice.wait(timeout=WAIT_S) == 0
+    remembered = Path(os.environ["XDG_CONFIG_HOME"]) / "rudp_chat" / "input_history"
+    typed = [line for line in remembered.read_text().splitlines() if line.startswith("+")]
+    assert typed == ["+first pasted", "+second pasted", "+/join #dev", "+exit"]

@@ -603,7 +603,7 @@ def test_what_the_room_remembers_is_bounded_the_oldest_forgotten_first() -> None
     [(_, refused)] = room.join(20, Hello("mallory", SESSIONS[MALLORY]), kicked_at, FLOODER_AT)
     assert isinstance(refused, Refused) and refused.code is RefusalCode.COOLING_DOWN
     churn(1_000, kicked_at)
-    assert len(room._memory) <= limits.remembered  # the table itself
+    assert room.remembered <= limits.remembered  # the table itself
     out = room.join(21, Hello("mallory", SESSIONS[MALLORY]), kicked_at + 1.0, FLOODER_AT)
     assert isinstance(to(out, 21)[0], Welcome)
 

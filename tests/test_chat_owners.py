@@ -3,6 +3,7 @@ and the SQLite store behind it."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from rudp_chat.chat.history import History
 from rudp_chat.chat.owners import (
     MAX_NAMES_PER_KEY,
     OWNERSHIP_RETENTION_S,
+    Claim,
     Owners,
     name_skeletons,
 )
@@ -149,6 +151,40 @@ def test_claims_are_journaled_and_a_guest_claims_nothing() -> None:
     assert room.take_journal() is None
 
 
+# ------------------------------------------------------------ names are the server's, not a room's
+
+
+def test_a_look_alike_of_a_name_held_anywhere_is_refused_from_any_room() -> None:
+    room = Room(RoomLimits())
+    room.join(1, Hello("alice", session(1), rooms=(("#ops", 0),)), 0.0)
+    room.join(2, Hello("carol", session(2), rooms=(("#dev", 0),)), 0.0, owner=K2)
+    assert (room.members("#dev"), room.members("#ops")) == (["carol"], ["alice"])
+    [(_, error), _] = room.receive(2, Say(1, "/nick \u0430lice", "#dev"), 0.0)
+    assert error == Error(
+        ErrorCode.NAME_TAKEN,
+        "the name \u0430lice looks like alice, who is here (names that look alike count as one)",
+        1,
+    )
+    [(_, error), _] = room.receive(1, Say(1, "/nick Carol", "#ops"), 0.0)
+    assert isinstance(error, Error) and OWNED in error.text
+
+
+def test_the_owner_reclaiming_its_name_takes_its_stale_session_out_of_every_room() -> None:
+    room = Room(RoomLimits())
+    dev = (("#dev", 0),)
+    room.join(1, Hello("bob", session(1), rooms=dev), 0.0, owner=K1)
+    room.join(2, Hello("carol", session(2), rooms=dev), 0.0, owner=K2)
+    out = room.join(3, Hello("bob", session(3)), 0.0, owner=K1)  # restarted: #lobby only
+    assert out[:4] == [
+        (1, Bye(ByeCode.REPLACED, "you connected again elsewhere")),
+        (2, Left("bob", LeaveReason.RECONNECTED, "#lobby")),
+        (2, Left("bob", LeaveReason.RECONNECTED, "#dev")),
+        (3, Welcome("bob", ("carol", "bob"), 0, MAX_TEXT_CHARS, 20.0, 40)),
+    ]
+    assert (room.members("#lobby"), room.members("#dev")) == (["carol", "bob"], ["carol"])
+    assert room.rooms_of(3) == ["#lobby"]
+
+
 # ------------------------------------------------------------ look-alike names
 
 
@@ -228,6 +264,26 @@ def test_ownership_survives_a_server_restart(tmp_path: Path) -> None:
     )
     assert welcomed(room.join(3, Hello("alice", session(3)), 10.0, owner=K1), 3)
     reopened.close()
+
+
+def test_claims_survive_the_upgrade_of_a_first_version_database(tmp_path: Path) -> None:
+    path = tmp_path / "first-version.sqlite3"
+    with sqlite3.connect(path) as db:  # a version-1 server's tables: one room, and owners
+        db.execute(
+            "CREATE TABLE messages (seq INTEGER PRIMARY KEY, time REAL NOT NULL,"
+            " sender TEXT NOT NULL, text TEXT NOT NULL, action INTEGER NOT NULL)"
+        )
+        db.execute("INSERT INTO messages VALUES (1, 1.0, 'alice', 'hi', 0)")
+        db.executescript(owners.SCHEMA)
+        claims = [Claim(skeleton, "alice", K1) for skeleton in name_skeletons("alice")]
+        owners.store(db, claims, 1.0, in_memory=False)
+    db.close()
+    history = History(path, now=2.0)
+    assert history.last_seq("#lobby") == 1
+    room = open_room(history, RoomLimits())
+    assert OWNED in refusal(room.join(1, Hello("alice", session(1)), 2.0, owner=K2))
+    assert welcomed(room.join(2, Hello("alice", session(2)), 2.0, owner=K1), 2)
+    history.close()
 
 
 def test_in_memory_store_keeps_claims_while_the_server_runs() -> None:

@@ -18,10 +18,12 @@ from rudp_chat.chat.protocol import (
     Chat,
     ChatProtocolError,
     ClientMessage,
+    Entered,
     Error,
     ErrorCode,
     Hello,
     HistoryEnd,
+    HistoryKind,
     HistoryStart,
     Info,
     Joined,
@@ -33,6 +35,7 @@ from rudp_chat.chat.protocol import (
     Renamed,
     Say,
     ServerMessage,
+    Topic,
     Users,
     Welcome,
     decode_client,
@@ -47,20 +50,29 @@ CLIENT_MESSAGES: list[ClientMessage] = [
     Hello("", SESSION, 7),
     Say(1, "hello"),
     Say(2**63 - 1, "/msg bob \x1b[2J"),
+    Say(3, "/part bye", "#dev"),
+    Hello("alice", SESSION, rooms=(("#lobby", 7), ("#dev", 0))),
 ]
 
 SERVER_MESSAGES: list[ServerMessage] = [
     Welcome("alice", ("alice", "bob"), 0, 4000, 20.0, 40),
     Refused(RefusalCode.NAME_TAKEN, "the name bob is taken"),
     HistoryStart(3),
+    HistoryStart(4, "#dev", HistoryKind.SEARCH, (12, 17)),
     HistoryEnd(),
+    HistoryEnd("#dev", more=True),
+    Entered("#dev", "rooms and history", ("alice", "bob")),
+    Topic("#dev", "alice", "rooms and history"),
     Chat(1, 1700000000.5, "bob", "hi", False, True),
     Chat(2, 0.0, "bob", "waves", action=True),
+    Chat(3, 0.0, "bob", "in dev", room="#dev"),
     Private(1700000000.0, "bob", "carol", "psst"),
     Joined("carol"),
     Left("carol", LeaveReason.TIMED_OUT),
+    Left("carol", LeaveReason.PARTED, "#dev", "lunch"),
     Renamed("bob", "robert"),
     Users(("alice", "robert")),
+    Users(("alice", "robert"), "#dev", ("robert",)),
     Info(("commands:", "  /who")),
     Ack(5, 17),
     Ack(6, None),
@@ -98,10 +110,17 @@ def _packed(body: object) -> bytes:
         ([1, 2], "is a map"),
         ({"type": "say", "id": 1}, "exactly the fields"),
         ({"type": "say", "id": 1, "text": "x", "sender": "mallory"}, "exactly the fields"),
-        ({"type": "say", "id": True, "text": "x"}, r"say\.id must be an integer"),
-        ({"type": "say", "id": 0, "text": "x"}, r"say\.id must be an integer"),
-        ({"type": "say", "id": 1, "text": b"x"}, r"say\.text must be a string"),
-        ({"type": "hello", "name": "a", "session": b"short", "version": 1}, "16 bytes"),
+        ({"type": "say", "id": True, "text": "x", "room": "#lobby"}, r"say\.id must be an integer"),
+        ({"type": "say", "id": 0, "text": "x", "room": "#lobby"}, r"say\.id must be an integer"),
+        ({"type": "say", "id": 1, "text": b"x", "room": "#lobby"}, r"say\.text must be a string"),
+        (
+            {"type": "hello", "name": "a", "session": b"short", "version": 2, "rooms": []},
+            "16 bytes",
+        ),
+        (
+            {"type": "hello", "name": "a", "session": bytes(16), "version": 2, "rooms": [["#a"]]},
+            "pair",
+        ),
         ({"type": 3}, "unknown message type"),
         ({b"type": "say"}, "unknown message type"),
     ],
@@ -119,14 +138,15 @@ def test_oversized_and_truncated_frames_raise_one_error() -> None:
 
 
 def test_times_and_rates_must_be_plausible() -> None:
-    chat = {"type": "chat", "seq": 1, "sender": "a", "text": "", "action": False}
+    chat = {"type": "chat", "seq": 1, "sender": "a", "text": "", "action": False, "room": "#a"}
     with pytest.raises(ChatProtocolError, match=r"chat\.time"):
         decode_server(_packed(chat | {"history": False, "time": 1e300}))
     welcome = {"type": "welcome", "name": "a", "users": [], "acked": 0, "max_text": 1}
     with pytest.raises(ChatProtocolError, match=r"welcome\.rate"):
         decode_server(_packed(welcome | {"rate": float("nan"), "burst": 1}))
     with pytest.raises(ChatProtocolError, match=r"left\.reason"):
-        decode_server(_packed({"type": "left", "name": "a", "reason": "vanished"}))
+        left = {"type": "left", "name": "a", "reason": "vanished", "room": "#a", "text": ""}
+        decode_server(_packed(left))
 
 
 @given(st.binary(max_size=200))
@@ -137,7 +157,9 @@ def test_any_bytes_decode_or_raise_the_one_error(data: bytes) -> None:
 
 
 _TAGS = ["hello", "say", "welcome", "chat", "private", "ack", "error", "bye", "users", "info"]
+_TAGS += ["history", "history_end", "entered", "topic", "left"]
 _FIELDS = ["name", "session", "version", "id", "text", "seq", "time", "sender", "users", "lines"]
+_FIELDS += ["room", "rooms", "kind", "hits", "more", "topic", "away", "count", "reason"]
 _values = st.recursive(
     st.none()
     | st.booleans()
@@ -153,7 +175,9 @@ _values = st.recursive(
 
 
 @given(st.sampled_from(_TAGS), st.dictionaries(st.sampled_from(_FIELDS), _values, max_size=7))
-def test_structured_garbage_decodes_or_raises_the_one_error(tag: str, body: dict[str, object]) -> None:
+def test_structured_garbage_decodes_or_raises_the_one_error(
+    tag: str, body: dict[str, object]
+) -> None:
     data = _packed({"type": tag, **body})
     for decode in (decode_client, decode_server):
         try:

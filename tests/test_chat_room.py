@@ -1,4 +1,5 @@
-"""The sans-IO room: joins, names, order, commands, rate limits, and a stateful model test."""
+"""The sans-IO chat in ``#lobby``: joins, names, order, commands, rate limits, and a stateful
+model test (rooms: ``test_chat_rooms.py``)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ from hypothesis.stateful import (
     rule,
 )
 
+from rudp_chat.chat.history import History
 from rudp_chat.chat.protocol import (
+    LOBBY,
     MAX_TEXT_CHARS,
     Ack,
     Bye,
     ByeCode,
     Chat,
+    Entered,
     Error,
     ErrorCode,
     Hello,
@@ -41,6 +45,7 @@ from rudp_chat.chat.protocol import (
     Welcome,
 )
 from rudp_chat.chat.room import HELP, Output, Room, RoomLimits
+from rudp_chat.chat.store import Journal
 from rudp_chat.chat.text import MAX_NAME_CHARS
 
 S1, S2, S3 = (bytes([n]) * 16 for n in (1, 2, 3))
@@ -57,13 +62,21 @@ def joined_room(*names: str, limits: RoomLimits | None = None) -> Room:
     return room
 
 
+def stored(*chats: Chat) -> History:
+    """An in-memory history holding ``chats``."""
+    history = History(None, 0.0)
+    history.write(Journal(chats, ()), 0.0)
+    return history
+
+
 def test_join_welcomes_replays_history_and_tells_everyone() -> None:
     earlier = [Chat(7, 1.0, "old", "first"), Chat(8, 2.0, "old", "second")]
-    room = Room(RoomLimits(history_size=5), next_seq=9, recent=earlier)
+    room = Room(RoomLimits(history_size=5), stored(*earlier))
     room.join(0, Hello("alice", S1), 0.0)
     out = room.join(1, Hello("Bob", S2), 0.0)
     assert messages_to(out, 1) == [
         Welcome("Bob", ("alice", "Bob"), 0, MAX_TEXT_CHARS, 20.0, 40),
+        Entered(LOBBY, "", ("alice", "Bob")),
         HistoryStart(2),
         Chat(7, 1.0, "old", "first", history=True),
         Chat(8, 2.0, "old", "second", history=True),
@@ -95,7 +108,7 @@ def test_full_room_and_unknown_version_are_refused() -> None:
     assert room.join(9, Hello("c", S3), 0.0) == [
         (9, Refused(RefusalCode.SERVER_FULL, "the server is full (2 users)"))
     ]
-    [(_, refused)] = room.join(9, Hello("c", S3, version=2), 0.0)
+    [(_, refused)] = room.join(9, Hello("c", S3, version=1), 0.0)
     assert isinstance(refused, Refused) and refused.code is RefusalCode.BAD_HELLO
 
 
@@ -178,8 +191,8 @@ def test_leave_says_why() -> None:
 
 
 def test_resend_after_reconnect_is_acked_but_not_delivered_twice() -> None:
-    stored: dict[bytes, int] = {}
-    room = Room(RoomLimits(), recall=lambda session: stored.get(session, 0))
+    history = History(None, 0.0)
+    room = Room(RoomLimits(), history)
     room.join(0, Hello("alice", S1), 0.0)
     room.join(1, Hello("bob", S2), 0.0)
     room.receive(0, Say(1, "one"), 0.0)
@@ -188,7 +201,7 @@ def test_resend_after_reconnect_is_acked_but_not_delivered_twice() -> None:
     assert journal is not None
     assert [chat.text for chat in journal.messages] == ["one", "two"]
     assert journal.acked == ((S1, 2),)
-    stored.update(journal.acked)
+    history.write(journal, 0.0)
     assert room.take_journal() is None
     room.leave(0, LeaveReason.TIMED_OUT, 0.0)
     [(_, welcome), *_] = room.join(2, Hello("alice", S1), 0.0)
@@ -278,8 +291,8 @@ class RoomMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stored: dict[bytes, int] = {}
-        self.room = Room(LIMITS, recall=lambda session: self.stored.get(session, 0))
+        self.history = History(None, 0.0)
+        self.room = Room(LIMITS, self.history)
         self.next_conn = 0
         self.users: dict[int, tuple[str, str, bytes]] = {}  # conn -> (name, key, session)
         self.acked: dict[bytes, int] = defaultdict(int)  # highest say id processed
@@ -413,7 +426,7 @@ class RoomMachine(RuleBasedStateMachine):
         assert seqs == self.pending_posts
         self.pending_posts = []
         if journal is not None:
-            self.stored.update(journal.acked)
+            self.history.write(journal, 0.0)
 
     @invariant()
     def same_people_same_names(self) -> None:

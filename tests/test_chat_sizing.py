@@ -9,25 +9,35 @@ from rudp_chat.chat.protocol import (
     MAX_CLIENT_FRAME_BYTES,
     MAX_ID,
     MAX_TEXT_CHARS,
+    MAX_TOPIC_CHARS,
     Chat,
+    Entered,
     Error,
     ErrorCode,
+    HistoryEnd,
+    HistoryKind,
+    HistoryStart,
     Info,
     Joined,
+    LeaveReason,
+    Left,
     Private,
     Renamed,
     ServerMessage,
+    Topic,
     Users,
     Welcome,
     encode,
 )
-from rudp_chat.chat.room import HELP
+from rudp_chat.chat.room import HELP, SEARCH_PAGE
 from rudp_chat.chat.sizing import WIDEST_LETTER, chat_connection_config, largest_server_message
-from rudp_chat.chat.text import MAX_NAME_CHARS, normalise_name
+from rudp_chat.chat.text import MAX_NAME_CHARS, MAX_ROOM_CHARS, normalise_name, normalise_room
 from rudp_chat.core.config import ConnectionConfig
 
 NAME = WIDEST_LETTER * MAX_NAME_CHARS
 TEXT = WIDEST_LETTER * MAX_TEXT_CHARS
+ROOM = "#" + WIDEST_LETTER * (MAX_ROOM_CHARS - 1)
+TOPIC = WIDEST_LETTER * MAX_TOPIC_CHARS
 
 
 def worst_cases(max_users: int) -> list[ServerMessage]:
@@ -35,11 +45,16 @@ def worst_cases(max_users: int) -> list[ServerMessage]:
     names = (NAME,) * max_users
     return [
         Welcome(NAME, names, MAX_ID, MAX_TEXT_CHARS, 1e9, MAX_ID),
-        Users(names),
-        Chat(MAX_ID, 1e9, NAME, TEXT, True, True),
+        Users(names, ROOM, names),
+        Entered(ROOM, TOPIC, names),
+        Topic(ROOM, NAME, TOPIC),
+        Left(NAME, LeaveReason.RECONNECTED, ROOM, TOPIC),
+        HistoryStart(MAX_ID, ROOM, HistoryKind.SEARCH, (MAX_ID,) * SEARCH_PAGE),
+        HistoryEnd(ROOM, True),
+        Chat(MAX_ID, 1e9, NAME, TEXT, True, True, ROOM),
         Private(1e9, NAME, NAME, TEXT),
         Renamed(NAME, NAME),
-        Joined(NAME),
+        Joined(NAME, ROOM),
         Info(HELP),
         Error(ErrorCode.TOO_LONG, f"message too long: {MAX_CLIENT_FRAME_BYTES} characters", MAX_ID),
     ]
@@ -48,6 +63,7 @@ def worst_cases(max_users: int) -> list[ServerMessage]:
 def test_the_widest_letter_is_a_valid_name() -> None:
     assert normalise_name(NAME) == NAME
     assert len(NAME.encode()) == 4 * MAX_NAME_CHARS
+    assert normalise_room(ROOM) == ROOM
 
 
 @pytest.mark.parametrize("max_users", [1, 100, 1000, 5000])

@@ -11,6 +11,11 @@ acknowledged, then closes the connection gracefully; a second ``/quit`` leaves w
 
 A lost connection is one notice; while reconnecting the state (for a status bar) says how often
 it was tried and the last reason, and a ``reconnected`` notice ends it.
+
+Rooms: the client keeps the rooms it is in, with the last line it saw in each, and the active
+room (where typed lines go). Its ``hello`` names them all, so after a reconnect it is back in
+each and is sent exactly the lines it missed there (shown as live lines, without history
+markers). ``/join`` of a room (new or not) makes it active; :meth:`ChatClient.switch` cycles.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from rudp_chat.core.stats import ConnectionStats
 from rudp_chat.identity import KnownServers
 
 from .protocol import (
+    LOBBY,
     MAX_TEXT_CHARS,
     SESSION_BYTES,
     Ack,
@@ -48,20 +54,27 @@ from .protocol import (
     ByeCode,
     Chat,
     ChatProtocolError,
+    Entered,
+    Error,
     Hello,
     HistoryEnd,
+    HistoryKind,
     HistoryStart,
+    Joined,
+    Left,
     RefusalCode,
     Refused,
     Renamed,
     Say,
     ServerMessage,
+    Users,
     Welcome,
     decode_server,
     encode,
 )
 from .ratelimit import TokenBucket
 from .render import Event, Notice
+from .text import InvalidNameError, normalise_room
 
 __all__ = [
     "EXIT_FAILURE",
@@ -123,8 +136,14 @@ class ChatClient:
         self._submitted: dict[int, float] = {}  # monotonic time each pending line was typed
         self._next_id = 1
         self._next_to_send = 1  # on the current connection
-        self._last_seq = 0  # highest chat seq shown: history repeats after a reconnect are skipped
-        self._quiet_history = False  # after a reconnect, history markers are not shown
+        self.room = LOBBY
+        """The active room: where typed lines go."""
+        self.members: dict[str, list[str]] = {}
+        """Who is in each of our rooms, as far as we were told."""
+        self._seen: dict[str, int] = {}  # our rooms, each with the highest chat seq shown
+        self._rejoining: set[str] = set()  # rooms named in hello: entering them keeps self.room
+        self._missed: set[str] = set()  # rooms whose "missed" block is open: no markers shown
+        self._joining: dict[int, str] = {}  # say id of a /join -> the room active before it
         self._wake = asyncio.Event()  # a line was submitted
         self._done = asyncio.Event()  # asked to quit, and nothing is pending
         self._quitting = False
@@ -135,13 +154,18 @@ class ChatClient:
     # --- what the front-end calls -----------------------------------------------------------
 
     def submit(self, line: str) -> None:
-        """Handle one typed line: the line ``exit`` and ``/quit`` leave (see :meth:`leave`),
+        """Handle one typed line: the line ``exit`` and ``/quit`` leave (see :meth:`leave`;
+        ``/quit REASON`` is sent, so that the others see the reason, and then leaves),
         ``/stats`` shows the connection, ``/say TEXT`` sends TEXT as it is, blank lines are
         ignored, anything else is sent as typed: the server interprets its commands and the
         ``//`` escape (``/help`` also lists ours)."""
         text = line.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates
-        command = text.strip().partition(" ")[0].lower()
-        if text == "exit" or command == "/quit":
+        command, _, argument = text.strip().partition(" ")
+        command = command.lower()
+        if command == "/quit" and argument.strip() and not self._quitting:
+            self._send_text(text)  # the reason is for the others: the server says goodbye
+            self.quit()
+        elif text == "exit" or command == "/quit":
             self.leave()
         elif command == "/stats":
             self._on_event(Notice(self.describe()))
@@ -162,10 +186,25 @@ class ChatClient:
             limit = f"{len(text)} characters; the limit is {MAX_TEXT_CHARS}"
             self._on_event(Notice(f"error: message too long, not sent: {limit}"))
         else:
-            self._pending[self._next_id] = Say(self._next_id, text)
+            self._pending[self._next_id] = Say(self._next_id, text, self.room)
             self._submitted[self._next_id] = time.monotonic()
+            self._switch_on_join(text)
             self._next_id += 1
             self._wake.set()
+
+    def _switch_on_join(self, text: str) -> None:
+        """``/join #room`` makes the room active at once, so the lines typed after it (a
+        script's next lines) go there; if the server refuses, the previous room is active
+        again."""
+        command, _, argument = text.strip().partition(" ")
+        if command.lower() != "/join":
+            return
+        try:
+            room = normalise_room(argument.strip().partition(" ")[0])
+        except InvalidNameError:
+            return  # the server says what is wrong
+        self._joining[self._next_id] = self.room
+        self.room = room
 
     def leave(self) -> None:
         """The user asked to leave: at once if nothing is pending; otherwise say what is and
@@ -209,15 +248,28 @@ class ChatClient:
         return f"{count} unconfirmed (oldest {age:.0f} s)"
 
     def status(self) -> str:
-        """The connection in a few words, for a status bar: the state (while reconnecting, how
-        often it was tried and why it failed), unconfirmed lines, and the RTT."""
-        parts = [self.state + (f" ({self.retrying})" if self.retrying else "")]
+        """For a status bar: the active room and how many are in it, the connection's state
+        (while reconnecting, how often it was tried and why it failed), unconfirmed lines."""
+        here = len(self.members.get(self.room, ()))
+        parts = [f"{self.room} ({here} here)", self.state]
+        if self.retrying:
+            parts[-1] += f" ({self.retrying})"
         if self._pending:
             parts.append(self.unconfirmed())
-        stats = self.stats()
-        if stats is not None and self.state == "open":
-            parts.append(f"rtt {stats.smoothed_rtt * 1000:.0f} ms, {stats.packets_lost} lost")
         return " | ".join(parts)
+
+    def unconfirmed_lines(self) -> list[Say]:
+        """The lines typed and not yet confirmed by the server, oldest first."""
+        return list(self._pending.values())
+
+    def switch(self, step: int) -> None:
+        """Make the room ``step`` places after the active one (in the order they were
+        entered, wrapping) the active room, and say so."""
+        rooms = list(self._seen)
+        if len(rooms) < 2 or self.room not in rooms:
+            return
+        self.room = rooms[(rooms.index(self.room) + step) % len(rooms)]
+        self._on_event(Notice(f"now talking in {self.room}"))
 
     def stats(self) -> ConnectionStats | None:
         """The current (or last) connection's statistics; None before the first connection."""
@@ -331,7 +383,8 @@ class ChatClient:
     async def _converse(self, connection: ReliableConnection) -> int | None:
         """One connection: hello, then chat until we leave (an exit code) or it is lost (None)."""
         try:
-            await connection.send(encode(Hello(self.name, self._session)))
+            rooms = tuple(self._seen.items())
+            await connection.send(encode(Hello(self.name, self._session, rooms=rooms)))
             async with asyncio.timeout(WELCOME_TIMEOUT_S):
                 first = decode_server(await connection.recv())
         except (
@@ -402,7 +455,7 @@ class ChatClient:
         for say_id in [i for i in self._pending if i <= welcome.acked]:
             del self._pending[say_id], self._submitted[say_id]
         self._next_to_send = next(iter(self._pending), self._next_id)
-        self._quiet_history = self._last_seq > 0
+        self._rejoining = {LOBBY, *self._seen}
         self._on_event(welcome)
         self._check_done()
         rate, burst = welcome.rate * PACING_SHARE, max(1, int(welcome.burst * PACING_SHARE))
@@ -444,15 +497,52 @@ class ChatClient:
             case Ack(id=say_id):
                 self._pending.pop(say_id, None)
                 self._submitted.pop(say_id, None)
+                self._joining.pop(say_id, None)
                 self._check_done()
-            case Chat(seq=seq):
-                if seq <= self._last_seq:
-                    return None  # already shown before a reconnect
-                self._last_seq = seq
-            case HistoryStart() | HistoryEnd() if self._quiet_history:
-                return None  # after a reconnect only the missed messages are shown, as live
-            case Renamed(old=old, new=new) if old == self.name:
-                self.name = new
+            case Error(id=say_id) if say_id in self._joining:
+                previous = self._joining.pop(say_id)
+                if self.room not in self._seen:
+                    self.room = previous
+            case Chat(room=room, seq=seq, history=history):
+                seen = self._seen.get(room, 0)
+                if not history and seq <= seen:
+                    return None  # already shown
+                if room in self._seen:
+                    self._seen[room] = max(seen, seq)
+            case HistoryStart(room=room, kind=HistoryKind.MISSED):
+                self._missed.add(room)  # after a reconnect, missed lines are shown as live
+                return None
+            case HistoryEnd(room=room, more=more) if room in self._missed:
+                self._missed.discard(room)
+                if more:  # /history walks back from the oldest shown, through the gap
+                    self._on_event(Notice(f"{room}: more was missed; /history shows older"))
+                return None
+            case Entered(room=room, users=users):
+                self._seen.setdefault(room, 0)
+                self.members[room] = list(users)
+                if room in self._rejoining:
+                    self._rejoining.discard(room)
+                else:
+                    self.room = room
+            case Joined(room=room, name=name):
+                members = self.members.setdefault(room, [])
+                if name not in members:
+                    members.append(name)
+            case Left(room=room, name=name) if name == self.name:
+                self._seen.pop(room, None)
+                self.members.pop(room, None)
+                if self.room == room:
+                    self.room = next(reversed(self._seen), LOBBY)
+            case Left(room=room, name=name):
+                if name in self.members.get(room, ()):
+                    self.members[room].remove(name)
+            case Users(room=room, names=names):
+                self.members[room] = list(names)
+            case Renamed(old=old, new=new):
+                if old == self.name:
+                    self.name = new
+                for members in self.members.values():
+                    members[:] = [new if member == old else member for member in members]
             case Bye(code=code, text=text):
                 self._on_event(message)
                 if code in (ByeCode.SHUTDOWN, ByeCode.LEFT):

@@ -3,66 +3,26 @@
 Decoding is total, like the core's codec: any bytes give a valid message or raise
 :class:`ChatProtocolError`, never anything else, and allocate no more than the input's size.
 
-Chat protocol
-=============
+Chat protocol (version 2)
+=========================
 
 Each chat message is one transport message (delivered reliably, once, in order) holding one
 msgpack map with string keys. ``type`` names the message; the other keys are exactly the fields
-listed (a missing or extra key is an error). Strings are UTF-8, lengths count characters (code
-points), times are Unix seconds as float64 (up to year 9999), ``int?`` may be nil.
+of its dataclass below (a missing or extra key is an error). Strings are UTF-8, lengths count
+characters (code points), times are Unix seconds as float64 (up to year 9999), ``int?`` may be
+nil. PROTOCOL.md §12 is the specification, with every field's meaning and worked bytes; the
+tables ``_CLIENT`` and ``_SERVER`` below are its checks.
 
-A session starts with ``hello``; the server answers ``welcome`` (then history, then ``joined``)
-or ``refused`` (then closes). Every ``say`` gets exactly one ``ack``, after anything it caused
-was stored durably and sent; a rejected ``say`` is answered by ``error`` and then its ``ack``.
-The sender of a message is always taken from the session, never from the message.
+A session starts with ``hello`` (naming the rooms to rejoin after a reconnect); the server
+answers ``welcome`` and, for ``#lobby`` and each of those rooms, ``entered``, a ``history``
+block and ``joined``; or ``refused`` (then closes). Every ``say`` names its room and gets
+exactly one ``ack``, after anything it caused was stored durably and sent; a rejected ``say``
+is answered by ``error`` and then its ``ack``. The sender of a message is always taken from
+the session, never from the message. Each room numbers its lines 1, 2, 3, ... (``chat.seq``).
 
-Client → server (at most 64 KiB per message):
-
-============  ===========================================================================
-``hello``     ``name: str`` (≤ 128; the server applies the name rules: 1–32 characters after
-              NFKC, letters, digits, ``_-.``), ``session: bin`` (16 random bytes a client
-              process keeps across reconnects), ``version: int`` (1).
-``say``       ``id: int`` (client message id: 1, 2, 3, ... per session, 1..2^63-1),
-              ``text: str`` (≤ 4,000 characters accepted; longer is answered by ``error``).
-              Text starting with ``/`` is a command: ``/who``, ``/me ACTION``,
-              ``/msg NAME TEXT``, ``/nick NEW``, ``/help``, ``/quit``; ``//x`` sends ``/x``.
-              The server interprets them: a client sends the text as typed (PROTOCOL.md §12).
-============  ===========================================================================
-
-Server → client (at most 1 MiB per message):
-
-================  =======================================================================
-``welcome``       ``name: str`` (your name as the server shows it), ``users: [str]`` (who is
-                  here, you included), ``acked: int`` (highest ``say.id`` of this session the
-                  server already processed: resend only later ones), ``max_text: int``,
-                  ``rate: float`` (messages per second), ``burst: int`` (the server's limits).
-``refused``       ``code: str`` (``invalid_name``, ``name_taken``, ``server_full``,
-                  ``bad_hello``, ``cooling_down``), ``reason: str``. The server then closes
-                  the connection.
-``history``       ``count: int``: the next ``count`` ``chat`` messages are history.
-``history_end``   no fields: history is over, what follows is live.
-``chat``          ``seq: int`` (server message id: one total order, +1 per public message),
-                  ``time: float``, ``sender: str``, ``text: str`` (≤ 4,000),
-                  ``action: bool`` (``/me``), ``history: bool``.
-``private``       ``time: float``, ``sender: str``, ``recipient: str``, ``text: str``: sent to
-                  both the recipient and the sender.
-``joined``        ``name: str``.
-``left``          ``name: str``, ``reason: str`` (``left``, ``timed out``, ``connection
-                  lost``, ``kicked for flooding``, ``reconnected``).
-``renamed``       ``old: str``, ``new: str``.
-``users``         ``names: [str]`` (answer to ``/who``).
-``info``          ``lines: [str]`` (≤ 64 lines of ≤ 4,000; answer to ``/help``).
-``ack``           ``id: int`` (the ``say.id``), ``seq: int?`` (the ``chat.seq`` it became, nil
-                  if it was a command, refused, or a duplicate of a processed id).
-``error``         ``code: str`` (``too_long``, ``empty``, ``rate_limited``,
-                  ``unknown_command``, ``no_such_user``, ``invalid_name``, ``name_taken``,
-                  ``malformed``), ``text: str``, ``id: int?`` (the ``say.id`` it answers).
-``bye``           ``code: str`` (``shutdown``, ``flooding``, ``replaced``, ``left``),
-                  ``text: str``. The server then closes the connection gracefully.
-================  =======================================================================
-
-Names in server messages are 1–32 characters. Every string may still hold anything: clients
-must pass what they print through :func:`rudp_chat.chat.text.neutralise`.
+Client messages are at most 64 KiB, server messages at most 1 MiB. Names in server messages are
+1–32 characters. Every string may still hold anything: clients must pass what they print
+through :func:`rudp_chat.chat.text.neutralise`.
 """
 
 from __future__ import annotations
@@ -75,13 +35,17 @@ from typing import Any, Final, cast
 
 import msgpack
 
-from .text import MAX_NAME_CHARS
+from .text import MAX_NAME_CHARS, MAX_ROOM_CHARS
 
 __all__ = [
+    "LOBBY",
+    "MAX_AWAY_CHARS",
     "MAX_CLIENT_FRAME_BYTES",
+    "MAX_HELLO_ROOMS",
     "MAX_ID",
     "MAX_SERVER_FRAME_BYTES",
     "MAX_TEXT_CHARS",
+    "MAX_TOPIC_CHARS",
     "PROTOCOL_VERSION",
     "SESSION_BYTES",
     "Ack",
@@ -90,10 +54,12 @@ __all__ = [
     "Chat",
     "ChatProtocolError",
     "ClientMessage",
+    "Entered",
     "Error",
     "ErrorCode",
     "Hello",
     "HistoryEnd",
+    "HistoryKind",
     "HistoryStart",
     "Info",
     "Joined",
@@ -105,6 +71,7 @@ __all__ = [
     "Renamed",
     "Say",
     "ServerMessage",
+    "Topic",
     "Users",
     "Welcome",
     "decode_client",
@@ -112,13 +79,18 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2  # 2: rooms, per-room ids, history paging and search
+LOBBY: Final = "#lobby"  # the room everyone is in on joining
+MAX_HELLO_ROOMS: Final = 64  # rooms a hello may ask to rejoin (the server's own limit is lower)
+MAX_HITS: Final = 64  # search hits in one answer (the server sends fewer)
 SESSION_BYTES: Final = 16  # 128 random bits: unguessable, so a session cannot be hijacked
 MAX_TEXT_CHARS: Final = 4000  # a long paragraph; at 4 bytes per character still 16 KB
 MAX_HELLO_NAME_CHARS: Final = 128  # raw names longer than this are not worth normalising
 MAX_ID: Final = 2**63 - 1  # msgpack int64
 MAX_TIME: Final = 253_402_300_799.0  # 9999-12-31T23:59:59Z: every platform can format it
 MAX_INFO_LINES: Final = 64
+MAX_TOPIC_CHARS: Final = 400  # a sentence or two; longer is cut by the server
+MAX_AWAY_CHARS: Final = 200  # "in a meeting until 3"; IRC servers allow about as much
 # 4,000 characters of 4-byte UTF-8 is 16 KB: room to answer longer text with a clear error.
 MAX_CLIENT_FRAME_BYTES: Final = 64 * 1024
 # The transport's default message limit; bounds a /who of a very full room.
@@ -152,6 +124,12 @@ class ErrorCode(enum.StrEnum):
     INVALID_NAME = "invalid_name"
     NAME_TAKEN = "name_taken"
     MALFORMED = "malformed"
+    INVALID_ROOM = "invalid_room"
+    NOT_IN_ROOM = "not_in_room"
+    """The ``say`` names a room its sender is not in, or ``/part`` of such a room."""
+    ROOM_FULL = "room_full"
+    TOO_MANY_ROOMS = "too_many_rooms"
+    """The user is in as many rooms as allowed, or the server holds as many as allowed."""
 
 
 class ByeCode(enum.StrEnum):
@@ -173,6 +151,21 @@ class LeaveReason(enum.StrEnum):
     LOST = "connection lost"
     FLOODING = "kicked for flooding"
     RECONNECTED = "reconnected"
+    PARTED = "parted"
+    """Left this room only (``/part``), still connected."""
+
+
+class HistoryKind(enum.StrEnum):
+    """Which lines a ``history`` block holds."""
+
+    LATEST = "latest"
+    """The room's newest lines, on joining it."""
+    BEFORE = "before"
+    """Older lines, asked for by ``/history``."""
+    MISSED = "missed"
+    """What a reconnecting client missed since the last line it saw."""
+    SEARCH = "search"
+    """``/search`` hits (listed in ``hits``), each after one line of context."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,12 +183,17 @@ class Hello(ClientMessage):
     name: str
     session: bytes
     version: int = PROTOCOL_VERSION
+    rooms: tuple[tuple[str, int], ...] = ()
+    """Rooms to be in besides ``#lobby``, each with the last ``chat.seq`` seen there (0: none):
+    a reconnecting client is sent what it missed."""
 
 
 @dataclass(frozen=True, slots=True)
 class Say(ClientMessage):
     id: int
     text: str
+    room: str = LOBBY
+    """The room the text is said in, and that commands act on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,11 +215,17 @@ class Refused(ServerMessage):
 @dataclass(frozen=True, slots=True)
 class HistoryStart(ServerMessage):
     count: int
+    room: str = LOBBY
+    kind: HistoryKind = HistoryKind.LATEST
+    hits: tuple[int, ...] = ()
+    """For ``search``: the ``seq`` of each hit among the ``count`` lines (the rest is context)."""
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryEnd(ServerMessage):
-    pass
+    room: str = LOBBY
+    more: bool = False
+    """Whether older lines (or further hits) exist beyond this block."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +236,7 @@ class Chat(ServerMessage):
     text: str
     action: bool = False
     history: bool = False
+    room: str = LOBBY
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,12 +250,16 @@ class Private(ServerMessage):
 @dataclass(frozen=True, slots=True)
 class Joined(ServerMessage):
     name: str
+    room: str = LOBBY
 
 
 @dataclass(frozen=True, slots=True)
 class Left(ServerMessage):
     name: str
     reason: LeaveReason
+    room: str = LOBBY
+    text: str = ""
+    """The user's own words (``/part #room TEXT``, ``/quit TEXT``), possibly empty."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +271,28 @@ class Renamed(ServerMessage):
 @dataclass(frozen=True, slots=True)
 class Users(ServerMessage):
     names: tuple[str, ...]
+    room: str = LOBBY
+    away: tuple[str, ...] = ()
+    """The names among ``names`` marked away (``/away``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entered(ServerMessage):
+    """You are now in ``room`` (on joining the server, ``/join``, or rejoining after a
+    reconnect): who is there, you included, and its topic."""
+
+    room: str
+    topic: str
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Topic(ServerMessage):
+    """``name`` set the topic of ``room``."""
+
+    room: str
+    name: str
+    topic: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +387,15 @@ def _bool(value: object) -> object:
     return value
 
 
+def _pair(first: _Check, second: _Check) -> _Check:
+    def check(value: object) -> object:
+        if type(value) is not tuple or len(value) != 2:
+            raise ChatProtocolError("must be a pair")
+        return (first(value[0]), second(value[1]))
+
+    return check
+
+
 def _session(value: object) -> object:
     if type(value) is not bytes or len(value) != SESSION_BYTES:
         raise ChatProtocolError(f"must be {SESSION_BYTES} bytes")
@@ -365,13 +405,23 @@ def _session(value: object) -> object:
 _NAME = _str(1, MAX_NAME_CHARS)
 _TEXT = _str(0, MAX_TEXT_CHARS)
 _NAMES = _list(_NAME, MAX_SERVER_FRAME_BYTES)
+_ROOM = _str(2, MAX_ROOM_CHARS)
+_TOPIC = _str(0, MAX_TOPIC_CHARS)
 
 _CLIENT: Final[dict[str, tuple[type[ClientMessage], dict[str, _Check]]]] = {
     "hello": (
         Hello,
-        {"name": _str(0, MAX_HELLO_NAME_CHARS), "session": _session, "version": _int(0)},
+        {
+            "name": _str(0, MAX_HELLO_NAME_CHARS),
+            "session": _session,
+            "version": _int(0),
+            "rooms": _list(_pair(_str(0, MAX_HELLO_NAME_CHARS), _int(0)), MAX_HELLO_ROOMS),
+        },
     ),
-    "say": (Say, {"id": _int(1), "text": _str(0, MAX_CLIENT_FRAME_BYTES)}),
+    "say": (
+        Say,
+        {"id": _int(1), "text": _str(0, MAX_CLIENT_FRAME_BYTES), "room": _str(0, 128)},
+    ),
 }
 
 _SERVER: Final[dict[str, tuple[type[ServerMessage], dict[str, _Check]]]] = {
@@ -387,8 +437,16 @@ _SERVER: Final[dict[str, tuple[type[ServerMessage], dict[str, _Check]]]] = {
         },
     ),
     "refused": (Refused, {"code": _enum(RefusalCode), "reason": _TEXT}),
-    "history": (HistoryStart, {"count": _int(0)}),
-    "history_end": (HistoryEnd, {}),
+    "history": (
+        HistoryStart,
+        {
+            "count": _int(0),
+            "room": _ROOM,
+            "kind": _enum(HistoryKind),
+            "hits": _list(_int(1), MAX_HITS),
+        },
+    ),
+    "history_end": (HistoryEnd, {"room": _ROOM, "more": _bool}),
     "chat": (
         Chat,
         {
@@ -398,16 +456,25 @@ _SERVER: Final[dict[str, tuple[type[ServerMessage], dict[str, _Check]]]] = {
             "text": _TEXT,
             "action": _bool,
             "history": _bool,
+            "room": _ROOM,
         },
     ),
     "private": (
         Private,
         {"time": _time, "sender": _NAME, "recipient": _NAME, "text": _TEXT},
     ),
-    "joined": (Joined, {"name": _NAME}),
-    "left": (Left, {"name": _NAME, "reason": _enum(LeaveReason)}),
+    "joined": (Joined, {"name": _NAME, "room": _ROOM}),
+    "left": (
+        Left,
+        {"name": _NAME, "reason": _enum(LeaveReason), "room": _ROOM, "text": _TEXT},
+    ),
     "renamed": (Renamed, {"old": _NAME, "new": _NAME}),
-    "users": (Users, {"names": _NAMES}),
+    "users": (
+        Users,
+        {"names": _NAMES, "room": _ROOM, "away": _list(_TEXT, MAX_SERVER_FRAME_BYTES)},
+    ),
+    "entered": (Entered, {"room": _ROOM, "topic": _TOPIC, "users": _NAMES}),
+    "topic": (Topic, {"room": _ROOM, "name": _NAME, "topic": _TOPIC}),
     "info": (Info, {"lines": _list(_TEXT, MAX_INFO_LINES)}),
     "ack": (Ack, {"id": _int(1), "seq": _optional(_int(1))}),
     "error": (Error, {"code": _enum(ErrorCode), "text": _TEXT, "id": _optional(_int(1))}),

@@ -8,16 +8,20 @@ between lines we add ourselves.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass
 from typing import Final
 
 from .protocol import (
+    LOBBY,
     Ack,
     Bye,
     Chat,
+    Entered,
     Error,
     HistoryEnd,
+    HistoryKind,
     HistoryStart,
     Info,
     Joined,
@@ -26,16 +30,19 @@ from .protocol import (
     Refused,
     Renamed,
     ServerMessage,
+    Topic,
     Users,
     Welcome,
 )
 from .text import name_key, neutralise
 
-__all__ = ["Event", "Notice", "name_style", "plain", "styled"]
+__all__ = ["Event", "Notice", "mentions", "name_style", "plain", "room_of", "styled"]
 
 NOTICE_PREFIX: Final = "*** "
 NOTICE_STYLE: Final = "#888888 italic"
 TIME_STYLE: Final = "#666666"
+ROOM_STYLE: Final = "#5fafaf"
+MENTION_STYLE: Final = "bold bg:#5f3f00"
 # Colours distinct from each other on both dark and light backgrounds; a name hashes to one.
 PALETTE: Final = (
     "#e06c75",
@@ -83,18 +90,29 @@ def _notice(event: Event) -> list[str] | None:
             return [f"you are {name}; here: {', '.join(users)}"]
         case Refused(_, reason):
             return [reason]
+        case HistoryStart(count, _, HistoryKind.SEARCH, hits):
+            return [f"search: {len(hits)} hit{'' if len(hits) == 1 else 's'}, newest last"]
         case HistoryStart(count):
             return [f"history: {count} earlier message{'' if count == 1 else 's'}"]
-        case HistoryEnd():
-            return ["end of history"]
+        case HistoryEnd(_, more):
+            return ["end of history", *(["older lines: /history"] if more else [])]
+        case Entered(room, topic, users):
+            here = (
+                [] if room == LOBBY else [f"now in {room}: {len(users)} here: {', '.join(users)}"]
+            )
+            return here + ([f"topic: {topic}"] if topic else [])
+        case Topic(_, name, topic):
+            return [f"{name} set the topic: {topic}"]
         case Joined(name):
             return [f"{name} joined"]
-        case Left(name, reason):
-            return [f"{name} left ({reason.value})"]
+        case Left(name, reason, _, text):
+            return [f"{name} left ({reason.value}{': ' + text if text else ''})"]
         case Renamed(old, new):
             return [f"{old} is now known as {new}"]
-        case Users(names):
-            return [f"{len(names)} here: {', '.join(names)}"]
+        case Users(names, _, away):
+            gone = set(away)
+            listed = [f"{name} (away)" if name in gone else name for name in names]
+            return [f"{len(names)} here: {', '.join(listed)}"]
         case Info(lines):
             return list(lines)
         case Error(_, text):
@@ -104,58 +122,89 @@ def _notice(event: Event) -> list[str] | None:
     return None
 
 
-def plain(event: Event) -> str | None:
+def room_of(event: Event) -> str | None:
+    """The room an event belongs to; None for one of no room (private, welcome, ...)."""
+    match event:
+        case Chat(room=room) | HistoryStart(room=room) | HistoryEnd(room=room):
+            return room
+        case Entered(room=room) | Topic(room=room) | Joined(room=room) | Left(room=room):
+            return room
+        case Users(room=room):
+            return room
+    return None
+
+
+def plain(event: Event, active: str = LOBBY) -> str | None:
     """One line per event (lines for ``info``), no trailing newline; None if not shown.
 
     ``NAME: TEXT`` for a message, ``* NAME TEXT`` for ``/me``, ``FROM -> TO: TEXT`` for a
-    private message, ``*** ...`` for everything else.
+    private message, ``*** ...`` for everything else; a line of a room other than ``active``
+    starts with the room and a space (``#dev NAME: TEXT``).
     """
+    room = room_of(event)
+    prefix = "" if room is None or room == active else neutralise(room) + " "
     match event:
         case Chat(sender=sender, text=text, action=action):
             if action:
-                return f"* {neutralise(sender)} {neutralise(text)}"
-            return f"{neutralise(sender)}: {neutralise(text)}"
+                return f"{prefix}* {neutralise(sender)} {neutralise(text)}"
+            return f"{prefix}{neutralise(sender)}: {neutralise(text)}"
         case Private(sender=sender, recipient=recipient, text=text):
             return f"{neutralise(sender)} -> {neutralise(recipient)}: {neutralise(text)}"
         case Ack():
             return None
     lines = _notice(event)
-    if lines is None:
+    if not lines:
         return None
-    return "\n".join(NOTICE_PREFIX + neutralise(line) for line in lines)
+    return "\n".join(prefix + NOTICE_PREFIX + neutralise(line) for line in lines)
 
 
-def styled(event: Event, now: float) -> StyledText | None:
-    """The interactive form of :func:`plain`: a timestamp, names in their colours.
+def styled(event: Event, now: float, active: str = LOBBY, me: str = "") -> StyledText | None:
+    """The interactive form of :func:`plain`: a timestamp, the room when not ``active``, names
+    in their colours, a line naming ``me`` highlighted.
 
-    Messages show the server's time (history shows when it was said), notices ``now``.
+    Messages show the server's time (history shows when it was said), notices ``now``; a time
+    not of today's date shows the date too.
     """
+    room = room_of(event)
+    where: StyledText = (
+        [] if room is None or room == active else [(ROOM_STYLE, neutralise(room) + " ")]
+    )
     match event:
         case Chat(time=sent, sender=sender, text=text, action=action):
-            name = neutralise(sender)
+            name, text = neutralise(sender), neutralise(text)
+            body = MENTION_STYLE if me and mentions(text, me) else ""
             if action:
                 return [
-                    *_stamp(sent),
-                    ("", "* "),
+                    *_stamp(sent, now),
+                    *where,
+                    (body, "* "),
                     (name_style(name), name),
-                    ("", f" {neutralise(text)}"),
+                    (body, f" {text}"),
                 ]
-            return [*_stamp(sent), (name_style(name), name), ("", f": {neutralise(text)}")]
+            return [*_stamp(sent, now), *where, (name_style(name), name), (body, f": {text}")]
         case Private(time=sent, sender=sender, recipient=recipient, text=text):
             # styled by the shown names, as above: a raw one may not even encode (a surrogate)
             sender, recipient = neutralise(sender), neutralise(recipient)
             return [
-                *_stamp(sent),
+                *_stamp(sent, now),
                 (name_style(sender), sender),
                 ("", " -> "),
                 (name_style(recipient), recipient),
                 ("italic", f": {neutralise(text)}"),
             ]
-    line = plain(event)
+    line = plain(event, room or active)
     if line is None:
         return None
-    return [*_stamp(now), (NOTICE_STYLE, line)]
+    return [*_stamp(now, now), *where, (NOTICE_STYLE, line)]
 
 
-def _stamp(moment: float) -> StyledText:
-    return [(TIME_STYLE, time.strftime("%H:%M:%S ", time.localtime(moment)))]
+def mentions(text: str, name: str) -> bool:
+    """Whether ``text`` names ``name`` as a word (``bob:``, ``@Bob``), caselessly."""
+    pattern = r"(?<![\w.-])" + re.escape(name_key(name)) + r"(?![\w-])"
+    return re.search(pattern, name_key(text)) is not None
+
+
+def _stamp(moment: float, now: float) -> StyledText:
+    when = time.localtime(moment)
+    today = time.localtime(now)[:3] == when[:3]
+    return [(TIME_STYLE, time.strftime("%H:%M:%S " if today else "%Y-%m-%d %H:%M:%S ", when))]

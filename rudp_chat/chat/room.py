@@ -1,34 +1,42 @@
-"""The chat itself, sans-IO: users, names, the one order of messages, rate limits and commands.
+"""The chat itself, sans-IO: users, names, rooms, each room's one order of lines, history
+paging and search, rate limits and commands.
 
 Inputs are calls (a user joined, said something, sent garbage, left) with the time as an
 argument; each returns the ``(recipient, message)`` pairs to send, in order. Sending every
-recipient's messages in that order over an ordered connection is what gives every client the
-same order. What must survive a crash (new messages, and per session the highest client message
-id processed) accumulates in a journal the shell drains with :meth:`Room.take_journal` and
-commits before it sends the outputs, so nothing is acknowledged or seen before it is stored.
+recipient's messages in that order over an ordered connection is what gives every member of a
+room the same order of its lines. What must survive a crash (new lines, topics, and per session
+the highest client message id processed) accumulates in a journal the shell drains with
+:meth:`Room.take_journal` and commits before it sends the outputs, so nothing is acknowledged or
+seen before it is stored. Older lines are read from a :class:`Store` (the SQLite history).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
 
-from .owners import Claim, Owners, name_skeletons
+from .channel import Channel, Lines
+from .departures import Departures, Memory
+from .owners import Owners, name_skeletons
 from .protocol import (
+    LOBBY,
+    MAX_AWAY_CHARS,
     MAX_TEXT_CHARS,
+    MAX_TOPIC_CHARS,
     PROTOCOL_VERSION,
     Ack,
     Bye,
     ByeCode,
     Chat,
+    Entered,
     Error,
     ErrorCode,
     Hello,
     HistoryEnd,
+    HistoryKind,
     HistoryStart,
     Info,
     Joined,
@@ -40,38 +48,64 @@ from .protocol import (
     Renamed,
     Say,
     ServerMessage,
+    Topic,
     Users,
     Welcome,
 )
 from .ratelimit import TokenBucket
-from .text import MAX_NAME_CHARS, InvalidNameError, name_key, neutralise, normalise_name
+from .store import EmptyStore, Journal, Store
+from .text import (
+    MAX_NAME_CHARS,
+    ROOM_PREFIX,
+    InvalidNameError,
+    name_key,
+    neutralise,
+    normalise_name,
+    normalise_room,
+)
 
-__all__ = ["HELP", "Journal", "Output", "Room", "RoomLimits"]
+__all__ = ["HELP", "Output", "Room", "RoomLimits"]
 
 log = logging.getLogger(__name__)
 
 Output = tuple[int, ServerMessage]
 """A message and the connection (an id the shell chose) it goes to."""
 
+MAX_PAGE: Final = 200  # lines one /history sends: a few screens, a bounded answer
+BARE_PAGE: Final = 50  # lines a bare /history sends when --history-size is 0
+# Lines a reconnecting client is sent per room (older ones by /history): a hello naming
+# --rooms-per-user rooms (20) then queues about 4,000 messages, well within the 10,000 a slow
+# client may have queued before it is dropped.
+MAX_MISSED: Final = MAX_PAGE
+SEARCH_PAGE: Final = 10  # hits one /search sends, each after one line of context
+MAX_LISTED_ROOMS: Final = 60  # /rooms lines (an info message holds at most 64)
+
 HELP = (
     "commands:",
-    "  /who             list who is here",
-    "  /me ACTION       tell what you are doing",
-    "  /msg NAME TEXT   send TEXT to NAME only",
-    "  /nick NEW        change your name",
-    "  /quit            leave",
-    "  /help            this list",
-    "  //TEXT           send TEXT that starts with /",
+    "  /join #ROOM       enter ROOM (made on first join), or switch to it",
+    "  /part [#ROOM] [REASON]  leave ROOM (default: this one)",
+    "  /rooms            list the rooms: name, members, topic",
+    "  /topic [TEXT]     show or set this room's topic",
+    "  /who              list who is in this room",
+    "  /history [N]      N older lines of this room (default: as many as on joining)",
+    "  /search TEXT      find TEXT in this room's history; /search alone: older hits",
+    "  /me ACTION        tell what you are doing",
+    "  /msg NAME TEXT    send TEXT to NAME only",
+    "  /nick NEW         change your name",
+    "  /away [TEXT]      mark yourself away (no TEXT: back)",
+    "  /quit [REASON]    leave",
+    "  /help             this list",
+    "  //TEXT            send TEXT that starts with /",
 )
 
 
 @dataclass(frozen=True, slots=True)
 class RoomLimits:
-    """How much the room takes. Raises ``ValueError`` when a value cannot work."""
+    """How much the server takes. Raises ``ValueError`` when a value cannot work."""
 
     max_users: int = 100
-    history_size: int = 20
-    """Messages a joining user is shown."""
+    history_size: int = 50
+    """Lines a user is shown on entering a room, and by a bare ``/history``."""
     rate: float = 20.0
     """Messages per second a user may send, sustained (faster than anyone types)."""
     burst: int = 40
@@ -88,6 +122,12 @@ class RoomLimits:
     remembered: int = 10_000
     """Departed users' allowances and cool-downs kept (an entry per session and per address;
     expired ones are dropped, past this the oldest): memory stays bounded under any churn."""
+    rooms_per_user: int = 20
+    """Rooms one user may be in at once, ``#lobby`` included."""
+    members_per_room: int = 100
+    """Members of one room other than ``#lobby`` (which holds everyone: ``max_users``)."""
+    max_rooms: int = 100
+    """Rooms with members at once, ``#lobby`` included."""
 
     def __post_init__(self) -> None:
         if self.max_users < 1 or self.history_size < 0 or self.flood_kick < 1:
@@ -97,18 +137,20 @@ class RoomLimits:
         if not 0 <= self.flood_cooldown < math.inf or self.remembered < 2:
             # a departure is remembered under two keys, its session and its address
             raise ValueError("need 0 <= flood_cooldown < inf seconds and remembered >= 2")
+        if self.rooms_per_user < 1 or self.members_per_room < 1 or self.max_rooms < 1:
+            raise ValueError("need rooms_per_user, members_per_room and max_rooms >= 1")
+        if self.history_size > MAX_PAGE:
+            raise ValueError(f"need history_size <= {MAX_PAGE}")
 
 
-@dataclass(frozen=True, slots=True)
-class Journal:
-    """What must be stored before the outputs that produced it are sent."""
+@dataclass(slots=True)
+class _Search:
+    """A user's last ``/search``, so that a bare ``/search`` fetches older hits."""
 
-    messages: tuple[Chat, ...]
-    """New public messages, in ``seq`` order."""
-    acked: tuple[tuple[bytes, int], ...]
-    """``(session, id)``: the highest ``Say.id`` now processed for each session that changed."""
-    claims: tuple[Claim, ...] = ()
-    """Names their owners' keys used (claimed, or ownership refreshed)."""
+    room: str
+    text: str
+    before: int
+    """Hits are older than this ``seq``."""
 
 
 @dataclass(slots=True)
@@ -124,70 +166,81 @@ class _User:
     address: str | None
     acked: int
     bucket: TokenBucket
+    rooms: dict[str, int] = field(default_factory=dict)
+    """Each room the user is in, with the oldest ``seq`` sent there (``/history`` goes
+    before it)."""
+    away: str = ""
+    search: _Search | None = None
     warned: bool = False
     refused_since_warning: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class _Memory:
-    """What the room keeps of a departed user, under its session and under its address."""
-
-    until: float
-    """When it is forgotten: by then a fresh bucket is no fuller than this one would be."""
-    bucket: TokenBucket | None
-    """The allowance a returning user carries on; None: kicked, refused until ``until``."""
-
-
 class Room:
-    """Everyone connected, everything said, and for a while the allowance of who left; see
-    the module docstring."""
+    """Everyone connected, every room with members, and for a while the allowance of who left;
+    see the module docstring."""
 
     def __init__(
         self,
         limits: RoomLimits,
+        store: Store | None = None,
         *,
-        next_seq: int = 1,
-        recent: Iterable[Chat] = (),
-        recall: Callable[[bytes], int] = lambda session: 0,
         lost_within: float | None = None,
         owners: Owners | None = None,
     ) -> None:
-        """Start empty. ``next_seq`` continues a stored history whose last messages are
-        ``recent``; ``recall(session)`` returns the stored highest processed ``Say.id`` of a
-        session that is not connected (0 if unknown). ``lost_within``: the seconds within
-        which the shell notices a dead connection (its idle timeout), so a refusal of a taken
-        name can say when a crashed owner's name frees (None: not said). ``owners``: who owns
+        """Start empty, continuing what ``store`` holds (None: nothing; lines are then only
+        seen live and in the journal). ``lost_within``: the seconds within which the shell
+        notices a dead connection (its idle timeout), so a refusal of a taken name can say
+        when a crashed owner's name frees (None: not said). ``owners``: who owns
         which name (default: nobody yet, and claims only journaled)."""
         self.limits = limits
         self._owners = Owners() if owners is None else owners
         self.lost_within = lost_within
-        self._next_seq = next_seq
-        self._recent: deque[Chat] = deque(
-            (replace(chat, history=True) for chat in recent), maxlen=limits.history_size
-        )
-        self._recall = recall
+        self._store: Store = EmptyStore() if store is None else store
         self._users: dict[int, _User] = {}
         self._by_key: dict[str, _User] = {}
         self._by_skeleton: dict[str, _User] = {}
         self._by_session: dict[bytes, _User] = {}
-        self._memory: dict[bytes | str, _Memory] = {}  # oldest first; keys: session, address
+        self._channels: dict[str, Channel] = {}
+        self._departures = Departures(limits.remembered)
         self._journal_messages: list[Chat] = []
         self._journal_acked: dict[bytes, int] = {}
+        self._journal_topics: dict[str, str] = {}
+        self._lines = Lines(self._store, self._journal_messages)
 
     @property
     def names(self) -> list[str]:
-        """Who is here, in order of arrival."""
+        """Who is connected, in order of arrival."""
         return [user.name for user in self._users.values()]
+
+    @property
+    def remembered(self) -> int:
+        """Departures remembered: an entry per session and one per address."""
+        return len(self._departures)
+
+    def members(self, room: str) -> list[str]:
+        """Who is in ``room``, in order of arrival (empty if nobody)."""
+        channel = self._channels.get(room)
+        return [] if channel is None else [self._users[c].name for c in channel.members]
+
+    def rooms_of(self, conn: int) -> list[str]:
+        """The rooms ``conn`` is in, in the order it entered them."""
+        user = self._users.get(conn)
+        return [] if user is None else list(user.rooms)
 
     def take_journal(self) -> Journal | None:
         """Hand over (and forget) what must be stored; None if nothing."""
         claims = self._owners.take()
-        if not self._journal_messages and not self._journal_acked and not claims:
+        if not (self._journal_messages or self._journal_acked or self._journal_topics or claims):
             return None
-        messages, acked = tuple(self._journal_messages), tuple(self._journal_acked.items())
-        journal = Journal(messages, acked, claims)
+        journal = Journal(
+            tuple(self._journal_messages),
+            tuple(self._journal_acked.items()),
+            tuple(self._journal_topics.items()),
+            claims,
+        )
         self._journal_messages.clear()
         self._journal_acked.clear()
+        self._journal_topics.clear()
         return journal
 
     # --- inputs ------------------------------------------------------------------------------
@@ -201,8 +254,8 @@ class Room:
         owner: bytes | None = None,
     ) -> list[Output]:
         """``conn``, from host ``address`` (None: unknown), with the client's static key
-        ``owner`` (None: a guest), asks to join: a welcome, history and a join notice, or a
-        refusal.
+        ``owner`` (None: a guest), asks to join: a welcome, then for ``#lobby`` and each room
+        of ``hello.rooms`` what entering it shows; or a refusal.
 
         A connection of the same session (the same client, reconnecting before the server
         noticed it was gone), or one of the same key holding the name (the owner's client
@@ -219,7 +272,7 @@ class Room:
         previous = self._by_session.get(hello.session)
         carried: TokenBucket | None = None
         if previous is None:  # (a connected session carries its own bucket over below)
-            returning = self._returning(hello.session, address, now)
+            returning = self._departures.returning(hello.session, address, self._holds_bucket, now)
             if isinstance(returning, Refused):
                 log.info("refused connection %d from %s: %s", conn, address, returning.reason)
                 return [(conn, returning)]
@@ -244,14 +297,14 @@ class Room:
         if previous is not None:  # its tokens carry over: reconnecting refills nothing
             acked, bucket = previous.acked, previous.bucket
         else:
-            acked = self._journal_acked.get(hello.session) or self._recall(hello.session)
+            acked = self._journal_acked.get(hello.session) or self._store.recall(hello.session)
             fresh = carried or TokenBucket(self.limits.rate, self.limits.burst, now)
             bucket = stale[0].bucket if stale else fresh
         out: list[Output] = []
         replaced = [previous] if previous is not None else []
         for old in [*replaced, *stale]:
             out.append((old.conn, Bye(ByeCode.REPLACED, "you connected again elsewhere")))
-            out += self._remove(old, LeaveReason.RECONNECTED, now)
+            out += self._remove(old, LeaveReason.RECONNECTED, "", now)
         if owner is not None:
             self._owners.claim(name, skeletons, owner)
         key = name_key(name)
@@ -262,12 +315,11 @@ class Room:
             name, tuple(self.names), acked, MAX_TEXT_CHARS, self.limits.rate, self.limits.burst
         )
         out.append((conn, welcome))
-        if self._recent:
-            out.append((conn, HistoryStart(len(self._recent))))
-            out += [(conn, chat) for chat in self._recent]
-            out.append((conn, HistoryEnd()))
         log.info("%s joined (connection %d)", name, conn)
-        return out + self._broadcast(Joined(name))
+        seen: dict[str, int | None] = {LOBBY: None, **dict(hello.rooms)}
+        for raw, last in seen.items():
+            out += self._enter(user, raw, last, None)
+        return out
 
     def receive(self, conn: int, say: Say, now: float) -> list[Output]:
         """``conn`` said something: the message, a command's answer or an error, then an ack.
@@ -285,9 +337,10 @@ class Room:
         user.acked = self._journal_acked[user.session] = say.id
         if _command_name(say.text) == "quit":
             bye = Bye(ByeCode.LEFT, "goodbye")
-            left = self._remove(user, LeaveReason.LEFT, now)
+            reason = neutralise(_argument(say.text))[:MAX_TOPIC_CHARS]
+            left = self._remove(user, LeaveReason.LEFT, reason, now)
             return [(conn, Ack(say.id, None)), (conn, bye), *left]
-        out, seq = self._perform(user, say.text, say.id, now)
+        out, seq = self._perform(user, say, now)
         return [*out, (conn, Ack(say.id, seq))]
 
     def malformed(self, conn: int, detail: str, now: float) -> list[Output]:
@@ -300,12 +353,13 @@ class Room:
         return [(conn, Error(ErrorCode.MALFORMED, f"malformed message: {detail}"))]
 
     def leave(self, conn: int, reason: LeaveReason, now: float) -> list[Output]:
-        """``conn`` is gone: a leave notice to everyone else. Ignored if it was not a user."""
+        """``conn`` is gone: a leave notice in each of its rooms. Ignored if it was not a
+        user."""
         user = self._users.get(conn)
-        return [] if user is None else self._remove(user, reason, now)
+        return [] if user is None else self._remove(user, reason, "", now)
 
     def shutdown(self, now: float) -> list[Output]:
-        """The server is stopping: a goodbye to every user, and the room is empty."""
+        """The server is stopping: a goodbye to every user, and every room is empty."""
         out: list[Output] = []
         for user in self._users.values():
             out.append((user.conn, Bye(ByeCode.SHUTDOWN, "the server is shutting down")))
@@ -314,9 +368,10 @@ class Room:
         self._by_key.clear()
         self._by_skeleton.clear()
         self._by_session.clear()
+        self._channels.clear()
         return out
 
-    # --- helpers -----------------------------------------------------------------------------
+    # --- users coming and going ----------------------------------------------------------------
 
     def _holders(self, skeletons: tuple[str, ...]) -> list[_User]:
         """The online users whose names look like a name with these ``skeletons``."""
@@ -340,65 +395,111 @@ class Room:
             f"within {math.ceil(self.lost_within)} s"
         )
 
-    def _broadcast(self, message: ServerMessage) -> list[Output]:
-        return [(conn, message) for conn in self._users]
+    def _holds_bucket(self, bucket: TokenBucket) -> bool:
+        return any(user.bucket is bucket for user in self._users.values())
 
-    def _remove(self, user: _User, reason: LeaveReason, now: float) -> list[Output]:
+    def _to_members(self, channel: Channel, message: ServerMessage) -> list[Output]:
+        return [(conn, message) for conn in channel.members]
+
+    def _remove(self, user: _User, reason: LeaveReason, text: str, now: float) -> list[Output]:
+        """``user`` is gone: out of every room (a notice to the others in each), and
+        remembered."""
+        out: list[Output] = []
+        for room in list(user.rooms):
+            out += [o for o in self._part(user, room, reason, text) if o[0] != user.conn]
         del self._users[user.conn], self._by_key[user.key], self._by_session[user.session]
         for skeleton in user.skeletons:
             del self._by_skeleton[skeleton]
         log.info("%s left (%s)", user.name, reason.value)
         refill = self.limits.burst / self.limits.rate
         if reason is LeaveReason.FLOODING:
-            self._remember(user, _Memory(now + max(self.limits.flood_cooldown, refill), None), now)
+            memory = Memory(now + max(self.limits.flood_cooldown, refill), None)
+            self._departures.remember(user.session, user.address, memory, now)
         elif reason is not LeaveReason.RECONNECTED and not user.bucket.is_full(now):
-            self._remember(user, _Memory(now + refill, user.bucket), now)
-        return self._broadcast(Left(user.name, reason))
+            memory = Memory(now + refill, user.bucket)
+            self._departures.remember(user.session, user.address, memory, now)
+        return out
 
-    def _remember(self, user: _User, memory: _Memory, now: float) -> None:
-        """Keep ``memory`` under ``user``'s session and address (a cool-down is never cut short
-        by an allowance); drop what expired from the oldest end, and the oldest past the limit."""
-        for key in (user.session, user.address):
-            if key is None:
-                continue
-            old = self._memory.pop(key, None)  # re-inserted: the newest is last
-            if old is None or old.bucket is not None or old.until <= now:
-                old = memory  # no live cool-down to keep
-            self._memory[key] = memory if memory.bucket is None else old
-        while self._memory:
-            oldest = next(iter(self._memory))
-            if self._memory[oldest].until > now and len(self._memory) <= self.limits.remembered:
-                break
-            del self._memory[oldest]
+    def _enter(self, user: _User, raw: str, seen: int | None, say_id: int | None) -> list[Output]:
+        """``user`` enters the room ``raw`` names (made if new): who is there and its topic,
+        its latest lines (or, rejoining, those after ``seen``), and a join notice to every
+        member. An ``error`` if the name or a limit forbids it; ``entered`` alone if already
+        there."""
+        conn = user.conn
+        try:
+            room = normalise_room(raw)
+        except InvalidNameError as exc:
+            return [(conn, Error(ErrorCode.INVALID_ROOM, f"invalid room name: {exc}", say_id))]
+        channel = self._channels.get(room)
+        if channel is not None and conn in channel.members:
+            return [(conn, self._entered(channel))]
+        limits = self.limits
+        if len(user.rooms) >= limits.rooms_per_user:
+            many = f"you are in {len(user.rooms)} rooms, the most allowed; /part one first"
+            return [(conn, Error(ErrorCode.TOO_MANY_ROOMS, many, say_id))]
+        if channel is None:
+            if len(self._channels) >= limits.max_rooms:
+                full = f"the server holds {limits.max_rooms} rooms, the most allowed"
+                return [(conn, Error(ErrorCode.TOO_MANY_ROOMS, full, say_id))]
+            last = self._store.last_seq(room)
+            pending = [c.seq for c in self._journal_messages if c.room == room]
+            next_seq = max(last, *pending) + 1 if pending else last + 1
+            channel = self._channels[room] = Channel(room, self._store.topic(room), next_seq)
+        elif room != LOBBY and len(channel.members) >= limits.members_per_room:
+            full = f"{room} is full ({limits.members_per_room} members)"
+            return [(conn, Error(ErrorCode.ROOM_FULL, full, say_id))]
+        channel.members[conn] = None
+        user.rooms[room] = channel.next_seq
+        out: list[Output] = [(conn, self._entered(channel))]
+        if seen is not None:
+            lines = self._lines.after(room, seen, MAX_MISSED)
+            if lines:  # "more": some missed lines were too many to send
+                more = lines[0].seq > seen + 1
+                out += self._history(user, room, HistoryKind.MISSED, lines, more=more)
+        else:
+            lines = self._lines.before(room, channel.next_seq, limits.history_size)
+            if lines:
+                out += self._history(user, room, HistoryKind.LATEST, lines)
+        log.info("%s entered %s", user.name, room)
+        return out + self._to_members(channel, Joined(user.name, room))
 
-    def _returning(
-        self, session: bytes, address: str | None, now: float
-    ) -> TokenBucket | Refused | None:
-        """The spent allowance a returning session or address carries on with, a refusal if
-        either was kicked for flooding within the cool-down, or None: a fresh bucket.
+    def _entered(self, channel: Channel) -> Entered:
+        names = tuple(self._users[c].name for c in channel.members)
+        return Entered(channel.name, channel.topic, names)
 
-        The very bucket, so that whichever session or address the person comes back by, it
-        finds what it last spent; but a copy if a connected user already holds it, so that two
-        neighbours returning from one address do not share one bucket for good."""
-        memories = [(self._recall_memory(session, now), "you were")]
-        if address is not None:
-            memories.append((self._recall_memory(address, now), "someone at your address was"))
-        for memory, whose in memories:
-            if memory is not None and memory.bucket is None:
-                wait = f"try again in {math.ceil(memory.until - now)} s"
-                return Refused(RefusalCode.COOLING_DOWN, f"{whose} kicked for flooding; {wait}")
-        bucket = next((m.bucket for m, _ in memories if m is not None), None)
-        if bucket is not None and any(user.bucket is bucket for user in self._users.values()):
-            return copy.copy(bucket)
-        return bucket
+    def _history(
+        self,
+        user: _User,
+        room: str,
+        kind: HistoryKind,
+        lines: list[Chat],
+        hits: tuple[int, ...] = (),
+        more: bool | None = None,
+    ) -> list[Output]:
+        """A ``history`` block of ``lines`` for ``user``, which moves its ``/history``
+        cursor back to the oldest of them. ``more`` (None: whether older lines exist)."""
+        conn = user.conn
+        if kind is not HistoryKind.SEARCH and lines:
+            user.rooms[room] = min(user.rooms[room], lines[0].seq)
+        if more is None:
+            more = bool(lines) and bool(self._lines.before(room, lines[0].seq, 1))
+        return [
+            (conn, HistoryStart(len(lines), room, kind, hits)),
+            *((conn, chat) for chat in lines),
+            (conn, HistoryEnd(room, more)),
+        ]
 
-    def _recall_memory(self, key: bytes | str, now: float) -> _Memory | None:
-        """What is remembered under ``key``, unless it expired (then it is forgotten)."""
-        memory = self._memory.get(key)
-        if memory is not None and memory.until <= now:
-            del self._memory[key]
-            return None
-        return memory
+    def _part(self, user: _User, room: str, reason: LeaveReason, text: str) -> list[Output]:
+        """``user`` leaves ``room``, which it is in: a notice to every member, itself included;
+        an emptied room is forgotten (its lines and topic stay stored)."""
+        channel = self._channels[room]
+        out = self._to_members(channel, Left(user.name, reason, room, text))
+        del channel.members[user.conn], user.rooms[room]
+        if not channel.members:
+            del self._channels[room]
+        return out
+
+    # --- rate limits ---------------------------------------------------------------------------
 
     def _admit(self, user: _User, now: float) -> bool:
         """Spend a token; a user whose bucket refilled completely is forgiven its warning."""
@@ -413,7 +514,7 @@ class Room:
             user.refused_since_warning += 1
         if user.refused_since_warning >= self.limits.flood_kick:
             bye = Bye(ByeCode.FLOODING, "disconnected for sending too fast")
-            return [(user.conn, bye), *self._remove(user, LeaveReason.FLOODING, now)]
+            return [(user.conn, bye), *self._remove(user, LeaveReason.FLOODING, "", now)]
         limit = f"{self.limits.rate:g} messages per second"
         error = Error(
             ErrorCode.RATE_LIMITED, f"slow down: at most {limit}, or you are disconnected", say_id
@@ -423,43 +524,133 @@ class Room:
             out.append((user.conn, Ack(say_id, None)))
         return out
 
-    def _post(
-        self, user: _User, text: str, action: bool, say_id: int, now: float
-    ) -> tuple[list[Output], int | None]:
-        text = neutralise(text)
-        if not text.strip():
-            usage = "/me needs an action" if action else "empty message"
-            return [(user.conn, Error(ErrorCode.EMPTY, usage, say_id))], None
-        chat = Chat(self._next_seq, now, user.name, text, action)
-        self._next_seq += 1
-        self._journal_messages.append(chat)
-        self._recent.append(replace(chat, history=True))
-        return self._broadcast(chat), chat.seq
+    # --- commands ------------------------------------------------------------------------------
 
-    def _perform(
-        self, user: _User, text: str, say_id: int, now: float
-    ) -> tuple[list[Output], int | None]:
-        """Carry out one ``say``: its outputs, and the ``seq`` of the message it posted."""
-        conn = user.conn
+    def _perform(self, user: _User, say: Say, now: float) -> tuple[list[Output], int | None]:
+        """Carry out one ``say``: its outputs, and the ``seq`` of the line it posted."""
+        conn, text, say_id = user.conn, say.text, say.id
         if len(text) > MAX_TEXT_CHARS:
             limit = f"{len(text)} characters; the limit is {MAX_TEXT_CHARS}"
             return [(conn, Error(ErrorCode.TOO_LONG, f"message too long: {limit}", say_id))], None
         command = _command_name(text)
+        argument = _argument(text)
         if command is None:
-            return self._post(user, text.removeprefix("/"), False, say_id, now)
-        argument = text.partition(" ")[2].strip()
+            return self._post(user, say.room, text.removeprefix("/"), False, say_id, now)
         if command == "me":
-            return self._post(user, argument, True, say_id, now)
-        if command == "who":
-            return [(conn, Users(tuple(self.names)))], None
+            return self._post(user, say.room, argument, True, say_id, now)
         if command == "help":
             return [(conn, Info(HELP))], None
         if command == "msg":
             return self._private(user, argument, say_id, now), None
         if command == "nick":
             return self._rename(user, argument, say_id), None
-        unknown = f"unknown command /{_quote(command)}; try /help"
-        return [(conn, Error(ErrorCode.UNKNOWN_COMMAND, unknown, say_id))], None
+        if command == "join":
+            return self._enter(user, argument.partition(" ")[0], None, say_id), None
+        if command == "rooms":
+            return [(conn, Info(self._listing()))], None
+        if command == "away":
+            user.away = neutralise(argument)[:MAX_AWAY_CHARS]
+            state = f"you are away: {user.away}" if user.away else "you are back"
+            return [(conn, Info((state,)))], None
+        room_command = _ROOM_COMMANDS.get(command)
+        if room_command is None:
+            unknown = f"unknown command /{_quote(command)}; try /help"
+            return [(conn, Error(ErrorCode.UNKNOWN_COMMAND, unknown, say_id))], None
+        if command == "part" and argument.startswith(ROOM_PREFIX):
+            target, _, argument = argument.partition(" ")
+            try:
+                room = normalise_room(target)
+            except InvalidNameError as exc:
+                return [(conn, Error(ErrorCode.INVALID_ROOM, str(exc), say_id))], None
+        else:
+            room = say.room
+        if room not in user.rooms:
+            return [(conn, self._not_in(room, say_id))], None
+        return room_command(self, user, self._channels[room], argument.strip(), say_id), None
+
+    def _not_in(self, room: str, say_id: int) -> Error:
+        return Error(ErrorCode.NOT_IN_ROOM, f"you are not in {_quote(room)}; /join it", say_id)
+
+    def _post(
+        self, user: _User, room: str, text: str, action: bool, say_id: int, now: float
+    ) -> tuple[list[Output], int | None]:
+        if room not in user.rooms:
+            return [(user.conn, self._not_in(room, say_id))], None
+        text = neutralise(text)
+        if not text.strip():
+            usage = "/me needs an action" if action else "empty message"
+            return [(user.conn, Error(ErrorCode.EMPTY, usage, say_id))], None
+        channel = self._channels[room]
+        chat = Chat(channel.next_seq, now, user.name, text, action, room=room)
+        channel.next_seq += 1
+        self._journal_messages.append(chat)
+        return self._to_members(channel, chat), chat.seq
+
+    def _listing(self) -> tuple[str, ...]:
+        """``/rooms``: the busiest rooms, one line each: name, members, topic."""
+        busiest = sorted(self._channels.values(), key=lambda c: (-len(c.members), c.name))
+        lines = [
+            f"{c.name} {len(c.members)}" + (f" {c.topic}" if c.topic else "")
+            for c in busiest[:MAX_LISTED_ROOMS]
+        ]
+        if len(busiest) > MAX_LISTED_ROOMS:
+            lines.append(f"... and {len(busiest) - MAX_LISTED_ROOMS} more")
+        return (f"{len(busiest)} room{'' if len(busiest) == 1 else 's'}:", *lines)
+
+    def _who(self, user: _User, channel: Channel, argument: str, say_id: int) -> list[Output]:
+        members = [self._users[c] for c in channel.members]
+        away = tuple(m.name for m in members if m.away)
+        return [(user.conn, Users(tuple(m.name for m in members), channel.name, away))]
+
+    def _leave_room(
+        self, user: _User, channel: Channel, argument: str, say_id: int
+    ) -> list[Output]:
+        text = neutralise(argument)[:MAX_TOPIC_CHARS]
+        return self._part(user, channel.name, LeaveReason.PARTED, text)
+
+    def _topic(self, user: _User, channel: Channel, argument: str, say_id: int) -> list[Output]:
+        if not argument:
+            shown = f"{channel.name}: {channel.topic}" if channel.topic else "no topic"
+            return [(user.conn, Info((shown,)))]
+        channel.topic = self._journal_topics[channel.name] = neutralise(argument)[:MAX_TOPIC_CHARS]
+        return self._to_members(channel, Topic(channel.name, user.name, channel.topic))
+
+    def _older(self, user: _User, channel: Channel, argument: str, say_id: int) -> list[Output]:
+        """``/history [N]``: the N lines before the oldest this session was sent there."""
+        count = self.limits.history_size or BARE_PAGE
+        if argument:
+            if not argument.isdecimal() or not 1 <= int(argument) <= MAX_PAGE:
+                usage = f"usage: /history [N], N from 1 to {MAX_PAGE}"
+                return [(user.conn, Error(ErrorCode.MALFORMED, usage, say_id))]
+            count = int(argument)
+        lines = self._lines.before(channel.name, user.rooms[channel.name], count)
+        if not lines:
+            return [(user.conn, Info((f"{channel.name}: no older lines",)))]
+        return self._history(user, channel.name, HistoryKind.BEFORE, lines)
+
+    def _search(self, user: _User, channel: Channel, argument: str, say_id: int) -> list[Output]:
+        """``/search TEXT``: the newest hits, each after the line before it; a bare
+        ``/search`` continues the last search of this room with older hits."""
+        room, last = channel.name, user.search
+        if argument:
+            last = user.search = _Search(room, argument, channel.next_seq)
+        elif last is None or last.room != room:
+            usage = "usage: /search TEXT (then /search alone for older hits)"
+            return [(user.conn, Error(ErrorCode.EMPTY, usage, say_id))]
+        found = self._store.search(room, last.text, last.before, SEARCH_PAGE + 1)
+        more, hits = len(found) > SEARCH_PAGE, found[-SEARCH_PAGE:]
+        if not hits:
+            user.search = None
+            return [(user.conn, Info((f"{room}: no more lines match {_quote(last.text)}",)))]
+        last.before = hits[0].seq
+        shown: dict[int, Chat] = {}
+        for hit in hits:
+            for line in self._store.before(room, hit.seq, 1):
+                shown.setdefault(line.seq, line)
+            shown[hit.seq] = hit
+        lines = [shown[seq] for seq in sorted(shown)]
+        found_seqs = tuple(hit.seq for hit in hits)
+        return self._history(user, room, HistoryKind.SEARCH, lines, found_seqs, more)
 
     def _private(self, user: _User, argument: str, say_id: int, now: float) -> list[Output]:
         target, _, text = argument.partition(" ")
@@ -473,7 +664,10 @@ class Room:
         message = Private(now, user.name, recipient.name, text)
         if recipient is user:
             return [(user.conn, message)]
-        return [(recipient.conn, message), (user.conn, message)]
+        out: list[Output] = [(recipient.conn, message), (user.conn, message)]
+        if recipient.away:
+            out.append((user.conn, Info((f"{recipient.name} is away: {recipient.away}",))))
+        return out
 
     def _rename(self, user: _User, argument: str, say_id: int) -> list[Output]:
         try:
@@ -499,7 +693,19 @@ class Room:
         self._by_key[user.key] = user
         self._by_skeleton.update(dict.fromkeys(skeletons, user))
         log.info("%s is now known as %s", old, name)
-        return self._broadcast(Renamed(old, name))
+        return [(conn, Renamed(old, name)) for conn in self._users]
+
+
+_RoomCommand = Callable[[Room, _User, Channel, str, int], list[Output]]
+_ROOM_COMMANDS: Final[dict[str, _RoomCommand]] = {
+    "who": Room._who,
+    "part": Room._leave_room,
+    "topic": Room._topic,
+    "history": Room._older,
+    "search": Room._search,
+}
+"""Commands that act on one room the user is in: the ``say``'s room, or for ``/part`` the
+room named first."""
 
 
 def _command_name(text: str) -> str | None:
@@ -507,6 +713,11 @@ def _command_name(text: str) -> str | None:
     if not text.startswith("/") or text.startswith("//"):
         return None
     return text[1:].partition(" ")[0].lower()
+
+
+def _argument(text: str) -> str:
+    """What follows a command word: ``"bob hi"`` for ``"/msg bob hi"``."""
+    return text.partition(" ")[2].strip()
 
 
 def _quote(text: str) -> str:

@@ -30,7 +30,7 @@ from rudp_chat.identity import default_key_file, load_or_create_server_key
 from rudp_chat.stopsignals import on_stop_signals
 
 from . import confusables
-from .history import DEFAULT_HISTORY_FILE, History
+from .history import DEFAULT_HISTORY_FILE, MEMORY_LINES, History
 from .owners import Owners
 from .protocol import (
     Bye,
@@ -99,16 +99,9 @@ def server_identity(options: ServerOptions) -> StaticKey | None:
 
 
 def open_room(history: History, limits: RoomLimits, *, lost_within: float | None = None) -> Room:
-    """A room that continues ``history``: its numbering, recent messages and sessions.
+    """A room that continues ``history``: its rooms' numbering, lines, topics and sessions.
     ``lost_within``: see :class:`Room`."""
-    return Room(
-        limits,
-        next_seq=history.last_seq() + 1,
-        recent=history.recent(limits.history_size),
-        recall=history.recall,
-        lost_within=lost_within,
-        owners=Owners(history.owner_of),
-    )
+    return Room(limits, history, lost_within=lost_within, owners=Owners(history.owner_of))
 
 
 async def run_server(options: ServerOptions) -> int:
@@ -139,8 +132,9 @@ async def run_server(options: ServerOptions) -> int:
         shown = options.limits.history_size
         if path is None:
             print(
-                f"History: not stored (--no-history); the last {shown} messages are kept in "
-                "memory for people who join, until the server stops",
+                f"History: not stored (--no-history); the last {MEMORY_LINES:,} lines of all "
+                f"rooms are kept in memory ({shown} shown on entering a room), until the server "
+                "stops",
                 flush=True,
             )
         else:

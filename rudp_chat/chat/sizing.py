@@ -16,8 +16,17 @@ from typing import Final
 
 from rudp_chat.core.config import ConnectionConfig
 
-from .protocol import MAX_CLIENT_FRAME_BYTES, MAX_ID, MAX_TEXT_CHARS, Private, Welcome, encode
-from .text import MAX_NAME_CHARS
+from .protocol import (
+    MAX_CLIENT_FRAME_BYTES,
+    MAX_ID,
+    MAX_TEXT_CHARS,
+    Chat,
+    Private,
+    Users,
+    Welcome,
+    encode,
+)
+from .text import MAX_NAME_CHARS, MAX_ROOM_CHARS
 
 __all__ = ["chat_connection_config", "largest_server_message"]
 
@@ -32,12 +41,17 @@ while the next is already on its way, ample for a chat's rates at any RTT up to 
 
 def largest_server_message(max_users: int) -> int:
     """Bytes of the largest message the server sends with ``max_users`` users: a ``welcome``
-    listing all of them, or a ``private`` of the longest text (a ``chat`` with one name fewer is
-    smaller), all names of the widest characters."""
+    listing all of them, a ``users`` listing them twice (all away), or a ``chat`` or a
+    ``private`` of the longest text (an ``entered`` is smaller), all names and room names of
+    the widest characters."""
     name = WIDEST_LETTER * MAX_NAME_CHARS
     welcome = Welcome(name, (name,) * max_users, MAX_ID, MAX_TEXT_CHARS, 1e9, MAX_ID)
-    private = Private(1e9, name, name, WIDEST_LETTER * MAX_TEXT_CHARS)
-    return max(len(encode(welcome)), len(encode(private)))
+    everyone, room = (name,) * max_users, "#" + WIDEST_LETTER * (MAX_ROOM_CHARS - 1)
+    users = Users(everyone, room, everyone)
+    text = WIDEST_LETTER * MAX_TEXT_CHARS
+    chat = Chat(MAX_ID, 1e9, name, text, True, True, room)
+    private = Private(1e9, name, name, text)
+    return max(len(encode(message)) for message in (welcome, users, chat, private))
 
 
 def chat_connection_config(connection: ConnectionConfig, max_users: int) -> ConnectionConfig:

@@ -17,13 +17,18 @@ from typing import Final
 
 __all__ = [
     "MAX_NAME_CHARS",
+    "MAX_ROOM_CHARS",
+    "ROOM_PREFIX",
     "InvalidNameError",
     "name_key",
     "neutralise",
     "normalise_name",
+    "normalise_room",
 ]
 
 MAX_NAME_CHARS: Final = 32  # fits a chat column; counted after NFKC, which can lengthen a name
+ROOM_PREFIX: Final = "#"
+MAX_ROOM_CHARS: Final = 1 + MAX_NAME_CHARS
 _NAME_PUNCTUATION: Final = frozenset("_-.")
 _MAX_MARK_RUN: Final = 4  # combining marks on one base: enough for Vietnamese, too few for "zalgo"
 
@@ -90,6 +95,21 @@ def normalise_name(raw: str) -> str:
                 f"a name may hold only letters, digits and _ - . (not U+{ord(char):04X})"
             )
     return name
+
+
+def normalise_room(raw: str) -> str:
+    """Return the room ``raw`` names: ``#`` and the NFKC-casefolded name (``#Dev`` and
+    ``#ｄｅｖ`` are ``#dev``), or raise :class:`InvalidNameError`. After the ``#`` the name
+    rules of :func:`normalise_name` apply."""
+    if not raw.startswith(ROOM_PREFIX):
+        raise InvalidNameError(f"a room name starts with {ROOM_PREFIX}")
+    try:
+        room = ROOM_PREFIX + name_key(normalise_name(raw[len(ROOM_PREFIX) :]))
+    except InvalidNameError as exc:
+        raise InvalidNameError(f"room: {exc}") from None
+    if len(room) > MAX_ROOM_CHARS:  # casefolding can lengthen: ß is ss
+        raise InvalidNameError(f"a room name has at most {MAX_ROOM_CHARS - 1} characters")
+    return room
 
 
 def _is_invisible(char: str) -> bool:
