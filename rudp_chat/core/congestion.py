@@ -172,13 +172,14 @@ class CongestionController:
 
     def on_packet_lost(self, packet: SentPacket, rtt: RttEstimator) -> None:
         """A random loss still crossed the bottleneck, so it counts as delivered for the model;
-        a queue drop counts toward the round's congestive loss (unless the packet left before
-        the last bound was set: that round was answered already, as Reno's recovery point)."""
+        a queue drop (see ``is_queue_drop``) counts toward the round's congestive loss, unless
+        the packet left before the last bound was set: that was answered already, as Reno's
+        recovery point answers a loss episode once."""
         if not self._queue_seen(rtt):
             self.delivered += packet.size
             return
         self._lost_in_round = True
-        if packet.time_sent >= self._bound_time:
+        if not packet.app_limited and packet.time_sent >= self._bound_time:
             self._round_queue_lost += packet.size
 
     def is_queue_drop(self, packet: SentPacket, rtt: RttEstimator) -> bool:
