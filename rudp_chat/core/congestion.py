@@ -6,7 +6,11 @@ paces at the bottleneck bandwidth it measures (a windowed maximum of delivery-ra
 samples) and caps the data in flight at twice the bandwidth-delay product. A loss
 seen while the path shows no queue (latest RTT close to the minimum) is classed as
 random: the lost datagram still crossed the bottleneck, so it counts as delivered
-for the bandwidth model. A loss with a standing queue is congestion and does not.
+for the bandwidth model and cuts nothing. A loss with a standing queue is a queue drop:
+congestion. A round trip that loses more than 2 % of its bytes to queue drops bounds the
+data in flight (``inflight_hi``, as BBRv2 does) to 0.7 x what was in flight, and the bound
+then grows by one datagram a round trip, as Reno's window does: a model alone (2 x BDP in
+flight) keeps a drop-tail queue full and starves a loss-based flow sharing it.
 See PROTOCOL.md, "Congestion control".
 """
 
@@ -37,6 +41,11 @@ MIN_RATE_INTERVAL_S = 1e-6  # a delivery-rate sample over less measures the cloc
 AGGREGATION_CAP_S = 0.01  # ack bursts are credited up to 10 ms of bandwidth: batching receivers
 # need well under that, and a larger credit only builds queues on slow links
 PACING_BURST_S = 0.002  # bytes worth this much time may leave back-to-back
+LOSS_THRESHOLD = 0.02  # BBRv2's BBRLossThresh: a round losing more of its bytes to queue drops
+# is congested; below it, a few drops as a probe fills the queue are the price of probing
+INFLIGHT_BETA = 0.7  # BBRv2's BBRBeta: a congested round bounds inflight to this x its peak
+INFLIGHT_GROWTH_PACKETS = 1  # the bound grows this much a round without congestion: Reno's
+# additive increase, so a Reno flow sharing the queue keeps its share (RFC 5681)
 
 
 @dataclass(slots=True)
@@ -116,6 +125,12 @@ class CongestionController:
         self._pacing_gain = STARTUP_GAIN
         self._cwnd_gain = STARTUP_GAIN
         self._lost_in_round = False
+        # the congestive-loss bound (BBRv2's inflight_hi): inf until a round is congested
+        self.inflight_hi = math.inf
+        self._round_start_delivered = 0
+        self._round_queue_lost = 0  # bytes of this round's packets lost to queue drops
+        self._round_peak_inflight = 0  # the most in flight this round, bytes
+        self._bound_time = -math.inf  # losses of packets sent before this were already answered
         # ack aggregation: ACKs that arrive in bursts (batched receivers, delayed ACKs)
         self._acked_now = 0  # bytes newly acknowledged by the ACK being processed
         self._epoch_start = 0.0
@@ -133,6 +148,7 @@ class CongestionController:
         packet.delivered_time = self._delivered_time
         packet.first_sent_time = self._first_sent_time
         packet.app_limited = self._app_limited_until > 0
+        self._round_peak_inflight = max(self._round_peak_inflight, bytes_in_flight + packet.size)
 
     def on_app_limited(self, bytes_in_flight: int) -> None:
         """The sender ran out of data with window to spare: samples until it refills undercount."""
@@ -155,11 +171,16 @@ class CongestionController:
             self._round_started = True
 
     def on_packet_lost(self, packet: SentPacket, rtt: RttEstimator) -> None:
-        """A random loss still crossed the bottleneck, so it counts as delivered for the model."""
-        if self._queue_seen(rtt):
-            self._lost_in_round = True
-        else:
+        """A random loss still crossed the bottleneck, so it counts as delivered for the model;
+        a queue drop (see ``is_queue_drop``) counts toward the round's congestive loss, unless
+        the packet left before the last bound was set: that was answered already, as Reno's
+        recovery point answers a loss episode once."""
+        if not self._queue_seen(rtt):
             self.delivered += packet.size
+            return
+        self._lost_in_round = True
+        if not packet.app_limited and packet.time_sent >= self._bound_time:
+            self._round_queue_lost += packet.size
 
     def is_queue_drop(self, packet: SentPacket, rtt: RttEstimator) -> bool:
         """Whether a lost packet was probably dropped by a queue we filled, not by the path.
@@ -184,6 +205,8 @@ class CongestionController:
         self._take_rate_sample()
         self._update_aggregation(now)
         new_round, self._round_started = self._round_started, False
+        if new_round:
+            self._end_round(now)
         if self.mode is Mode.STARTUP and new_round:
             self._check_full_bandwidth()
         if self.mode is Mode.DRAIN and bytes_in_flight <= self._bdp(1.0):
@@ -212,6 +235,25 @@ class CongestionController:
         while samples[0][0] < now - MIN_RTT_WINDOW_S:
             samples.popleft()
         self._min_rtt = samples[0][1]
+
+    def _end_round(self, now: float) -> None:
+        """Bound inflight after a congested round; otherwise let the bound grow, and lift it
+        once it no longer binds (the model's own window is smaller)."""
+        lost = self._round_queue_lost
+        delivered = self.delivered - self._round_start_delivered
+        if lost > LOSS_THRESHOLD * (lost + delivered):
+            peak = self._round_peak_inflight
+            self.inflight_hi = max(INFLIGHT_BETA * peak, MIN_CWND_PACKETS * self.mtu)
+            self._bound_time = now
+            if self.mode is Mode.STARTUP:  # the pipe is full: queue drops say so (BBRv2)
+                self._enter_drain()
+        elif self.inflight_hi != math.inf:
+            self.inflight_hi += INFLIGHT_GROWTH_PACKETS * self.mtu
+            if self.inflight_hi >= self._model_window():
+                self.inflight_hi = math.inf
+        self._round_start_delivered = self.delivered
+        self._round_queue_lost = 0
+        self._round_peak_inflight = 0
 
     def _take_rate_sample(self) -> None:
         if self._sample_prior_delivered < 0:
@@ -254,8 +296,11 @@ class CongestionController:
             return
         self._full_bw_rounds += 1
         if self._full_bw_rounds >= FULL_BW_ROUNDS:
-            self.mode = Mode.DRAIN
-            self._pacing_gain = 1 / STARTUP_GAIN
+            self._enter_drain()
+
+    def _enter_drain(self) -> None:
+        self.mode = Mode.DRAIN
+        self._pacing_gain = 1 / STARTUP_GAIN
 
     def _enter_probe_bw(self, now: float) -> None:
         self.mode = Mode.PROBE_BW
@@ -268,7 +313,8 @@ class CongestionController:
         elapsed = now - self._cycle_stamp > self._min_rtt
         gain = PROBE_GAINS[self._cycle_index]
         if gain > 1:
-            done = elapsed and (bytes_in_flight >= self._bdp(gain) or self._lost_in_round)
+            full = min(self._bdp(gain), self.inflight_hi - self.mtu)  # the bound caps a probe
+            done = elapsed and (bytes_in_flight >= full or self._lost_in_round)
         elif gain < 1:
             done = elapsed or bytes_in_flight <= self._bdp(1.0)
         else:
@@ -288,14 +334,21 @@ class CongestionController:
             self.pacing_rate = self._pacing_gain * self.congestion_window / rtt.smoothed
             return
         self.pacing_rate = self._pacing_gain * self.bottleneck_bandwidth
-        target = (
+        target = self._model_window()
+        if self.mode is Mode.STARTUP:
+            target = max(target, self.congestion_window)  # never shrink while still growing
+        target = min(target, self.inflight_hi)
+        self.congestion_window = max(int(target), MIN_CWND_PACKETS * self.mtu)
+
+    def _model_window(self) -> float:
+        """What the path model allows in flight: the gain x BDP, plus ACK-burst and rounding room."""
+        if not self.bottleneck_bandwidth or self._min_rtt == math.inf:
+            return float(self.congestion_window)
+        return (
             self._cwnd_gain * self.bottleneck_bandwidth * self._min_rtt
             + self.extra_acked
             + 3 * self.mtu
         )
-        if self.mode is Mode.STARTUP:
-            target = max(target, self.congestion_window)  # never shrink while still growing
-        self.congestion_window = max(int(target), MIN_CWND_PACKETS * self.mtu)
 
     def pacing_burst(self) -> float:
         """Bytes that may leave back-to-back before pacing spaces them."""
