@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from simharness import SERVER, Pair, message_bytes, seeded_random_bytes, sim_settings
 
@@ -197,6 +197,17 @@ def chat_scripts(draw: st.DrawFn) -> ChatScript:
 
 @sim_settings(40)
 @given(chat_scripts())
+@example(  # a long line whose fragments pacing spaces out stays thin: its copies are not dropped
+    ChatScript(
+        seed=0,
+        up=LinkProfile(),
+        down=LinkProfile(delay=0.125),
+        interval=0.02,
+        count=1,
+        size=3000,
+        backlog=0,
+    )
+)
 def test_a_thin_chat_arrives_once_in_order_and_never_reuses_a_nonce(script: ChatScript) -> None:
     run = run_chat(script)
     for sent in (run.client_sent, run.server_sent):

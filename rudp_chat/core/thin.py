@@ -1,9 +1,10 @@
 """Thin-stream mode: spend bandwidth on latency where, and only where, a stream is thin.
 
-A stream is *thin* while it is application-limited (nothing queued waits to be sent for the
-first time) and has less than ``thin_max_in_flight`` full datagrams' worth unacknowledged
-(RFC 4653 and Linux's ``tcp_stream_is_thin`` count 4 packets; we count bytes, so that twenty
-small chat lines in flight are as thin as one). A thin stream has too little later data for
+A stream is *thin* while it is application-limited: everything it holds, sent or not yet
+sent, is less than ``thin_max_in_flight`` full datagrams' worth (RFC 4653 and Linux's
+``tcp_stream_is_thin`` count 4 packets in flight; we count bytes, so that twenty small chat
+lines are as thin as one, and the fragments of one long line that pacing spaces out stay thin
+while they leave). A thin stream has too little later data for
 its acknowledgements to reveal a loss quickly, so each loss waits for a timeout. While thin,
 the reference implementation:
 
@@ -69,10 +70,7 @@ class ThinStream:
         Sets ``recovery.linear_timeouts``: the RTO backs off linearly only while thin.
         """
         config = self._config
-        self.active = (
-            not send.has_pending  # so every buffered byte is in flight
-            and send.buffered_bytes < config.thin_max_in_flight * config.max_datagram_size
-        )
+        self.active = send.buffered_bytes < config.thin_max_in_flight * config.max_datagram_size
         recovery.linear_timeouts = config.thin_linear_timeouts if self.active else 0
         if not self.active:
             self._copies.clear()
