@@ -1,7 +1,7 @@
 """Chat server fan-out: C clients in one room, each sending one 100 B line every S seconds.
 
 Usage: python benchmarks/fanout.py [--clients C] [--interval S] [--duration D] [--processes P]
-                                   [--insecure] [--quick] [--json PATH]
+                                   [--insecure] [--quick] [--json PATH] [--profile PATH]
 
 The server is ``python -m rudp_chat server`` (history in memory, limits raised to let C
 clients in from one address) in its own process; the clients are real
@@ -173,9 +173,10 @@ async def _director(args: argparse.Namespace) -> Report:
     extra += [f"--rate={RATE_HEADROOM / args.interval}"]
     extra += ["--insecure"] if args.insecure else []
     with tempfile.TemporaryDirectory() as directory:
-        server = HelperProcess(
-            "server", chat_server_command(host=HOST, history=None, extra=extra), Path(directory)
-        )
+        command = chat_server_command(host=HOST, history=None, extra=extra)
+        if args.profile is not None:  # cProfile writes the file when the server exits
+            command[1:1] = ["-m", "cProfile", "-o", args.profile]
+        server = HelperProcess("server", command, Path(directory))
         try:
             port = await server.ready(timeout=STARTUP_LIMIT_S)
             share = -(-args.clients // args.processes)
@@ -249,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--insecure", action="store_true", help="server and clients unencrypted")
     parser.add_argument("--quick", action="store_true", help="10 clients, 10 s: under 60 s")
     parser.add_argument("--json", metavar="PATH", help="also write the report as a JSON list")
+    parser.add_argument(
+        "--profile", metavar="PATH", help="run the server under cProfile into PATH (pstats)"
+    )
     parser.add_argument("--role", choices=("director", "load"), default="director")
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, help=argparse.SUPPRESS)
