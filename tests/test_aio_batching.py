@@ -5,12 +5,17 @@ through the ``socket_path`` fixture (conftest)."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import socket
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rudp_chat.aio import ReliableConnection, SocketStats, connect, serve
+from rudp_chat.aio import transport as transport_module
 from rudp_chat.aio.batching import (
     BATCHED_IO_VARIABLE,
     GRO_CONTROL_BYTES,
@@ -98,3 +103,54 @@ def test_a_segmented_send_arrives_as_the_same_datagrams() -> None:
         receiver.settimeout(5.0)
         data, ancillary, _, _ = receiver.recvmsg(65_535, GRO_CONTROL_BYTES)
         assert split(data, segment_size(ancillary)) == datagrams
+
+
+class UnsegmentingSocket(socket.socket):
+    """A UDP socket on a route that cannot segment: every GSO ``sendmsg`` fails with EIO, as
+    Linux's does through a device without checksum offload."""
+
+    def sendmsg(self, *args: Any, **kwargs: Any) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+
+def _unsegmenting_udp_socket(family: int, *, connect: tuple[Any, ...]) -> socket.socket:
+    sock = UnsegmentingSocket(family, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.connect(connect)
+    return sock
+
+
+def test_a_route_that_cannot_segment_falls_back_to_one_datagram_per_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first refused segmented send turns GSO off for the socket and resends its datagrams
+    one by one: nothing is lost or counted as an error, and every message arrives in order."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        if not enable_batched_io(probe):
+            pytest.skip("no UDP GSO/GRO in this kernel")
+    monkeypatch.setenv(BATCHED_IO_VARIABLE, "on")
+    messages = [index.to_bytes(4, "big") + bytes(1020) for index in range(200)]
+
+    async def main() -> SocketStats:
+        async with await serve("127.0.0.1", 0) as server, asyncio.timeout(30):
+            with monkeypatch.context() as patch:  # the server's socket is a plain one
+                patch.setattr(transport_module, "open_udp_socket", _unsegmenting_udp_socket)
+                client = await connect(*server.address)
+            async with client:
+                accepted = await server.accept()
+
+                async def send_all() -> None:
+                    for message in messages:
+                        await client.send(message)
+
+                received, _ = await asyncio.gather(receive_all(accepted), send_all())
+                assert received == messages
+                return client.socket_stats()
+
+    async def receive_all(connection: ReliableConnection) -> list[bytes]:
+        return [await connection.recv() for _ in messages]
+
+    stats = asyncio.run(main())
+    assert not stats.batched_io
+    assert stats.segmented_sends == stats.send_errors == 0
+    assert stats.datagrams_sent >= len(messages)
