@@ -31,6 +31,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -102,7 +103,7 @@ async def _load(args: argparse.Namespace) -> None:
     config = ConnectionConfig(insecure=args.insecure)
     received: list[tuple[int, int, int, float]] = []  # receiver, sender, index, latency s
 
-    def on_event(me: int) -> Any:
+    def on_event(me: int) -> Callable[[Event], None]:
         def handle(event: Event) -> None:
             if isinstance(event, Chat) and not event.history:
                 sender, index, stamp, _ = event.text.split(" ", 3)
@@ -149,7 +150,9 @@ async def _load(args: argparse.Namespace) -> None:
 # -------------------------------------------------------------- director role
 
 
-async def _start_load(args: argparse.Namespace, port: int, first: int, count: int) -> Any:
+async def _start_load(
+    args: argparse.Namespace, port: int, first: int, count: int
+) -> asyncio.subprocess.Process:
     flags = ["--insecure"] if args.insecure else []
     return await asyncio.create_subprocess_exec(
         sys.executable,
@@ -185,21 +188,28 @@ async def _director(args: argparse.Namespace) -> Report:
                 for first in range(0, args.clients, share)
             ]
             for load in loads:
-                if (await load.stdout.readline()).strip() != b"ready":
+                if await _next_line(load) != b"ready":
                     raise RuntimeError("a load process did not start")
             start = time.monotonic() + LEAD_S
             for load in loads:
+                assert load.stdin is not None  # opened with a pipe
                 load.stdin.write(f"{start}\n".encode())
                 await load.stdin.drain()
             cpu_before = _cpu_s(server.process.pid)
             for load in loads:
-                if (await load.stdout.readline()).strip() != b"drained":
+                if await _next_line(load) != b"drained":
                     raise RuntimeError("a load process failed")
             cpu = _cpu_s(server.process.pid) - cpu_before  # clients' goodbyes left out
             outputs = [json.loads((await load.communicate())[0]) for load in loads]
         finally:
             await server.stop(timeout=STARTUP_LIMIT_S)
     return _report(args, outputs, cpu)
+
+
+async def _next_line(load: asyncio.subprocess.Process) -> bytes:
+    """The load process's next stdout line, stripped (its stdout is a pipe)."""
+    assert load.stdout is not None
+    return (await load.stdout.readline()).strip()
 
 
 def _report(args: argparse.Namespace, outputs: list[dict[str, Any]], cpu: float) -> Report:
