@@ -15,8 +15,8 @@ Cases:
             buffers), aioquic (one stream, length-prefixed), rudp (defaults: encrypted, batched
             socket I/O where the kernel has it: UDP GSO/GRO) on the asyncio loop and, as
             rudp-uvloop, on uvloop, rudp-unbatched (``RUDP_CHAT_BATCHED_IO=off``: one datagram
-            per system call) and rudp-insecure (both peers with ``ConnectionConfig(insecure=True)``:
-            CRC-protected plaintext) on the asyncio loop.
+            per system call) and rudp-insecure (both peers with
+            ``ConnectionConfig(insecure=True)``: CRC-protected plaintext) on the asyncio loop.
 - lossy:    1 KiB messages through ``python -m rudp_chat.aio.proxy``: 20 Mbit/s, 20 ms each way,
             a drop-tail queue of 1.5 x BDP (125 datagrams of 1200 B), 0/1/5/10 % loss each way.
             goodput = payload delivered / time / (2.5e6 B/s x (1 - loss)); retx = retransmitted

@@ -2,9 +2,10 @@
 
 Runs on the default event loop, or on uvloop when ``Job.loop`` says so (``rudp-uvloop``);
 encrypted (the default), or in the clear on both peers when ``Job.insecure`` says so
-(``rudp-insecure``); with batched socket I/O where the kernel has it, or, when ``Job.batched_io``
-is False (``rudp-unbatched``), one datagram per system call. Handshake mode times ``connect()`` alone: the client connects ``count``
-times in a row (after ``WARMUP_PINGS // 4`` untimed ones) and aborts each connection.
+(``rudp-insecure``); with batched socket I/O where the kernel has it, or, when
+``Job.batched_io`` is False (``rudp-unbatched``), one datagram per system call. Handshake mode
+times ``connect()`` alone: the client connects ``count`` times in a row (after
+``WARMUP_PINGS // 4`` untimed ones) and aborts each connection.
 """
 
 from __future__ import annotations
