@@ -12,8 +12,8 @@ stamp (one clock for every process on a Linux machine); a receiver records the d
 latency of each line from another client. Reported:
 
 - server CPU per delivered line, µs: the server's ``utime + stime`` (``/proc/PID/stat``) over
-  the sending window and its drain (not the goodbyes), divided by the lines delivered to other clients (C - 1 per
-  line sent);
+  the sending window and its drain (not the goodbyes), divided by the lines delivered to
+  other clients (C - 1 per line sent);
 - p50 / p99 delivery latency, ms; lost (never delivered to a client), duplicated (delivered
   twice to one client) and out-of-order deliveries.
 
