@@ -12,8 +12,10 @@ Cases:
             raw-udp (blocking sendto/recvfrom, 4 MiB receive buffer, no reliability: the
             ceiling, with the loss it suffers), tcp (length-prefixed, Nagle on), kcp (fast
             mode: nodelay, 10 ms interval, resend 2, nc=1, 1024-segment windows, 4 MiB socket
-            buffers), aioquic (one stream, length-prefixed), rudp (defaults: encrypted) on the
-            asyncio loop and, as rudp-uvloop, on uvloop, and rudp-insecure (both peers with
+            buffers), aioquic (one stream, length-prefixed), rudp (defaults: encrypted, batched
+            socket I/O where the kernel has it: UDP GSO/GRO) on the asyncio loop and, as
+            rudp-uvloop, on uvloop, rudp-unbatched (``RUDP_CHAT_BATCHED_IO=off``: one datagram
+            per system call) and rudp-insecure (both peers with
             ``ConnectionConfig(insecure=True)``: CRC-protected plaintext) on the asyncio loop.
 - lossy:    1 KiB messages through ``python -m rudp_chat.aio.proxy``: 20 Mbit/s, 20 ms each way,
             a drop-tail queue of 1.5 x BDP (125 datagrams of 1200 B), 0/1/5/10 % loss each way.
@@ -87,9 +89,10 @@ CASES = (
 )
 SIZES = (64, 1024, 16 * 1024)
 LOSSES = (0.0, 0.01, 0.05, 0.10)
-CPU_IMPLS = ("raw-udp", "tcp", "kcp", "aioquic", "rudp", "rudp-insecure", "rudp-uvloop")
+RUDP_IMPLS = ("rudp", "rudp-unbatched", "rudp-insecure", "rudp-uvloop")
+CPU_IMPLS = ("raw-udp", "tcp", "kcp", "aioquic", *RUDP_IMPLS)
 LOSSY_IMPLS = ("rudp", "kcp", "aioquic")
-PING_IMPLS = ("raw-udp", "tcp", "kcp", "aioquic", "rudp", "rudp-insecure", "rudp-uvloop")
+PING_IMPLS = CPU_IMPLS
 HANDSHAKE_IMPLS = ("rudp", "rudp-insecure")
 CHAT_IMPLS = ("rudp", "kcp", "aioquic")
 CRYPTO_IMPLS = ("rudp", "rudp-insecure")
@@ -249,7 +252,15 @@ def plan(scale: Scale) -> list[Case]:
 def _job(impl: str, mode: str, size: int, count: int, duration: float) -> Job:
     """A job on ``impl``'s event loop and, for rudp, in its mode (encrypted or insecure)."""
     flavour = IMPLS[impl]
-    return Job(mode, size, count, duration, loop=flavour.loop, insecure=flavour.insecure)
+    return Job(
+        mode,
+        size,
+        count,
+        duration,
+        loop=flavour.loop,
+        insecure=flavour.insecure,
+        batched_io=flavour.batched_io,
+    )
 
 
 def parse_only(text: str) -> dict[str, set[str]]:
@@ -657,7 +668,19 @@ def targets(rows: list[Row]) -> list[str]:
             f"handshake p50 rudp / rudp-insecure: {ours.p50_ms:.3f} / {theirs.p50_ms:.3f} ms "
             f"(info: the Noise NK handshake adds {ours.p50_ms - theirs.p50_ms:+.3f} ms)"
         )
-    for impl in ("rudp", "rudp-uvloop"):
+    for size in SIZES:
+        ours = _find(rows, "cpu", "rudp", size)
+        for peer in ("rudp-unbatched", "raw-udp", "kcp"):
+            theirs = _find(rows, "cpu", peer, size)
+            if ours and theirs and ours.msgs_per_s and theirs.msgs_per_s:
+                ratio = ours.msgs_per_s / theirs.msgs_per_s
+                lines.append(f"cpu {_size_label(size)} rudp / {peer}: {ratio:.2f}x (info)")
+    raw = _find(rows, "pingpong", "raw-udp", 64)
+    for impl in ("rudp", "rudp-unbatched"):
+        ours = _find(rows, "pingpong", impl, 64)
+        if ours and raw and ours.p50_ms and raw.p50_ms:
+            lines.append(f"pingpong p50 {impl} / raw-udp: {ours.p50_ms / raw.p50_ms:.2f}x (info)")
+    for impl in ("rudp", "rudp-unbatched", "rudp-uvloop"):
         ours = _find(rows, "cpu", impl, 1024)
         if ours is None or ours.msgs_per_s is None:
             continue

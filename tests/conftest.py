@@ -18,6 +18,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+from rudp_chat.aio.batching import BATCHED_IO_VARIABLE
 from rudp_chat.aio.socketpath import SOCKET_PATH_VARIABLE, SocketPath
 
 settings.register_profile(
@@ -48,10 +49,21 @@ def private_config_dir(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
 
 
-@pytest.fixture(params=[SocketPath.READER, SocketPath.DATAGRAM_ENDPOINT], ids=str)
+@pytest.fixture(
+    params=[
+        (SocketPath.READER, "on"),
+        (SocketPath.READER, "off"),
+        (SocketPath.DATAGRAM_ENDPOINT, "off"),
+    ],
+    ids=["add_reader-batched", "add_reader", "datagram_endpoint"],
+)
 def socket_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> SocketPath:
-    """Every socket the test opens, in this process or a subprocess, takes this path: the
-    real-socket modules use it (``pytestmark``) to run whole under both paths."""
-    path: SocketPath = request.param
+    """Every socket the test opens, in this process or a subprocess, takes this path, with
+    batched I/O (GSO/GRO, where the kernel has it) on or off: the real-socket modules use it
+    (``pytestmark``) to run whole under each. The datagram-endpoint path never batches."""
+    path: SocketPath
+    batched: str
+    path, batched = request.param
     monkeypatch.setenv(SOCKET_PATH_VARIABLE, path.value)
+    monkeypatch.setenv(BATCHED_IO_VARIABLE, batched)
     return path

@@ -32,7 +32,9 @@ from rudp_chat.aio import (
     connect,
     serve,
 )
+from rudp_chat.aio.batching import batched_io_wanted, enable_batched_io
 from rudp_chat.aio.proxy import UdpProxy
+from rudp_chat.aio.socketpath import SocketPath
 from rudp_chat.core import (
     ConnectionClosedError,
     ConnectionConfig,
@@ -363,6 +365,46 @@ def test_garbage_is_dropped_and_counted(run: Runner) -> None:
             assert client.stats().dropped_invalid == 0
 
     run(main(), 30)
+
+
+def _kernel_batches() -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        return enable_batched_io(probe)
+
+
+def test_a_bulk_transfer_is_batched_as_configured(run: Runner, socket_path: SocketPath) -> None:
+    """Batched I/O where the path, the variable (see conftest) and the kernel allow it: the
+    sender segments, the receiver splits coalesced reads, and every message arrives in order;
+    elsewhere one datagram per system call."""
+    batched = socket_path is SocketPath.READER and batched_io_wanted() and _kernel_batches()
+    messages = [index.to_bytes(4, "big") + bytes(1020) for index in range(300)]
+
+    async def main() -> None:
+        async with (
+            await serve(LOCALHOST, 0) as server,
+            await connect(LOCALHOST, server.address[1]) as client,
+        ):
+            accepted = await server.accept()
+            received, _ = await asyncio.gather(
+                _receive_each(accepted, len(messages)), _send_each(client, messages)
+            )
+            assert received == messages
+            sent, arrived = client.socket_stats(), server.stats().socket
+        for stats in (sent, arrived):
+            assert stats.batched_io is batched
+        assert (sent.segmented_sends > 0) is batched
+        assert (arrived.coalesced_receives > 0) is batched
+
+    run(main(), 30)
+
+
+async def _send_each(connection: ReliableConnection, messages: list[bytes]) -> None:
+    for message in messages:
+        await connection.send(message)
+
+
+async def _receive_each(connection: ReliableConnection, count: int) -> list[bytes]:
+    return [await connection.recv() for _ in range(count)]
 
 
 def test_ipv6_loopback(run: Runner) -> None:

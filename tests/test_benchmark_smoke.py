@@ -131,3 +131,14 @@ def test_history_pages_quick_writes_rows(tmp_path: Path) -> None:
     for row in rows:
         _assert_numbers(row, {"p50_ms", "p99_ms", "max_ms"})
         assert row["lines"] == 3000 and row["fetches"] == 20
+
+
+
+def test_fanout_quick_delivers_every_line_once(tmp_path: Path) -> None:
+    """Ten clients in two load processes: every line reaches the nine others once, in order
+    (the script exits 1 otherwise), and the server's CPU per delivery is a real figure."""
+    (row,) = _run("fanout.py", ["--quick"], tmp_path / "fanout.json", 120)
+    assert row["deliveries"] == row["lines_sent"] * (row["clients"] - 1) > 0
+    assert row["lost"] == row["duplicated"] == row["out_of_order"] == 0
+    _assert_numbers(row, {"server_cpu_s", "cpu_us_per_delivery", "p50_ms", "p99_ms"})
+    assert row["server_cpu_s"] > 0

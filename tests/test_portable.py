@@ -153,16 +153,26 @@ def test_a_loop_without_add_reader_serves_and_connects_on_the_datagram_path(
 
 
 class ResettingSocket(socket.socket):
-    """A UDP socket whose first ``recvfrom`` raises what Windows raises after an ICMP port
-    unreachable; the datagram that woke the reader stays queued for the next call."""
+    """A UDP socket whose first ``recvfrom`` (or ``recvmsg``: the batched reader's) raises
+    what Windows raises after an ICMP port unreachable; the datagram that woke the reader
+    stays queued for the next call."""
 
     resets_left = 1
 
-    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
+    def _reset_once(self) -> None:
         if self.resets_left:
             self.resets_left -= 1
             raise ConnectionResetError(10054, "An existing connection was forcibly closed")
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
+        self._reset_once()
         return super().recvfrom(bufsize, flags)
+
+    def recvmsg(
+        self, bufsize: int, ancbufsize: int = 0, flags: int = 0
+    ) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
+        self._reset_once()
+        return super().recvmsg(bufsize, ancbufsize, flags)
 
 
 def _resetting_udp_socket(family: int, *, bind: tuple[object, ...]) -> socket.socket:

@@ -25,6 +25,8 @@ class Impl:
     """Event loop of the asyncio peers: "asyncio" or "uvloop"."""
     insecure: bool = False
     """rudp: both peers with ``ConnectionConfig(insecure=True)`` (no encryption)."""
+    batched_io: bool = True
+    """rudp: GSO/GRO where the kernel has them (False: one datagram per system call)."""
 
 
 IMPLS: dict[str, Impl] = {
@@ -36,6 +38,7 @@ IMPLS: dict[str, Impl] = {
         Impl("aioquic", "peers.quic", ("aioquic", "cryptography")),
         Impl("rudp", "peers.rudp", ("rudp_chat.aio",)),
         Impl("rudp-insecure", "peers.rudp", ("rudp_chat.aio",), insecure=True),
+        Impl("rudp-unbatched", "peers.rudp", ("rudp_chat.aio",), batched_io=False),
         Impl("rudp-uvloop", "peers.rudp", ("rudp_chat.aio", "uvloop"), loop="uvloop"),
     )
 }

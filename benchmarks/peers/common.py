@@ -86,6 +86,8 @@ class Job:
     """Event loop of asyncio peers: "asyncio" or "uvloop"."""
     insecure: bool = False
     """rudp: ``ConnectionConfig(insecure=True)`` on both peers (plaintext, CRC-protected)."""
+    batched_io: bool = True
+    """rudp: GSO/GRO where the kernel has them; False sets ``RUDP_CHAT_BATCHED_IO=off``."""
     window: int = 1024
     """KCP send and receive windows, in segments."""
     host: str = "127.0.0.1"

@@ -2,8 +2,10 @@
 
 Runs on the default event loop, or on uvloop when ``Job.loop`` says so (``rudp-uvloop``);
 encrypted (the default), or in the clear on both peers when ``Job.insecure`` says so
-(``rudp-insecure``). Handshake mode times ``connect()`` alone: the client connects ``count``
-times in a row (after ``WARMUP_PINGS // 4`` untimed ones) and aborts each connection.
+(``rudp-insecure``); with batched socket I/O where the kernel has it, or, when
+``Job.batched_io`` is False (``rudp-unbatched``), one datagram per system call. Handshake mode
+times ``connect()`` alone: the client connects ``count`` times in a row (after
+``WARMUP_PINGS // 4`` untimed ones) and aborts each connection.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import time
 
 from rudp_chat.aio import ConnectionLostError, ReliableConnection, Server, connect, serve
+from rudp_chat.aio.batching import BATCHED_IO_VARIABLE
 from rudp_chat.core.config import ConnectionConfig, ListenerConfig
 
 from .common import (
@@ -41,12 +45,18 @@ def _config(job: Job) -> ConnectionConfig:
     return ConnectionConfig(insecure=job.insecure)
 
 
+def _socket_io(job: Job) -> None:
+    """This peer process's sockets batch or not, as ``job`` says (before any is opened)."""
+    os.environ[BATCHED_IO_VARIABLE] = "on" if job.batched_io else "off"
+
+
 def server(job: Job, ready: Ready, stop: StopFlag) -> Result:
     """Accept one connection; receive (bulk, one-way), echo (ping-pong) or talk (duplex) until
     done or ``stop``.
 
     Handshake mode: accept every connection until ``stop``; report how many and the CPU time.
     """
+    _socket_io(job)
     return run_loop(_serve(job, ready, stop), job.loop)
 
 
@@ -114,6 +124,7 @@ async def _accept_all(listener: Server, stop: StopFlag) -> Result:
 def client(job: Job, address: Address, stop: StopFlag) -> Result:
     """Send (bulk: as fast as backpressure allows; one-way: every ``interval``), talk (duplex:
     send and meter), ping, or connect ``count`` times (handshake)."""
+    _socket_io(job)
     return run_loop(_client(job, address, stop), job.loop)
 
 

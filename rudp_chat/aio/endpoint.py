@@ -13,12 +13,17 @@ repaired by the protocol's loss recovery.
 Where the running loop has no ``add_reader`` (Windows' proactor loop) the same socket is driven
 through ``loop.create_datagram_endpoint`` instead (:mod:`.socketpath`): same batches, same
 backlog bound, same counters; chosen once per endpoint and shown as :attr:`DatagramEndpoint.path`.
+
+On the ``add_reader`` path, where the kernel has them (probed once per socket, see
+:mod:`.batching`), the datagrams of one wake-up to one peer leave in one GSO ``sendmsg`` and
+the socket reads with GRO on: many datagrams per system call, the same datagrams on the wire.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 import time
 from collections import deque
@@ -29,6 +34,15 @@ from typing import Any
 from rudp_chat.core.connection import Address, Connection
 from rudp_chat.core.listener import Listener
 
+from .batching import (
+    GRO_CONTROL_BYTES,
+    batched_io_wanted,
+    enable_batched_io,
+    runs,
+    segment_control,
+    segment_size,
+    split,
+)
 from .socketpath import DatagramChannel, SocketPath, choose_socket_path
 
 __all__ = [
@@ -51,6 +65,9 @@ clock = time.monotonic
 """The protocol's ``now``: ``loop.time()`` is the same clock on the stock loop, but uvloop's moves
 in 1 ms steps, which turns loopback RTT samples into zeros and starves the congestion window.
 Timers are armed with ``call_later`` from this clock, so the two clocks never mix."""
+GSO_REFUSED = frozenset((errno.EIO, errno.EINVAL, errno.EOPNOTSUPP))
+"""Errors of a segmented send that mean the route cannot segment (Linux returns EIO where the
+device has no checksum offload), not that the datagrams were bad: they go again one by one."""
 SEND_BACKLOG_MAX = 1024  # datagrams held while sendto would block; past it they are dropped
 # (counted), as a router queue would: the protocol resends what matters
 
@@ -85,6 +102,15 @@ class SocketStats:
     """SO_RCVBUF the OS granted, bytes (Linux reports double the usable size)."""
     send_buffer: int = 0
     """SO_SNDBUF the OS granted, bytes."""
+    batched_io: bool = False
+    """Whether this socket sends with GSO and receives with GRO (see :mod:`.batching`); turned
+    off for sends if the route refuses a segmented send (a device without checksum offload)."""
+    segmented_sends: int = 0
+    """GSO ``sendmsg`` calls that carried more than one datagram; ``datagrams_sent`` counts
+    each datagram."""
+    coalesced_receives: int = 0
+    """``recvmsg`` calls that returned more than one datagram (GRO); ``datagrams_received``
+    counts each datagram."""
 
 
 async def resolve(host: str, port: int, *, passive: bool) -> tuple[int, tuple[Any, ...]]:
@@ -145,6 +171,7 @@ class DatagramEndpoint:
         *,
         peer: Address | None = None,
         path: SocketPath | None = None,
+        batched_io: bool | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.path = choose_socket_path(self.loop, path)
@@ -152,6 +179,9 @@ class DatagramEndpoint:
         self.stats = SocketStats(
             receive_buffer=sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
             send_buffer=sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+            batched_io=self.path is SocketPath.READER
+            and batched_io_wanted(batched_io)
+            and enable_batched_io(sock),
         )
         self.closed = False
         self._sock = sock
@@ -188,7 +218,8 @@ class DatagramEndpoint:
         self._dispatch = dispatch
         self._on_error = on_error
         if self.path is SocketPath.READER:
-            self.loop.add_reader(self._fd, self._on_readable)
+            reader = self._on_readable_batched if self.stats.batched_io else self._on_readable
+            self.loop.add_reader(self._fd, reader)
         else:
             self._channel = DatagramChannel(
                 self._on_datagram,
@@ -251,9 +282,7 @@ class DatagramEndpoint:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as error:  # also Windows' ConnectionResetError: counted, not fatal
-                stats.receive_errors += 1
-                if self._on_error is not None:
-                    self._on_error(error)
+                self._receive_failed(error)
                 if self.closed:
                     return
                 continue
@@ -263,6 +292,45 @@ class DatagramEndpoint:
         stats.datagrams_received += received
         stats.bytes_received += size
         self._after_input()
+
+    def _on_readable_batched(self) -> None:
+        """``_on_readable`` with GRO: one ``recvmsg`` may carry several datagrams."""
+        stats = self.stats
+        stats.read_wakeups += 1
+        node = self._node
+        now = clock()
+        peer = self._peer
+        recvmsg = self._sock.recvmsg
+        received = size = 0
+        for _ in range(RECEIVE_BATCH):
+            try:
+                data, ancillary, _flags, sender = recvmsg(RECEIVE_SIZE, GRO_CONTROL_BYTES)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as error:
+                self._receive_failed(error)
+                if self.closed:
+                    return
+                continue
+            address: Address = peer or sender[:2]  # IPv6 adds flow info and scope id
+            size += len(data)
+            segment = segment_size(ancillary) if ancillary else 0
+            if segment and len(data) > segment:
+                stats.coalesced_receives += 1
+                for datagram in split(data, segment):
+                    received += 1
+                    node.receive_datagram(datagram, address, now)
+                continue
+            received += 1
+            node.receive_datagram(data, address, now)
+        stats.datagrams_received += received
+        stats.bytes_received += size
+        self._after_input()
+
+    def _receive_failed(self, error: OSError) -> None:
+        self.stats.receive_errors += 1
+        if self._on_error is not None:
+            self._on_error(error)
 
     def _on_datagram(self, data: bytes, sender: Address) -> None:
         """Datagram-endpoint path: one datagram; ``_on_batch`` follows a run of them."""
@@ -280,9 +348,7 @@ class DatagramEndpoint:
         if sending:
             self._send_failed(error)
             return
-        self.stats.receive_errors += 1
-        if self._on_error is not None:
-            self._on_error(error)
+        self._receive_failed(error)
         self.request_flush()  # what the error did to the node (an aborted handshake) goes out
 
     def _on_backlog_full(self) -> None:
@@ -338,6 +404,9 @@ class DatagramEndpoint:
                 if self.closed:
                     return
             return
+        if stats.batched_io:
+            self._send_batched(datagrams)
+            return
         sock = self._sock
         connected = self._peer is not None
         for index, (data, address) in enumerate(datagrams):
@@ -358,6 +427,42 @@ class DatagramEndpoint:
                 continue
             stats.datagrams_sent += 1
             stats.bytes_sent += len(data)
+
+    def _send_batched(self, datagrams: list[tuple[bytes, Address]]) -> None:
+        """``_send_all`` with GSO: each run of equal-size datagrams to one peer in one call."""
+        stats = self.stats
+        sock = self._sock
+        connected = self._peer is not None
+        for start, stop in runs(datagrams):
+            data, address = datagrams[start]
+            try:
+                if stop - start == 1:
+                    sent = sock.send(data) if connected else sock.sendto(data, address)
+                else:
+                    payloads = [item[0] for item in datagrams[start:stop]]
+                    control = segment_control(len(data))
+                    if connected:
+                        sent = sock.sendmsg(payloads, control)
+                    else:
+                        sent = sock.sendmsg(payloads, control, 0, address)
+                    stats.segmented_sends += 1
+            except (BlockingIOError, InterruptedError):
+                self._queue(datagrams, start)
+                self._writing = True
+                self.loop.add_writer(self._fd, self._on_writable)
+                return
+            except OSError as error:
+                if stop - start > 1 and error.errno in GSO_REFUSED:
+                    stats.batched_io = False  # this route cannot segment: one per call from now
+                    self._send_all(datagrams[start:])
+                    return
+                stats.send_errors += stop - start - 1  # the whole run is lost, one error
+                self._send_failed(error)
+                if self.closed:
+                    return
+                continue
+            stats.datagrams_sent += stop - start
+            stats.bytes_sent += sent
 
     def _queue(self, datagrams: list[tuple[bytes, Address]], start: int) -> None:
         backlog = self._backlog
