@@ -764,7 +764,8 @@ class Room:
 
     def _kicked(self, user: _User, target: _User, channel: Channel, reason: str) -> list[Output]:
         """``target`` is removed from ``channel`` by ``user``: a ``left`` to every member."""
-        text = f"by {user.name}" + (f": {neutralise(reason)}" if reason.strip() else "")
+        reason = neutralise(reason).strip()
+        text = f"by {user.name}" + (f": {reason}" if reason else "")
         log.info("%s kicked %s from %s", user.name, target.name, channel.name)
         return self._part(target, channel.name, LeaveReason.KICKED, text[:MAX_TOPIC_CHARS])
 
