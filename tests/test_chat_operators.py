@@ -22,6 +22,7 @@ from rudp_chat.chat.protocol import (
     Say,
     ServerMessage,
     Topic,
+    encode,
 )
 from rudp_chat.chat.room import HELP, Output, Room, RoomLimits
 
@@ -227,3 +228,20 @@ def test_operators_bans_and_modes_survive_a_restart(tmp_path: Path) -> None:
 def test_the_commands_are_in_help() -> None:
     for command in ("/op NAME", "/kick NAME [REASON]", "/ban NAME", "/unban NAME", "/mode"):
         assert any(line.startswith(f"  {command}") for line in HELP)
+
+
+def test_the_worked_bytes_of_protocol_md() -> None:
+    """PROTOCOL.md §12, Operators: the bytes shown are what the reference writes."""
+    spec = (Path(__file__).parent.parent / "PROTOCOL.md").read_text(encoding="utf-8")
+    section = spec[spec.index("### Operators") : spec.index("### History")]
+    shown: dict[str, Say | ServerMessage] = {
+        "kick": Say(4, "/kick bob off topic", "#dev"),
+        "left": Left("bob", LeaveReason.KICKED, "#dev", "by alice: off topic"),
+        "error": Error(ErrorCode.BANNED, "you are banned from #dev", 2),
+        "info": Info(("#dev: alice set +t",)),
+    }
+    for tag, message in shown.items():
+        start = section.index(f"\n{tag} ") + 1
+        rows = section[start:].split("\n      {")[0].splitlines()
+        hex_text = " ".join(row[6:] for row in rows)
+        assert bytes.fromhex(hex_text) == encode(message), tag
