@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from test_chat_rooms import committed, to
+
 from rudp_chat.chat.access import MAX_BANS, MAX_OPERATORS, Access
 from rudp_chat.chat.history import History
 from rudp_chat.chat.owners import Owners
@@ -31,16 +33,6 @@ S1, S2, S3, S4 = (bytes([n]) * 16 for n in (1, 2, 3, 4))  # sessions
 LIMITS = RoomLimits(max_users=MAX_BANS + 10, rate=1e9, burst=10**9)
 
 
-def to(outputs: list[Output], conn: int) -> list[ServerMessage]:
-    return [message for recipient, message in outputs if recipient == conn]
-
-
-def commit(room: Room, history: History) -> None:
-    journal = room.take_journal()
-    if journal is not None:
-        history.write(journal, 0.0)
-
-
 def server(history: History) -> Room:
     return Room(LIMITS, history, owners=Owners(history.owner_of))
 
@@ -55,13 +47,13 @@ class Chat:
 
     def join(self, conn: int, name: str, session: bytes, key: bytes | None) -> list[Output]:
         out = self.room.join(conn, Hello(name, session), 0.0, owner=key)
-        commit(self.room, self.history)
+        committed(self.room, self.history)
         return out
 
     def say(self, conn: int, text: str, room: str = "#dev") -> list[Output]:
         say_id = self.ids[conn] = self.ids.get(conn, 0) + 1
         out = self.room.receive(conn, Say(say_id, text, room), 0.0)
-        commit(self.room, self.history)
+        committed(self.room, self.history)
         assert out[-1] == (conn, Ack(say_id, None))
         return out[:-1]
 
