@@ -1,6 +1,6 @@
 """Rooms in the sans-IO chat: entering, parting, topics, paging, search and the exact replay
-after a reconnect, and a stateful model test of rooms across joins, parts, renames and
-reconnects."""
+after a reconnect, and a stateful model test of rooms across joins, parts, kicks, renames and
+reconnects (operators and bans: ``test_chat_operators.py``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from rudp_chat.chat.history import History
+from rudp_chat.chat.owners import Owners
 from rudp_chat.chat.protocol import (
     LOBBY,
     Ack,
@@ -255,6 +256,8 @@ class Client:
 
     name: str
     session: bytes
+    key: bytes
+    """Its client key: the first to enter a room is that room's operator."""
     seen: dict[str, int] = field(default_factory=dict)
     lines: dict[str, list[int]] = field(default_factory=dict)
     views: dict[str, list[str]] = field(default_factory=dict)
@@ -270,12 +273,17 @@ class RoomsMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.history = History(None, 0.0)
-        self.room = Room(LIMITS, self.history)
-        self.clients = [Client(name, bytes([n + 1]) * 16) for n, name in enumerate(NAMES[:4])]
+        self.room = Room(LIMITS, self.history, owners=Owners(self.history.owner_of))
+        self.clients = [
+            Client(name, bytes([n + 1]) * 16, bytes([n + 1]) * 32)
+            for n, name in enumerate(NAMES[:4])
+        ]
         self.conns: dict[int, Client] = {}  # connected
         self.next_conn = 0
         self.next_id: dict[bytes, int] = {}
         self.posted: dict[str, int] = {}  # room -> its last seq
+        self.operators: dict[str, Client] = {}  # room -> who made it
+        self.keys_used: dict[str, set[bytes]] = {}  # name -> the keys that used it
 
     def _deliver(self, outputs: list[Output], rejoining: frozenset[str] = frozenset()) -> None:
         for conn, message in outputs:
@@ -284,6 +292,8 @@ class RoomsMachine(RuleBasedStateMachine):
                 continue
             match message:
                 case Entered(room=room, users=users):
+                    if room != LOBBY and users == (client.name,):
+                        self.operators.setdefault(room, client)
                     if room not in client.views:
                         client.oldest[room] = self.posted.get(room, 0) + 1
                     client.views[room] = list(users)
@@ -292,7 +302,9 @@ class RoomsMachine(RuleBasedStateMachine):
                         client.lines[room] = []
                 case Joined(room=room, name=name) if name != client.name:
                     client.views[room].append(name)  # (``entered`` already listed us)
-                case Left(room=room, name=name, reason=LeaveReason.PARTED) if name == client.name:
+                case Left(room=room, name=name, reason=LeaveReason.PARTED | LeaveReason.KICKED) if (
+                    name == client.name
+                ):
                     del client.views[room], client.seen[room], client.lines[room]
                     del client.oldest[room]
                 case Left(room=room, name=name):
@@ -341,13 +353,16 @@ class RoomsMachine(RuleBasedStateMachine):
         if old is not None:
             del self.conns[old]
         self.conns[conn] = client
-        out = self.room.join(conn, Hello(client.name, client.session, rooms=rooms), 0.0)
+        hello = Hello(client.name, client.session, rooms=rooms)
+        out = self.room.join(conn, hello, 0.0, owner=client.key)
         first = to(out, conn)[0]
         if isinstance(first, Refused):
             del self.conns[conn]
             holders = {cl.name for cl in self.conns.values()}
-            assert client.name in holders or len(self.conns) >= LIMITS.max_users
+            owned = self._owned_by_another(client.name, client)
+            assert client.name in holders or owned or len(self.conns) >= LIMITS.max_users
             return
+        self.keys_used.setdefault(client.name, set()).add(client.key)
         client.views, client.oldest = {}, {}
         self._deliver(out, frozenset(room for room, _ in rooms))
 
@@ -400,9 +415,41 @@ class RoomsMachine(RuleBasedStateMachine):
     @rule(data=st.data(), name=st.sampled_from(NAMES))
     def nick(self, data: st.DataObject, name: str) -> None:
         conn = data.draw(st.sampled_from(sorted(self.conns)))
-        taken = {c.name for c in self.conns.values() if c is not self.conns[conn]}
+        client = self.conns[conn]
+        taken = {c.name for c in self.conns.values() if c is not client}
         self._say(conn, f"/nick {name}", LOBBY)
-        assert (self.conns[conn].name == name) is (name not in taken)
+        if name in taken:
+            assert client.name != name
+        elif not self._owned_by_another(name, client):
+            assert client.name == name
+        if client.name == name:
+            self.keys_used.setdefault(name, set()).add(client.key)
+
+    def _owned_by_another(self, name: str, client: Client) -> bool:
+        """Whether another key may own ``name`` (one that used it; a key owns only its few
+        latest names, so such a name may also have been released)."""
+        return bool(self.keys_used.get(name, set()) - {client.key})
+
+    @precondition(lambda self: self.conns)
+    @rule(data=st.data(), room=st.sampled_from(ROOMS[1:]))
+    def kick(self, data: st.DataObject, room: str) -> None:
+        """Someone kicks a member of a room: done if it is the room's operator, refused
+        otherwise; the kicked member is out of the room but still connected."""
+        members = self.room.members(room)
+        if not members:
+            return
+        inside = [conn for conn, client in self.conns.items() if client.name in members]
+        conn = data.draw(st.sampled_from([*inside * 3, *sorted(self.conns)]))
+        target = data.draw(st.sampled_from(members))
+        kicker = self.conns[conn]
+        out = self._say(conn, f"/kick {target} go", room)
+        if room not in self.room.rooms_of(conn) and target != kicker.name:
+            assert isinstance(out[0][1], Error) and out[0][1].code is ErrorCode.NOT_IN_ROOM
+        elif self.operators.get(room) is kicker:
+            assert target not in self.room.members(room)
+            assert target in self.room.names
+        else:
+            assert isinstance(out[0][1], Error) and out[0][1].code is ErrorCode.NOT_OPERATOR
 
     @precondition(lambda self: self.conns)
     @rule(data=st.data(), room=st.sampled_from(ROOMS))

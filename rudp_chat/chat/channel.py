@@ -2,13 +2,13 @@
 
 Lines are read from the :class:`Store` (committed) merged with the journal's lines not yet
 committed, so a page or a replay never misses a line said moments before in the same batch.
-The record is the place a room's operator and bans will go.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from .access import Access
 from .protocol import Chat
 from .store import Store
 
@@ -23,6 +23,8 @@ class Channel:
     topic: str
     next_seq: int
     """The ``seq`` its next line gets: 1, 2, 3, ... per room, continuing the stored history."""
+    access: Access = field(default_factory=Access)
+    """Its operators, bans and ``+t`` (see :mod:`.access`)."""
     members: dict[int, None] = field(default_factory=dict)
     """The connections in the room, in order of arrival."""
 

@@ -48,8 +48,8 @@ TOOLBAR_REFRESH_S: Final = 1.0  # the toolbar's unconfirmed lines age at this pa
 INPUT_HISTORY_FILE: Final = "input_history"
 UNCONFIRMED_STYLE: Final = "#808080"
 COMMANDS: Final = (
-    "/away", "/help", "/history", "/join", "/me", "/msg", "/nick", "/part", "/quit", "/rooms",
-    "/say", "/search", "/stats", "/topic", "/who",
+    "/away", "/ban", "/help", "/history", "/join", "/kick", "/me", "/mode", "/msg", "/nick",
+    "/op", "/part", "/quit", "/rooms", "/say", "/search", "/stats", "/topic", "/unban", "/who",
 )  # fmt: skip
 
 

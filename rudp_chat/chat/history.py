@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Final
 
 from . import owners
+from .access import Access
 from .owners import Claim
 from .protocol import Chat
 from .store import Journal
@@ -68,6 +69,12 @@ END;
 CREATE TABLE IF NOT EXISTS rooms (
     name TEXT PRIMARY KEY,
     topic TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS access (
+    room TEXT PRIMARY KEY,
+    operators BLOB NOT NULL,
+    bans BLOB NOT NULL,
+    topic_locked INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
@@ -118,11 +125,12 @@ class History:
             self._db.executescript(f"BEGIN; {_FIRST_VERSION_MOVED} COMMIT;")
 
     def _prune(self, now: float) -> None:
-        """Forget old sessions; in memory, also the topics of rooms none of whose lines are
-        kept (a room with members keeps its topic in the room logic meanwhile)."""
+        """Forget old sessions; in memory, also the topics and operators of rooms none of whose
+        lines are kept (a room with members keeps them in the room logic meanwhile)."""
         self._db.execute("DELETE FROM sessions WHERE time < ?", (now - SESSION_RETENTION_S,))
         if self.in_memory:
             self._db.execute("DELETE FROM rooms WHERE name NOT IN (SELECT room FROM lines)")
+            self._db.execute("DELETE FROM access WHERE room NOT IN (SELECT room FROM lines)")
         owners.prune(self._db, now)
         self._pruned = now
 
@@ -193,6 +201,13 @@ class History:
         ).fetchone()
         return 0 if row is None else int(row[0])
 
+    def access(self, room: str) -> Access | None:
+        """The stored operators, bans and modes of ``room`` (None: never made)."""
+        row = self._db.execute(
+            "SELECT operators, bans, topic_locked FROM access WHERE room = ?", (room,)
+        ).fetchone()
+        return None if row is None else Access.from_row(bytes(row[0]), bytes(row[1]), row[2])
+
     def owner_of(self, skeleton: str) -> Claim | None:
         """The stored claim on a name's look-alike class (see :mod:`.owners`)."""
         return owners.lookup(self._db, skeleton)
@@ -212,6 +227,12 @@ class History:
                 "INSERT INTO rooms (name, topic) VALUES (?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET topic = excluded.topic",
                 journal.topics,
+            )
+            self._db.executemany(
+                "INSERT INTO access (room, operators, bans, topic_locked) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (room) DO UPDATE SET operators = excluded.operators,"
+                " bans = excluded.bans, topic_locked = excluded.topic_locked",
+                [(room, *access.to_row()) for room, access in journal.access],
             )
             self._db.executemany(
                 "INSERT INTO sessions (session, acked, time) VALUES (?, ?, ?)"

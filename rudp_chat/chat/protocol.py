@@ -130,6 +130,11 @@ class ErrorCode(enum.StrEnum):
     ROOM_FULL = "room_full"
     TOO_MANY_ROOMS = "too_many_rooms"
     """The user is in as many rooms as allowed, or the server holds as many as allowed."""
+    NOT_OPERATOR = "not_operator"
+    """An operator's command (``/op``, ``/kick``, ``/ban``, ``/unban``, ``/mode``, or
+    ``/topic`` in a ``+t`` room) from a user who is not an operator of the room."""
+    BANNED = "banned"
+    """The user's key is banned from the room it asked to join."""
 
 
 class ByeCode(enum.StrEnum):
@@ -153,6 +158,8 @@ class LeaveReason(enum.StrEnum):
     RECONNECTED = "reconnected"
     PARTED = "parted"
     """Left this room only (``/part``), still connected."""
+    KICKED = "kicked"
+    """Removed from this room by an operator (``/kick``, ``/ban``), still connected."""
 
 
 class HistoryKind(enum.StrEnum):

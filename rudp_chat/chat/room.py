@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
+from .access import MAX_BANS, MAX_OPERATORS, Access
 from .channel import Channel, Lines
 from .departures import Departures, Memory
 from .owners import Owners, name_skeletons
@@ -87,6 +88,11 @@ HELP = (
     "  /rooms            list the rooms: name, members, topic",
     "  /topic [TEXT]     show or set this room's topic",
     "  /who              list who is in this room",
+    "  /mode [+t|-t]     show this room's modes; +t: only operators set the topic",
+    "  /op NAME          make NAME an operator of this room (operators only)",
+    "  /kick NAME [REASON]  remove NAME from this room (operators only)",
+    "  /ban NAME         ban NAME's key from this room, and kick (operators only)",
+    "  /unban NAME       lift the ban on NAME's key (operators only)",
     "  /history [N]      N older lines of this room (default: as many as on joining)",
     "  /search TEXT      find TEXT in this room's history; /search alone: older hits",
     "  /me ACTION        tell what you are doing",
@@ -153,6 +159,14 @@ class _Search:
     """Hits are older than this ``seq``."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Keyed:
+    """A user an operator's command names, and its key (so the key is known not None)."""
+
+    user: _User
+    key: bytes
+
+
 @dataclass(slots=True)
 class _User:
     conn: int
@@ -205,6 +219,7 @@ class Room:
         self._journal_messages: list[Chat] = []
         self._journal_acked: dict[bytes, int] = {}
         self._journal_topics: dict[str, str] = {}
+        self._journal_access: dict[str, Access] = {}
         self._lines = Lines(self._store, self._journal_messages)
 
     @property
@@ -230,17 +245,25 @@ class Room:
     def take_journal(self) -> Journal | None:
         """Hand over (and forget) what must be stored; None if nothing."""
         claims = self._owners.take()
-        if not (self._journal_messages or self._journal_acked or self._journal_topics or claims):
+        if not (
+            self._journal_messages
+            or self._journal_acked
+            or self._journal_topics
+            or claims
+            or self._journal_access
+        ):
             return None
         journal = Journal(
             tuple(self._journal_messages),
             tuple(self._journal_acked.items()),
             tuple(self._journal_topics.items()),
             claims,
+            tuple(self._journal_access.items()),
         )
         self._journal_messages.clear()
         self._journal_acked.clear()
         self._journal_topics.clear()
+        self._journal_access.clear()
         return journal
 
     # --- inputs ------------------------------------------------------------------------------
@@ -421,10 +444,10 @@ class Room:
         return out
 
     def _enter(self, user: _User, raw: str, seen: int | None, say_id: int | None) -> list[Output]:
-        """``user`` enters the room ``raw`` names (made if new): who is there and its topic,
-        its latest lines (or, rejoining, those after ``seen``), and a join notice to every
-        member. An ``error`` if the name or a limit forbids it; ``entered`` alone if already
-        there."""
+        """``user`` enters the room ``raw`` names (made if new, with the user's key as its
+        operator): who is there and its topic, its latest lines (or, rejoining, those after
+        ``seen``), and a join notice to every member. An ``error`` if the name, a ban or a
+        limit forbids it; ``entered`` alone if already there."""
         conn = user.conn
         try:
             room = normalise_room(raw)
@@ -437,14 +460,22 @@ class Room:
         if len(user.rooms) >= limits.rooms_per_user:
             many = f"you are in {len(user.rooms)} rooms, the most allowed; /part one first"
             return [(conn, Error(ErrorCode.TOO_MANY_ROOMS, many, say_id))]
+        access = self._access(room) if channel is None else channel.access
+        if user.owner is not None and access is not None and user.owner in access.bans:
+            return [(conn, Error(ErrorCode.BANNED, f"you are banned from {room}", say_id))]
         if channel is None:
             if len(self._channels) >= limits.max_rooms:
                 full = f"the server holds {limits.max_rooms} rooms, the most allowed"
                 return [(conn, Error(ErrorCode.TOO_MANY_ROOMS, full, say_id))]
+            if access is None:  # made now: its creator's key (a guest has none) runs it
+                creator = () if user.owner is None or room == LOBBY else (user.owner,)
+                access = self._journal_access[room] = Access(creator)
             last = self._store.last_seq(room)
             pending = [c.seq for c in self._journal_messages if c.room == room]
             next_seq = max(last, *pending) + 1 if pending else last + 1
-            channel = self._channels[room] = Channel(room, self._store.topic(room), next_seq)
+            topic = self._journal_topics.get(room, self._store.topic(room))
+            channel = Channel(room, topic, next_seq, access)
+            self._channels[room] = channel
         elif room != LOBBY and len(channel.members) >= limits.members_per_room:
             full = f"{room} is full ({limits.members_per_room} members)"
             return [(conn, Error(ErrorCode.ROOM_FULL, full, say_id))]
@@ -462,6 +493,11 @@ class Room:
                 out += self._history(user, room, HistoryKind.LATEST, lines)
         log.info("%s entered %s", user.name, room)
         return out + self._to_members(channel, Joined(user.name, room))
+
+    def _access(self, room: str) -> Access | None:
+        """The operators, bans and modes of ``room``, which has no members (None: never made)."""
+        journaled = self._journal_access.get(room)
+        return journaled if journaled is not None else self._store.access(room)
 
     def _entered(self, channel: Channel) -> Entered:
         names = tuple(self._users[c].name for c in channel.members)
@@ -612,8 +648,126 @@ class Room:
         if not argument:
             shown = f"{channel.name}: {channel.topic}" if channel.topic else "no topic"
             return [(user.conn, Info((shown,)))]
+        if channel.access.topic_locked and not _is_operator(user, channel):
+            locked = f"{channel.name} is +t: only its operators set the topic"
+            return [(user.conn, Error(ErrorCode.NOT_OPERATOR, locked, say_id))]
         channel.topic = self._journal_topics[channel.name] = neutralise(argument)[:MAX_TOPIC_CHARS]
         return self._to_members(channel, Topic(channel.name, user.name, channel.topic))
+
+    def _mode(self, user: _User, channel: Channel, argument: str, say_id: int) -> list[Output]:
+        """``/mode``: show the room's modes; ``/mode +t`` / ``-t`` (operators): lock or
+        unlock the topic."""
+        if not argument:
+            locked = "+t (only operators set the topic)" if channel.access.topic_locked else "-t"
+            return [(user.conn, Info((f"{channel.name}: {locked}",)))]
+        if argument not in ("+t", "-t"):
+            usage = "usage: /mode [+t|-t]"
+            return [(user.conn, Error(ErrorCode.MALFORMED, usage, say_id))]
+        refusal = self._refuse_non_operator(user, channel, say_id)
+        if refusal:
+            return refusal
+        self._set_access(channel, replace(channel.access, topic_locked=argument == "+t"))
+        notice = f"{channel.name}: {user.name} set {argument}"
+        return self._to_members(channel, Info((notice,)))
+
+    def _op(self, user: _User, channel: Channel, argument: str, say_id: int) -> list[Output]:
+        """``/op NAME``: a member with a key becomes an operator of the room too."""
+        target = self._target(user, channel, argument, "/op NAME", say_id)
+        if isinstance(target, list):
+            return target
+        if target.key in channel.access.operators:
+            return [(user.conn, Info((f"{target.user.name} is already an operator",)))]
+        if len(channel.access.operators) >= MAX_OPERATORS:
+            many = f"{channel.name} has {MAX_OPERATORS} operators, the most allowed"
+            return [(user.conn, Error(ErrorCode.MALFORMED, many, say_id))]
+        self._set_access(channel, channel.access.with_operator(target.key))
+        notice = f"{channel.name}: {user.name} made {target.user.name} an operator"
+        return self._to_members(channel, Info((notice,)))
+
+    def _kick(self, user: _User, channel: Channel, argument: str, say_id: int) -> list[Output]:
+        """``/kick NAME [REASON]``: NAME leaves the room (``left``, reason ``kicked``); it may
+        join again unless banned."""
+        name, _, reason = argument.partition(" ")
+        refusal = self._refuse_non_operator(user, channel, say_id)
+        if refusal:
+            return refusal
+        target = self._by_key.get(name_key(name)) if name else None
+        if target is None or target.conn not in channel.members:
+            missing = f"nobody in {channel.name} is called {_quote(name)}; usage: /kick NAME"
+            return [(user.conn, Error(ErrorCode.NO_SUCH_USER, missing, say_id))]
+        return self._kicked(user, target, channel, reason)
+
+    def _ban(self, user: _User, channel: Channel, argument: str, say_id: int) -> list[Output]:
+        """``/ban NAME``: NAME's key may not join the room, and NAME is kicked from it."""
+        target = self._target(user, channel, argument, "/ban NAME", say_id)
+        if isinstance(target, list):
+            return target
+        if target.user is user:
+            return [(user.conn, Error(ErrorCode.MALFORMED, "you cannot ban yourself", say_id))]
+        if target.key in channel.access.bans:
+            out: list[Output] = [(user.conn, Info((f"{target.user.name} is already banned",)))]
+        elif len(channel.access.bans) >= MAX_BANS:
+            many = f"{channel.name} has {MAX_BANS} bans, the most allowed; /unban one first"
+            return [(user.conn, Error(ErrorCode.MALFORMED, many, say_id))]
+        else:
+            self._set_access(channel, channel.access.with_ban(target.key))
+            notice = f"{channel.name}: {user.name} banned {target.user.name}"
+            out = self._to_members(channel, Info((notice,)))
+        if target.user.conn in channel.members:
+            out += self._kicked(user, target.user, channel, "banned")
+        return out
+
+    def _unban(self, user: _User, channel: Channel, argument: str, say_id: int) -> list[Output]:
+        """``/unban NAME``: lift the ban on the key of NAME, who must be online."""
+        refusal = self._refuse_non_operator(user, channel, say_id)
+        if refusal:
+            return refusal
+        target = self._by_key.get(name_key(argument)) if argument else None
+        if target is None or target.owner not in channel.access.bans:
+            missing = f"nobody online called {_quote(argument)} is banned from {channel.name}"
+            return [(user.conn, Error(ErrorCode.NO_SUCH_USER, missing, say_id))]
+        self._set_access(channel, channel.access.without_ban(target.owner))
+        notice = f"{channel.name}: {user.name} lifted the ban on {target.name}"
+        return self._to_members(channel, Info((notice,)))
+
+    def _target(
+        self, user: _User, channel: Channel, name: str, usage: str, say_id: int
+    ) -> _Keyed | list[Output]:
+        """The user (with a key) an operator's command names; or the refusal to send."""
+        refusal = self._refuse_non_operator(user, channel, say_id)
+        if refusal:
+            return refusal
+        target = self._by_key.get(name_key(name)) if name else None
+        if target is None:
+            missing = f"nobody here is called {_quote(name)}; usage: {usage}"
+            return [(user.conn, Error(ErrorCode.NO_SUCH_USER, missing, say_id))]
+        if target.owner is None:
+            guest = f"{target.name} is a guest (no client key): /kick works, {usage} does not"
+            return [(user.conn, Error(ErrorCode.MALFORMED, guest, say_id))]
+        if usage.startswith("/op") and target.conn not in channel.members:
+            absent = f"{target.name} is not in {channel.name}"
+            return [(user.conn, Error(ErrorCode.NO_SUCH_USER, absent, say_id))]
+        return _Keyed(target, target.owner)
+
+    def _refuse_non_operator(self, user: _User, channel: Channel, say_id: int) -> list[Output]:
+        """An error for ``user`` unless it is an operator of ``channel``."""
+        if _is_operator(user, channel):
+            return []
+        if not channel.access.operators:
+            why = f"{channel.name} has no operators"
+        else:
+            why = f"you are not an operator of {channel.name}"
+        return [(user.conn, Error(ErrorCode.NOT_OPERATOR, why, say_id))]
+
+    def _set_access(self, channel: Channel, access: Access) -> None:
+        channel.access = self._journal_access[channel.name] = access
+
+    def _kicked(self, user: _User, target: _User, channel: Channel, reason: str) -> list[Output]:
+        """``target`` is removed from ``channel`` by ``user``: a ``left`` to every member."""
+        reason = neutralise(reason).strip()
+        text = f"by {user.name}" + (f": {reason}" if reason else "")
+        log.info("%s kicked %s from %s", user.name, target.name, channel.name)
+        return self._part(target, channel.name, LeaveReason.KICKED, text[:MAX_TOPIC_CHARS])
 
     def _older(self, user: _User, channel: Channel, argument: str, say_id: int) -> list[Output]:
         """``/history [N]``: the N lines before the oldest this session was sent there."""
@@ -703,9 +857,18 @@ _ROOM_COMMANDS: Final[dict[str, _RoomCommand]] = {
     "topic": Room._topic,
     "history": Room._older,
     "search": Room._search,
+    "mode": Room._mode,
+    "op": Room._op,
+    "kick": Room._kick,
+    "ban": Room._ban,
+    "unban": Room._unban,
 }
 """Commands that act on one room the user is in: the ``say``'s room, or for ``/part`` the
 room named first."""
+
+
+def _is_operator(user: _User, channel: Channel) -> bool:
+    return user.owner is not None and user.owner in channel.access.operators
 
 
 def _command_name(text: str) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from .access import Access
 from .owners import Claim
 from .protocol import Chat
 
@@ -26,6 +27,8 @@ class Journal:
     """``(room, topic)``: each room whose topic changed, with its newest topic."""
     claims: tuple[Claim, ...] = ()
     """Names their owners' keys used (claimed, or ownership refreshed)."""
+    access: tuple[tuple[str, Access], ...] = ()
+    """``(room, access)``: each room made or whose operators, bans or modes changed."""
 
 
 class Store(Protocol):
@@ -57,6 +60,10 @@ class Store(Protocol):
         """The highest processed client message id of ``session`` (0 if unknown)."""
         ...
 
+    def access(self, room: str) -> Access | None:
+        """The stored operators, bans and modes of ``room`` (None: the room was never made)."""
+        ...
+
 
 class EmptyStore:
     """A store with nothing in it, for a room nothing is stored for (tests, demos)."""
@@ -78,3 +85,6 @@ class EmptyStore:
 
     def recall(self, session: bytes) -> int:
         return 0
+
+    def access(self, room: str) -> Access | None:
+        return None
