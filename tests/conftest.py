@@ -49,6 +49,27 @@ def private_config_dir(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
 
 
+def _force_socket_io(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> SocketPath:
+    """Every socket the test opens, in this process or a subprocess, takes the parameter's
+    path, with batched I/O (GSO/GRO, where the kernel has it) on or off."""
+    path: SocketPath
+    batched: str
+    path, batched = request.param
+    monkeypatch.setenv(SOCKET_PATH_VARIABLE, path.value)
+    monkeypatch.setenv(BATCHED_IO_VARIABLE, batched)
+    return path
+
+
+@pytest.fixture(
+    params=[(SocketPath.READER, "on"), (SocketPath.DATAGRAM_ENDPOINT, "off")],
+    ids=["add_reader", "datagram_endpoint"],
+)
+def socket_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> SocketPath:
+    """Both socket paths, as deployed (``add_reader`` batches where the kernel can; the datagram
+    path never does): the real-socket modules use it (``pytestmark``) to run whole under each."""
+    return _force_socket_io(request, monkeypatch)
+
+
 @pytest.fixture(
     params=[
         (SocketPath.READER, "on"),
@@ -57,13 +78,7 @@ def private_config_dir(
     ],
     ids=["add_reader-batched", "add_reader", "datagram_endpoint"],
 )
-def socket_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> SocketPath:
-    """Every socket the test opens, in this process or a subprocess, takes this path, with
-    batched I/O (GSO/GRO, where the kernel has it) on or off: the real-socket modules use it
-    (``pytestmark``) to run whole under each. The datagram-endpoint path never batches."""
-    path: SocketPath
-    batched: str
-    path, batched = request.param
-    monkeypatch.setenv(SOCKET_PATH_VARIABLE, path.value)
-    monkeypatch.setenv(BATCHED_IO_VARIABLE, batched)
-    return path
+def socket_io(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> SocketPath:
+    """:func:`socket_path`, and ``add_reader`` with batched I/O off too: the transport's own
+    tests run under all three."""
+    return _force_socket_io(request, monkeypatch)

@@ -47,7 +47,7 @@ from rudp_chat.core.codec import encode_datagram, encode_frames
 from rudp_chat.core.frames import PingFrame, SessionPacket
 from rudp_chat.sim.link import LinkProfile
 
-pytestmark = pytest.mark.usefixtures("socket_path")  # both socket paths, see conftest
+pytestmark = pytest.mark.usefixtures("socket_io")  # both paths, batched or not: see conftest
 
 LOCALHOST = "127.0.0.1"
 GRACEFUL = {TerminationReason.CLOSED, TerminationReason.CLOSED_BY_PEER}
@@ -372,11 +372,11 @@ def _kernel_batches() -> bool:
         return enable_batched_io(probe)
 
 
-def test_a_bulk_transfer_is_batched_as_configured(run: Runner, socket_path: SocketPath) -> None:
+def test_a_bulk_transfer_is_batched_as_configured(run: Runner, socket_io: SocketPath) -> None:
     """Batched I/O where the path, the variable (see conftest) and the kernel allow it: the
     sender segments, the receiver splits coalesced reads, and every message arrives in order;
     elsewhere one datagram per system call."""
-    batched = socket_path is SocketPath.READER and batched_io_wanted() and _kernel_batches()
+    batched = socket_io is SocketPath.READER and batched_io_wanted() and _kernel_batches()
     messages = [index.to_bytes(4, "big") + bytes(1020) for index in range(300)]
 
     async def main() -> None:
