@@ -101,5 +101,20 @@ class LossEstimator:
         """The chance that ``copies`` packets sent in a row are all lost, for a path that loses
         as measured: the first at ``rate`` (with the measurement's doubt, ``margin``: at
         ``upper_rate``), each further one at the larger of it and ``burst_rate``."""
+        first, further = self._chances(margin)
+        return first * further ** (copies - 1)
+
+    def copies_for(self, target: float, most: int, *, margin: bool) -> int:
+        """The fewest copies (at most ``most``) all lost with a probability at most ``target``:
+        :meth:`all_lost_probability` solved once per packet, not once per candidate count
+        (``burst_rate`` walks the whole window)."""
+        first, further = self._chances(margin)
+        copies = 1
+        while copies < most and first * further ** (copies - 1) > target:
+            copies += 1
+        return copies
+
+    def _chances(self, margin: bool) -> tuple[float, float]:
+        """The loss chance of the first packet of a run and of each further one."""
         rate = self.upper_rate if margin else self.rate
-        return rate * max(rate, self.burst_rate) ** (copies - 1)
+        return rate, max(rate, self.burst_rate)

@@ -80,10 +80,7 @@ class ThinStream:
         most ``thin_loss_target`` on the measured path (with ``margin``: at the rate the path
         likely does not exceed), at most ``thin_max_copies``."""
         config = self._config
-        for copies in range(1, config.thin_max_copies):
-            if loss.all_lost_probability(copies, margin=margin) <= config.thin_loss_target:
-                return copies
-        return config.thin_max_copies
+        return loss.copies_for(config.thin_loss_target, config.thin_max_copies, margin=margin)
 
     def bundle_room(self, room: int) -> int:
         """How much of ``room`` a packet may spend repeating recent fragments: all of it unless
