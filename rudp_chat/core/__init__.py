@@ -17,6 +17,7 @@ from .errors import (
 )
 from .events import Connected, ConnectionTerminated, Event, MessageReceived, TerminationReason
 from .frames import ErrorCode
+from .lanes import LaneConfig
 from .listener import Listener, ListenerStats
 from .state import Role, State
 from .stats import ConnectionStats
@@ -33,6 +34,7 @@ __all__ = [
     "ErrorCode",
     "Event",
     "FrameError",
+    "LaneConfig",
     "Listener",
     "ListenerConfig",
     "ListenerStats",

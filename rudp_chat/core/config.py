@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .frames import MAX_LANES
+from .lanes import LaneConfig
 from .receiving import INITIAL_WINDOW_FRAGMENTS
 
 __all__ = ["ConnectionConfig", "ListenerConfig"]
@@ -98,6 +100,12 @@ class ConnectionConfig:
     ``TCP_THIN_LINEAR_RETRIES``); past them the backoff is exponential, so a dead peer is not
     flooded before the idle timeout declares it gone."""
 
+    lanes: tuple[LaneConfig, ...] = (LaneConfig(),)
+    """The lanes ``send`` may use, lane ``i`` scheduled as ``lanes[i]`` says (PROTOCOL.md
+    §2.3). Both peers configure as many lanes: DATA on a lane beyond ours is a protocol
+    violation. A receiver may hold one partly reassembled message per lane, so the worst a
+    peer can make it hold grows by ``max_message_size`` a lane."""
+
     insecure: bool = False
     """Skip the Noise handshake and send frames in the clear, CRC-protected: for benchmarks
     and debugging only. Both ends must agree; a mismatch fails the handshake clearly."""
@@ -123,6 +131,8 @@ class ConnectionConfig:
                 f"receive_window must hold the {INITIAL_WINDOW_FRAGMENTS} datagrams a peer may "
                 "send before our first ACK"
             )
+        if not 1 <= len(self.lanes) <= MAX_LANES:
+            raise ValueError(f"lanes must configure 1..{MAX_LANES} lanes")
         if not 0 < self.heartbeat_interval < self.idle_timeout:
             raise ValueError("need 0 < heartbeat_interval < idle_timeout")
         if self.handshake_timeout <= 0 or self.initial_rtt <= 0:

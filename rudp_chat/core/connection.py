@@ -6,7 +6,8 @@ handshake), :mod:`.arrivals` (what each state does with each packet and frame),
 :mod:`.sending` (which fragments each packet carries), :mod:`.thin` (copies while the stream
 is thin), :mod:`.sendbuffer` (fragments awaiting acknowledgement), :mod:`.receiving`
 (reassembly and ACK policy), :mod:`.recovery` (loss detection, RTO), :mod:`.congestion` and
-:mod:`.pacing` (window and pacing), :mod:`.codec` (bytes), :mod:`.state` (the transition
+:mod:`.pacing` (window and pacing), :mod:`.lanes` and :mod:`.reassembly` (independent
+ordered flows), :mod:`.codec` (bytes), :mod:`.state` (the transition
 table). Retransmission goes through delivery
 handlers (:mod:`.delivery`) that each frame registers when its packet is built.
 
@@ -161,7 +162,7 @@ class Connection:
         )
         self._recovery = Recovery(self._rtt, self._congestion)
         self._send = SendBuffer(
-            config.send_buffer_size, self._fragment_size, config.max_message_size
+            config.send_buffer_size, self._fragment_size, config.max_message_size, config.lanes
         )
         self._data = DataSender(
             self._send,
@@ -177,6 +178,7 @@ class Connection:
             self._fragment_size,
             config.max_message_size,
             config.max_ack_delay,
+            len(config.lanes),
         )
         self._closing = Closing()
         self._last_heard = now
@@ -252,16 +254,17 @@ class Connection:
 
     # ---------------------------------------------------------------- API calls
 
-    def send(self, data: bytes) -> int:
-        """Queue one message; returns its message id.
+    def send(self, data: bytes, lane: int = 0) -> int:
+        """Queue one message on ``lane`` (:mod:`.lanes`); returns its message id in that lane.
 
         Allowed while connecting and open. Raises :class:`ConnectionClosedError` after
-        ``close`` or termination, :class:`MessageTooLargeError`, or
-        :class:`SendBufferFullError` (wait for ``send_capacity``, then retry).
+        ``close`` or termination, :class:`LocalProtocolError` for a lane beyond
+        ``config.lanes``, :class:`MessageTooLargeError`, or :class:`SendBufferFullError`
+        (wait for ``send_capacity``, then retry).
         """
         if self.state not in (State.CONNECTING, State.OPEN):
             raise ConnectionClosedError(f"cannot send on a {self.state.value} connection")
-        message_id = self._send.push(data)
+        message_id = self._send.push(data, lane)
         self._changed()
         return message_id
 
@@ -332,7 +335,7 @@ class Connection:
             datagrams_received=counters.datagrams_received,
             bytes_sent=counters.bytes_sent,
             bytes_received=counters.bytes_received,
-            messages_sent=self._send.next_message_id,
+            messages_sent=self._send.messages_pushed,
             messages_received=counters.messages_received,
             packets_lost=counters.packets_lost,
             retransmitted_fragments=counters.retransmitted_fragments,
@@ -515,9 +518,9 @@ class Connection:
 
     def _deliver(self, frame: DataFrame, now: float) -> None:
         self._closing.check_data(frame.seq)
-        for message_id, data in self._receiver.on_data(frame):
+        for message in self._receiver.on_data(frame):
             self.counters.messages_received += 1
-            self._events.append(MessageReceived(message_id, data))
+            self._events.append(MessageReceived(message.message_id, message.data, message.lane))
 
     def _apply_ack(self, frame: AckFrame, now: float) -> None:
         self._data.peer_window = max(self._data.peer_window, frame.window)

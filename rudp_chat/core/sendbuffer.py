@@ -5,48 +5,81 @@ from __future__ import annotations
 import heapq
 from collections import deque
 
+from .codec import LANE_FIELD_SIZE, fragment_cost
 from .delivery import Delivery
-from .errors import MessageTooLargeError, SendBufferFullError
+from .errors import LocalProtocolError, MessageTooLargeError, SendBufferFullError
 from .frames import MAX_FRAGMENTS, DataFrame
+from .lanes import LaneConfig, LaneScheduler
 
 __all__ = ["FRAGMENT_COST", "SendBuffer"]
 
 FRAGMENT_COST = 64  # bytes charged per fragment besides its payload, so empty messages count too
 
 
+class _Outgoing:
+    """A message not yet wholly sent: its fragments are cut as they leave."""
+
+    __slots__ = ("count", "data", "index", "message_id", "step")
+
+    def __init__(self, message_id: int, data: bytes, count: int, step: int) -> None:
+        self.message_id = message_id
+        self.data = data
+        self.count = count
+        self.step = step
+        self.index = 0
+        """The next fragment to send."""
+
+
 class SendBuffer:
     """Fragments messages and remembers every fragment until the peer acknowledges it.
 
-    A fragment is *pending* until first sent, then *in flight* until acknowledged;
-    a lost one is queued for retransmission, lowest sequence number first.
+    A message waits in its lane's queue until its fragments leave; a fragment takes the next
+    sequence number when it is first sent (so sequence numbers follow the sending order
+    whichever lane goes first), is *in flight* until acknowledged, and a lost one is queued
+    for retransmission, lowest sequence number first.
     """
 
     __slots__ = (
+        "_candidate",
         "_lost",
-        "_pending",
+        "_queues",
+        "_scheduler",
         "acked_below",
         "buffered_bytes",
         "capacity",
         "fragment_size",
         "max_message_size",
-        "next_message_id",
+        "messages_pushed",
+        "next_message_ids",
         "next_seq",
         "unacked",
     )
 
-    def __init__(self, capacity: int, fragment_size: int, max_message_size: int) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        fragment_size: int,
+        max_message_size: int,
+        lanes: tuple[LaneConfig, ...] = (LaneConfig(),),
+    ) -> None:
         self.capacity = capacity
         self.fragment_size = fragment_size
+        """Payload bytes of a lane-0 fragment (other lanes' leave room for the lane field)."""
         self.max_message_size = max_message_size
         self.next_seq = 0
-        self.next_message_id = 0
+        """The sequence number the next fragment sent for the first time takes."""
+        self.next_message_ids = [0] * len(lanes)
+        """Per lane, the message id the next ``push`` returns."""
+        self.messages_pushed = 0
         self.acked_below = 0
         """Every sequence number below this is acknowledged."""
         self.buffered_bytes = 0
         """Payload plus ``FRAGMENT_COST`` per fragment, of everything unacknowledged."""
         self.unacked: dict[int, DataFrame] = {}
-        """Every fragment not yet acknowledged, pending or in flight, in sequence order."""
-        self._pending: deque[DataFrame] = deque()
+        """Every fragment sent and not yet acknowledged, in sequence order."""
+        self._queues: list[deque[_Outgoing]] = [deque() for _ in lanes]
+        self._scheduler = LaneScheduler(lanes)
+        self._candidate: DataFrame | None = None  # next_new's answer until pop_new or a push
         self._lost: list[int] = []  # heap of sequence numbers to retransmit
 
     @property
@@ -58,16 +91,19 @@ class SendBuffer:
         whole, rest = divmod(max(room, 0), step)
         return whole * self.fragment_size + max(rest - FRAGMENT_COST, 0)
 
-    def push(self, data: bytes) -> int:
-        """Fragment one message; returns its message id.
+    def push(self, data: bytes, lane: int = 0) -> int:
+        """Queue one message on ``lane``; returns its message id (its position in the lane).
 
-        Raises :class:`MessageTooLargeError` or, when it does not fit now,
+        Raises :class:`LocalProtocolError` for a lane not configured,
+        :class:`MessageTooLargeError` or, when it does not fit now,
         :class:`SendBufferFullError`.
         """
+        if type(lane) is not int or not 0 <= lane < len(self._queues):
+            raise LocalProtocolError(f"lane {lane!r} is not one of the {len(self._queues)} configured")
         size = len(data)
         if size > self.max_message_size:
             raise MessageTooLargeError(f"message of {size} bytes exceeds {self.max_message_size}")
-        step = self.fragment_size
+        step = self.fragment_size - (LANE_FIELD_SIZE if lane else 0)
         count = max(1, -(-size // step))
         if count > MAX_FRAGMENTS:
             raise MessageTooLargeError(f"message needs {count} fragments, over {MAX_FRAGMENTS}")
@@ -76,20 +112,12 @@ class SendBuffer:
             raise SendBufferFullError(
                 f"send buffer holds {self.buffered_bytes} of {self.capacity} bytes"
             )
-        message_id = self.next_message_id
-        self.next_message_id += 1
-        view = memoryview(data)
-        for index in range(count):
-            fragment = DataFrame(
-                self.next_seq,
-                message_id,
-                index,
-                count,
-                bytes(view[index * step : (index + 1) * step]),
-            )
-            self.unacked[fragment.seq] = fragment
-            self._pending.append(fragment)
-            self.next_seq += 1
+        message_id = self.next_message_ids[lane]
+        self.next_message_ids[lane] += 1
+        self.messages_pushed += 1
+        self._queues[lane].append(_Outgoing(message_id, bytes(data), count, step))
+        self._scheduler.activate(lane)
+        self._candidate = None  # a higher-priority lane may go first now
         self.buffered_bytes += cost
         return message_id
 
@@ -141,28 +169,53 @@ class SendBuffer:
             heapq.heappop(self._lost)
 
     def next_new(self) -> DataFrame | None:
-        """The oldest fragment never sent, without removing it."""
-        return self._pending[0] if self._pending else None
+        """The fragment to send for the first time next (the scheduler's lane's), without
+        removing it: it takes sequence number ``next_seq`` when :meth:`pop_new` commits it."""
+        if self._candidate is None:
+            lane = self._scheduler.next_lane()
+            if lane is None:
+                return None
+            message = self._queues[lane][0]
+            start = message.index * message.step
+            self._candidate = DataFrame(
+                self.next_seq,
+                message.message_id,
+                message.index,
+                message.count,
+                message.data[start : start + message.step],
+                lane,
+            )
+        return self._candidate
 
     def pop_new(self) -> None:
-        self._pending.popleft()
+        """Commit :meth:`next_new`'s fragment as sent; raises :class:`LocalProtocolError` when
+        nothing waits."""
+        fragment = self._candidate or self.next_new()
+        if fragment is None:
+            raise LocalProtocolError("no fragment waits to be sent")
+        self._candidate = None
+        self.unacked[fragment.seq] = fragment
+        self.next_seq += 1
+        queue = self._queues[fragment.lane]
+        message = queue[0]
+        message.index += 1
+        if message.index == message.count:
+            queue.popleft()
+        self._scheduler.charge(fragment.lane, fragment_cost(fragment), bool(queue))
 
     @property
     def sent_bound(self) -> int:
         """Every sequence number below this has been sent at least once."""
-        return self._pending[0].seq if self._pending else self.next_seq
+        return self.next_seq
 
     @property
     def has_pending(self) -> bool:
-        return bool(self._pending)
+        return not self._scheduler.idle
 
     @property
     def all_acknowledged(self) -> bool:
-        return not self.unacked
+        return not self.unacked and self._scheduler.idle
 
     def oldest_in_flight(self) -> DataFrame | None:
         """The lowest fragment sent but unacknowledged (what a timeout probe resends)."""
-        oldest = next(iter(self.unacked.values()), None)
-        if oldest is None or (self._pending and oldest is self._pending[0]):
-            return None
-        return oldest
+        return next(iter(self.unacked.values()), None)
