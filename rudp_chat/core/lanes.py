@@ -15,9 +15,13 @@ from dataclasses import dataclass
 
 from .frames import MAX_LANES
 
-__all__ = ["MAX_LANE_WEIGHT", "LaneConfig", "LaneScheduler"]
+__all__ = ["MAX_LANE_WEIGHT", "WINDOW_RESERVE_FRAGMENTS", "LaneConfig", "LaneScheduler"]
 
 MAX_LANE_WEIGHT = 1_000_000  # beyond this a weight only starves its group's other lanes longer
+WINDOW_RESERVE_FRAGMENTS = 8  # the end of the peer's window that only the first priority
+# group may take: a bulk lane stalled on a loss (its data above the gap fills the window until
+# the repair) then still leaves room for a burst of live lines; half the window a receiver
+# opens before its first ACK, so bulk lanes may start in the first round trip too
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +53,13 @@ class LaneScheduler:
     lanes: the next lane is its top, O(log lanes) a fragment.
     """
 
-    __slots__ = ("_busy", "_clock", "_heap", "_lanes", "_virtual")
+    __slots__ = ("_busy", "_clock", "_heap", "_lanes", "_top", "_virtual")
 
     def __init__(self, lanes: tuple[LaneConfig, ...]) -> None:
         if not 1 <= len(lanes) <= MAX_LANES:
             raise ValueError(f"a connection has 1..{MAX_LANES} lanes")
         self._lanes = lanes
+        self._top = min(lane.priority for lane in lanes)
         self._virtual = [0.0] * len(lanes)
         self._clock: dict[int, float] = {}  # per priority: the virtual time of its last send
         self._busy = [False] * len(lanes)
@@ -78,6 +83,12 @@ class LaneScheduler:
     def next_lane(self) -> int | None:
         """The lane whose fragment goes next, or None when none waits."""
         return self._heap[0][2] if self._heap else None
+
+    def is_urgent(self, lane: int) -> bool:
+        """Whether ``lane`` is of the first priority group: the group that may take the end of
+        the peer's window (:data:`WINDOW_RESERVE_FRAGMENTS`) and stays a thin stream while
+        later groups carry bulk (:mod:`.thin`). With one group, every lane is."""
+        return self._lanes[lane].priority == self._top
 
     def charge(self, lane: int, size: int, still_busy: bool) -> None:
         """``lane`` (the one :meth:`next_lane` named) sent ``size`` bytes; ``still_busy`` says

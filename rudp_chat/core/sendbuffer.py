@@ -9,7 +9,7 @@ from .codec import LANE_FIELD_SIZE, fragment_cost
 from .delivery import Delivery
 from .errors import LocalProtocolError, MessageTooLargeError, SendBufferFullError
 from .frames import MAX_FRAGMENTS, DataFrame
-from .lanes import LaneConfig, LaneScheduler
+from .lanes import WINDOW_RESERVE_FRAGMENTS, LaneConfig, LaneScheduler
 
 __all__ = ["FRAGMENT_COST", "SendBuffer"]
 
@@ -53,6 +53,7 @@ class SendBuffer:
         "next_message_ids",
         "next_seq",
         "unacked",
+        "urgent_bytes",
     )
 
     def __init__(
@@ -75,6 +76,8 @@ class SendBuffer:
         """Every sequence number below this is acknowledged."""
         self.buffered_bytes = 0
         """Payload plus ``FRAGMENT_COST`` per fragment, of everything unacknowledged."""
+        self.urgent_bytes = 0
+        """The part of ``buffered_bytes`` on the first priority group's lanes."""
         self.unacked: dict[int, DataFrame] = {}
         """Every fragment sent and not yet acknowledged, in sequence order."""
         self._queues: list[deque[_Outgoing]] = [deque() for _ in lanes]
@@ -119,12 +122,17 @@ class SendBuffer:
         self._scheduler.activate(lane)
         self._candidate = None  # a higher-priority lane may go first now
         self.buffered_bytes += cost
+        if self._scheduler.is_urgent(lane):
+            self.urgent_bytes += cost
         return message_id
 
     def acknowledge(self, seq: int) -> None:
         fragment = self.unacked.pop(seq, None)
         if fragment is not None:
-            self.buffered_bytes -= len(fragment.payload) + FRAGMENT_COST
+            cost = len(fragment.payload) + FRAGMENT_COST
+            self.buffered_bytes -= cost
+            if self._scheduler.is_urgent(fragment.lane):
+                self.urgent_bytes -= cost
 
     def acknowledge_below(self, cumulative: int) -> None:
         """Everything below ``cumulative`` arrived (the ACK's cumulative field)."""
@@ -202,6 +210,15 @@ class SendBuffer:
         if message.index == message.count:
             queue.popleft()
         self._scheduler.charge(fragment.lane, fragment_cost(fragment), bool(queue))
+
+    def window_reserve(self, fragment: DataFrame) -> int:
+        """Fragments of the peer's window ``fragment`` (from :meth:`next_new`) must leave free
+        for more urgent lanes (:data:`.lanes.WINDOW_RESERVE_FRAGMENTS`, unless urgent)."""
+        return 0 if self._scheduler.is_urgent(fragment.lane) else WINDOW_RESERVE_FRAGMENTS
+
+    def is_urgent(self, fragment: DataFrame) -> bool:
+        """Whether ``fragment``'s lane is of the first priority group."""
+        return self._scheduler.is_urgent(fragment.lane)
 
     @property
     def sent_bound(self) -> int:

@@ -80,7 +80,9 @@ class DataSender:
         if fragment is send.next_retransmission():
             send.pop_retransmission()
         self._add(frames, handlers, fragment, retransmission=True)
-        self.thin.on_data_sent([fragment], handlers, now, self._recovery, probe=True)
+        self.thin.on_data_sent(
+            [fragment], handlers, now, self._recovery, send.is_urgent, probe=True
+        )
         return room - fragment_cost(fragment)
 
     def fill(
@@ -94,7 +96,7 @@ class DataSender:
             return copy_room
         room = self._add_fresh(frames, handlers, room, now)
         fragments = [frame for frame in frames if isinstance(frame, DataFrame)]
-        self.thin.on_data_sent(fragments, handlers, now, self._recovery)
+        self.thin.on_data_sent(fragments, handlers, now, self._recovery, self.buffer.is_urgent)
         return room
 
     def _add_fresh(
@@ -121,7 +123,7 @@ class DataSender:
                 room -= fragment_cost(fragment)
                 continue
             fragment = send.next_new()
-            if fragment is None or fragment.seq >= self.peer_window:
+            if fragment is None or fragment.seq >= self.peer_window - send.window_reserve(fragment):
                 break
             if fragment_cost(fragment) > room:
                 return room
