@@ -245,7 +245,8 @@ def test_received_messages_say_their_lane_and_lane_position() -> None:
 
 
 def test_a_peer_using_a_lane_we_did_not_configure_breaks_the_protocol() -> None:
-    pair = Pair(LANED, ListenerConfig(connection=ConnectionConfig(insecure=True)))
+    one_lane = ConnectionConfig(insecure=True, lanes=(LaneConfig(),))
+    pair = Pair(LANED, ListenerConfig(connection=one_lane))
     server = pair.handshake()
     pair.client.send(b"x", lane=1)
     pair.collect()

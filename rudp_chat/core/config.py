@@ -12,6 +12,7 @@ __all__ = ["ConnectionConfig", "ListenerConfig"]
 
 KIB = 1024
 MIB = 1024 * KIB
+DEFAULT_LANES = 4
 MAX_THIN_COPIES = 8  # beyond this a thin stream would cost more than a bulk one per message
 
 
@@ -100,11 +101,13 @@ class ConnectionConfig:
     ``TCP_THIN_LINEAR_RETRIES``); past them the backoff is exponential, so a dead peer is not
     flooded before the idle timeout declares it gone."""
 
-    lanes: tuple[LaneConfig, ...] = (LaneConfig(),)
-    """The lanes ``send`` may use, lane ``i`` scheduled as ``lanes[i]`` says (PROTOCOL.md
-    §2.3). Both peers configure as many lanes: DATA on a lane beyond ours is a protocol
-    violation. A receiver may hold one partly reassembled message per lane, so the worst a
-    peer can make it hold grows by ``max_message_size`` a lane."""
+    lanes: tuple[LaneConfig, ...] = (LaneConfig(),) * DEFAULT_LANES
+    """The lanes ``send`` may use, lane ``i`` scheduled as ``lanes[i]`` says (:mod:`.lanes`,
+    PROTOCOL.md §2.5); also how many the peer may use: DATA on a lane beyond ours is a
+    protocol violation. A receiver may hold one partly reassembled message per lane, so the
+    worst a peer can make it hold grows by ``max_message_size`` a lane. The default: four lanes
+    of one priority and weight (ENet's and GNS's users ask for a few; with one priority the
+    scheduler is plain round robin by bytes)."""
 
     insecure: bool = False
     """Skip the Noise handshake and send frames in the clear, CRC-protected: for benchmarks

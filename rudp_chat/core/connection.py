@@ -274,10 +274,17 @@ class Connection:
 
     @property
     def send_capacity(self) -> int:
-        """Bytes ``send`` accepts now without :class:`SendBufferFullError` (0 once closing)."""
+        """Bytes ``send`` accepts now on lane 0 without :class:`SendBufferFullError` (0 once
+        closing)."""
+        return self.send_capacity_on(0)
+
+    def send_capacity_on(self, lane: int) -> int:
+        """:attr:`send_capacity` on ``lane``: lanes after the first priority group leave the
+        send buffer's last quarter to it (:mod:`.sendbuffer`)."""
         if self.state not in (State.CONNECTING, State.OPEN):
             return 0
-        return self._send.free_bytes if self._send.buffered_bytes else self._send.capacity
+        send = self._send
+        return send.free_bytes_on(lane) if send.buffered_bytes else send.capacity
 
     def close(self) -> None:
         """Close gracefully: queued messages are delivered both ways, then the connection ends.

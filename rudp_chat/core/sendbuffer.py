@@ -11,9 +11,11 @@ from .errors import LocalProtocolError, MessageTooLargeError, SendBufferFullErro
 from .frames import MAX_FRAGMENTS, DataFrame
 from .lanes import WINDOW_RESERVE_FRAGMENTS, LaneConfig, LaneScheduler
 
-__all__ = ["FRAGMENT_COST", "SendBuffer"]
+__all__ = ["FRAGMENT_COST", "SEND_RESERVE_DIVISOR", "SendBuffer"]
 
 FRAGMENT_COST = 64  # bytes charged per fragment besides its payload, so empty messages count too
+SEND_RESERVE_DIVISOR = 4  # the last quarter of the send buffer is the first priority group's:
+# a bulk lane that fills the buffer to the brim would make a live message wait for its ACKs
 
 
 class _Outgoing:
@@ -43,6 +45,7 @@ class SendBuffer:
         "_candidate",
         "_lost",
         "_queues",
+        "_reserve",
         "_scheduler",
         "acked_below",
         "buffered_bytes",
@@ -82,17 +85,29 @@ class SendBuffer:
         """Every fragment sent and not yet acknowledged, in sequence order."""
         self._queues: list[deque[_Outgoing]] = [deque() for _ in lanes]
         self._scheduler = LaneScheduler(lanes)
+        self._reserve = capacity // SEND_RESERVE_DIVISOR
         self._candidate: DataFrame | None = None  # next_new's answer until pop_new or a push
         self._lost: list[int] = []  # heap of sequence numbers to retransmit
 
     @property
     def free_bytes(self) -> int:
-        """The largest message ``push`` accepts now (a message up to ``max_message_size`` fits
-        an empty buffer): the room left, less ``FRAGMENT_COST`` for each fragment it needs."""
-        room = self.capacity - self.buffered_bytes
-        step = self.fragment_size + FRAGMENT_COST
-        whole, rest = divmod(max(room, 0), step)
-        return whole * self.fragment_size + max(rest - FRAGMENT_COST, 0)
+        """The largest message ``push`` accepts now on the first priority group's lanes (a
+        message up to ``max_message_size`` fits an empty buffer): the room left, less
+        ``FRAGMENT_COST`` for each fragment it needs."""
+        return self._free_bytes(self.fragment_size, urgent=True)
+
+    def free_bytes_on(self, lane: int) -> int:
+        """:attr:`free_bytes` for ``lane``: later priority groups leave the last
+        ``capacity // SEND_RESERVE_DIVISOR`` bytes to the first."""
+        step = self.fragment_size - (LANE_FIELD_SIZE if lane else 0)
+        return self._free_bytes(step, urgent=self._scheduler.is_urgent(lane))
+
+    def _room(self, urgent: bool) -> int:
+        return self.capacity - self.buffered_bytes - (0 if urgent else self._reserve)
+
+    def _free_bytes(self, fragment_size: int, *, urgent: bool) -> int:
+        whole, rest = divmod(max(self._room(urgent), 0), fragment_size + FRAGMENT_COST)
+        return whole * fragment_size + max(rest - FRAGMENT_COST, 0)
 
     def push(self, data: bytes, lane: int = 0) -> int:
         """Queue one message on ``lane``; returns its message id (its position in the lane).
@@ -111,7 +126,8 @@ class SendBuffer:
         if count > MAX_FRAGMENTS:
             raise MessageTooLargeError(f"message needs {count} fragments, over {MAX_FRAGMENTS}")
         cost = size + count * FRAGMENT_COST
-        if cost > self.capacity - self.buffered_bytes and self.buffered_bytes:
+        urgent = self._scheduler.is_urgent(lane)
+        if cost > self._room(urgent) and self.buffered_bytes:
             raise SendBufferFullError(
                 f"send buffer holds {self.buffered_bytes} of {self.capacity} bytes"
             )
@@ -122,7 +138,7 @@ class SendBuffer:
         self._scheduler.activate(lane)
         self._candidate = None  # a higher-priority lane may go first now
         self.buffered_bytes += cost
-        if self._scheduler.is_urgent(lane):
+        if urgent:
             self.urgent_bytes += cost
         return message_id
 
