@@ -72,6 +72,14 @@ class HolRun:
     """History delivered to the client while the lines ran."""
     retransmitted_bytes: int
     """The server's retransmitted payload bytes."""
+    wire_bytes: int
+    """Datagram bytes both directions carried, handshake and ACKs included."""
+    datagrams: int
+    """Datagrams the server sent."""
+    queue_drops: int
+    """Of those, dropped by the bottleneck's full queue."""
+    virtual_s: float
+    """From the first line to the last line's delivery."""
 
 
 def run_hol(
@@ -130,5 +138,13 @@ def run_hol(
     if len(arrived) != lines:
         raise RuntimeError(f"{len(arrived)} of {lines} lines arrived")
     latencies = [t - (start + i * LINE_INTERVAL_S) for i, t in enumerate(arrived)]
-    retransmitted = connection.stats().retransmitted_bytes
-    return HolRun(latencies, history[0], retransmitted)
+    down, up = network.link(SERVER, CLIENT).stats, network.link(CLIENT, SERVER).stats
+    return HolRun(
+        latencies,
+        history[0],
+        connection.stats().retransmitted_bytes,
+        down.bytes_sent + up.bytes_sent,
+        down.sent,
+        down.queue_drops,
+        arrived[-1] - start,
+    )

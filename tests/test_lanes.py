@@ -3,6 +3,7 @@ for: no head-of-line blocking between independent flows (PROTOCOL.md §2.3, §12
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import defaultdict
 from dataclasses import replace
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from lanehol import BULK_LANE, HOL_LINK, LIVE_LANE, run_hol
 from simharness import Pair, sim_settings
 
+from rudp_chat.aio import ReliableConnection, connect, serve
 from rudp_chat.core import (
     Connection,
     ConnectionConfig,
@@ -30,13 +32,18 @@ from rudp_chat.core.codec import (
     fragment_cost,
     fragment_size,
 )
-from rudp_chat.core.errors import FrameError, LocalProtocolError, PeerProtocolError
+from rudp_chat.core.errors import (
+    FrameError,
+    LocalProtocolError,
+    PeerProtocolError,
+    SendBufferFullError,
+)
 from rudp_chat.core.events import ConnectionTerminated, TerminationReason
 from rudp_chat.core.frames import MAX_LANES, DataFrame, ErrorCode
 from rudp_chat.core.lanes import WINDOW_RESERVE_FRAGMENTS, LaneScheduler
 from rudp_chat.core.reassembly import Delivered, Reassembly
 from rudp_chat.core.receiving import Receiver
-from rudp_chat.core.sendbuffer import SendBuffer
+from rudp_chat.core.sendbuffer import SEND_RESERVE_DIVISOR, SendBuffer
 from rudp_chat.sim import LinkProfile, Network
 from rudp_chat.sim.endpoint import Endpoint, Recorded
 
@@ -375,3 +382,50 @@ def test_history_on_a_low_priority_lane_leaves_live_lines_p99_within_a_fifth() -
     assert beside <= 1.2 * alone, (beside, alone)
     behind = _p99(run_hol(1, lines // 4, LIVE_LANE, link).latencies)
     assert behind > 5 * alone, (behind, alone)
+
+
+# --------------------------------------------------------------- send buffer
+
+
+def test_bulk_lanes_leave_the_last_quarter_of_the_send_buffer_to_the_first_priority() -> None:
+    capacity = 4_000
+    buffer = SendBuffer(capacity, 100, capacity, TWO_LANES)
+    buffer.push(bytes(100), lane=1)
+    with pytest.raises(SendBufferFullError):
+        buffer.push(bytes(buffer.free_bytes_on(1) + 100), lane=1)
+    buffer.push(bytes(buffer.free_bytes_on(1)), lane=1)  # what it reports, it takes
+    assert buffer.free_bytes_on(1) == 0
+    assert buffer.buffered_bytes <= capacity - capacity // SEND_RESERVE_DIVISOR
+    buffer.push(bytes(buffer.free_bytes_on(0)), lane=0)  # the live lane still has room
+    assert capacity - capacity // SEND_RESERVE_DIVISOR < buffer.buffered_bytes <= capacity
+
+
+def test_a_send_waiting_for_room_on_a_bulk_lane_does_not_hold_back_a_live_one() -> None:
+    """The transport waits per lane: the bulk sender blocks on a full buffer (the peer reads
+    nothing yet), the live message still goes at once."""
+    config = replace(
+        LANED, send_buffer_size=64 * 1024, max_message_size=16 * 1024, receive_window=64 * 1024
+    )
+
+    async def main() -> None:
+        listener = ListenerConfig(connection=config)
+        async with await serve("127.0.0.1", 0, config=listener) as server:
+            client = await connect(*server.address, config=config)
+            peer = await server.accept()
+            bulk = asyncio.create_task(
+                asyncio.wait_for(_flood(client, 40, 16 * 1024), timeout=30)
+            )
+            await asyncio.sleep(0.05)
+            assert not bulk.done()  # 640 KiB: more than the send buffer and the window
+            await asyncio.wait_for(client.send(b"live", lane=0), timeout=1.0)
+            received = [await peer.receive() for _ in range(41)]
+            assert [m.data for m in received if m.lane == 0] == [b"live"]
+            await bulk
+            await client.close()
+
+    asyncio.run(main())
+
+
+async def _flood(connection: ReliableConnection, count: int, size: int) -> None:
+    for _ in range(count):
+        await connection.send(bytes(size), lane=1)

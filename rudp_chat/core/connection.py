@@ -75,7 +75,7 @@ from .rtt import RttEstimator
 from .sendbuffer import SendBuffer
 from .sending import DataSender
 from .state import Input, Role, State, next_state
-from .stats import ConnectionCounters, ConnectionStats
+from .stats import ConnectionCounters, ConnectionStats, snapshot
 from .thin import ThinStream
 from .trace import PACKET_TYPES, SESSION_PACKET_TYPE, ConnectionTrace, TraceSink
 
@@ -335,39 +335,16 @@ class Connection:
         return self.state is State.CLOSED
 
     def stats(self) -> ConnectionStats:
-        rtt, congestion, counters = self._rtt, self._congestion, self.counters
-        return ConnectionStats(
-            state=self.state.value,
-            datagrams_sent=counters.datagrams_sent,
-            datagrams_received=counters.datagrams_received,
-            bytes_sent=counters.bytes_sent,
-            bytes_received=counters.bytes_received,
-            messages_sent=self._send.messages_pushed,
-            messages_received=counters.messages_received,
-            packets_lost=counters.packets_lost,
-            retransmitted_fragments=counters.retransmitted_fragments,
-            retransmitted_bytes=counters.retransmitted_bytes,
-            duplicates_received=self._receiver.duplicates,
-            dropped_invalid=counters.dropped_invalid,
-            dropped_unexpected=counters.dropped_unexpected,
-            dropped_unauthenticated=counters.dropped_unauthenticated,
-            dropped_replayed=counters.dropped_replayed,
-            migrations=counters.migrations,
-            smoothed_rtt=rtt.smoothed,
-            rtt_variance=rtt.variance,
-            min_rtt=rtt.min_rtt,
-            rto=rtt.rto(self._recovery.backoff),
-            congestion_window=congestion.congestion_window,
-            pacing_rate=congestion.pacing_rate,
-            bytes_in_flight=self._recovery.bytes_in_flight,
-            send_buffered_bytes=self._send.buffered_bytes,
-            loss_rate=self._recovery.loss.rate,
-            burst_loss_rate=self._recovery.loss.burst_rate,
-            thin_stream=self._data.thin.active,
-            path_datagram_size=self._pmtu.size,
-            pmtu_probes_sent=self._pmtu.probes_sent,
-            pmtu_probes_lost=self._pmtu.probes_lost,
-            pmtu_black_holes=self._pmtu.black_holes,
+        return snapshot(
+            self.state.value,
+            self.counters,
+            self._rtt,
+            self._recovery,
+            self._congestion,
+            self._send,
+            self._pmtu,
+            duplicates=self._receiver.duplicates,
+            thin=self._data.thin.active,
         )
 
     # --------------------------------------------------------- input: packets

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["ConnectionCounters", "ConnectionStats"]
+if TYPE_CHECKING:  # the parts a snapshot reads; they import this module's counters
+    from .congestion import CongestionController
+    from .pmtu import PathMtu
+    from .recovery import Recovery
+    from .rtt import RttEstimator
+    from .sendbuffer import SendBuffer
+
+__all__ = ["ConnectionCounters", "ConnectionStats", "snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +83,51 @@ class ConnectionCounters:
     dropped_unauthenticated: int = 0
     dropped_replayed: int = 0
     migrations: int = 0
+
+
+def snapshot(
+    state: str,
+    counters: ConnectionCounters,
+    rtt: RttEstimator,
+    recovery: Recovery,
+    congestion: CongestionController,
+    send: SendBuffer,
+    pmtu: PathMtu,
+    *,
+    duplicates: int,
+    thin: bool,
+) -> ConnectionStats:
+    """One connection's :class:`ConnectionStats`, read from its parts."""
+    return ConnectionStats(
+        state=state,
+        datagrams_sent=counters.datagrams_sent,
+        datagrams_received=counters.datagrams_received,
+        bytes_sent=counters.bytes_sent,
+        bytes_received=counters.bytes_received,
+        messages_sent=send.messages_pushed,
+        messages_received=counters.messages_received,
+        packets_lost=counters.packets_lost,
+        retransmitted_fragments=counters.retransmitted_fragments,
+        retransmitted_bytes=counters.retransmitted_bytes,
+        duplicates_received=duplicates,
+        dropped_invalid=counters.dropped_invalid,
+        dropped_unexpected=counters.dropped_unexpected,
+        dropped_unauthenticated=counters.dropped_unauthenticated,
+        dropped_replayed=counters.dropped_replayed,
+        migrations=counters.migrations,
+        smoothed_rtt=rtt.smoothed,
+        rtt_variance=rtt.variance,
+        min_rtt=rtt.min_rtt,
+        rto=rtt.rto(recovery.backoff),
+        congestion_window=congestion.congestion_window,
+        pacing_rate=congestion.pacing_rate,
+        bytes_in_flight=recovery.bytes_in_flight,
+        send_buffered_bytes=send.buffered_bytes,
+        loss_rate=recovery.loss.rate,
+        burst_loss_rate=recovery.loss.burst_rate,
+        thin_stream=thin,
+        path_datagram_size=pmtu.size,
+        pmtu_probes_sent=pmtu.probes_sent,
+        pmtu_probes_lost=pmtu.probes_lost,
+        pmtu_black_holes=pmtu.black_holes,
+    )
