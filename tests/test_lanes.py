@@ -7,6 +7,7 @@ import asyncio
 import random
 from collections import defaultdict
 from dataclasses import replace
+from typing import Any
 
 import msgpack
 import pytest
@@ -429,3 +430,25 @@ def test_a_send_waiting_for_room_on_a_bulk_lane_does_not_hold_back_a_live_one() 
 async def _flood(connection: ReliableConnection, count: int, size: int) -> None:
     for _ in range(count):
         await connection.send(bytes(size), lane=1)
+
+
+def test_qlog_names_the_lane_of_data_off_lane_0() -> None:
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    class Sink:
+        def event(self, now: float, name: str, data: dict[str, Any]) -> None:
+            events.append((name, data))
+
+    pair = Pair(LANED, client_trace=Sink())
+    pair.handshake()
+    pair.client.send(b"bulk", lane=1)
+    pair.client.send(b"live")
+    pair.collect()
+    frames = [
+        frame
+        for name, data in events
+        if name == "transport:packet_sent"
+        for frame in data.get("frames", ())
+        if frame["frame_type"] == "data"
+    ]
+    assert [frame.get("lane") for frame in frames] == [None, 1]
