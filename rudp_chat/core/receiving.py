@@ -44,7 +44,6 @@ class Receiver:
         "duplicates",
         "fragment_size",
         "largest_time",
-        "max_message_size",
         "packets",
         "reassembly",
         "unread_bytes",
@@ -62,7 +61,6 @@ class Receiver:
         self._max_ack_delay = max_ack_delay
         self.window_bytes = window_bytes
         self.fragment_size = fragment_size
-        self.max_message_size = max_message_size
         self._window_fragments = -(-window_bytes // fragment_size)  # a full message must fit
         self.packets = RangeSet(TRACKED_RANGES)
         self.largest_time = 0.0
