@@ -7,6 +7,7 @@ import asyncio
 import random
 from collections import defaultdict
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -15,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lanehol import BULK_LANE, HOL_LINK, LIVE_LANE, run_hol
 from simharness import Pair, sim_settings
+from test_benchmark_smoke import SIMULATED_NUMBERS, _assert_numbers, _run
 
 from rudp_chat.aio import ReliableConnection, connect, serve
 from rudp_chat.core import (
@@ -452,3 +454,11 @@ def test_qlog_names_the_lane_of_data_off_lane_0() -> None:
         if frame["frame_type"] == "data"
     ]
     assert [frame.get("lane") for frame in frames] == [None, 1]
+
+
+def test_the_benchmark_row_reports_all_three_p99s(tmp_path: Path) -> None:
+    rows = _run("simulated.py", ["--quick", "--only", "lanes"], tmp_path / "rows.json", 300)
+    assert [row["scenario"] for row in rows] == ["lanes-hol", "lanes-hol-10M"]
+    for row in rows:
+        _assert_numbers(row, SIMULATED_NUMBERS | {"alone_p99_ms", "fifo_p99_ms"})
+        assert row["alone_p99_ms"] > 0 and row["fifo_p99_ms"] > row["latency_p99_ms"]
