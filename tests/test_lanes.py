@@ -235,6 +235,39 @@ def test_partial_messages_on_every_lane_never_close_the_window() -> None:
     assert receiver.admits([DataFrame(2, 0, 1, 2, bytes(1_000))])
 
 
+fragments = st.tuples(
+    st.integers(0, 40),  # seq
+    st.integers(0, 3),  # lane
+    st.integers(0, 2),  # message id
+    st.integers(0, 3),  # fragment index (clamped below its count)
+    st.integers(1, 4),  # fragment count
+    st.integers(0, 1_000),  # payload bytes
+)
+
+
+@given(st.lists(fragments, max_size=120), st.booleans())
+def test_whatever_a_peer_sends_the_receiver_holds_at_most_its_bound(
+    sent: list[tuple[int, int, int, int, int, int]], reads: bool
+) -> None:
+    """PROTOCOL.md §6: the byte budget, plus one datagram, plus a message being reassembled per
+    lane; anything else is refused (dropped) or a protocol violation."""
+    budget, fragment, message, lanes = 4_000, 1_000, 3_000, 4
+    receiver = Receiver(budget, fragment, message, 0.01, lanes)
+    for seq, lane, message_id, index, count, size in sent:
+        frame = DataFrame(seq, message_id, min(index, count - 1), count, bytes(size), lane)
+        if not receiver.admits([frame]):
+            continue
+        try:
+            delivered = receiver.on_data(frame)
+        except PeerProtocolError:
+            return
+        if reads:
+            for done in delivered:
+                receiver.on_read(len(done.data))
+        held = receiver.buffered_bytes + receiver.unread_bytes
+        assert held <= budget + fragment + lanes * message, held
+
+
 # ------------------------------------------------------------------ connections
 
 
