@@ -495,3 +495,15 @@ def test_the_benchmark_row_reports_all_three_p99s(tmp_path: Path) -> None:
     for row in rows:
         _assert_numbers(row, SIMULATED_NUMBERS | {"alone_p99_ms", "fifo_p99_ms"})
         assert row["alone_p99_ms"] > 0 and row["fifo_p99_ms"] > row["latency_p99_ms"]
+
+
+@pytest.mark.parametrize("lanes", [(), (LaneConfig(),) * (MAX_LANES + 1), ({"priority": 0},)])
+def test_a_lanes_table_must_hold_1_to_256_lane_configs(lanes: tuple[LaneConfig, ...]) -> None:
+    with pytest.raises(ValueError):
+        ConnectionConfig(lanes=lanes)
+
+
+@pytest.mark.parametrize("bad", [{"priority": -1}, {"weight": 0}, {"weight": 10**7}])
+def test_a_lane_priority_and_weight_have_ranges(bad: dict[str, int]) -> None:
+    with pytest.raises(ValueError):
+        LaneConfig(**bad)
