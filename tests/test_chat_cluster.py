@@ -22,8 +22,16 @@ from rudp_chat.chat.history import History
 from rudp_chat.chat.protocol import (
     Ack,
     Chat,
+    Entered,
     Hello,
+    Joined,
+    LeaveReason,
+    Left,
+    RefusalCode,
+    Refused,
     Say,
+    ServerMessage,
+    Users,
     Welcome,
     decode_server,
     encode,
@@ -67,7 +75,7 @@ class Node:
 
 @asynccontextmanager
 async def node(
-    redis: RedisServer, name: str, directory: Path, **options: object
+    redis: RedisServer | Cuttable, name: str, directory: Path, **options: object
 ) -> AsyncIterator[Node]:
     """Node ``name`` of the cluster on ``redis``, its history in ``directory``; stopped after."""
     cluster = ClusterOptions(redis.url, name, name_ttl=TTL_S, **options)  # type: ignore[arg-type]
@@ -97,6 +105,12 @@ async def take(connection: ReliableConnection, count: int) -> tuple[list[Chat], 
         elif isinstance(message, Ack):
             acked.append(message)
     return got, acked
+
+
+async def expect(connection: ReliableConnection, message: ServerMessage) -> None:
+    """Skip to ``message`` (the test's timeout bounds the wait)."""
+    while decode_server(await connection.recv()) != message:
+        pass
 
 
 async def acks(connection: ReliableConnection, count: int, acked: list[Ack]) -> list[Ack]:
@@ -212,5 +226,164 @@ def test_a_client_that_moves_node_resends_only_what_no_node_took(
             assert said_in(seen) == [(2, "twice")]
             assert await acks(moved, 1, acked) == [Ack(2, 2)]
             assert await stored(redis_server, "#lobby") == [(1, "once"), (2, "twice")]
+
+    run(body)
+
+
+class Cuttable:
+    """A TCP proxy to Redis whose link can be cut (a partition) and restored."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self.open = True
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._link, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.open:
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self._links |= {writer, up_writer}
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    def cut(self) -> None:
+        """Every link is dropped and new ones are refused, until :meth:`restore`."""
+        self.open = False
+        for writer in self._links:
+            writer.transport.abort()
+        self._links.clear()
+
+    def restore(self) -> None:
+        self.open = True
+
+    def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+
+
+async def no_message_within(connection: ReliableConnection, seconds: float) -> list[object]:
+    """What ``connection`` is sent within ``seconds`` (a test that something is withheld)."""
+    got: list[object] = []
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                got.append(decode_server(await connection.recv()))
+    except TimeoutError:
+        return got
+
+
+def test_a_node_cut_off_from_redis_acknowledges_and_shows_nothing_until_it_is_back(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Node a loses Redis (b does not): alice's lines stay unacknowledged and she is shown
+    none of bob's meanwhile (no order of her node's own making); restored, everything goes
+    through, once, and both see the same order."""
+
+    async def body() -> None:
+        link = Cuttable(redis_server.port)
+        await link.start()
+        try:
+            async with node(link, "a", tmp_path) as a, node(redis_server, "b", tmp_path) as b:
+                alice = await a.join("alice", bytes([1]) * 16)
+                bob = await b.join("bob", bytes([2]) * 16)
+                link.cut()
+                for i in range(1, 4):
+                    await alice.send(encode(Say(i, f"a{i}")))
+                    await bob.send(encode(Say(i, f"b{i}")))
+                bobs, _ = await take(bob, 3)
+                assert said_in(bobs) == [(1, "b1"), (2, "b2"), (3, "b3")]
+                withheld = await no_message_within(alice, 1.0)
+                assert not [m for m in withheld if isinstance(m, Chat | Ack)], withheld
+                link.restore()
+                alices, alice_acks = await take(alice, 6)
+                more, _ = await take(bob, 3)
+                assert alices == bobs + more
+                assert [chat.seq for chat in alices] == list(range(1, 7))
+                acked = await acks(alice, 3, alice_acks)
+                assert [(ack.id, ack.seq) for ack in acked] == [(i, 3 + i) for i in range(1, 4)]
+                assert await stored(redis_server, "#lobby") == said_in(alices)
+        finally:
+            link.close()
+
+    run(body)
+
+
+def test_redis_killed_and_restarted_loses_nothing_acknowledged(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """``kill -9`` of redis-server (AOF always) mid-chat: lines said while it is down stay
+    pending (no ack); once it is back both nodes resume; every acknowledged line is in the
+    stream, every line is stored once and shown to both in one order."""
+
+    async def body() -> None:
+        async with node(redis_server, "a", tmp_path) as a, node(redis_server, "b", tmp_path) as b:
+            alice = await a.join("alice", bytes([1]) * 16)
+            bob = await b.join("bob", bytes([2]) * 16)
+            await alice.send(encode(Say(1, "before")))
+            first, alice_acks = await take(alice, 1)
+            assert first == (await take(bob, 1))[0]
+            redis_server.kill()
+            await alice.send(encode(Say(2, "during")))
+            withheld = await no_message_within(alice, 1.0)
+            assert not [m for m in withheld if isinstance(m, Chat) or m == Ack(2, 2)], withheld
+            alice_acks += [m for m in withheld if isinstance(m, Ack)]
+            await asyncio.to_thread(redis_server.start)
+            await bob.send(encode(Say(1, "after")))
+            alices, more = await take(alice, 2)
+            bobs, _ = await take(bob, 2)
+            assert alices == bobs
+            assert sorted(chat.text for chat in alices) == ["after", "during"]
+            assert [chat.seq for chat in alices] == [2, 3]
+            during = next(chat.seq for chat in alices if chat.text == "during")
+            assert await acks(alice, 2, alice_acks + more) == [Ack(1, 1), Ack(2, during)]
+            alices = first + alices
+            assert await stored(redis_server, "#lobby") == said_in(alices)
+
+    run(body)
+
+
+def test_members_and_names_are_cluster_wide(redis_server: RedisServer, tmp_path: Path) -> None:
+    """alice (node a) is told bob joined on b and lists him in /who; his name is refused on
+    a while he holds it; when he leaves, a tells alice, and the name is free on a."""
+
+    async def body() -> None:
+        async with node(redis_server, "a", tmp_path) as a, node(redis_server, "b", tmp_path) as b:
+            alice = await a.join("alice", bytes([1]) * 16)
+            bob = await b.join("bob", bytes([2]) * 16)
+            await expect(alice, Joined("bob", "#lobby"))
+            await alice.send(encode(Say(1, "/who")))
+            assert await next_message(alice, Users) == Users(("alice", "bob"), "#lobby")
+            other = await connect(*a.address, config=FAST)
+            a.opened.append(other)
+            await other.send(encode(Hello("BOB", bytes([3]) * 16)))
+            refused = await next_message(other, Refused)
+            assert isinstance(refused, Refused) and refused.code is RefusalCode.NAME_TAKEN
+            assert "on node b" in refused.reason
+            await bob.close()
+            await expect(alice, Left("bob", LeaveReason.LEFT, "#lobby"))
+            carol = await a.join("bob", bytes([3]) * 16)
+            assert isinstance(await next_message(carol, Entered), Entered)
 
     run(body)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,11 +38,13 @@ from rudp_chat.aio import Server
 from .clusterconfig import SESSION_RETENTION_MS, ClusterOptions
 from .history import History
 from .limits import RoomLimits
-from .owners import Owners
-from .protocol import Chat, Hello, RefusalCode, Refused
+from .owners import Owners, name_skeletons
+from .presence import Listed, Notice, Presence, decode_roster, encode_roster
+from .protocol import Chat, Entered, Hello, RefusalCode, Refused, ServerMessage, Users
 from .room import Output, Room
 from .server import ChatServer
 from .store import Journal, StorageError
+from .text import InvalidNameError, normalise_name
 
 __all__ = ["COMMIT_SCRIPT", "ClusterServer", "ClusterStats", "Keys"]
 
@@ -95,6 +98,41 @@ return seqs
 """Numbers and stores a batch of lines and session ids atomically (one script: one entry in
 Redis's append-only file)."""
 
+CLAIM_SCRIPT: Final = """
+-- KEYS: a name's look-alike classes. ARGV: the claimant "<node> <session>", its node, its
+-- session, the TTL (ms). Returns "" when the claimant may use the name (its classes are set to
+-- it, except those another session of its own node holds: that node's room decides), else
+-- the holder that another node serves.
+for _, key in ipairs(KEYS) do
+    local holder = redis.call('GET', key)
+    if holder and holder ~= ARGV[1] then
+        local node, session = string.match(holder, '^(%S+) (%S+)$')
+        if session ~= ARGV[3] and node ~= ARGV[2] then
+            return holder
+        end
+    end
+end
+for _, key in ipairs(KEYS) do
+    local holder = redis.call('GET', key)
+    if not holder or holder == ARGV[1] or string.match(holder, ' (%S+)$') == ARGV[3] then
+        redis.call('SET', key, ARGV[1], 'PX', ARGV[4])
+    end
+end
+return ''
+"""
+"""Claims a name cluster-wide for a ``hello``: at most one online session per look-alike class."""
+
+RELEASE_SCRIPT: Final = """
+-- KEYS: names. ARGV[1]: the holder "<node> <session>" whose they were. Deletes those it holds.
+for _, key in ipairs(KEYS) do
+    if redis.call('GET', key) == ARGV[1] then
+        redis.call('DEL', key)
+    end
+end
+return 0
+"""
+"""Frees the names of users who left (or renamed) since the last beat, if still theirs."""
+
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]
 _Reply = list[tuple[bytes, _Entries]]
 """What ``XREAD`` answers: per stream, its new entries (id, fields)."""
@@ -126,6 +164,20 @@ class Keys:
     def session(self, session: bytes) -> str:
         """String: the highest processed ``say`` id of a client session."""
         return f"{self.prefix}session:{session.hex()}"
+
+    @property
+    def nodes(self) -> str:
+        """Set: every node name that ever beat (a node is live while its roster is there)."""
+        return self.prefix + "nodes"
+
+    def roster(self, node: str) -> str:
+        """String, expiring: the node's users (:func:`encode_roster`), refreshed each beat."""
+        return f"{self.prefix}roster:{node}"
+
+    def name(self, skeleton: str) -> str:
+        """String, expiring: ``"<node> <session hex>"``, the online holder of a look-alike
+        class of names (:func:`name_skeletons`)."""
+        return f"{self.prefix}name:{skeleton}"
 
 
 @dataclass(slots=True)
@@ -213,30 +265,156 @@ class ClusterServer(ChatServer):
             socket_connect_timeout=COMMAND_TIMEOUT_S,
         )
         self._commit_script = self._redis.register_script(COMMIT_SCRIPT)
+        self._claim_script = self._redis.register_script(CLAIM_SCRIPT)
+        self._release_script = self._redis.register_script(RELEASE_SCRIPT)
+        self._presence = Presence()
+        self._named: dict[str, str] = {}
+        """Name key → holder value this node set at its last beat (to release what left)."""
         self._following: dict[str, int] = history.last_seqs()
         """Room → the highest ``seq`` handed to the room logic (so archived, then shown)."""
 
     async def run(self, stop: asyncio.Event) -> int:
         """Serve as :meth:`ChatServer.run` does, following the cluster's rooms meanwhile."""
         following = asyncio.create_task(self._follow())
+        beating = asyncio.create_task(self._beat())
         try:
             return await super().run(stop)
         finally:
             following.cancel()
-            await asyncio.gather(following, return_exceptions=True)
+            beating.cancel()
+            await asyncio.gather(following, beating, return_exceptions=True)
+            await self._leave_cluster()
             await self._redis.aclose()
 
     async def _admit(self, hello: Hello) -> Refused | None:
         """Learn what ``hello``'s session sent to any node; refuse it if Redis does not answer
         soon (its client tries another node, or again)."""
         try:
+            name = normalise_name(hello.name)
+        except InvalidNameError:
+            name = None  # the room refuses it
+        try:
             async with asyncio.timeout(ADMIT_WAIT_S):
-                acked = await self._retrying(lambda: self._redis.get(self.keys.session(hello.session)))
+                session = self.keys.session(hello.session)
+                acked = await self._retrying(lambda: self._redis.get(session))
+                holder = "" if name is None else await self._retrying(lambda: self._claim(name, hello.session))
         except TimeoutError:
             return Refused(RefusalCode.SERVER_FULL, "this node cannot reach the cluster's Redis")
         if acked is not None:
             self._sessions.remember(hello.session, int(acked))
+        if holder:
+            node = holder.partition(" ")[0]
+            taken = (
+                f"the name {name} is taken (on node {node}); if it was yours on a connection "
+                f"that died, it frees within {math.ceil(self.options.name_ttl)} s"
+            )
+            return Refused(RefusalCode.NAME_TAKEN, taken)
         return None
+
+    async def _claim(self, name: str, session: bytes) -> str:
+        """Claim ``name`` for ``session`` on this node: "" if it may use it, else its holder."""
+        keys = [self.keys.name(skeleton) for skeleton in name_skeletons(name)]
+        ttl_ms = int(self.options.name_ttl * 1000)
+        args: list[str | int] = [self._holder(session), self.options.node, session.hex(), ttl_ms]
+        answer = await self._claim_script(keys=keys, args=args)
+        return bytes(answer).decode()
+
+    def _holder(self, session: bytes) -> str:
+        return f"{self.options.node} {session.hex()}"
+
+    def _join(
+        self, conn: int, hello: Hello, now: float, host: str, key: bytes | None
+    ) -> list[Output]:
+        """A user another node listed and who is here now was away: that first, then its
+        join."""
+        notices = self._presence.arrived(hello.session)
+        return [*self._announce(notices), *super()._join(conn, hello, now, host, key)]
+
+    def _announce(self, notices: list[Notice]) -> list[Output]:
+        return [output for room, message in notices for output in self.room.announce(room, message)]
+
+    def _send(self, outputs: list[Output]) -> None:
+        """Send, with the other nodes' members in every member list (``entered``, ``/who``)."""
+        super()._send([(conn, self._with_remote(message)) for conn, message in outputs])
+
+    def _with_remote(self, message: ServerMessage) -> ServerMessage:
+        if isinstance(message, Entered):
+            remote = self._presence.names_in(message.room)
+            return dataclasses.replace(message, users=_merged(message.users, remote))
+        if isinstance(message, Users):
+            remote = self._presence.names_in(message.room)
+            return dataclasses.replace(message, names=_merged(message.names, remote))
+        return message
+
+    # --- presence: this node's users out, the others' in, every heartbeat ---------------------
+
+    async def _beat(self) -> None:
+        """Every :attr:`ClusterOptions.heartbeat`: publish this node's roster and refresh its
+        users' names (both expire a TTL after the last beat), then hear the other nodes'."""
+        while True:
+            try:
+                async with asyncio.timeout(self.options.heartbeat):
+                    await self._beat_once()
+            except (*_UNREACHABLE, TimeoutError) as exc:
+                self.stats.redis_errors += 1
+                log.warning("heartbeat failed (Redis unreachable: %s)", exc)
+            await asyncio.sleep(self.options.heartbeat)
+
+    async def _beat_once(self) -> None:
+        roster = await self._in_order(lambda now: self.room.roster())
+        ttl_ms = int(self.options.name_ttl * 1000)
+        named = {
+            self.keys.name(skeleton): self._holder(session)
+            for session, name, _ in roster
+            for skeleton in name_skeletons(name)
+        }
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.roster(self.options.node), encode_roster(roster), px=ttl_ms)
+            pipe.sadd(self.keys.nodes, self.options.node)
+            for key, holder in named.items():
+                pipe.set(key, holder, px=ttl_ms)
+            pipe.smembers(self.keys.nodes)
+            answers = await pipe.execute()
+        for key, holder in self._named.items():
+            if named.get(key) != holder:
+                await self._release_script(keys=[key], args=[holder])
+        self._named = named
+        others = sorted(n.decode() for n in answers[-1] if n.decode() != self.options.node)
+        found = await self._redis.mget([self.keys.roster(n) for n in others]) if others else []
+        rosters: dict[str, dict[bytes, Listed]] = {}
+        for other, data in zip(others, found, strict=True):
+            if data is None:
+                continue  # stopped beating: its users are gone
+            try:
+                rosters[other] = decode_roster(other, cast(bytes, data))
+            except ValueError as exc:
+                log.error("node %s published a bad roster: %s", other, exc)
+        local = [session for session, _, _ in roster]
+        notices = self._presence.heard(rosters, local)
+        if notices:
+            self._input(lambda now: self._announce(notices))
+
+    async def _in_order(self, read: Callable[[float], _T]) -> _T:
+        """What ``read`` returns when the dispatcher runs it, in order with the inputs."""
+        done: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+
+        def step(now: float) -> list[Output]:
+            if not done.done():  # (not given up on)
+                done.set_result(read(now))
+            return []
+
+        self._input(step)
+        return await done
+
+    async def _leave_cluster(self) -> None:
+        """Stopping: the roster goes at once (the others announce its users), names are freed."""
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                await self._redis.delete(self.keys.roster(self.options.node))
+                for key, holder in self._named.items():
+                    await self._release_script(keys=[key], args=[holder])
+        except (*_UNREACHABLE, TimeoutError) as exc:
+            log.warning("could not leave the cluster cleanly (%s): it forgets this node in %g s", exc, self.options.name_ttl)
 
     # --- storing: lines in Redis, the rest (and the archive) in the local history -------------
 
@@ -389,6 +567,11 @@ class ClusterServer(ChatServer):
         self.stats.lines_delivered += len(lines)
         self.stats.stream_lag_s = now - lines[-1].time
         return [output for chat in lines for output in self.room.deliver(chat)]
+
+
+def _merged(here: tuple[str, ...], elsewhere: list[str]) -> tuple[str, ...]:
+    """This node's names, then the other nodes' (a name listed twice once)."""
+    return (*here, *sorted(set(elsewhere) - set(here)))
 
 
 def _line(room: str, entry_id: bytes, fields: Mapping[bytes, bytes]) -> Chat | None:

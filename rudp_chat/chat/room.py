@@ -198,6 +198,10 @@ class Room:
         channel = self._channels.get(room)
         return [] if channel is None else [self._users[c].name for c in channel.members]
 
+    def roster(self) -> list[tuple[bytes, str, tuple[str, ...]]]:
+        """Each user's session, name and rooms (what a cluster node tells the others)."""
+        return [(user.session, user.name, tuple(user.rooms)) for user in self._users.values()]
+
     def rooms_of(self, conn: int) -> list[str]:
         """The rooms ``conn`` is in, in the order it entered them."""
         user = self._users.get(conn)

@@ -281,7 +281,7 @@ class ChatServer:
             return None
         self._clients[conn].session = hello.session
         key = connection.peer_static_key
-        self._input(lambda now: self.room.join(conn, hello, now, host, key))  # no port: changes
+        self._input(lambda now: self._join(conn, hello, now, host, key))  # no port: changes
         try:
             async for data in connection:
                 self._input(_step(self.room, conn, data))
@@ -329,6 +329,12 @@ class ChatServer:
                 if numbered:
                     outputs = [self._numbered(output, numbered) for output in outputs]
             self._send(outputs)
+
+    def _join(
+        self, conn: int, hello: Hello, now: float, host: str, key: bytes | None
+    ) -> list[Output]:
+        """The room input for ``conn``'s ``hello``."""
+        return self.room.join(conn, hello, now, host, key)
 
     async def _admit(self, hello: Hello) -> Refused | None:
         """A refusal for ``hello`` before the room sees it (a cluster's name claims), or
