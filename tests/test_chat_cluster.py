@@ -39,6 +39,7 @@ from rudp_chat.chat.protocol import (
 from rudp_chat.chat.redisschema import COMMIT_SCRIPT, Keys
 from rudp_chat.chat.room import RoomLimits
 from rudp_chat.chat.sizing import chat_connection_config
+from rudp_chat.chat.store import Journal
 from rudp_chat.core.config import ListenerConfig
 
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
@@ -386,5 +387,21 @@ def test_members_and_names_are_cluster_wide(redis_server: RedisServer, tmp_path:
             await expect(alice, Left("bob", LeaveReason.LEFT, "#lobby"))
             carol = await a.join("bob", bytes([3]) * 16)
             assert isinstance(await next_message(carol, Entered), Entered)
+
+    run(body)
+
+
+def test_a_lone_server_s_history_cannot_join_a_cluster(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A history with lines the cluster never numbered would see them numbered again: the node
+    refuses to start (exit code 1) rather than archive two different lines 1."""
+    lone = History(tmp_path / "a.sqlite3", 0.0)
+    lone.write(Journal((Chat(1, 0.0, "alice", "alone", room="#lobby"),), ()), 0.0)
+    lone.close()
+
+    async def body() -> None:
+        async with node(redis_server, "a", tmp_path) as a:
+            assert await a.serving == 1
 
     run(body)

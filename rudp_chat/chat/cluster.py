@@ -168,7 +168,15 @@ class ClusterServer(ChatServer):
         """Room → the highest ``seq`` handed to the room logic (so archived, then shown)."""
 
     async def run(self, stop: asyncio.Event) -> int:
-        """Serve as :meth:`ChatServer.run` does, following the cluster's rooms meanwhile."""
+        """Serve as :meth:`ChatServer.run` does, following the cluster's rooms meanwhile.
+        Returns 1 at once if the history holds lines this cluster does not (see
+        :meth:`_foreign_history`)."""
+        foreign = await self._foreign_history()
+        if foreign is not None:
+            log.error("cannot join the cluster: %s", foreign)
+            await self.transport.close(timeout=0.0)
+            await self._redis.aclose()
+            return 1
         following = asyncio.create_task(self._follow())
         beating = asyncio.create_task(self._beat())
         try:
@@ -179,6 +187,30 @@ class ClusterServer(ChatServer):
             await asyncio.gather(following, beating, return_exceptions=True)
             await self._leave_cluster()
             await self._redis.aclose()
+
+    async def _foreign_history(self) -> str | None:
+        """Why the local history cannot be this cluster's archive (None: it can): a room in
+        it has lines beyond the cluster's (a lone server's file, or another cluster's), which
+        the cluster would number again. Not checked (a warning) if Redis does not answer."""
+        archived = dict(self._following)
+        if not archived:
+            return None
+        try:
+            async with asyncio.timeout(ADMIT_WAIT_S):
+                known = await self._retrying(
+                    lambda: self._redis.hmget(self.keys.counters, list(archived))
+                )
+        except TimeoutError:
+            log.warning("Redis does not answer: the history file is not checked against it")
+            return None
+        for (room, seq), last in zip(archived.items(), known, strict=True):
+            if int(last or 0) < seq:
+                return (
+                    f"the history file has {room} up to line {seq}, the cluster only up to "
+                    f"{int(last or 0)}: give each node a new --history file, or a copy of the "
+                    "file of a node of this cluster"
+                )
+        return None
 
     async def _admit(self, hello: Hello) -> Refused | None:
         """Learn what ``hello``'s session sent to any node; refuse it if Redis does not answer
