@@ -31,6 +31,7 @@ from rudp_chat.chat.protocol import (
     Refused,
     Say,
     ServerMessage,
+    Topic,
     Users,
     Welcome,
     decode_server,
@@ -403,5 +404,33 @@ def test_a_lone_server_s_history_cannot_join_a_cluster(
     async def body() -> None:
         async with node(redis_server, "a", tmp_path) as a:
             assert await a.serving == 1
+
+    run(body)
+
+
+def test_a_topic_is_one_for_the_whole_cluster(redis_server: RedisServer, tmp_path: Path) -> None:
+    """Topics set at once on two nodes reach both in one order (the stream's), so both end
+    with the same one; a later member on either is shown it."""
+
+    async def body() -> None:
+        async with node(redis_server, "a", tmp_path) as a, node(redis_server, "b", tmp_path) as b:
+            alice = await a.join("alice", bytes([1]) * 16)
+            bob = await b.join("bob", bytes([2]) * 16)
+            await alice.send(encode(Say(1, "/topic from a")))
+            await bob.send(encode(Say(1, "/topic from b")))
+            await alice.send(encode(Say(2, "a line between")))
+            seen = []
+            for connection in (alice, bob):
+                got: list[ServerMessage] = []
+                while len(got) < 3:
+                    message = decode_server(await connection.recv())
+                    if isinstance(message, Topic | Chat):
+                        got.append(message)
+                seen.append(got)
+            assert seen[0] == seen[1]
+            last = [m for m in seen[0] if isinstance(m, Topic)][-1]
+            carol = await b.join("carol", bytes([3]) * 16)
+            entered = await next_message(carol, Entered)
+            assert isinstance(entered, Entered) and entered.topic == last.topic
 
     run(body)

@@ -40,7 +40,7 @@ from .history import History
 from .limits import RoomLimits
 from .owners import Owners, name_skeletons
 from .presence import Listed, Notice, Presence, decode_roster, encode_roster
-from .protocol import Chat, Entered, Hello, RefusalCode, Refused, ServerMessage, Users
+from .protocol import Chat, Entered, Hello, RefusalCode, Refused, ServerMessage, Topic, Users
 from .redisschema import (
     CLAIM_SCRIPT,
     COMMIT_SCRIPT,
@@ -49,7 +49,7 @@ from .redisschema import (
     Keys,
     Reply,
     commit_arguments,
-    line_of,
+    entry_of,
 )
 from .room import Output, Room
 from .server import ChatServer
@@ -164,8 +164,9 @@ class ClusterServer(ChatServer):
         self._presence = Presence()
         self._named: dict[str, str] = {}
         """Name key → holder value this node set at its last beat (to release what left)."""
-        self._following: dict[str, int] = history.last_seqs()
-        """Room → the highest ``seq`` handed to the room logic (so archived, then shown)."""
+        self._following = {room: f"{seq}-0" for room, seq in history.last_seqs().items()}
+        """Room → the id of the last entry of its stream handed to the room logic (so
+        archived, then shown)."""
 
     async def run(self, stop: asyncio.Event) -> int:
         """Serve as :meth:`ChatServer.run` does, following the cluster's rooms meanwhile.
@@ -192,7 +193,7 @@ class ClusterServer(ChatServer):
         """Why the local history cannot be this cluster's archive (None: it can): a room in
         it has lines beyond the cluster's (a lone server's file, or another cluster's), which
         the cluster would number again. Not checked (a warning) if Redis does not answer."""
-        archived = dict(self._following)
+        archived = {room: _seq(last) for room, last in self._following.items()}
         if not archived:
             return None
         try:
@@ -429,11 +430,11 @@ class ClusterServer(ChatServer):
                     newest = cast(Entries, await reader.xrevrange(self.keys.rooms_log, count=1))
                     rooms_log = newest[0][0].decode() if newest else "0-0"
                 for made in cast(list[bytes], await reader.hkeys(self.keys.counters)):
-                    self._following.setdefault(made.decode(), 0)
+                    self._following.setdefault(made.decode(), "0-0")
                 while True:
                     streams: dict[KeyT, StreamIdT] = {self.keys.rooms_log: rooms_log}
-                    for room, seq in self._following.items():
-                        streams[self.keys.room(room)] = f"{seq}-0"
+                    for room, last in self._following.items():
+                        streams[self.keys.room(room)] = last
                     answer = await reader.xread(streams, count=READ_COUNT, block=BLOCK_MS)
                     reply = cast(Reply, answer)
                     delay = RETRY_MIN_S
@@ -449,41 +450,54 @@ class ClusterServer(ChatServer):
     async def _take(self, reply: Reply, rooms_log: str) -> str:
         """Hand one ``XREAD`` answer to the room logic and wait until it took it (so the
         follower never runs ahead of the dispatcher); returns the rooms log's new position."""
-        lines: list[Chat] = []
+        said: list[Chat | Topic] = []
         for key, entries in reply:
             name = key.decode()
             if name == self.keys.rooms_log:
                 for entry_id, fields in entries:
-                    self._following.setdefault(fields[b"room"].decode(), 0)
+                    self._following.setdefault(fields[b"room"].decode(), "0-0")
                     rooms_log = entry_id.decode()
                 continue
             room = name.removeprefix(self.keys.room(""))
             for entry_id, fields in entries:
-                chat = line_of(room, entry_id, fields)
-                if chat is None:
+                entry = entry_of(room, entry_id, fields)
+                if entry is None:
                     log.error("skipped a malformed entry %r of %s", entry_id, name)
-                    continue
-                if chat.seq != self._following[room] + 1:
+                elif isinstance(entry, Chat) and entry.seq != _seq(self._following[room]) + 1:
                     log.warning(
                         "%s: lines %d to %d were trimmed from the stream before this node "
                         "archived them (raise --stream-maxlen)",
                         room,
-                        self._following[room] + 1,
-                        chat.seq - 1,
+                        _seq(self._following[room]) + 1,
+                        entry.seq - 1,
                     )
-                self._following[room] = chat.seq
-                lines.append(chat)
-        if lines:
+                self._following[room] = entry_id.decode()
+                if entry is not None:
+                    said.append(entry)
+        if said:
             taken = asyncio.get_running_loop().create_future()
-            self._input(lambda now: self._deliver(lines, now, taken))
+            self._input(lambda now: self._deliver(said, now, taken))
             await taken
         return rooms_log
 
-    def _deliver(self, lines: list[Chat], now: float, taken: asyncio.Future[None]) -> list[Output]:
+    def _deliver(
+        self, said: list[Chat | Topic], now: float, taken: asyncio.Future[None]
+    ) -> list[Output]:
         taken.set_result(None)
-        self.stats.lines_delivered += len(lines)
-        self.stats.stream_lag_s = now - lines[-1].time
-        return [output for chat in lines for output in self.room.deliver(chat)]
+        outputs: list[Output] = []
+        for entry in said:
+            if isinstance(entry, Topic):
+                outputs += self.room.retopic(entry)
+            else:
+                outputs += self.room.deliver(entry)
+                self.stats.lines_delivered += 1
+                self.stats.stream_lag_s = now - entry.time
+        return outputs
+
+
+def _seq(entry_id: str) -> int:
+    """The ``seq`` of the last line at or before a stream entry id ``<seq>-<n>``."""
+    return int(entry_id.partition("-")[0])
 
 
 def _merged(here: tuple[str, ...], elsewhere: list[str]) -> tuple[str, ...]:
