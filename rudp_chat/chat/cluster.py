@@ -20,6 +20,7 @@ unreachable nothing is acknowledged (the senders' lines stay pending) and nothin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
@@ -31,7 +32,7 @@ from typing import Final, TypeVar, cast
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.typing import KeyT, StreamIdT
+from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
 from rudp_chat.aio import Server
 
@@ -40,11 +41,27 @@ from .history import History
 from .limits import RoomLimits
 from .owners import Owners, name_skeletons
 from .presence import Listed, Notice, Presence, decode_roster, encode_roster
-from .protocol import Chat, Entered, Hello, RefusalCode, Refused, ServerMessage, Topic, Users
+from .protocol import (
+    Bye,
+    Chat,
+    Entered,
+    Hello,
+    Joined,
+    LeaveReason,
+    Left,
+    RefusalCode,
+    Refused,
+    Renamed,
+    ServerMessage,
+    Topic,
+    Users,
+    Welcome,
+)
 from .redisschema import (
     CLAIM_SCRIPT,
     COMMIT_SCRIPT,
     RELEASE_SCRIPT,
+    ROOMS_LOG_MAXLEN,
     Entries,
     Keys,
     Reply,
@@ -162,6 +179,10 @@ class ClusterServer(ChatServer):
         self._claim_script = self._redis.register_script(CLAIM_SCRIPT)
         self._release_script = self._redis.register_script(RELEASE_SCRIPT)
         self._presence = Presence()
+        self._beat_soon = asyncio.Event()
+        """Set when this node's users changed, or another node's: beat now."""
+        self._published = b""
+        """The roster this node last published."""
         self._named: dict[str, str] = {}
         """Name key → holder value this node set at its last beat (to release what left)."""
         self._following = {room: f"{seq}-0" for room, seq in history.last_seqs().items()}
@@ -261,14 +282,25 @@ class ClusterServer(ChatServer):
         notices = self._presence.arrived(hello.session)
         return [*self._announce(notices), *super()._join(conn, hello, now, host, key)]
 
+    def _leave(self, conn: int, reason: LeaveReason, now: float) -> list[Output]:
+        """Its end, told to the other nodes at once (they announce it)."""
+        self._beat_soon.set()
+        return super()._leave(conn, reason, now)
+
     def _announce(self, notices: list[Notice]) -> list[Output]:
         return [output for room, message in notices for output in self.room.announce(room, message)]
 
     def _send(self, outputs: list[Output]) -> None:
-        """Send, with the other nodes' members in every member list (``entered``, ``/who``)."""
+        """Send, with the other nodes' members in every member list (``welcome``,
+        ``entered``, ``/who``); beat at once if users came, went or were renamed."""
+        if any(isinstance(message, Joined | Left | Renamed | Bye) for _, message in outputs):
+            self._beat_soon.set()
         super()._send([(conn, self._with_remote(message)) for conn, message in outputs])
 
     def _with_remote(self, message: ServerMessage) -> ServerMessage:
+        if isinstance(message, Welcome):
+            remote = self._presence.names_in(None)
+            return dataclasses.replace(message, users=_merged(message.users, remote))
         if isinstance(message, Entered):
             remote = self._presence.names_in(message.room)
             return dataclasses.replace(message, users=_merged(message.users, remote))
@@ -289,7 +321,10 @@ class ClusterServer(ChatServer):
             except (*_UNREACHABLE, TimeoutError) as exc:
                 self.stats.redis_errors += 1
                 log.warning("heartbeat failed (Redis unreachable: %s)", exc)
-            await asyncio.sleep(self.options.heartbeat)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.options.heartbeat):
+                    await self._beat_soon.wait()
+            self._beat_soon.clear()
 
     async def _beat_once(self) -> None:
         roster = await self._in_order(lambda now: self.room.roster())
@@ -299,8 +334,12 @@ class ClusterServer(ChatServer):
             for session, name, _ in roster
             for skeleton in name_skeletons(name)
         }
+        published = encode_roster(roster)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(self.keys.roster(self.options.node), encode_roster(roster), px=ttl_ms)
+            pipe.set(self.keys.roster(self.options.node), published, px=ttl_ms)
+            if published != self._published:
+                log_entry: dict[FieldT, EncodableT] = {"node": self.options.node}
+                pipe.xadd(self.keys.presence_log, log_entry, maxlen=ROOMS_LOG_MAXLEN)
             pipe.sadd(self.keys.nodes, self.options.node)
             for key, holder in named.items():
                 pipe.set(key, holder, px=ttl_ms)
@@ -310,6 +349,7 @@ class ClusterServer(ChatServer):
             if named.get(key) != holder:
                 await self._release_script(keys=[key], args=[holder])
         self._named = named
+        self._published = published
         others = sorted(n.decode() for n in answers[-1] if n.decode() != self.options.node)
         found = await self._redis.mget([self.keys.roster(n) for n in others]) if others else []
         rosters: dict[str, dict[bytes, Listed]] = {}
@@ -414,7 +454,7 @@ class ClusterServer(ChatServer):
     async def _follow(self) -> None:
         """Read every room's new lines and hand them to the room logic, in stream order, for
         as long as the server runs; reconnects (resuming where it was) when Redis goes away."""
-        rooms_log = "$"
+        logs = {self.keys.rooms_log: "$", self.keys.presence_log: "$"}
         delay = RETRY_MIN_S
         while True:
             # Its own connection, not the pool's: a read cancelled mid-BLOCK would leave a
@@ -426,19 +466,21 @@ class ClusterServer(ChatServer):
                 single_connection_client=True,
             )
             try:
-                if rooms_log == "$":  # its position first: a room made after it is in the log
-                    newest = cast(Entries, await reader.xrevrange(self.keys.rooms_log, count=1))
-                    rooms_log = newest[0][0].decode() if newest else "0-0"
+                for key, position in logs.items():  # first: what is made after is in them
+                    if position == "$":
+                        newest = cast(Entries, await reader.xrevrange(key, count=1))
+                        logs[key] = newest[0][0].decode() if newest else "0-0"
                 for made in cast(list[bytes], await reader.hkeys(self.keys.counters)):
                     self._following.setdefault(made.decode(), "0-0")
                 while True:
-                    streams: dict[KeyT, StreamIdT] = {self.keys.rooms_log: rooms_log}
+                    streams: dict[KeyT, StreamIdT] = {}
+                    streams.update(logs)
                     for room, last in self._following.items():
                         streams[self.keys.room(room)] = last
                     answer = await reader.xread(streams, count=READ_COUNT, block=BLOCK_MS)
                     reply = cast(Reply, answer)
                     delay = RETRY_MIN_S
-                    rooms_log = await self._take(reply, rooms_log)
+                    await self._take(reply, logs)
             except _UNREACHABLE as exc:
                 self.stats.redis_errors += 1
                 log.warning("following the rooms: Redis unreachable (%s); resuming", exc)
@@ -447,16 +489,22 @@ class ClusterServer(ChatServer):
             finally:
                 await reader.aclose()  # never reused: a cancelled read dies with its connection
 
-    async def _take(self, reply: Reply, rooms_log: str) -> str:
+    async def _take(self, reply: Reply, logs: dict[str, str]) -> None:
         """Hand one ``XREAD`` answer to the room logic and wait until it took it (so the
-        follower never runs ahead of the dispatcher); returns the rooms log's new position."""
+        follower never runs ahead of the dispatcher); move ``logs`` (the rooms and presence
+        logs' positions) on past what it read of them."""
         said: list[Chat | Topic] = []
         for key, entries in reply:
             name = key.decode()
             if name == self.keys.rooms_log:
-                for entry_id, fields in entries:
+                for _, fields in entries:
                     self._following.setdefault(fields[b"room"].decode(), "0-0")
-                    rooms_log = entry_id.decode()
+            elif name == self.keys.presence_log and any(
+                fields.get(b"node") != self.options.node.encode() for _, fields in entries
+            ):
+                self._beat_soon.set()
+            if name in logs:
+                logs[name] = entries[-1][0].decode()
                 continue
             room = name.removeprefix(self.keys.room(""))
             for entry_id, fields in entries:
@@ -478,7 +526,6 @@ class ClusterServer(ChatServer):
             taken = asyncio.get_running_loop().create_future()
             self._input(lambda now: self._deliver(said, now, taken))
             await taken
-        return rooms_log
 
     def _deliver(
         self, said: list[Chat | Topic], now: float, taken: asyncio.Future[None]

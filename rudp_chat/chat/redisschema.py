@@ -27,7 +27,7 @@ __all__ = [
     "entry_of",
 ]
 
-ROOMS_LOG_MAXLEN: Final = 1000  # the "room made" log: read within seconds, a short tail does
+ROOMS_LOG_MAXLEN: Final = 1000  # the rooms and presence logs: read within ms, a short tail does
 
 
 COMMIT_SCRIPT: Final = """
@@ -129,6 +129,12 @@ class Keys:
     def rooms_log(self) -> str:
         """Stream: one entry per room made, so followers start following it at once."""
         return self.prefix + "rooms"
+
+    @property
+    def presence_log(self) -> str:
+        """Stream: one entry per change of a node's roster (field ``node``), so the others
+        hear it at once rather than at their next beat."""
+        return self.prefix + "presence"
 
     def room(self, room: str) -> str:
         """Stream: the room's lines, entry id ``<seq>-0``."""
