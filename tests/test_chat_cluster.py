@@ -5,6 +5,7 @@ partitions. Nodes run in the test's event loop; Redis is the ``redis_server`` fi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from rudp_chat.aio import ReliableConnection, connect, serve
 from rudp_chat.chat.cluster import ClusterServer
 from rudp_chat.chat.clusterconfig import ClusterOptions
 from rudp_chat.chat.history import History
+from rudp_chat.chat.presence import encode_roster
 from rudp_chat.chat.protocol import (
     Ack,
     Chat,
@@ -37,10 +39,10 @@ from rudp_chat.chat.protocol import (
     decode_server,
     encode,
 )
-from rudp_chat.chat.redisschema import COMMIT_SCRIPT, Keys
+from rudp_chat.chat.redisschema import COMMIT_SCRIPT, Keys, commit_arguments, entry_of
 from rudp_chat.chat.room import RoomLimits
 from rudp_chat.chat.sizing import chat_connection_config
-from rudp_chat.chat.store import Journal
+from rudp_chat.chat.store import Journal, Proposal
 from rudp_chat.core.config import ListenerConfig
 
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
@@ -432,5 +434,41 @@ def test_a_topic_is_one_for_the_whole_cluster(redis_server: RedisServer, tmp_pat
             carol = await b.join("carol", bytes([3]) * 16)
             entered = await next_message(carol, Entered)
             assert isinstance(entered, Entered) and entered.topic == last.topic
+
+    run(body)
+
+
+def test_the_worked_example_of_protocol_md(redis_server: RedisServer) -> None:
+    """PROTOCOL.md §12, Cluster: the script's KEYS and ARGV, its answers, the stream entry and
+    the chat bytes shown are what the reference makes of alice's line."""
+    spec = (Path(__file__).parent.parent / "PROTOCOL.md").read_text(encoding="utf-8")
+    section = spec[spec.index("### Cluster") : spec.index("## 13.")]
+    session = bytes(range(16))
+    line = Chat(0, 1700000000.25, "alice", "hi", room="#lobby")
+    journal = Journal((), ((session, 7),), proposed=(Proposal(session, 7, line),))
+    keys, args = commit_arguments(Keys(), journal, 10_000)
+    shown = section[section.index("KEYS  ") : section.index("```", section.index("KEYS  "))]
+    assert shown.split() == ["KEYS", *keys, "ARGV", *map(str, args)]
+    chat = dataclasses.replace(line, seq=1)
+    hex_start = section.index("\n88 a4") + 1
+    hex_text = section[hex_start : section.index("```", hex_start)]
+    assert bytes.fromhex(hex_text) == encode(chat)
+    assert f"`chat` ({len(encode(chat))} bytes" in section
+    assert encode_roster([(session, "alice", ("#lobby", "#rust"))]).decode() in section
+
+    async def body() -> None:
+        redis = Redis.from_url(redis_server.url)
+        try:
+            script = redis.register_script(COMMIT_SCRIPT)
+            assert await script(keys=keys, args=args) == [1]
+            assert await script(keys=keys, args=args) == [0]
+            entries = cast(Entries, await redis.xrange(Keys().room("#lobby")))
+            [(entry_id, fields)] = entries
+            shown_row = next(row for row in section.splitlines() if row.startswith("1-0 "))
+            fields_shown = [text.decode() for pair in fields.items() for text in pair]
+            assert shown_row.split() == [entry_id.decode(), *fields_shown]
+            assert entry_of("#lobby", entry_id, fields) == chat
+        finally:
+            await redis.aclose()
 
     run(body)
