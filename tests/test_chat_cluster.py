@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -470,5 +471,25 @@ def test_the_worked_example_of_protocol_md(redis_server: RedisServer) -> None:
             assert entry_of("#lobby", entry_id, fields) == chat
         finally:
             await redis.aclose()
+
+    run(body)
+
+
+def test_a_node_stops_when_redis_comes_back_without_its_lines(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Redis restarted without its files (lines this node stored are gone from it): the node
+    stops (exit code 1) rather than let Redis number new lines like stored ones."""
+
+    async def body() -> None:
+        async with node(redis_server, "a", tmp_path) as a:
+            alice = await a.join("alice", bytes([1]) * 16)
+            await alice.send(encode(Say(1, "kept here, lost there")))
+            await take(alice, 1)
+            redis_server.kill()
+            shutil.rmtree(redis_server.directory)
+            redis_server.directory.mkdir()
+            await asyncio.to_thread(redis_server.start)
+            assert await a.serving == 1
 
     run(body)

@@ -225,14 +225,15 @@ class ClusterServer(ChatServer):
         except TimeoutError:
             log.warning("Redis does not answer: the history file is not checked against it")
             return None
-        for (room, seq), last in zip(archived.items(), known, strict=True):
-            if int(last or 0) < seq:
-                return (
-                    f"the history file has {room} up to line {seq}, the cluster only up to "
-                    f"{int(last or 0)}: give each node a new --history file, or a copy of the "
-                    "file of a node of this cluster"
-                )
-        return None
+        ahead = _ahead(archived, known)
+        if ahead is None:
+            return None
+        room, seq, last = ahead
+        return (
+            f"the history file has {room} up to line {seq}, the cluster only up to {last}: "
+            "give each node a new --history file, or a copy of the file of a node of this "
+            "cluster"
+        )
 
     async def _admit(self, hello: Hello) -> Refused | None:
         """Learn what ``hello``'s session sent to any node; refuse it if Redis does not answer
@@ -470,6 +471,8 @@ class ClusterServer(ChatServer):
                     if position == "$":
                         newest = cast(Entries, await reader.xrevrange(key, count=1))
                         logs[key] = newest[0][0].decode() if newest else "0-0"
+                if await self._lost_by_redis(reader):
+                    return
                 for made in cast(list[bytes], await reader.hkeys(self.keys.counters)):
                     self._following.setdefault(made.decode(), "0-0")
                 while True:
@@ -488,6 +491,27 @@ class ClusterServer(ChatServer):
                 delay = min(delay * 2, RETRY_MAX_S)
             finally:
                 await reader.aclose()  # never reused: a cancelled read dies with its connection
+
+    async def _lost_by_redis(self, reader: Redis) -> bool:
+        """Whether Redis (back after a restart, say) lacks lines this node already stored:
+        then it could number new lines alike, so the node stops (its exit code 1)."""
+        stored = {room: _seq(last) for room, last in self._following.items() if _seq(last)}
+        if not stored:
+            return False
+        known = await reader.hmget(self.keys.counters, list(stored))
+        ahead = _ahead(stored, known)
+        if ahead is None:
+            return False
+        room, seq, last = ahead
+        log.error(
+            "Redis lost lines this node stored (%s: up to %d here, %d in Redis; was it "
+            "restarted without its files, or with RDB only?): stopping",
+            room,
+            seq,
+            last,
+        )
+        self._storage_failed.set()
+        return True
 
     async def _take(self, reply: Reply, logs: dict[str, str]) -> None:
         """Hand one ``XREAD`` answer to the room logic and wait until it took it (so the
@@ -540,6 +564,15 @@ class ClusterServer(ChatServer):
                 self.stats.lines_delivered += 1
                 self.stats.stream_lag_s = now - entry.time
         return outputs
+
+
+def _ahead(stored: dict[str, int], known: list[bytes | str | None]) -> tuple[str, int, int] | None:
+    """The first room with a line in ``stored`` beyond its counter in Redis (``known``, in the
+    same order), with both numbers; None if none."""
+    for (room, seq), last in zip(stored.items(), known, strict=True):
+        if int(last or 0) < seq:
+            return room, seq, int(last or 0)
+    return None
 
 
 def _seq(entry_id: str) -> int:
