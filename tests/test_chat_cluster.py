@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+import pytest
 from redis.asyncio import Redis
 from redisserver import RedisServer
 from test_chat_server import FAST, next_message
 
 from rudp_chat.aio import ReliableConnection, connect, serve
+from rudp_chat.chat import server as server_module
 from rudp_chat.chat.cluster import ClusterServer
 from rudp_chat.chat.clusterconfig import ClusterOptions
 from rudp_chat.chat.history import History
@@ -491,5 +493,31 @@ def test_a_node_stops_when_redis_comes_back_without_its_lines(
             redis_server.directory.mkdir()
             await asyncio.to_thread(redis_server.start)
             assert await a.serving == 1
+
+    run(body)
+
+
+def test_inputs_held_back_while_redis_is_away_all_go_through_after(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the input queue's bound at 5, 40 lines said while the node is cut off from Redis
+    hold its reader back (flow control) and then all go through, once, in order."""
+    monkeypatch.setattr(server_module, "MAX_QUEUED_INPUTS", 5)
+
+    async def body() -> None:
+        link = Cuttable(redis_server.port)
+        await link.start()
+        try:
+            async with node(link, "a", tmp_path) as a:
+                alice = await a.join("alice", bytes([1]) * 16)
+                link.cut()
+                for i in range(1, 41):
+                    await alice.send(encode(Say(i, f"line {i}")))
+                await asyncio.sleep(0.5)
+                link.restore()
+                seen, _ = await take(alice, 40)
+                assert [chat.text for chat in seen] == [f"line {i}" for i in range(1, 41)]
+        finally:
+            link.close()
 
     run(body)
