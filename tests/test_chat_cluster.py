@@ -521,3 +521,35 @@ def test_inputs_held_back_while_redis_is_away_all_go_through_after(
             link.close()
 
     run(body)
+
+
+def test_with_wait_replicas_a_line_is_acknowledged_once_a_replica_has_it(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """--wait-replicas 1: acknowledged while the replica runs; with it stopped, a line is
+    stored in the primary but neither acknowledged nor shown until the replica is back."""
+
+    async def body() -> None:
+        replica = RedisServer(
+            redis_server.executable, tmp_path / "replica", replica_of=redis_server.port
+        )
+        replica.directory.mkdir()
+        await asyncio.to_thread(replica.start)
+        try:
+            async with node(redis_server, "a", tmp_path, replicas=1) as a:
+                alice = await a.join("alice", bytes([1]) * 16)
+                await alice.send(encode(Say(1, "replicated")))
+                _, acked = await take(alice, 1)
+                assert await acks(alice, 1, acked) == [Ack(1, 1)]
+                replica.stop()
+                await alice.send(encode(Say(2, "waiting")))
+                withheld = await no_message_within(alice, 1.5)
+                assert not [m for m in withheld if isinstance(m, Ack | Chat)], withheld
+                await asyncio.to_thread(replica.start)
+                seen, acked = await take(alice, 1)
+                assert said_in(seen) == [(2, "waiting")]
+                assert await acks(alice, 1, acked) == [Ack(2, 2)]
+        finally:
+            replica.stop()
+
+    run(body)

@@ -60,11 +60,11 @@ for i = 1, count do
     end
     a, k = a + 6, k + 2
 end
+-- Always a write (it renews the session's retention too): a WAIT after this script then
+-- waits for a replication offset past every line this batch's proposals ever stored.
 while k <= #KEYS do
-    local id = tonumber(ARGV[a])
-    if tonumber(redis.call('GET', KEYS[k]) or '0') < id then
-        redis.call('SET', KEYS[k], id, 'PX', keep)
-    end
+    local id = math.max(tonumber(ARGV[a]), tonumber(redis.call('GET', KEYS[k]) or '0'))
+    redis.call('SET', KEYS[k], id, 'PX', keep)
     a, k = a + 1, k + 1
 end
 return seqs
