@@ -553,3 +553,24 @@ def test_with_wait_replicas_a_line_is_acknowledged_once_a_replica_has_it(
             replica.stop()
 
     run(body)
+
+
+def test_a_user_who_moves_node_is_shown_timed_out_then_back(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """bob's client moves from node b to node a (same session, as a failover does): alice, on
+    a, sees him leave (timed out) and then join, never two bobs."""
+    session = bytes([2]) * 16
+
+    async def body() -> None:
+        async with node(redis_server, "a", tmp_path) as a, node(redis_server, "b", tmp_path) as b:
+            alice = await a.join("alice", bytes([1]) * 16)
+            await b.join("bob", session)
+            await expect(alice, Joined("bob", "#lobby"))
+            await a.join("bob", session)
+            await expect(alice, Left("bob", LeaveReason.TIMED_OUT, "#lobby"))
+            await expect(alice, Joined("bob", "#lobby"))
+            await alice.send(encode(Say(1, "/who")))
+            assert await next_message(alice, Users) == Users(("alice", "bob"), "#lobby")
+
+    run(body)
