@@ -87,6 +87,10 @@ RETRY_MIN_S: Final = 0.05
 RETRY_MAX_S: Final = 1.0  # retries while Redis is away: back within a second of its return
 ADMIT_WAIT_S: Final = 5.0  # a hello waits this long for Redis before it is refused
 MAX_RECALLED: Final = 10_000  # sessions whose Redis-stored ids a node keeps (joins in flight)
+_PRESENCE_CHANGES: Final = frozenset({Joined, Left, Renamed, Bye})
+"""Messages that mean this node's users changed (its roster is published at once)."""
+_MEMBER_LISTS: Final = frozenset({Welcome, Entered, Users})
+"""Messages that list members: the other nodes' are added."""
 _UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 """What a Redis that is down, restarting (loading its file) or cut off raises."""
 
@@ -294,9 +298,12 @@ class ClusterServer(ChatServer):
     def _send(self, outputs: list[Output]) -> None:
         """Send, with the other nodes' members in every member list (``welcome``,
         ``entered``, ``/who``); beat at once if users came, went or were renamed."""
-        if any(isinstance(message, Joined | Left | Renamed | Bye) for _, message in outputs):
+        kinds = {type(message) for _, message in outputs}  # one pass: a line's fan-out is long
+        if not kinds.isdisjoint(_PRESENCE_CHANGES):
             self._beat_soon.set()
-        super()._send([(conn, self._with_remote(message)) for conn, message in outputs])
+        if not kinds.isdisjoint(_MEMBER_LISTS):
+            outputs = [(conn, self._with_remote(message)) for conn, message in outputs]
+        super()._send(outputs)
 
     def _with_remote(self, message: ServerMessage) -> ServerMessage:
         if isinstance(message, Welcome):
