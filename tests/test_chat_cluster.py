@@ -352,7 +352,7 @@ def test_redis_killed_and_restarted_loses_nothing_acknowledged(
             await alice.send(encode(Say(1, "before")))
             first, alice_acks = await take(alice, 1)
             assert first == (await take(bob, 1))[0]
-            redis_server.kill()
+            await asyncio.to_thread(redis_server.kill)
             await alice.send(encode(Say(2, "during")))
             withheld = await no_message_within(alice, 1.0)
             assert not [m for m in withheld if isinstance(m, Chat) or m == Ack(2, 2)], withheld
@@ -488,7 +488,7 @@ def test_a_node_stops_when_redis_comes_back_without_its_lines(
             alice = await a.join("alice", bytes([1]) * 16)
             await alice.send(encode(Say(1, "kept here, lost there")))
             await take(alice, 1)
-            redis_server.kill()
+            await asyncio.to_thread(redis_server.kill)
             shutil.rmtree(redis_server.directory)
             redis_server.directory.mkdir()
             await asyncio.to_thread(redis_server.start)
@@ -541,7 +541,7 @@ def test_with_wait_replicas_a_line_is_acknowledged_once_a_replica_has_it(
                 await alice.send(encode(Say(1, "replicated")))
                 _, acked = await take(alice, 1)
                 assert await acks(alice, 1, acked) == [Ack(1, 1)]
-                replica.stop()
+                await asyncio.to_thread(replica.stop)  # (the nodes share this event loop)
                 await alice.send(encode(Say(2, "waiting")))
                 withheld = await no_message_within(alice, 1.5)
                 assert not [m for m in withheld if isinstance(m, Ack | Chat)], withheld
