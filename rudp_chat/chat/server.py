@@ -11,6 +11,7 @@ make the server hold an unbounded queue or hold up anyone else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import sqlite3
@@ -45,6 +46,7 @@ from .protocol import (
 )
 from .room import Output, Room, RoomLimits
 from .sizing import chat_connection_config
+from .typing import TypingRelay
 
 __all__ = ["ChatServer", "ServerOptions", "open_room", "run_server"]
 
@@ -172,6 +174,7 @@ class ChatServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._storage = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-history")
         self._storage_failed = asyncio.Event()
+        self._typing = TypingRelay(room)
 
     async def run(self, stop: asyncio.Event) -> int:
         """Serve until ``stop`` is set (or storage fails), then shut down gracefully: every
@@ -225,6 +228,7 @@ class ChatServer:
         """Run one connection: a writer task, and reading here until the connection ends."""
         client = self._clients[conn] = _Client(connection)
         writer = asyncio.create_task(self._write(client))
+        typing = asyncio.create_task(self._relay_typing(conn, connection))
         try:
             reason = await self._read(conn, connection)
             if reason is not None:
@@ -237,7 +241,10 @@ class ChatServer:
             if not client.closing:
                 client.closing = True
                 client.queue.put_nowait(None)
+            typing.cancel()
+            self._typing.forget(conn)
             await writer
+            await asyncio.gather(typing, return_exceptions=True)
             del self._clients[conn]
 
     async def _read(self, conn: int, connection: ReliableConnection) -> LeaveReason | None:
@@ -269,6 +276,20 @@ class ChatServer:
             log.info("connection %d (%s) lost: %s", conn, peer, exc)
             return LeaveReason.LOST
         return LeaveReason.LEFT
+
+    async def _relay_typing(self, conn: int, connection: ReliableConnection) -> None:
+        """Relay ``conn``'s typing notices as they come (datagrams: never stored, no order
+        with the room's inputs, dropped when the relay's rate limit says so)."""
+        with contextlib.suppress(TransportError, EOFError):
+            while True:
+                datagram = await connection.recv_datagram()
+                outputs = self._typing.relay(conn, datagram.data, time.monotonic())
+                data = encode(outputs[0][1]) if outputs else b""
+                for member, _ in outputs:
+                    client = self._clients.get(member)
+                    if client is not None and not client.closing:
+                        with contextlib.suppress(LocalProtocolError):  # closing meanwhile
+                            client.connection.send_datagram(data)
 
     async def _write(self, client: _Client) -> None:
         """Send ``client``'s queue in order; after a None, close the connection gracefully."""
