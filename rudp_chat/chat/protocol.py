@@ -20,6 +20,9 @@ exactly one ``ack``, after anything it caused was stored durably and sent; a rej
 is answered by ``error`` and then its ``ack``. The sender of a message is always taken from
 the session, never from the message. Each room numbers its lines 1, 2, 3, ... (``chat.seq``).
 
+Typing notices (``typing``) are the exception: they travel as unreliable datagrams
+(``send_datagram``), are never stored or acknowledged, and the server relays them.
+
 Client messages are at most 64 KiB, server messages at most 1 MiB. Names in server messages are
 1–32 characters. Every string may still hold anything: clients must pass what they print
 through :func:`rudp_chat.chat.text.neutralise`.
