@@ -62,7 +62,8 @@ class ConnectionStats:
     """Of those, in packets declared lost (never sent again)."""
     datagram_frames_dropped: int = 0
     """Ours never sent: the queue was full, they waited past ``datagram_max_age``, a newer
-    latest-only one replaced them, or the path's datagrams shrank below them."""
+    latest-only one replaced them, or the path's datagrams shrank below them (those still
+    queued when the connection ends are not counted)."""
     datagram_frames_received: int = 0
     """The peer's that arrived (delivered, or discarded as below)."""
     datagram_frames_discarded: int = 0
