@@ -359,6 +359,40 @@ def test_the_largest_datagram_fits_one_packet_even_beside_an_owed_ack() -> None:
     assert _received(pair.server_events) == [DatagramReceived(bytes(largest), 0)]
 
 
+def test_the_largest_datagram_follows_path_mtu_discovery() -> None:
+    pair, _ = _pair()
+    client = pair.client
+    client.send(bytes(200_000))  # data waiting: discovery probes the path (no limit here)
+    pair.run(until=5.0)
+    size = client.stats().path_datagram_size
+    assert size == INSECURE.max_path_datagram_size > INSECURE.max_datagram_size
+    assert client.max_datagram_payload == payload_room(size, True) - DATAGRAM_FRAME_OVERHEAD
+    largest = client.max_datagram_payload
+    client.send_datagram(bytes(largest))
+    pair.collect()
+    assert len(pair.to_server) == 1 and len(pair.to_server[0]) <= size  # one packet
+    pair.exchange()
+    assert _received(pair.server_events) == [DatagramReceived(bytes(largest), 0)]
+
+
+def test_a_datagram_the_window_holds_too_long_is_dropped() -> None:
+    pair, _ = _pair()
+    client = pair.client
+    client.send(bytes(100_000))
+    while (stats := client.stats()).bytes_in_flight + 1200 <= stats.congestion_window:
+        pair.now += 0.005  # pacing lets the initial window go; nothing is acknowledged
+        pair.collect()
+    client.send_datagram(b"stale soon")
+    pair.collect()
+    assert client.stats().datagram_frames_sent == 0  # held: the window is full
+    pair.now += INSECURE.datagram_max_age + 0.01
+    pair.collect()
+    pair.run(until=pair.now + 5.0)
+    stats = client.stats()
+    assert stats.datagram_frames_dropped == 1 and stats.datagram_frames_sent == 0
+    assert _received(pair.server_events) == []
+
+
 def test_misuse_raises_local_errors() -> None:
     pair, _ = _pair()
     client = pair.client
