@@ -5,7 +5,8 @@ dispatcher, which feeds the room in arrival order, commits the room's journal (i
 thread, so a slow fsync stalls no connection), and only then hands the outputs to each
 connection's writer queue. Inputs that arrive while a commit runs are processed together and
 committed in one transaction. A client too slow to take its messages is dropped, so it cannot
-make the server hold an unbounded queue or hold up anyone else.
+make the server hold an unbounded queue or hold up anyone else. Typing notices bypass all of
+this: a second small task per connection relays its datagrams (:mod:`.typing`), unstored.
 """
 
 from __future__ import annotations
