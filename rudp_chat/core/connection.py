@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from dataclasses import asdict
 from functools import partial
 from typing import Any
 
@@ -368,24 +369,12 @@ class Connection:
         return self.state is State.CLOSED
 
     def stats(self) -> ConnectionStats:
-        rtt, congestion, counters = self._rtt, self._congestion, self.counters
+        rtt, congestion = self._rtt, self._congestion
         return ConnectionStats(
+            **asdict(self.counters),  # every counter is the statistic of its name
             state=self.state.value,
-            datagrams_sent=counters.datagrams_sent,
-            datagrams_received=counters.datagrams_received,
-            bytes_sent=counters.bytes_sent,
-            bytes_received=counters.bytes_received,
             messages_sent=self._send.next_message_id,
-            messages_received=counters.messages_received,
-            packets_lost=counters.packets_lost,
-            retransmitted_fragments=counters.retransmitted_fragments,
-            retransmitted_bytes=counters.retransmitted_bytes,
             duplicates_received=self._receiver.duplicates,
-            dropped_invalid=counters.dropped_invalid,
-            dropped_unexpected=counters.dropped_unexpected,
-            dropped_unauthenticated=counters.dropped_unauthenticated,
-            dropped_replayed=counters.dropped_replayed,
-            migrations=counters.migrations,
             smoothed_rtt=rtt.smoothed,
             rtt_variance=rtt.variance,
             min_rtt=rtt.min_rtt,
@@ -401,11 +390,6 @@ class Connection:
             pmtu_probes_sent=self._pmtu.probes_sent,
             pmtu_probes_lost=self._pmtu.probes_lost,
             pmtu_black_holes=self._pmtu.black_holes,
-            datagram_frames_sent=counters.datagram_frames_sent,
-            datagram_frames_lost=counters.datagram_frames_lost,
-            datagram_frames_dropped=counters.datagram_frames_dropped,
-            datagram_frames_received=counters.datagram_frames_received,
-            datagram_frames_discarded=counters.datagram_frames_discarded,
         )
 
     # --------------------------------------------------------- input: packets

@@ -73,7 +73,8 @@ class ConnectionStats:
 
 @dataclass(slots=True)
 class ConnectionCounters:
-    """What one connection counted so far (the live record behind :class:`ConnectionStats`)."""
+    """What one connection counted so far (the live record behind :class:`ConnectionStats`:
+    each field is the statistic of the same name)."""
 
     datagrams_sent: int = 0
     datagrams_received: int = 0
