@@ -8,13 +8,15 @@ import asyncio
 import time
 
 import pytest
-from test_chat_server import FAST, S1, S2, Live, run_with_server
+from test_chat_server import FAST, S1, S2, Live, next_message, run_with_server
 
 from rudp_chat.aio import ReliableConnection
 from rudp_chat.chat.client import ChatClient, ClientOptions
 from rudp_chat.chat.protocol import (
     LOBBY,
     ChatProtocolError,
+    Error,
+    ErrorCode,
     Say,
     Typing,
     TypingNotice,
@@ -122,6 +124,17 @@ def test_a_notice_reaches_the_other_members_only_and_is_rate_limited() -> None:
         while await _datagram(bob, 0.5) is not None:
             relayed += 1
         assert 1 <= relayed <= RELAY_BURST  # one token went to the first notice
+
+    run_with_server(body)
+
+
+def test_a_notice_sent_as_a_message_is_answered_malformed() -> None:
+    async def body(live: Live) -> None:
+        alice = await live.join("alice", S1)
+        await alice.send(encode(Typing(LOBBY, ACTIVE)))
+        error = await next_message(alice, Error)
+        assert isinstance(error, Error) and error.code is ErrorCode.MALFORMED
+        assert "datagram" in error.text
 
     run_with_server(body)
 

@@ -359,7 +359,8 @@ def _step(room: Room, conn: int, data: bytes) -> _Step:
     if isinstance(message, Say):
         say = message
         return lambda now: room.receive(conn, say, now)
-    return lambda now: room.malformed(conn, "hello was already said", now)
+    late = "hello was already said" if isinstance(message, Hello) else "typing goes as a datagram"
+    return lambda now: room.malformed(conn, late, now)
 
 
 def _silence(error: Exception) -> str:
