@@ -382,6 +382,12 @@ def _add_client(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "--no-reconnect", action="store_true", help="exit when the connection is lost"
     )
     parser.add_argument(
+        "--show-typing",
+        action="store_true",
+        help="print a line when someone starts or stops typing (the interactive status bar "
+        "shows it anyway)",
+    )
+    parser.add_argument(
         "--handshake-timeout",
         type=positive("seconds"),
         default=_DEFAULTS.handshake_timeout,
@@ -446,6 +452,7 @@ def _client(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         server_key=args.server_key,
         known_servers=args.known_servers,
         client_key=client_key,
+        show_typing=args.show_typing,
     )
     if options.connection.insecure:
         print("WARNING: encryption is off (--insecure)", file=sys.stderr, flush=True)

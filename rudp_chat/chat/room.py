@@ -207,6 +207,14 @@ class Room:
         user = self._users.get(conn)
         return [] if user is None else list(user.rooms)
 
+    def audience(self, conn: int, room: str) -> tuple[str, list[int]] | None:
+        """``conn``'s name and the other members of ``room`` if ``conn`` is one (None if not):
+        whom an ephemeral notice of it, such as typing, reaches."""
+        user, channel = self._users.get(conn), self._channels.get(room)
+        if user is None or channel is None or room not in user.rooms:
+            return None
+        return user.name, [member for member in channel.members if member != conn]
+
     def take_journal(self) -> Journal | None:
         """Hand over (and forget) what must be stored; None if nothing."""
         claims = self._owners.take()

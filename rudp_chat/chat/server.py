@@ -5,12 +5,14 @@ dispatcher, which feeds the room in arrival order, commits the room's journal (i
 thread, so a slow fsync stalls no connection), and only then hands the outputs to each
 connection's writer queue. Inputs that arrive while a commit runs are processed together and
 committed in one transaction. A client too slow to take its messages is dropped, so it cannot
-make the server hold an unbounded queue or hold up anyone else.
+make the server hold an unbounded queue or hold up anyone else. Typing notices bypass all of
+this: a second small task per connection relays its datagrams (:mod:`.typing`), unstored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import sqlite3
@@ -48,6 +50,7 @@ from .protocol import (
 from .room import Output, Room, RoomLimits
 from .sizing import chat_connection_config
 from .store import Journal, StorageError
+from .typing import TypingRelay
 
 __all__ = ["ChatServer", "ServerOptions", "open_room", "run_server"]
 
@@ -194,6 +197,7 @@ class ChatServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._storage = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-history")
         self._storage_failed = asyncio.Event()
+        self._typing = TypingRelay(room)
 
     async def run(self, stop: asyncio.Event) -> int:
         """Serve until ``stop`` is set (or storage fails), then shut down gracefully: every
@@ -247,6 +251,7 @@ class ChatServer:
         """Run one connection: a writer task, and reading here until the connection ends."""
         client = self._clients[conn] = _Client(connection)
         writer = asyncio.create_task(self._write(client))
+        typing = asyncio.create_task(self._relay_typing(conn, connection))
         try:
             reason = await self._read(conn, connection)
             if reason is not None:
@@ -259,7 +264,10 @@ class ChatServer:
             if not client.closing:
                 client.closing = True
                 client.queue.put_nowait(None)
+            typing.cancel()
+            self._typing.forget(conn)
             await writer
+            await asyncio.gather(typing, return_exceptions=True)
             del self._clients[conn]
 
     async def _read(self, conn: int, connection: ReliableConnection) -> LeaveReason | None:
@@ -298,6 +306,20 @@ class ChatServer:
             log.info("connection %d (%s) lost: %s", conn, peer, exc)
             return LeaveReason.LOST
         return LeaveReason.LEFT
+
+    async def _relay_typing(self, conn: int, connection: ReliableConnection) -> None:
+        """Relay ``conn``'s typing notices as they come (datagrams: never stored, no order
+        with the room's inputs, dropped when the relay's rate limit says so)."""
+        with contextlib.suppress(TransportError, EOFError):
+            while True:
+                datagram = await connection.recv_datagram()
+                outputs = self._typing.relay(conn, datagram.data, time.monotonic())
+                data = encode(outputs[0][1]) if outputs else b""
+                for member, _ in outputs:
+                    client = self._clients.get(member)
+                    if client is not None and not client.closing:
+                        with contextlib.suppress(LocalProtocolError):  # closing meanwhile
+                            client.connection.send_datagram(data)
 
     async def _write(self, client: _Client) -> None:
         """Send ``client``'s queue in order; after a None, close the connection gracefully."""
@@ -405,7 +427,8 @@ def _step(room: Room, conn: int, data: bytes) -> _Step:
     if isinstance(message, Say):
         say = message
         return lambda now: room.receive(conn, say, now)
-    return lambda now: room.malformed(conn, "hello was already said", now)
+    late = "hello was already said" if isinstance(message, Hello) else "typing goes as a datagram"
+    return lambda now: room.malformed(conn, late, now)
 
 
 def _silence(error: Exception) -> str:

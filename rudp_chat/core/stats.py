@@ -56,11 +56,25 @@ class ConnectionStats:
     in ``packets_lost``."""
     pmtu_black_holes: int = 0
     """Times datagrams above the base vanished while smaller ones arrived: the size fell back."""
+    datagram_frames_sent: int = 0
+    """Unreliable datagrams (DATAGRAM frames, ``send_datagram``) sent, each once."""
+    datagram_frames_lost: int = 0
+    """Of those, in packets declared lost (never sent again)."""
+    datagram_frames_dropped: int = 0
+    """Ours never sent: the queue was full, they waited past ``datagram_max_age``, a newer
+    latest-only one replaced them, or the path's datagrams shrank below them (those still
+    queued when the connection ends are not counted)."""
+    datagram_frames_received: int = 0
+    """The peer's that arrived (delivered, or discarded as below)."""
+    datagram_frames_discarded: int = 0
+    """Of those, not delivered: older than the newest of their latest-only lane, a lane at or
+    above ``datagram_lanes``, or pushed out of a full queue of unread ones."""
 
 
 @dataclass(slots=True)
 class ConnectionCounters:
-    """What one connection counted so far (the live record behind :class:`ConnectionStats`)."""
+    """What one connection counted so far (the live record behind :class:`ConnectionStats`:
+    each field is the statistic of the same name)."""
 
     datagrams_sent: int = 0
     datagrams_received: int = 0
@@ -75,3 +89,8 @@ class ConnectionCounters:
     dropped_unauthenticated: int = 0
     dropped_replayed: int = 0
     migrations: int = 0
+    datagram_frames_sent: int = 0
+    datagram_frames_lost: int = 0
+    datagram_frames_dropped: int = 0
+    datagram_frames_received: int = 0
+    datagram_frames_discarded: int = 0
