@@ -25,6 +25,9 @@ Scenarios (targets from the project's issue):
 - pmtu-1500, pmtu-9000: bulk, 1 KiB messages, 100 MB, 100 Mbit/s, 50 ms RTT, MTU 1500
                  (datagrams up to 1472) or 9000 (up to 8972, max_path_datagram_size 8972):
                  goodput at 9000 above goodput at 1500.
+- datagram:      unreliable datagrams (send_datagram) of 200 B every 20 ms from the client,
+                 1,000, one-way 25 ms, 10 % loss each way. Each sent once (no retransmission),
+                 delivery ratio = 1 - loss (+-0.03), latency = the one-way delay (p99 <= 26 ms).
 - pmtu-blackhole: 300 B messages, 3 MB, 10 Mbit/s, 50 ms RTT; the path MTU drops from 1500 to
                  1280 half a second in, while datagrams of 1472 bytes are in use. Longest gap
                  between deliveries <= 3 x RTO (the RTO when the path shrank), nothing lost.
@@ -57,7 +60,14 @@ from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
-from rudp_chat.core import Connection, ConnectionConfig, Listener, ListenerConfig, MessageReceived
+from rudp_chat.core import (
+    Connection,
+    ConnectionConfig,
+    DatagramReceived,
+    Listener,
+    ListenerConfig,
+    MessageReceived,
+)
 from rudp_chat.sim import LinkProfile, Network
 from rudp_chat.sim.endpoint import Endpoint, Recorded
 
@@ -108,6 +118,10 @@ class Row:
     """lanes-hol: the live lines' p99 without history (the latency fields: beside it)."""
     fifo_p99_ms: float | None = None
     """lanes-hol: the live lines' p99 with the history on their own lane."""
+    delivery_ratio: float | None = None
+    """datagram: the share of the datagrams sent that arrived."""
+    sent_once: bool | None = None
+    """datagram: whether the sender sent each datagram exactly once."""
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -300,6 +314,43 @@ def chat_30(seed: int, count: int, interval: float, scenario: str) -> Row:
 def chat_burst(seed: int, count: int) -> Row:
     profile = LinkProfile(loss=0.10, loss_burst=3.0, delay=0.050)
     return _paced(seed, profile, 1.0, count, 200, False, "chat-burst", 0.10)
+
+
+def datagram(seed: int, count: int) -> Row:
+    """Unreliable datagrams, one every 20 ms from the client over a lossy link: how many arrive
+    (1 - loss), how late (the one-way delay: nothing waits for a retransmission)."""
+    loss, one_way, interval, size = 0.10, 0.025, 0.020, 200
+    profile = LinkProfile(loss=loss, delay=one_way)
+    setup = _setup(seed, profile, profile, ConnectionConfig())
+    network, client = setup.network, setup.client
+    start = network.now + 0.5
+    latencies: list[float] = []
+
+    def on_server(record: Recorded) -> None:
+        if isinstance(record.event, DatagramReceived):
+            index: int = STAMP.unpack_from(record.event.data)[0]
+            latencies.append(record.time - (start + index * interval))
+
+    setup.server.on_event = on_server
+    padding = bytes(size - STAMP.size)
+
+    def sender(index: int) -> Callable[[], None]:
+        return lambda: client.send_datagram(STAMP.pack(index) + padding)
+
+    for index in range(count):
+        network.call_at(start + index * interval, sender(index))
+    wall = time.perf_counter()
+    network.run(until=start + count * interval + 2.0)
+    wall = time.perf_counter() - wall
+    delivered = len(latencies) * size
+    duration = network.now - start
+    row = _row("datagram", loss, setup, latencies, count * size, delivered, None, duration, wall)
+    stats = client.stats()
+    return replace(
+        row,
+        delivery_ratio=round(len(latencies) / count, 4),
+        sent_once=stats.datagram_frames_sent == count and stats.retransmitted_bytes == 0,
+    )
 
 
 def pmtu_blackhole(seed: int, megabytes: float) -> Row:
@@ -511,6 +562,13 @@ def verdict(row: Row) -> str:
             row.latency_p99_ms, LANES_HOL_FACTOR * row.alone_p99_ms
         ):
             misses.append(f"p99>{LANES_HOL_FACTOR:g}x alone")
+    elif row.scenario == "datagram":
+        if row.delivery_ratio is None or abs(row.delivery_ratio - (1 - row.loss)) > 0.03:
+            misses.append("delivery!=1-loss")
+        if _above(row.latency_p99_ms, 26):
+            misses.append("p99>26")
+        if not row.sent_once:
+            misses.append("resent")
     elif row.scenario == "pmtu-blackhole":  # what was in flight at 1472 B goes again
         if row.stall_ms > 3 * row.rto_ms:
             misses.append("stall>3xRTO")
@@ -564,6 +622,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     runs.append(("chat-burst", lambda: chat_burst(args.seed, 100 if args.quick else 500)))
+    runs.append(("datagram", lambda: datagram(args.seed, 200 if args.quick else 1000)))
     for mtu, maximum in ((1500, 1472), (9000, 8972)):
         runs.append((f"pmtu-{mtu}", pmtu_run(mtu, maximum)))
     runs.append(("pmtu-blackhole", lambda: pmtu_blackhole(args.seed, 1.2 if args.quick else 3.0)))
@@ -599,6 +658,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row.latency_p99_ms} ms beside it, {row.fifo_p99_ms} ms behind it (one lane)",
                 flush=True,
             )
+        if row.delivery_ratio is not None:
+            once = "each sent once" if row.sent_once else "some sent more than once"
+            print(f"{'':<12} delivery ratio {row.delivery_ratio:.3f}, {once}", flush=True)
         if row.scenario.startswith("pmtu"):
             print(
                 f"{'':<12} datagrams up to {row.datagram_size} B, {row.datagrams_sent} sent"

@@ -38,6 +38,7 @@ from rudp_chat.aio.socketpath import SocketPath
 from rudp_chat.core import (
     ConnectionClosedError,
     ConnectionConfig,
+    DatagramTooLargeError,
     ErrorCode,
     ListenerConfig,
     State,
@@ -426,6 +427,39 @@ def test_ipv6_loopback(run: Runner) -> None:
                 assert await client.recv() == b"and back"
 
     run(main(), 10)
+
+
+def test_datagrams_are_read_apart_from_messages(run: Runner) -> None:
+    """Datagrams both ways while messages flow: ``recv_datagram`` and ``recv`` each see their
+    own; a waiting ``recv_datagram`` wakes up, and ends like ``recv`` after the close."""
+
+    async def main() -> None:
+        async with await serve(LOCALHOST, 0) as server:
+            client = await connect(*server.address)
+            accepted = await server.accept()
+            waiting = asyncio.create_task(accepted.recv_datagram())
+            await asyncio.sleep(0)
+            client.send_datagram(b"typing", lane=1, latest_only=True)
+            await client.send(b"a line")
+            assert await accepted.recv() == b"a line"
+            arrived = await waiting
+            assert (arrived.data, arrived.lane) == (b"typing", 1)
+            accepted.send_datagram(b"back")
+            assert (await client.recv_datagram()).data == b"back"
+            with pytest.raises(DatagramTooLargeError):
+                client.send_datagram(bytes(client.max_datagram_payload + 1))
+            pending = asyncio.create_task(client.recv_datagram())
+            await asyncio.sleep(0)
+            await client.close()
+            with pytest.raises(EOFError):
+                await pending  # woken by the end
+            with pytest.raises(EOFError):
+                await accepted.recv()
+            with pytest.raises(EOFError):
+                await accepted.recv_datagram()
+            assert accepted.stats().datagram_frames_received == 1
+
+    run(main(), 20)
 
 
 def test_server_close_ends_every_connection_gracefully(run: Runner) -> None:

@@ -34,6 +34,7 @@ from rudp_chat.core.errors import LocalProtocolError
 from rudp_chat.core.events import (
     Connected,
     ConnectionTerminated,
+    DatagramReceived,
     Event,
     MessageReceived,
     TerminationReason,
@@ -44,6 +45,7 @@ from rudp_chat.core.frames import (
     AckFrame,
     CloseFrame,
     DataFrame,
+    DatagramFrame,
     ErrorCode,
     Frame,
     HelloPacket,
@@ -198,6 +200,8 @@ def _frame(setup: Setup, arrival: Arrival) -> Frame:
         return PingFrame()
     if arrival is Arrival.CLOSE:
         return CloseFrame(ErrorCode.NO_ERROR, 0)
+    if arrival is Arrival.DATAGRAM:
+        return DatagramFrame(3, b"typing", 0)
     return CloseFrame(ErrorCode.APPLICATION, 0, "bye")
 
 
@@ -237,6 +241,11 @@ def check(setup: Setup, state: State, arrival: Arrival, reaction: Reaction) -> N
         assert [e for e in events if isinstance(e, MessageReceived)] == [
             MessageReceived(0, b"hello")
         ]
+    elif reaction is Reaction.DELIVER_DATAGRAM:
+        assert events == [DatagramReceived(b"typing", 3)]
+        setup.deliver(setup.session([DatagramFrame(3, b"stale", 0)]))  # not newer: dropped
+        assert setup.take_events() == [DatagramReceived(b"typing", 3)]
+        assert connection.stats().datagram_frames_discarded == 1
     elif reaction is Reaction.APPLY_ACK:
         assert in_flight > 0 and after.bytes_in_flight == 0
     elif reaction is Reaction.PEER_CLOSED:

@@ -561,6 +561,32 @@ def test_the_status_bar_shows_a_line_the_server_has_not_confirmed(tmp_path: Path
             assert alice.wait(timeout=WAIT_S) == 0
 
 
+def test_typing_shows_in_the_status_bar_and_with_show_typing_in_plain_mode(
+    tmp_path: Path,
+) -> None:
+    with processes() as started:
+        chat_server, port = server(tmp_path / "history.sqlite3")
+        started.append(chat_server)
+        bob = client("bob", port, "--show-typing")
+        started.append(bob)
+        bob.wait_line(r"^\*\*\* bob joined$")
+        with on_a_terminal("carol", port) as (carol, carol_screen):
+            carol_screen.wait_for(" #lobby (2 here) | open | ")
+            with on_a_terminal("alice", port) as (alice, screen):
+                carol_screen.wait_for("alice joined")
+                screen.wait_for(" #lobby (3 here) | open | ")
+                screen.type(b"hel")
+                bob.wait_line(r"^\*\*\* alice is typing$")
+                carol_screen.wait_for("is typing…")  # redrawn in place: "alice" just before
+                screen.type(b"lo\r")
+                bob.wait_line(r"^alice: hello$")
+                bob.wait_line(r"^\*\*\* alice stopped typing$")
+                screen.type(b"exit\r")
+                assert alice.wait(timeout=WAIT_S) == 0
+            carol_screen.type(b"exit\r")
+            assert carol.wait(timeout=WAIT_S) == 0
+
+
 def test_plain_mode_prefixes_lines_of_other_rooms_and_rooms_survive_a_restart(
     tmp_path: Path,
 ) -> None:

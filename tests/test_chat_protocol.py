@@ -36,6 +36,9 @@ from rudp_chat.chat.protocol import (
     Say,
     ServerMessage,
     Topic,
+    Typing,
+    TypingNotice,
+    TypingState,
     Users,
     Welcome,
     decode_client,
@@ -52,6 +55,7 @@ CLIENT_MESSAGES: list[ClientMessage] = [
     Say(2**63 - 1, "/msg bob \x1b[2J"),
     Say(3, "/part bye", "#dev"),
     Hello("alice", SESSION, rooms=(("#lobby", 7), ("#dev", 0))),
+    Typing("#dev", TypingState.ACTIVE),
 ]
 
 SERVER_MESSAGES: list[ServerMessage] = [
@@ -79,6 +83,7 @@ SERVER_MESSAGES: list[ServerMessage] = [
     Error(ErrorCode.TOO_LONG, "message too long", 7),
     Error(ErrorCode.MALFORMED, "malformed message"),
     Bye(ByeCode.SHUTDOWN, "the server is shutting down"),
+    TypingNotice("#dev", "bob", TypingState.DONE),
 ]
 
 
@@ -157,9 +162,9 @@ def test_any_bytes_decode_or_raise_the_one_error(data: bytes) -> None:
 
 
 _TAGS = ["hello", "say", "welcome", "chat", "private", "ack", "error", "bye", "users", "info"]
-_TAGS += ["history", "history_end", "entered", "topic", "left"]
+_TAGS += ["history", "history_end", "entered", "topic", "left", "typing"]
 _FIELDS = ["name", "session", "version", "id", "text", "seq", "time", "sender", "users", "lines"]
-_FIELDS += ["room", "rooms", "kind", "hits", "more", "topic", "away", "count", "reason"]
+_FIELDS += ["room", "rooms", "kind", "hits", "more", "topic", "away", "count", "reason", "state"]
 _values = st.recursive(
     st.none()
     | st.booleans()

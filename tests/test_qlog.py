@@ -33,6 +33,7 @@ FRAME_FIELDS: dict[str, dict[str, type]] = {
     "ack": {"acked_ranges": list, "ack_delay": float, "cumulative": int, "window": int},
     "ping": {},
     "connection_close": {"error_code": int, "final_seq": int, "reason": str},
+    "datagram": {"length": int, "lane": int},
 }
 METRICS: dict[str, type] = {
     "min_rtt": float,

@@ -26,7 +26,13 @@ from rudp_chat.core.codec import decode_datagram
 from rudp_chat.core.config import ConnectionConfig, ListenerConfig
 from rudp_chat.core.connection import Connection
 from rudp_chat.core.errors import FrameError, SendBufferFullError
-from rudp_chat.core.events import ConnectionTerminated, Event, MessageReceived, TerminationReason
+from rudp_chat.core.events import (
+    ConnectionTerminated,
+    DatagramReceived,
+    Event,
+    MessageReceived,
+    TerminationReason,
+)
 from rudp_chat.core.frames import HelloPacket
 from rudp_chat.core.state import State
 
@@ -69,6 +75,7 @@ class TwoConnections(RuleBasedStateMachine):
         self.client_sent: list[bytes] = []
         self.server_sent: list[bytes] = []
         self.counter = 0
+        self.datagrams_sent: dict[bytes, tuple[int, bool]] = {}  # data -> (lane, latest_only)
 
     # ------------------------------------------------------------ helpers
 
@@ -112,6 +119,24 @@ class TwoConnections(RuleBasedStateMachine):
     def server_sends(self, size: int) -> None:
         assert self.server is not None
         self._send(self.server, self.server_sent, size)
+
+    @precondition(lambda self: self.pair.client.state in (State.CONNECTING, State.OPEN))
+    @rule(lane=st.integers(0, 2), latest_only=st.booleans())
+    def client_sends_datagram(self, lane: int, latest_only: bool) -> None:
+        self._send_datagram(self.pair.client, lane, latest_only)
+
+    @precondition(lambda self: self.server is not None and self.server.state is State.OPEN)
+    @rule(lane=st.integers(0, 2), latest_only=st.booleans())
+    def server_sends_datagram(self, lane: int, latest_only: bool) -> None:
+        assert self.server is not None
+        self._send_datagram(self.server, lane, latest_only)
+
+    def _send_datagram(self, connection: Connection, lane: int, latest_only: bool) -> None:
+        """An unreliable datagram, named by a number that orders it among all sent."""
+        data = self._payload(8)
+        connection.send_datagram(data, lane, latest_only)
+        self.datagrams_sent[data] = (lane, latest_only)
+        self.pair.collect()
 
     @precondition(lambda self: self.pair.client.state is State.OPEN)
     @rule()
@@ -208,6 +233,19 @@ class TwoConnections(RuleBasedStateMachine):
             got = _received(events)
             assert [e.message_id for e in got] == list(range(len(got)))
             assert [e.data for e in got] == sent[: len(got)]
+
+    @invariant()
+    def datagrams_arrive_at_most_once_and_latest_only_lanes_move_forward(self) -> None:
+        order = list(self.datagrams_sent)
+        for events in (self.pair.server_events, self.pair.client_events):
+            got = [e for e in events if isinstance(e, DatagramReceived)]
+            assert len({e.data for e in got}) == len(got), "a datagram arrived twice"
+            assert all(self.datagrams_sent[e.data][0] == e.lane for e in got)
+            for lane in range(3):
+                latest = [
+                    order.index(e.data) for e in got if self.datagrams_sent[e.data] == (lane, True)
+                ]
+                assert latest == sorted(latest), "a latest-only lane went backwards"
 
     @invariant()
     def endings_are_clean_single_and_last(self) -> None:

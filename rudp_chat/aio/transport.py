@@ -28,6 +28,7 @@ from rudp_chat.core.errors import ConnectionClosedError, SendBufferFullError
 from rudp_chat.core.events import (
     Connected,
     ConnectionTerminated,
+    DatagramReceived,
     Event,
     MessageReceived,
     TerminationReason,
@@ -86,6 +87,7 @@ class ReliableConnection:
         self._released: asyncio.Future[None] = loop.create_future()  # nothing left to drive
         self._handshake: asyncio.Future[None] = loop.create_future()
         self._recv_waiter: asyncio.Future[Event] | None = None
+        self._datagram_waiter: asyncio.Future[DatagramReceived] | None = None
         self._send_waiters: dict[int, tuple[int, asyncio.Future[None]]] = {}
         """Per lane, the sender waiting for room: (bytes it needs, its future)."""
         self._send_locks: dict[int, asyncio.Lock] = {}  # FIFO per lane: senders keep their order
@@ -200,6 +202,39 @@ class ReliableConnection:
             if type(event) is ConnectionTerminated:
                 raise self._end_error()
 
+    def send_datagram(self, data: bytes, lane: int = 0, latest_only: bool = False) -> None:
+        """Queue one unreliable datagram (``Connection.send_datagram``): sent at most once, never
+        waits; dropped rather than queued long when the path is full (PROTOCOL.md §5).
+
+        Raises ``DatagramTooLargeError`` above :attr:`max_datagram_payload`,
+        ``LocalProtocolError`` for a lane out of range, ``ConnectionClosedError`` once closing.
+        """
+        self._core.send_datagram(data, lane, latest_only)
+
+    @property
+    def max_datagram_payload(self) -> int:
+        """The largest datagram :meth:`send_datagram` takes now."""
+        return self._core.max_datagram_payload
+
+    async def recv_datagram(self) -> DatagramReceived:
+        """The next unreliable datagram, read apart from messages (unread ones wait in the
+        core's bounded queue, the oldest dropped first). Raises like :meth:`recv` once the
+        connection has ended and no datagram is left; ``RuntimeError`` if another
+        ``recv_datagram`` is waiting."""
+        if self._datagram_waiter is not None:
+            raise RuntimeError("recv_datagram() is already being awaited on this connection")
+        datagram = self._core.next_datagram()
+        if datagram is not None:
+            return datagram
+        if self._termination is not None:
+            raise self._end_error()
+        waiter: asyncio.Future[DatagramReceived] = self._endpoint.loop.create_future()
+        self._datagram_waiter = waiter
+        try:
+            return await waiter
+        finally:
+            self._datagram_waiter = None
+
     def __aiter__(self) -> ReliableConnection:
         return self
 
@@ -288,6 +323,13 @@ class ReliableConnection:
             event = self._take_event()
             if event is not None:
                 waiter.set_result(event)
+        datagrams = self._datagram_waiter
+        if datagrams is not None and not datagrams.done():
+            datagram = core.next_datagram()
+            if datagram is not None:
+                datagrams.set_result(datagram)
+            elif self._termination is not None:
+                datagrams.set_exception(self._end_error())
         for lane, (need, sender) in self._send_waiters.items():
             if not sender.done() and (
                 self._termination is not None
@@ -300,7 +342,7 @@ class ReliableConnection:
 
     def _collect(self) -> None:
         """Move the core's pending events here (at the end, or while closing)."""
-        while (event := self._core.next_event()) is not None:
+        while (event := self._core.next_event(datagrams=False)) is not None:
             if type(event) is ConnectionTerminated:
                 self._unread.append(event)
                 self._set_terminated(event)
@@ -312,7 +354,7 @@ class ReliableConnection:
             if self._unread:
                 event = self._unread.popleft()
             else:
-                core_event = self._core.next_event()
+                core_event = self._core.next_event(datagrams=False)
                 if core_event is None:
                     return None
                 event = core_event

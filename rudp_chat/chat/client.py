@@ -16,6 +16,10 @@ Rooms: the client keeps the rooms it is in, with the last line it saw in each, a
 room (where typed lines go). Its ``hello`` names them all, so after a reconnect it is back in
 each and is sent exactly the lines it missed there (shown as live lines, without history
 markers). ``/join`` of a room (new or not) makes it active; :meth:`ChatClient.switch` cycles.
+
+Typing notices (:mod:`.typing`) go both ways as unreliable datagrams: the front-end reports
+edits of the input line (:meth:`ChatClient.edited`), and who is typing in the active room
+joins the status bar (or, with ``show_typing``, each notice is an event to print).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from rudp_chat.aio import (
     HandshakeTimeoutError,
     PortUnreachableError,
     ReliableConnection,
+    TransportError,
     UntrustedServerError,
     connect,
 )
@@ -67,6 +72,8 @@ from .protocol import (
     Renamed,
     Say,
     ServerMessage,
+    Typing,
+    TypingNotice,
     Users,
     Welcome,
     decode_server,
@@ -75,6 +82,7 @@ from .protocol import (
 from .ratelimit import TokenBucket
 from .render import Event, Notice
 from .text import InvalidNameError, normalise_room
+from .typing import TypingBoard, TypingNotifier, typing_line
 
 __all__ = [
     "EXIT_FAILURE",
@@ -111,6 +119,8 @@ class ClientOptions:
     """Where pins are kept (like ``known_hosts``); None pins for this process only."""
     client_key: StaticKey | None = None
     """Our identity, proven to the server by the handshake; None connects as a guest."""
+    show_typing: bool = False
+    """Hand each typing notice to ``on_event`` (plain mode prints them), besides the status."""
 
 
 class ChatClient:
@@ -150,6 +160,8 @@ class ChatClient:
         self._abandoned = False  # left without waiting for the pending lines
         self._connection: ReliableConnection | None = None
         self._known = KnownServers(options.known_servers)
+        self._typing = TypingNotifier()
+        self._typists = TypingBoard()
 
     # --- what the front-end calls -----------------------------------------------------------
 
@@ -160,6 +172,7 @@ class ChatClient:
         ignored, anything else is sent as typed: the server interprets its commands and the
         ``//`` escape (``/help`` also lists ours)."""
         text = line.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates
+        self._notify(self._typing.finished())
         command, _, argument = text.strip().partition(" ")
         command = command.lower()
         if command == "/quit" and argument.strip() and not self._quitting:
@@ -178,6 +191,27 @@ class ChatClient:
             if command == "/help":
                 self._on_event(Notice(HELP))
             self._send_text(text)
+
+    def edited(self, text: str) -> None:
+        """The input line now holds ``text`` (the front-end calls this on every edit): tells
+        the active room we are typing, at most every 3 s, and when we stop."""
+        self._notify(self._typing.edited(self.room, text, time.monotonic()))
+
+    def _notify(self, notices: list[Typing]) -> None:
+        """Send typing notices as datagrams, if connected (lost ones are not missed: see
+        :mod:`.typing`)."""
+        connection = self._connection
+        if connection is None or self.state != "open":
+            return
+        for notice in notices:
+            try:
+                connection.send_datagram(encode(notice))
+            except LocalProtocolError:  # the connection is closing: nobody to tell
+                return
+
+    def typing(self, now: float | None = None) -> list[str]:
+        """Who is typing in the active room (at ``now``, default the monotonic clock)."""
+        return self._typists.typing(self.room, time.monotonic() if now is None else now)
 
     def _send_text(self, text: str) -> None:
         if not text.strip():
@@ -256,6 +290,9 @@ class ChatClient:
             parts[-1] += f" ({self.retrying})"
         if self._pending:
             parts.append(self.unconfirmed())
+        typists = typing_line(self.typing())
+        if typists:
+            parts.append(typists)
         return " | ".join(parts)
 
     def unconfirmed_lines(self) -> list[Say]:
@@ -412,7 +449,8 @@ class ChatClient:
         receiver = asyncio.create_task(self._receive(connection))
         sender = asyncio.create_task(self._send(connection, pacer))
         done = asyncio.create_task(self._done.wait())
-        tasks = (receiver, sender, done)
+        typists = asyncio.create_task(self._receive_typing(connection))
+        tasks = (receiver, sender, done, typists)
         try:  # a failed send needs no attention: the receiver sees the connection end too
             await asyncio.wait((receiver, done), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -492,6 +530,22 @@ class ChatClient:
             pass
         return None
 
+    async def _receive_typing(self, connection: ReliableConnection) -> None:
+        """Take the typing notices of our rooms until the connection ends."""
+        try:
+            while True:
+                datagram = await connection.recv_datagram()
+                try:
+                    notice = decode_server(datagram.data)
+                except ChatProtocolError:
+                    continue  # a datagram is no promise: drop it, say nothing
+                if isinstance(notice, TypingNotice) and notice.room in self._seen:
+                    self._typists.notice(notice, time.monotonic())
+                    if self.options.show_typing:
+                        self._on_event(notice)
+        except (TransportError, EOFError):
+            return
+
     def _handle(self, message: ServerMessage) -> int | None:
         match message:
             case Ack(id=say_id):
@@ -504,6 +558,7 @@ class ChatClient:
                 if self.room not in self._seen:
                     self.room = previous
             case Chat(room=room, seq=seq, history=history):
+                self._typists.stopped(room, message.sender)  # their line is in: done typing
                 seen = self._seen.get(room, 0)
                 if not history and seq <= seen:
                     return None  # already shown
@@ -534,6 +589,7 @@ class ChatClient:
                 if self.room == room:
                     self.room = next(reversed(self._seen), LOBBY)
             case Left(room=room, name=name):
+                self._typists.stopped(room, name)
                 if name in self.members.get(room, ()):
                     self.members[room].remove(name)
             case Users(room=room, names=names):

@@ -6,7 +6,10 @@ Interactive mode keeps the input line at the bottom with prompt_toolkit: incomin
 printed above it, so they never break what is being typed. A typed line leaves the prompt and
 waits, dimmed, just above it until the server confirms it; then it is printed once, as everyone
 sees it. The status bar below leads with the active room, its member count and the connection's
-state, and any line the server has not confirmed yet, with its age, so a delay is visible. Tab
+state, and any line the server has not confirmed yet, with its age, so a delay is visible, then
+who else is typing in the room ("bob is typing…"); every edit of the input line tells the
+room we are typing (:mod:`.typing`). Plain mode sends no typing notices (its lines arrive
+whole) and prints the others' only with ``--show-typing``. Tab
 completes commands, room names and the names in the active room; Ctrl-N and Ctrl-P switch the
 active room; PageUp asks for older lines (``/history``). Typed lines are remembered across runs
 in ``input_history`` beside the ``known_servers`` file. Pasted text of several lines is sent as
@@ -180,6 +183,7 @@ async def _prompt(client: ChatClient, running: asyncio.Task[int]) -> None:
         key_bindings=keys,
         erase_when_done=True,
     )
+    session.default_buffer.on_text_changed += lambda buffer: client.edited(buffer.text)
 
     async def read_lines() -> None:
         while True:  # until ``running`` ends: a second /quit must still be read

@@ -21,6 +21,9 @@ exactly one ``ack``, after anything it caused was stored durably and sent; a rej
 is answered by ``error`` and then its ``ack``. The sender of a message is always taken from
 the session, never from the message. Each room numbers its lines 1, 2, 3, ... (``chat.seq``).
 
+Typing notices (``typing``) are the exception: they travel as unreliable datagrams
+(``send_datagram``), are never stored or acknowledged, and the server relays them.
+
 Client messages are at most 64 KiB, server messages at most 1 MiB. Names in server messages are
 1–32 characters. Every string may still hold anything: clients must pass what they print
 through :func:`rudp_chat.chat.text.neutralise`.
@@ -73,6 +76,9 @@ __all__ = [
     "Say",
     "ServerMessage",
     "Topic",
+    "Typing",
+    "TypingNotice",
+    "TypingState",
     "Users",
     "Welcome",
     "decode_client",
@@ -163,6 +169,15 @@ class LeaveReason(enum.StrEnum):
     """Removed from this room by an operator (``/kick``, ``/ban``), still connected."""
 
 
+class TypingState(enum.StrEnum):
+    """IRCv3 ``typing``'s states (``paused`` left out: nothing here would show it)."""
+
+    ACTIVE = "active"
+    """Typing now; repeated at most every 3 s while it lasts, shown for 6 s after each."""
+    DONE = "done"
+    """The line was sent or erased: show nothing any more."""
+
+
 class HistoryKind(enum.StrEnum):
     """Which lines a ``history`` block holds."""
 
@@ -202,6 +217,23 @@ class Say(ClientMessage):
     text: str
     room: str = LOBBY
     """The room the text is said in, and that commands act on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Typing(ClientMessage):
+    """Sent as an unreliable datagram, never as a message (PROTOCOL.md §12, Typing notices)."""
+
+    room: str
+    state: TypingState
+
+
+@dataclass(frozen=True, slots=True)
+class TypingNotice(ServerMessage):
+    """A member's :class:`Typing`, relayed as a datagram to the room's other members."""
+
+    room: str
+    name: str
+    state: TypingState
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,6 +462,7 @@ _CLIENT: Final[dict[str, tuple[type[ClientMessage], dict[str, _Check]]]] = {
         Say,
         {"id": _int(1), "text": _str(0, MAX_CLIENT_FRAME_BYTES), "room": _str(0, 128)},
     ),
+    "typing": (Typing, {"room": _str(0, 128), "state": _enum(TypingState)}),
 }
 
 _SERVER: Final[dict[str, tuple[type[ServerMessage], dict[str, _Check]]]] = {
@@ -487,9 +520,12 @@ _SERVER: Final[dict[str, tuple[type[ServerMessage], dict[str, _Check]]]] = {
     "ack": (Ack, {"id": _int(1), "seq": _optional(_int(1))}),
     "error": (Error, {"code": _enum(ErrorCode), "text": _TEXT, "id": _optional(_int(1))}),
     "bye": (Bye, {"code": _enum(ByeCode), "text": _TEXT}),
+    "typing": (TypingNotice, {"room": _ROOM, "name": _NAME, "state": _enum(TypingState)}),
 }
 
-_TAGS: Final[dict[type, str]] = {cls: tag for tag, (cls, _) in (_CLIENT | _SERVER).items()}
+_TAGS: Final[dict[type, str]] = {  # one tag may name a client and a server message (typing)
+    cls: tag for table in (_CLIENT, _SERVER) for tag, (cls, _) in table.items()
+}
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 
 

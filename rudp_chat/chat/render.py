@@ -31,6 +31,8 @@ from .protocol import (
     Renamed,
     ServerMessage,
     Topic,
+    TypingNotice,
+    TypingState,
     Users,
     Welcome,
 )
@@ -119,6 +121,8 @@ def _notice(event: Event) -> list[str] | None:
             return [f"error: {text}"]
         case Bye(_, text):
             return [text]
+        case TypingNotice(_, name, state):
+            return [f"{name} {'is typing' if state is TypingState.ACTIVE else 'stopped typing'}"]
     return None
 
 
@@ -129,7 +133,7 @@ def room_of(event: Event) -> str | None:
             return room
         case Entered(room=room) | Topic(room=room) | Joined(room=room) | Left(room=room):
             return room
-        case Users(room=room):
+        case Users(room=room) | TypingNotice(room=room):
             return room
     return None
 

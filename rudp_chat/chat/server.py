@@ -5,17 +5,19 @@ dispatcher, which feeds the room in arrival order, commits the room's journal (i
 thread, so a slow fsync stalls no connection), and only then hands the outputs to each
 connection's writer queue. Inputs that arrive while a commit runs are processed together and
 committed in one transaction. A client too slow to take its messages is dropped, so it cannot
-make the server hold an unbounded queue or hold up anyone else.
+make the server hold an unbounded queue or hold up anyone else. Typing notices bypass all of
+this: a second small task per connection relays its datagrams (:mod:`.typing`), unstored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +32,12 @@ from rudp_chat.identity import default_key_file, load_or_create_server_key
 from rudp_chat.stopsignals import on_stop_signals
 
 from . import confusables
+from .clusterconfig import ClusterOptions
 from .history import DEFAULT_HISTORY_FILE, MEMORY_LINES, History
 from .lanes import HISTORY_LANE, LIVE_LANE, LaneRouter
 from .owners import Owners
 from .protocol import (
+    Ack,
     Bye,
     ChatProtocolError,
     Hello,
@@ -46,6 +50,8 @@ from .protocol import (
 )
 from .room import Output, Room, RoomLimits
 from .sizing import chat_connection_config
+from .store import Journal, StorageError
+from .typing import TypingRelay
 
 __all__ = ["ChatServer", "ServerOptions", "open_room", "run_server"]
 
@@ -55,6 +61,9 @@ CONNECTION_SLACK: Final = 64  # transport slots beyond max users: handshakes, cl
 HELLO_TIMEOUT_S: Final = 10.0  # a connection that says nothing is dropped: bounds idle strangers
 SHUTDOWN_DRAIN_S: Final = 5.0  # how long shutdown waits for goodbyes and queued messages
 MAX_QUEUED_MESSAGES: Final = 10_000  # for one client; past it the client is dropped as too slow
+# Inputs waiting for the dispatcher (a commit is slow, a cluster's Redis away); past it the
+# connections' readers wait, so clients are held back by the transport's flow control.
+MAX_QUEUED_INPUTS: Final = 100_000
 
 _Step = Callable[[float], list[Output]]
 """One input for the room, applied at the given time."""
@@ -76,6 +85,8 @@ class ServerOptions:
     """Connections from one IP address: users behind one NAT share it."""
     allow_guests: bool = True
     """Whether clients without a key may connect (False: ``--no-guests``)."""
+    cluster: ClusterOptions | None = None
+    """The cluster this server is a node of (``--redis``); None: a server on its own."""
 
 
 def server_identity(options: ServerOptions) -> StaticKey | None:
@@ -145,8 +156,18 @@ async def run_server(options: ServerOptions) -> int:
         print(f"Server is listening on {host}:{port} (UDP socket via {via})", flush=True)
         stop = asyncio.Event()
         with on_stop_signals(asyncio.get_running_loop(), stop.set):
-            room = open_room(history, options.limits, lost_within=options.connection.idle_timeout)
-            return await ChatServer(transport, room, history).run(stop)
+            lost_within = options.connection.idle_timeout
+            cluster = options.cluster
+            if cluster is None:
+                room = open_room(history, options.limits, lost_within=lost_within)
+                return await ChatServer(transport, room, history).run(stop)
+            from .cluster import ClusterServer  # needs redis (the cluster extra)
+
+            print(f"Cluster: {cluster.describe()}", flush=True)
+            node = ClusterServer.open(
+                transport, history, options.limits, cluster, lost_within=lost_within
+            )
+            return await node.run(stop)
     finally:
         history.close()
 
@@ -161,6 +182,8 @@ class _Client:
     """Encoded history blocks, sent on their own lane by their own writer (:mod:`.lanes`)."""
     router: LaneRouter = field(default_factory=LaneRouter)
     closing: bool = False
+    session: bytes = b""
+    """The client session its hello named (empty before it)."""
 
 
 class ChatServer:
@@ -173,10 +196,13 @@ class ChatServer:
         self._clients: dict[int, _Client] = {}
         self._ids = itertools.count(1)
         self._inputs: asyncio.Queue[_Step] = asyncio.Queue()
+        self._inputs_taken = asyncio.Event()
+        """Set (and replaced) each time the dispatcher takes the queued inputs."""
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._storage = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-history")
         self._storage_failed = asyncio.Event()
+        self._typing = TypingRelay(room)
 
     async def run(self, stop: asyncio.Event) -> int:
         """Serve until ``stop`` is set (or storage fails), then shut down gracefully: every
@@ -230,19 +256,23 @@ class ChatServer:
         """Run one connection: a writer task, and reading here until the connection ends."""
         client = self._clients[conn] = _Client(connection)
         writer = asyncio.create_task(self._write(client))
+        typing = asyncio.create_task(self._relay_typing(conn, connection))
         try:
             reason = await self._read(conn, connection)
             if reason is not None:
-                self._input(lambda now: self.room.leave(conn, reason, now))
+                self._input(lambda now: self._leave(conn, reason, now))
         except Exception:  # a bug serving one connection must not take everyone down
             log.exception("internal error on connection %d", conn)
             connection.abort("internal error")
-            self._input(lambda now: self.room.leave(conn, LeaveReason.LOST, now))
+            self._input(lambda now: self._leave(conn, LeaveReason.LOST, now))
         finally:
             if not client.closing:
                 client.closing = True
                 client.queue.put_nowait(None)
+            typing.cancel()
+            self._typing.forget(conn)
             await writer
+            await asyncio.gather(typing, return_exceptions=True)
             del self._clients[conn]
 
     async def _read(self, conn: int, connection: ReliableConnection) -> LeaveReason | None:
@@ -263,17 +293,38 @@ class ChatServer:
             log.info("dropped %s before hello: %s", peer, _silence(exc))
             connection.abort("no hello")
             return None
+        refusal = await self._admit(hello)
+        if refusal is not None:
+            self._send([(conn, refusal)])
+            return None
+        self._clients[conn].session = hello.session
         key = connection.peer_static_key
-        self._input(lambda now: self.room.join(conn, hello, now, host, key))  # no port: changes
+        self._input(lambda now: self._join(conn, hello, now, host, key))  # no port: changes
         try:
             async for data in connection:
                 self._input(_step(self.room, conn, data))
+                if self._inputs.qsize() >= MAX_QUEUED_INPUTS:
+                    await self._inputs_taken.wait()
         except ConnectionLostError as exc:
             if exc.reason is TerminationReason.IDLE_TIMEOUT:
                 return LeaveReason.TIMED_OUT
             log.info("connection %d (%s) lost: %s", conn, peer, exc)
             return LeaveReason.LOST
         return LeaveReason.LEFT
+
+    async def _relay_typing(self, conn: int, connection: ReliableConnection) -> None:
+        """Relay ``conn``'s typing notices as they come (datagrams: never stored, no order
+        with the room's inputs, dropped when the relay's rate limit says so)."""
+        with contextlib.suppress(TransportError, EOFError):
+            while True:
+                datagram = await connection.recv_datagram()
+                outputs = self._typing.relay(conn, datagram.data, time.monotonic())
+                data = encode(outputs[0][1]) if outputs else b""
+                for member, _ in outputs:
+                    client = self._clients.get(member)
+                    if client is not None and not client.closing:
+                        with contextlib.suppress(LocalProtocolError):  # closing meanwhile
+                            client.connection.send_datagram(data)
 
     async def _write(self, client: _Client) -> None:
         """Send ``client``'s queue in order; after a None, and the history queued before it,
@@ -297,11 +348,12 @@ class ChatServer:
     async def _dispatch(self) -> None:
         """Apply inputs in order; store what must be stored; then send. Returns only when
         storage failed; raises only on a bug outside the room."""
-        loop = asyncio.get_running_loop()
         while True:
             steps = [await self._inputs.get()]
             while not self._inputs.empty():
                 steps.append(self._inputs.get_nowait())
+            taken, self._inputs_taken = self._inputs_taken, asyncio.Event()
+            taken.set()
             now = time.time()
             outputs: list[Output] = []
             for step in steps:
@@ -312,12 +364,50 @@ class ChatServer:
             journal = self.room.take_journal()
             if journal is not None:
                 try:
-                    await loop.run_in_executor(self._storage, self.history.write, journal, now)
-                except sqlite3.Error:
+                    numbered = await self._commit(journal, now)
+                except StorageError:
                     log.exception("cannot store messages: shutting down without acknowledging")
                     self._storage_failed.set()
                     return
+                if numbered:
+                    outputs = [self._numbered(output, numbered) for output in outputs]
             self._send(outputs)
+
+    def _join(
+        self, conn: int, hello: Hello, now: float, host: str, key: bytes | None
+    ) -> list[Output]:
+        """The room input for ``conn``'s ``hello``."""
+        return self.room.join(conn, hello, now, host, key)
+
+    def _leave(self, conn: int, reason: LeaveReason, now: float) -> list[Output]:
+        """The room input for ``conn``'s end."""
+        return self.room.leave(conn, reason, now)
+
+    async def _admit(self, hello: Hello) -> Refused | None:
+        """A refusal for ``hello`` before the room sees it (a cluster's name claims), or
+        None."""
+        return None
+
+    async def _commit(self, journal: Journal, now: float) -> Mapping[tuple[bytes, int], int | None]:
+        """Store ``journal``; return the ``seq`` each proposed line got, by ``(session, id)``
+        (None: it was stored before). Raises :class:`StorageError` if it cannot be stored."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._storage, self.history.write, journal, now)
+        except sqlite3.Error as exc:
+            raise StorageError(str(exc)) from exc
+        return {}
+
+    def _numbered(
+        self, output: Output, numbered: Mapping[tuple[bytes, int], int | None]
+    ) -> Output:
+        """``output``, or the ack of a proposed line with the ``seq`` the log gave it."""
+        conn, message = output
+        client = self._clients.get(conn)
+        if not isinstance(message, Ack) or client is None:
+            return output
+        key = (client.session, message.id)
+        return (conn, Ack(message.id, numbered[key])) if key in numbered else output
 
     def _send(self, outputs: list[Output]) -> None:
         """Queue each output for its connection, encoding each message once."""
@@ -365,7 +455,8 @@ def _step(room: Room, conn: int, data: bytes) -> _Step:
     if isinstance(message, Say):
         say = message
         return lambda now: room.receive(conn, say, now)
-    return lambda now: room.malformed(conn, "hello was already said", now)
+    late = "hello was already said" if isinstance(message, Hello) else "typing goes as a datagram"
+    return lambda now: room.malformed(conn, late, now)
 
 
 def _silence(error: Exception) -> str:

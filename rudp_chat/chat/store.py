@@ -10,9 +10,26 @@ from typing import Protocol
 
 from .access import Access
 from .owners import Claim
-from .protocol import Chat
+from .protocol import Chat, Topic
 
-__all__ = ["EmptyStore", "Journal", "Store"]
+__all__ = ["EmptyStore", "Journal", "Proposal", "StorageError", "Store"]
+
+
+class StorageError(Exception):
+    """A journal could not be stored: nothing it holds may be acknowledged."""
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A line said, or a topic set, on this server of a cluster: for the shared log to order
+    (and number, if a line) and store once."""
+
+    session: bytes
+    """The sender's client session: with ``id``, what makes a resend (to any server) stored once."""
+    id: int
+    """The ``Say.id`` that said it."""
+    said: Chat | Topic
+    """The line (``seq`` 0: the log numbers it), or the room's new topic."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +46,9 @@ class Journal:
     """Names their owners' keys used (claimed, or ownership refreshed)."""
     access: tuple[tuple[str, Access], ...] = ()
     """``(room, access)``: each room made or whose operators, bans or modes changed."""
+    proposed: tuple[Proposal, ...] = ()
+    """Lines and topics said here, for a cluster's shared log to order (``Room(shared_log=True)``;
+    ``messages`` then holds the lines the log delivered, to keep)."""
 
 
 class Store(Protocol):

@@ -10,12 +10,20 @@ from .config import ConnectionConfig, ListenerConfig
 from .connection import Address, Connection
 from .errors import (
     ConnectionClosedError,
+    DatagramTooLargeError,
     FrameError,
     LocalProtocolError,
     MessageTooLargeError,
     SendBufferFullError,
 )
-from .events import Connected, ConnectionTerminated, Event, MessageReceived, TerminationReason
+from .events import (
+    Connected,
+    ConnectionTerminated,
+    DatagramReceived,
+    Event,
+    MessageReceived,
+    TerminationReason,
+)
 from .frames import ErrorCode
 from .lanes import LaneConfig
 from .listener import Listener, ListenerStats
@@ -31,6 +39,8 @@ __all__ = [
     "ConnectionConfig",
     "ConnectionStats",
     "ConnectionTerminated",
+    "DatagramReceived",
+    "DatagramTooLargeError",
     "ErrorCode",
     "Event",
     "FrameError",

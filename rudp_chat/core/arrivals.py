@@ -14,6 +14,7 @@ from .frames import (
     AckFrame,
     CloseFrame,
     DataFrame,
+    DatagramFrame,
     ErrorCode,
     Frame,
     HelloPacket,
@@ -55,13 +56,21 @@ class Arrival(enum.Enum):
     PING = "PING"
     CLOSE = "CLOSE code 0"
     ERROR_CLOSE = "CLOSE code ≠ 0"
+    DATAGRAM = "DATAGRAM"
 
     __hash__ = object.__hash__  # members are singletons: identity hashing keeps the
     # per-frame lookup cheap (Enum's own hashes the name in Python)
 
 
 PACKET_ARRIVALS = (Arrival.RETRY, Arrival.WELCOME, Arrival.HELLO, Arrival.RESET, Arrival.SESSION)
-FRAME_ARRIVALS = (Arrival.DATA, Arrival.ACK, Arrival.PING, Arrival.CLOSE, Arrival.ERROR_CLOSE)
+FRAME_ARRIVALS = (
+    Arrival.DATA,
+    Arrival.ACK,
+    Arrival.PING,
+    Arrival.CLOSE,
+    Arrival.ERROR_CLOSE,
+    Arrival.DATAGRAM,
+)
 SESSION_STATES = (State.OPEN, State.CLOSING, State.DRAINING)
 """The states in which a session packet's frames are applied (the frame rows' columns)."""
 CLIENT_ONLY = frozenset({Arrival.RETRY, Arrival.WELCOME, Arrival.RESET})
@@ -88,6 +97,8 @@ class Reaction(enum.Enum):
     PEER_CLOSED = "→ CLOSING (peer closed)"
     NOTE_FINAL_SEQ = "note final_seq"
     PEER_ERROR = "→ DRAINING, PEER_ERROR"
+    DELIVER_DATAGRAM = "deliver unless stale"
+    """Latest-only: unless older than the newest delivered on its lane (PROTOCOL.md §5)."""
     IGNORE = "ignored"
     """The packet is acknowledged, the frame does nothing (DRAINING: the connection ended)."""
 
@@ -136,6 +147,9 @@ ARRIVALS: dict[tuple[State, Arrival], Reaction] = {
     (_S.DRAINING, _A.PING): _R.ACK_AT_ONCE,
     (_S.DRAINING, _A.CLOSE): _R.IGNORE,
     (_S.DRAINING, _A.ERROR_CLOSE): _R.IGNORE,
+    (_S.OPEN, _A.DATAGRAM): _R.DELIVER_DATAGRAM,
+    (_S.CLOSING, _A.DATAGRAM): _R.DELIVER_DATAGRAM,
+    (_S.DRAINING, _A.DATAGRAM): _R.IGNORE,
 }
 
 
@@ -168,6 +182,7 @@ _FRAME_ARRIVAL: dict[type, Arrival] = {
     DataFrame: Arrival.DATA,
     AckFrame: Arrival.ACK,
     PingFrame: Arrival.PING,
+    DatagramFrame: Arrival.DATAGRAM,
 }
 
 

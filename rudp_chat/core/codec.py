@@ -21,6 +21,7 @@ from .frames import (
     MAX_ACK_RANGES,
     MAX_CLOSE_REASON_BYTES,
     MAX_COUNTER,
+    MAX_DATAGRAM_LANES,
     MAX_FRAGMENTS,
     MAX_FRAMES,
     MAX_HANDSHAKE_SIZE,
@@ -31,6 +32,7 @@ from .frames import (
     AckFrame,
     CloseFrame,
     DataFrame,
+    DatagramFrame,
     Frame,
     HelloPacket,
     Packet,
@@ -45,6 +47,7 @@ from .frames import (
 
 __all__ = [
     "CRC_SIZE",
+    "DATAGRAM_FRAME_OVERHEAD",
     "DATA_FRAME_OVERHEAD",
     "LANE_FIELD_SIZE",
     "MAX_DATAGRAM_SIZE",
@@ -76,11 +79,14 @@ _SEALED_ID_PREFIX: Final = _SEALED_PREFIX + b"\xc4" + bytes([CONNECTION_ID_SIZE]
 # Frame list array32 header(5) + DATA frame: fixarray(1) type(1) seq(9) id(9) index(3) count(3) bin32(5).
 DATA_FRAME_OVERHEAD: Final = 5 + 1 + 1 + 9 + 9 + 3 + 3 + 5
 LANE_FIELD_SIZE: Final = 2  # a DATA frame's trailing lane, when not 0: uint8 (0xcc, lane) at most
+# Frame list array32 header(5) + DATAGRAM frame: fixarray(1) type(1) lane(2) bin32(5) sequence(9).
+DATAGRAM_FRAME_OVERHEAD: Final = 5 + 1 + 1 + 2 + 5 + 9
 
 _FRAME_ACK: Final = 0
 _FRAME_DATA: Final = 1
 _FRAME_PING: Final = 2
 _FRAME_CLOSE: Final = 3
+_FRAME_DATAGRAM: Final = 5  # 4 is the lanes' (reserved)
 
 _CRC: Final = struct.Struct(">I")
 _BIN16: Final = struct.Struct(">BH")
@@ -188,6 +194,10 @@ def encode_frames(frames: Sequence[Frame]) -> bytes:
                 items.append([_FRAME_PING, bytes(padding)] if padding else [_FRAME_PING])
             case CloseFrame(error_code, final_seq, reason):
                 items.append([_FRAME_CLOSE, error_code, final_seq, reason])
+            case DatagramFrame(lane, payload, None):
+                items.append([_FRAME_DATAGRAM, lane, payload])
+            case DatagramFrame(lane, payload, sequence):
+                items.append([_FRAME_DATAGRAM, lane, payload, sequence])
     packed: bytes = _packer.pack(items)
     return packed
 
@@ -352,7 +362,20 @@ def _decode_frame(item: object) -> Frame:
         return CloseFrame(
             _uint(error_code, "error code", 2**32 - 1), _uint(final_seq, "final seq"), reason
         )
+    if kind == _FRAME_DATAGRAM:
+        return _datagram(item)
     raise FrameError("unknown frame type")
+
+
+def _datagram(item: tuple[Any, ...]) -> DatagramFrame:
+    """``[5, lane, data]``, or latest-only ``[5, lane, data, sequence]``."""
+    if len(item) not in (3, 4):
+        raise FrameError("DATAGRAM must be an array of 3 or 4")
+    lane = _uint(item[1], "lane", MAX_DATAGRAM_LANES - 1)
+    if type(item[2]) is not bytes:
+        raise FrameError("DATAGRAM data must be bytes")
+    sequence = _uint(item[3], "datagram sequence") if len(item) == 4 else None
+    return DatagramFrame(lane, item[2], sequence)
 
 
 def _ack_ranges(flat: object) -> tuple[tuple[int, int], ...]:

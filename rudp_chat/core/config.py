@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .frames import MAX_LANES
+from .frames import MAX_DATAGRAM_LANES, MAX_LANES
 from .lanes import LaneConfig
 from .receiving import INITIAL_WINDOW_FRAGMENTS
 
@@ -109,6 +109,18 @@ class ConnectionConfig:
     of one priority and weight (ENet's and GNS's users ask for a few; with one priority the
     scheduler is plain round robin by bytes)."""
 
+    datagram_lanes: int = 16
+    """Lanes unreliable datagrams may name (0..this − 1, at most 256): ``send_datagram`` refuses
+    others, a receiver drops others (both ends should agree). Bounds the latest-only table."""
+
+    datagram_queue: int = 64
+    """Datagrams held each way: queued to send (the oldest is dropped for a new one), and
+    received but not read (the oldest is dropped for a new one: the newest matter most)."""
+
+    datagram_max_age: float = 0.25
+    """A queued datagram still unsent after this long (congestion window full) is dropped:
+    game state or a typing notice that old is superseded, and RFC 9221 lets a sender drop."""
+
     insecure: bool = False
     """Skip the Noise handshake and send frames in the clear, CRC-protected: for benchmarks
     and debugging only. Both ends must agree; a mismatch fails the handshake clearly."""
@@ -154,6 +166,10 @@ class ConnectionConfig:
             raise ValueError(f"thin_max_copies must be within 1..{MAX_THIN_COPIES}")
         if not 0 < self.thin_loss_target < 1:
             raise ValueError("thin_loss_target must be a probability within (0, 1)")
+        if not 1 <= self.datagram_lanes <= MAX_DATAGRAM_LANES or self.datagram_queue < 1:
+            raise ValueError(f"need 1 <= datagram_lanes <= {MAX_DATAGRAM_LANES}, datagram_queue >= 1")
+        if not self.datagram_max_age > 0:
+            raise ValueError("datagram_max_age must be positive")
         if not 0 <= self.thin_copy_spacing < self.min_rto:
             raise ValueError("need 0 <= thin_copy_spacing < min_rto")
 

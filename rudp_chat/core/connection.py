@@ -11,9 +11,9 @@ ordered flows), :mod:`.codec` (bytes), :mod:`.state` (the transition
 table). Retransmission goes through delivery
 handlers (:mod:`.delivery`) that each frame registers when its packet is built.
 
-Inputs: :meth:`send`, :meth:`close`, :meth:`abort`, :meth:`receive_datagram`,
-:meth:`handle_timer`. Outputs: :meth:`datagrams_to_send`, :meth:`get_timer`,
-:meth:`next_event`. After every input, call ``datagrams_to_send`` and re-arm the
+Inputs: :meth:`send`, :meth:`send_datagram` (unreliable: :mod:`.datagrams`), :meth:`close`,
+:meth:`abort`, :meth:`receive_datagram`, :meth:`handle_timer`. Outputs:
+:meth:`datagrams_to_send`, :meth:`get_timer`, :meth:`next_event`. After every input, call ``datagrams_to_send`` and re-arm the
 timer from ``get_timer``. A ``trace`` sink (:mod:`.trace`) sees the connection's qlog events.
 """
 
@@ -34,6 +34,7 @@ from .arrivals import (
 )
 from .closing import Closing
 from .codec import (
+    DATAGRAM_FRAME_OVERHEAD,
     decode_datagram,
     decode_frames,
     encode_datagram,
@@ -44,9 +45,17 @@ from .codec import (
 )
 from .config import ConnectionConfig
 from .congestion import CongestionController, SentPacket
+from .datagrams import Datagrams
 from .delivery import Delivery, DeliveryHandler
 from .errors import ConnectionClosedError, FrameError, LocalProtocolError, PeerProtocolError
-from .events import Connected, ConnectionTerminated, Event, MessageReceived, TerminationReason
+from .events import (
+    Connected,
+    ConnectionTerminated,
+    DatagramReceived,
+    Event,
+    MessageReceived,
+    TerminationReason,
+)
 from .frames import (
     CONNECTION_ID_SIZE,
     MAX_ACK_RANGES,
@@ -88,6 +97,7 @@ ACK_FRAME_BOUND = 28  # an ACK frame's bytes besides its ranges (msgpack worst c
 ACK_RANGE_BOUND = 18  # bytes per ACK range, worst case
 PING_FRAME_SIZE = 2
 _LIVE = (State.OPEN, State.CLOSING)  # the states that send data, pings and window updates
+_URGENT = (PingFrame, CloseFrame)  # frames whose packet is acknowledged at once (§5)
 
 
 def _ack_size_bound(ranges: int) -> int:
@@ -173,6 +183,9 @@ class Connection:
             config.max_datagram_size,
             self.counters,
         )
+        self._datagrams = Datagrams(
+            config, self.counters, self._recovery, self._congestion, self._data.pacer
+        )
         self._receiver = Receiver(
             config.receive_window,
             self._fragment_size,
@@ -207,6 +220,7 @@ class Connection:
             Reaction.NOTE_FINAL_SEQ: self._note_final_seq,
             Reaction.PEER_ERROR: self._peer_error,
             Reaction.IGNORE: self._nothing_more,
+            Reaction.DELIVER_DATAGRAM: self._datagrams.on_frame,
         }
         # the table's frame rows with their handlers, per state: one cheap lookup per frame
         self._on_frame = {
@@ -268,6 +282,26 @@ class Connection:
         self._changed()
         return message_id
 
+    def send_datagram(self, data: bytes, lane: int = 0, latest_only: bool = False) -> None:
+        """Queue one unreliable datagram (PROTOCOL.md §5 "Unreliable datagrams"): sent at most
+        once, when the congestion window and pacing allow, never retransmitted. ``latest_only``
+        numbers it on its ``lane`` so the peer drops it if a newer one of the lane came first.
+
+        Allowed while connecting and open. Raises :class:`ConnectionClosedError` otherwise,
+        :class:`DatagramTooLargeError` above :attr:`max_datagram_payload`, and
+        :class:`LocalProtocolError` for a lane outside ``0..datagram_lanes − 1``.
+        """
+        if self.state not in (State.CONNECTING, State.OPEN):
+            raise ConnectionClosedError(f"cannot send on a {self.state.value} connection")
+        self._datagrams.push(data, lane, latest_only, self.max_datagram_payload)
+        self._changed()
+
+    @property
+    def max_datagram_payload(self) -> int:
+        """The largest datagram :meth:`send_datagram` takes now: what one packet of the path's
+        current size carries (path MTU discovery may raise or lower it)."""
+        return self._payload_room - DATAGRAM_FRAME_OVERHEAD
+
     def _changed(self) -> None:
         if self.on_change is not None:
             self.on_change(self)
@@ -312,16 +346,25 @@ class Connection:
         self._closing.queue_error(error_code, self._send.next_seq, detail)
         self._terminate(Input.FAILED, TerminationReason.ABORTED, error_code, detail)
 
-    def next_event(self) -> Event | None:
-        """The oldest event not yet taken, or None."""
-        if not self._events:
-            return None
-        event = self._events.popleft()
+    def next_event(self, *, datagrams: bool = True) -> Event | None:
+        """The oldest event not yet taken, or None. Datagrams come after the other events
+        (the final ``ConnectionTerminated`` waits for them); ``datagrams=False`` leaves them
+        to :meth:`next_datagram`, for a shell that reads them on their own."""
+        events = self._events
+        if not events or (
+            datagrams and type(events[0]) is ConnectionTerminated and self._datagrams.unread
+        ):
+            return self._datagrams.next_received() if datagrams else None
+        event = events.popleft()
         if type(event) is MessageReceived:
             self._receiver.on_read(len(event.data))
             if self.state in _LIVE and self._receiver.schedule_window_update():
                 self._changed()
         return event
+
+    def next_datagram(self) -> DatagramReceived | None:
+        """The oldest unread datagram, or None (what ``next_event`` would give after the rest)."""
+        return self._datagrams.next_received()
 
     @property
     def peer_fingerprint(self) -> str | None:
@@ -476,7 +519,7 @@ class Connection:
         for frame in frames:
             if type(frame) is not AckFrame:
                 eliciting = True
-                urgent = urgent or type(frame) is not DataFrame
+                urgent = urgent or type(frame) in _URGENT
         receiver.on_packet(number, now, eliciting, urgent, repeat=repeat)
         self._advance_close()
         return True
@@ -785,8 +828,13 @@ class Connection:
                 self._probe_due = False  # sending it restarts the RTO clock
                 if not frames and not self._closing.probe():  # no fragment: our CLOSE, or
                     frames.append(PingFrame())  # a PING, is the probe
-        elif live:
-            room = self._data.fill(frames, handlers, room, now)
+        elif live:  # datagrams first: DATA fills what they leave, they go after it
+            datagrams = self._datagrams
+            reserved = datagrams.reserve(room, self._payload_room, self._data.datagram_size, now)
+            if datagrams.blocked:  # too large beside the owed ACK: it leaves alone first
+                ack_deadline = now
+            room = self._data.fill(frames, handlers, room - reserved, now) + reserved
+            room = datagrams.place(frames, handlers, room)
         if self._ping_due and live and room >= PING_FRAME_SIZE:
             self._ping_due = False
             if not frames:

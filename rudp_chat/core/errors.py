@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConnectionClosedError",
+    "DatagramTooLargeError",
     "FrameError",
     "HandshakeError",
     "LocalProtocolError",
@@ -37,6 +38,10 @@ class ConnectionClosedError(LocalProtocolError):
 
 class MessageTooLargeError(LocalProtocolError):
     """A message longer than ``ConnectionConfig.max_message_size``."""
+
+
+class DatagramTooLargeError(LocalProtocolError):
+    """A datagram that does not fit one packet (``Connection.max_datagram_payload``)."""
 
 
 class SendBufferFullError(LocalProtocolError):

@@ -8,7 +8,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["Connected", "ConnectionTerminated", "Event", "MessageReceived", "TerminationReason"]
+__all__ = [
+    "Connected",
+    "ConnectionTerminated",
+    "DatagramReceived",
+    "Event",
+    "MessageReceived",
+    "TerminationReason",
+]
 
 
 class TerminationReason(enum.Enum):
@@ -59,6 +66,16 @@ class MessageReceived(Event):
     data: bytes
     lane: int = 0
     """The lane it travelled on (``Connection.send``'s ``lane``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramReceived(Event):
+    """One unreliable datagram (``Connection.send_datagram``): at most once, in no particular
+    order with messages or other datagrams (a latest-only lane never goes backwards)."""
+
+    data: bytes
+    lane: int
+    """The lane the sender named (0..255)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ __all__ = [
     "MAX_ACK_RANGES",
     "MAX_CLOSE_REASON_BYTES",
     "MAX_COUNTER",
+    "MAX_DATAGRAM_LANES",
     "MAX_FRAGMENTS",
     "MAX_FRAMES",
     "MAX_HANDSHAKE_SIZE",
@@ -27,6 +28,7 @@ __all__ = [
     "AckFrame",
     "CloseFrame",
     "DataFrame",
+    "DatagramFrame",
     "ErrorCode",
     "Frame",
     "HelloPacket",
@@ -54,6 +56,7 @@ MAX_LANES = 256  # lanes 0..255: the DATA lane field is one byte of msgpack payl
 MAX_CLOSE_REASON_BYTES = 256
 AEAD_TAG_SIZE = 16  # ChaCha20-Poly1305's tag: what sealing adds to a payload
 SERVER_KEY_SIZE = 32  # an X25519 public key
+MAX_DATAGRAM_LANES = 256  # lanes a DATAGRAM may name (0..255): a small number space, one byte
 
 
 class PacketKind(enum.IntEnum):
@@ -193,4 +196,16 @@ class CloseFrame:
     reason: str = ""
 
 
-Frame = AckFrame | DataFrame | PingFrame | CloseFrame
+@dataclass(frozen=True, slots=True)
+class DatagramFrame:
+    """An unreliable datagram (RFC 9221): delivered at most once, never retransmitted."""
+
+    lane: int
+    """The application's flow it belongs to, 0..``MAX_DATAGRAM_LANES`` - 1."""
+    payload: bytes
+    sequence: int | None = None
+    """Latest-only datagrams of a lane are numbered 0, 1, 2, ...: a receiver drops one older
+    than the newest it delivered on that lane. None: delivered whatever came before."""
+
+
+Frame = AckFrame | DataFrame | PingFrame | CloseFrame | DatagramFrame

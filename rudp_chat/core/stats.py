@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the parts a snapshot reads; they import this module's counters
@@ -64,11 +64,25 @@ class ConnectionStats:
     in ``packets_lost``."""
     pmtu_black_holes: int = 0
     """Times datagrams above the base vanished while smaller ones arrived: the size fell back."""
+    datagram_frames_sent: int = 0
+    """Unreliable datagrams (DATAGRAM frames, ``send_datagram``) sent, each once."""
+    datagram_frames_lost: int = 0
+    """Of those, in packets declared lost (never sent again)."""
+    datagram_frames_dropped: int = 0
+    """Ours never sent: the queue was full, they waited past ``datagram_max_age``, a newer
+    latest-only one replaced them, or the path's datagrams shrank below them (those still
+    queued when the connection ends are not counted)."""
+    datagram_frames_received: int = 0
+    """The peer's that arrived (delivered, or discarded as below)."""
+    datagram_frames_discarded: int = 0
+    """Of those, not delivered: older than the newest of their latest-only lane, a lane at or
+    above ``datagram_lanes``, or pushed out of a full queue of unread ones."""
 
 
 @dataclass(slots=True)
 class ConnectionCounters:
-    """What one connection counted so far (the live record behind :class:`ConnectionStats`)."""
+    """What one connection counted so far (the live record behind :class:`ConnectionStats`:
+    each field is the statistic of the same name)."""
 
     datagrams_sent: int = 0
     datagrams_received: int = 0
@@ -83,6 +97,11 @@ class ConnectionCounters:
     dropped_unauthenticated: int = 0
     dropped_replayed: int = 0
     migrations: int = 0
+    datagram_frames_sent: int = 0
+    datagram_frames_lost: int = 0
+    datagram_frames_dropped: int = 0
+    datagram_frames_received: int = 0
+    datagram_frames_discarded: int = 0
 
 
 def snapshot(
@@ -99,22 +118,10 @@ def snapshot(
 ) -> ConnectionStats:
     """One connection's :class:`ConnectionStats`, read from its parts."""
     return ConnectionStats(
+        **asdict(counters),  # every counter is the statistic of its name
         state=state,
-        datagrams_sent=counters.datagrams_sent,
-        datagrams_received=counters.datagrams_received,
-        bytes_sent=counters.bytes_sent,
-        bytes_received=counters.bytes_received,
         messages_sent=send.messages_pushed,
-        messages_received=counters.messages_received,
-        packets_lost=counters.packets_lost,
-        retransmitted_fragments=counters.retransmitted_fragments,
-        retransmitted_bytes=counters.retransmitted_bytes,
         duplicates_received=duplicates,
-        dropped_invalid=counters.dropped_invalid,
-        dropped_unexpected=counters.dropped_unexpected,
-        dropped_unauthenticated=counters.dropped_unauthenticated,
-        dropped_replayed=counters.dropped_replayed,
-        migrations=counters.migrations,
         smoothed_rtt=rtt.smoothed,
         rtt_variance=rtt.variance,
         min_rtt=rtt.min_rtt,

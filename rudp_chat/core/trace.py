@@ -17,6 +17,7 @@ from .frames import (
     AckFrame,
     CloseFrame,
     DataFrame,
+    DatagramFrame,
     Frame,
     HelloPacket,
     Packet,
@@ -97,6 +98,13 @@ def _frame(frame: Frame) -> dict[str, Any]:
             "error_code": frame.error_code,
             "final_seq": frame.final_seq,
             "reason": frame.reason,
+        }
+    if type(frame) is DatagramFrame:  # RFC 9221's qlog frame, with our lane and sequence
+        return {
+            "frame_type": "datagram",
+            "length": len(frame.payload),
+            "lane": frame.lane,
+            "sequence": frame.sequence,
         }
     if type(frame) is PingFrame and frame.padding:  # a path MTU probe
         return {"frame_type": "ping", "padding": frame.padding}
