@@ -31,6 +31,13 @@ Scenarios (targets from the project's issue):
 - pmtu-blackhole: 300 B messages, 3 MB, 10 Mbit/s, 50 ms RTT; the path MTU drops from 1500 to
                  1280 half a second in, while datagrams of 1472 bytes are in use. Longest gap
                  between deliveries <= 3 x RTO (the RTO when the path shrank), nothing lost.
+- lanes-hol:     the server sends a 200 B live line every 0.1 s (lane 0, priority 0) while the
+                 client fetches 2 MB of history after 2 MB (lane 1, priority 1; 256 KiB receive
+                 window); 100 Mbit/s, 50 ms RTT, 1 % loss each way (tests/lanehol.py). Live-line
+                 p99 <= 1.2 x its p99 without the history. Also reported: the p99 with the
+                 history on the live lines' lane (one FIFO).
+- lanes-hol-10M: the same on a 10 Mbit/s bottleneck, which the history fills: no target (the
+                 queue it keeps delays every line, whatever the sender schedules).
 
 Latency is measured per message from ``send`` to delivery (for kcp-echo: to the echo's
 delivery back at the sender). In bulk, every message is queued at t=0, so its latency
@@ -66,6 +73,7 @@ from rudp_chat.sim.endpoint import Endpoint, Recorded
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from lanehol import BOTTLENECK_LINK, BULK_LANE, HOL_LINK, LIVE_LANE, run_hol  # lanes-hol rows
 from reno import RenoReceiver, RenoSender  # the Reno reference flow of the tests
 
 SERVER = ("10.0.0.1", 4000)
@@ -106,6 +114,10 @@ class Row:
     """pmtu-blackhole: the longest gap between deliveries once the path shrank."""
     rto_ms: float = 0.0
     """pmtu-blackhole: the sender's RTO when the path shrank."""
+    alone_p99_ms: float | None = None
+    """lanes-hol: the live lines' p99 without history (the latency fields: beside it)."""
+    fifo_p99_ms: float | None = None
+    """lanes-hol: the live lines' p99 with the history on their own lane."""
     delivery_ratio: float | None = None
     """datagram: the share of the datagrams sent that arrived."""
     sent_once: bool | None = None
@@ -390,6 +402,37 @@ def pmtu_blackhole(seed: int, megabytes: float) -> Row:
     return replace(row, stall_ms=round(1000 * stall, 1), rto_ms=round(1000 * rto, 1))
 
 
+def lanes_hol(seed: int, lines: int, link: LinkProfile, scenario: str) -> Row:
+    """Live lines with history on a lane of its own, without history, and behind it (FIFO)."""
+    wall = time.perf_counter()
+    alone = run_hol(seed, lines, None, link)
+    beside = run_hol(seed, lines, BULK_LANE, link)
+    fifo = run_hol(seed, max(lines // 4, 10), LIVE_LANE, link)
+    wall = time.perf_counter() - wall
+    latencies = beside.latencies
+    payload = beside.history_bytes + len(latencies) * 200
+    return Row(
+        scenario=scenario,
+        loss=link.loss,
+        goodput_ratio=round(beside.history_bytes / beside.virtual_s / (link.rate or 1), 4),
+        retransmit_ratio=round(beside.retransmitted_bytes / max(payload, 1), 4),
+        latency_avg_ms=round(1000 * statistics.fmean(latencies), 2),
+        latency_p50_ms=round(1000 * _percentile(latencies, 0.50), 2),
+        latency_p99_ms=round(1000 * _percentile(latencies, 0.99), 2),
+        latency_max_ms=round(1000 * max(latencies), 2),
+        wire_ratio=round(beside.wire_bytes / max(payload, 1), 3),
+        queue_drops=beside.queue_drops,
+        datagrams_sent=beside.datagrams,
+        virtual_s=round(beside.virtual_s, 3),
+        wall_s=round(wall, 2),
+        alone_p99_ms=round(1000 * _percentile(alone.latencies, 0.99), 2),
+        fifo_p99_ms=round(1000 * _percentile(fifo.latencies, 0.99), 2),
+    )
+
+
+LANES_HOL_FACTOR = 1.2  # live-line p99 beside the history, over its p99 alone, at most
+
+
 LATENCY_TARGETS_MS: dict[str, tuple[float | None, float | None, float | None, float | None]] = {
     # scenario: (avg, p50, p99, max), None where the issue sets no bound
     "kcp-echo": (95, None, None, 160),
@@ -512,6 +555,13 @@ def verdict(row: Row) -> str:
     elif row.scenario.startswith("congestion"):
         if row.fairness is None or row.fairness < TARGET_FAIRNESS:
             misses.append(f"fairness<{TARGET_FAIRNESS}")
+    elif row.scenario == "lanes-hol-10M":
+        return "no target"
+    elif row.scenario == "lanes-hol":
+        if row.alone_p99_ms is None or _above(
+            row.latency_p99_ms, LANES_HOL_FACTOR * row.alone_p99_ms
+        ):
+            misses.append(f"p99>{LANES_HOL_FACTOR:g}x alone")
     elif row.scenario == "datagram":
         if row.delivery_ratio is None or abs(row.delivery_ratio - (1 - row.loss)) > 0.03:
             misses.append("delivery!=1-loss")
@@ -576,6 +626,9 @@ def main(argv: list[str] | None = None) -> int:
     for mtu, maximum in ((1500, 1472), (9000, 8972)):
         runs.append((f"pmtu-{mtu}", pmtu_run(mtu, maximum)))
     runs.append(("pmtu-blackhole", lambda: pmtu_blackhole(args.seed, 1.2 if args.quick else 3.0)))
+    hol_lines = 50 if args.quick else 1000
+    for name, link in (("lanes-hol", HOL_LINK), ("lanes-hol-10M", BOTTLENECK_LINK)):
+        runs.append((name, partial(lanes_hol, args.seed, hol_lines, link, name)))
     rows: list[Row] = []
     header = f"{'scenario':<12} {'loss':>5} {'goodput':>8} {'retx':>6} {'avg ms':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'wire':>6} {'qdrop%':>7} {'wall s':>7}  target"
     print(header)
@@ -599,6 +652,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{row.wall_s:>7.1f}  {verdict(row)}{shares}",
             flush=True,
         )
+        if row.alone_p99_ms is not None:
+            print(
+                f"{'':<12} live p99 {row.alone_p99_ms} ms without history, "
+                f"{row.latency_p99_ms} ms beside it, {row.fifo_p99_ms} ms behind it (one lane)",
+                flush=True,
+            )
         if row.delivery_ratio is not None:
             once = "each sent once" if row.sent_once else "some sent more than once"
             print(f"{'':<12} delivery ratio {row.delivery_ratio:.3f}, {once}", flush=True)

@@ -212,7 +212,7 @@ def test_acknowledged_messages_survive_kill_9_and_clients_reconnect(tmp_path: Pa
         bob.wait_line(r"^\*\*\* end of history$")
         shown = [line for line in bob.lines if CHAT_LINE.match(line)]
         assert shown == [f"alice: alice line {i}" for i in range(6)]
-        assert bob.lines[1] == "*** history: 6 earlier messages"
+        assert "*** history: 6 earlier messages" in bob.lines  # its lane: maybe after "joined"
         assert [line for line in alice.lines if CHAT_LINE.match(line)] == shown
 
 

@@ -27,6 +27,7 @@ from simharness import (
 
 from rudp_chat.core.config import ConnectionConfig, ListenerConfig
 from rudp_chat.core.events import TerminationReason
+from rudp_chat.core.lanes import LaneConfig
 from rudp_chat.core.receiving import INITIAL_WINDOW_FRAGMENTS
 from rudp_chat.sim import LinkProfile
 
@@ -367,6 +368,7 @@ def test_failure_report_names_the_seed_and_replays_from_its_repr() -> None:
         "LinkProfile": LinkProfile,
         "ConnectionConfig": ConnectionConfig,
         "ListenerConfig": ListenerConfig,
+        "LaneConfig": LaneConfig,
     }
     replayed = eval(repr(REPLAYED), namespace)  # the repr is the reproducer
     assert replayed == REPLAYED

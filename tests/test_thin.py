@@ -473,7 +473,7 @@ def test_a_line_within_an_rto_of_the_last_gets_copies_with_the_margin() -> None:
     owed: list[int] = []
     for gap in (0.0, 2 * rtt.rto(), rtt.rto() / 2):  # the first, a sparse one, a dense one
         now += gap
-        thin.on_data_sent(line, handlers, now, recovery)
+        thin.on_data_sent(line, handlers, now, recovery, lambda fragment: True)
         copies = 1
         while thin.take_due(now + 1.0) is not None:
             copies += 1

@@ -88,9 +88,9 @@ class ReliableConnection:
         self._handshake: asyncio.Future[None] = loop.create_future()
         self._recv_waiter: asyncio.Future[Event] | None = None
         self._datagram_waiter: asyncio.Future[DatagramReceived] | None = None
-        self._send_waiter: asyncio.Future[None] | None = None
-        self._send_need = 0
-        self._send_lock = asyncio.Lock()  # FIFO: concurrent senders keep their call order
+        self._send_waiters: dict[int, tuple[int, asyncio.Future[None]]] = {}
+        """Per lane, the sender waiting for room: (bytes it needs, its future)."""
+        self._send_locks: dict[int, asyncio.Lock] = {}  # FIFO per lane: senders keep their order
         self._closing = False
         self._discard = False  # after abort: unread messages are dropped
         self._unreachable = False
@@ -142,17 +142,20 @@ class ReliableConnection:
         """Counters of the UDP socket under this connection (the server's, if accepted)."""
         return replace(self._endpoint.stats)
 
-    async def send(self, data: bytes) -> None:
-        """Queue one message; waits while the send buffer is full (the peer has not acknowledged).
+    async def send(self, data: bytes, lane: int = 0) -> None:
+        """Queue one message on ``lane`` (``ConnectionConfig.lanes``); waits while the send
+        buffer is full (the peer has not acknowledged). Each lane waits on its own: a bulk lane
+        waiting for room does not hold a message for another lane back.
 
-        Raises ``MessageTooLargeError``; ``ConnectionClosedError`` after a close by either side;
-        :class:`ConnectionLostError` after an abnormal end (:class:`ConnectionRefusedByServer`
-        when the end was the server's refusal).
+        Raises ``MessageTooLargeError``; ``LocalProtocolError`` for a lane not configured;
+        ``ConnectionClosedError`` after a close by either side; :class:`ConnectionLostError`
+        after an abnormal end (:class:`ConnectionRefusedByServer` when the end was the
+        server's refusal).
         """
-        async with self._send_lock:
+        async with self._send_locks.setdefault(lane, asyncio.Lock()):
             while True:
                 try:
-                    self._core.send(data)
+                    self._core.send(data, lane)
                     return
                 except SendBufferFullError:
                     pass
@@ -161,18 +164,23 @@ class ReliableConnection:
                     if termination is not None and termination.reason not in _GRACEFUL:
                         raise self._end_error() from None
                     raise
-                self._send_need = len(data)
-                self._send_waiter = waiter = self._endpoint.loop.create_future()
+                waiter = self._endpoint.loop.create_future()
+                self._send_waiters[lane] = len(data), waiter
                 try:
                     await waiter
                 finally:
-                    self._send_waiter = None
+                    del self._send_waiters[lane]
 
     async def recv(self) -> bytes:
         """The next message. Raises ``EOFError`` once a graceful close by either side delivered
         everything, :class:`ConnectionLostError` after an abnormal end (messages that arrived
         before it are returned first; :class:`ConnectionRefusedByServer` when the end was the
         server's refusal), ``RuntimeError`` if another ``recv`` is waiting."""
+        return (await self.receive()).data
+
+    async def receive(self) -> MessageReceived:
+        """:meth:`recv`, as the core's event: the message with its lane and its position in
+        the lane. Raises as :meth:`recv` does."""
         if self._recv_waiter is not None:
             raise RuntimeError("recv() is already being awaited on this connection")
         while True:
@@ -190,7 +198,7 @@ class ReliableConnection:
                 finally:
                     self._recv_waiter = None
             if type(event) is MessageReceived:
-                return event.data
+                return event
             if type(event) is ConnectionTerminated:
                 raise self._end_error()
 
@@ -322,17 +330,13 @@ class ReliableConnection:
                 datagrams.set_result(datagram)
             elif self._termination is not None:
                 datagrams.set_exception(self._end_error())
-        sender = self._send_waiter
-        if (
-            sender is not None
-            and not sender.done()
-            and (
+        for lane, (need, sender) in self._send_waiters.items():
+            if not sender.done() and (
                 self._termination is not None
                 or state is State.CLOSING  # the peer closed: the retry raises
-                or core.send_capacity >= self._send_need
-            )
-        ):
-            sender.set_result(None)
+                or core.send_capacity_on(lane) >= need
+            ):
+                sender.set_result(None)
         if core.is_closed:
             self._release()
 

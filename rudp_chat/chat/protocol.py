@@ -6,7 +6,8 @@ Decoding is total, like the core's codec: any bytes give a valid message or rais
 Chat protocol (version 2)
 =========================
 
-Each chat message is one transport message (delivered reliably, once, in order) holding one
+Each chat message is one transport message (delivered reliably, once, in order within its lane:
+live traffic and history read back travel on two lanes, see :mod:`.lanes`) holding one
 msgpack map with string keys. ``type`` names the message; the other keys are exactly the fields
 of its dataclass below (a missing or extra key is an error). Strings are UTF-8, lengths count
 characters (code points), times are Unix seconds as float64 (up to year 9999), ``int?`` may be

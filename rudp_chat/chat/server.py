@@ -34,6 +34,7 @@ from rudp_chat.stopsignals import on_stop_signals
 from . import confusables
 from .clusterconfig import ClusterOptions
 from .history import DEFAULT_HISTORY_FILE, MEMORY_LINES, History
+from .lanes import HISTORY_LANE, LIVE_LANE, LaneRouter
 from .owners import Owners
 from .protocol import (
     Ack,
@@ -175,7 +176,11 @@ async def run_server(options: ServerOptions) -> int:
 class _Client:
     connection: ReliableConnection
     queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
-    """Encoded messages to send; None closes the connection after them."""
+    """Encoded messages to send on the live lane; None closes the connection after them (and
+    after the history queued before it)."""
+    pages: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
+    """Encoded history blocks, sent on their own lane by their own writer (:mod:`.lanes`)."""
+    router: LaneRouter = field(default_factory=LaneRouter)
     closing: bool = False
     session: bytes = b""
     """The client session its hello named (empty before it)."""
@@ -322,14 +327,21 @@ class ChatServer:
                             client.connection.send_datagram(data)
 
     async def _write(self, client: _Client) -> None:
-        """Send ``client``'s queue in order; after a None, close the connection gracefully."""
+        """Send ``client``'s queue in order; after a None, and the history queued before it,
+        close the connection gracefully. The history goes meanwhile, from its own queue."""
         connection = client.connection
+        pages = asyncio.create_task(_write_pages(client))
         try:
             while (data := await client.queue.get()) is not None:
-                await connection.send(data)
+                await connection.send(data, LIVE_LANE)
+            drained = asyncio.create_task(client.pages.join())
+            await asyncio.wait((drained, pages), return_when=asyncio.FIRST_COMPLETED)
+            drained.cancel()
             await connection.close()
         except (TransportError, LocalProtocolError):
             pass  # the connection ended; its reader reports why
+        finally:
+            pages.cancel()
 
     # --- the dispatcher ------------------------------------------------------------------------
 
@@ -407,14 +419,30 @@ class ChatServer:
             data = encoded.get(id(message))
             if data is None:
                 data = encoded[id(message)] = encode(message)
-            client.queue.put_nowait(data)
+            if client.router.lane(message) == HISTORY_LANE:
+                client.pages.put_nowait(data)
+            else:
+                client.queue.put_nowait(data)
             if isinstance(message, Bye | Refused):
                 client.closing = True
                 client.queue.put_nowait(None)
-            elif client.queue.qsize() > MAX_QUEUED_MESSAGES:
+            elif client.queue.qsize() + client.pages.qsize() > MAX_QUEUED_MESSAGES:
                 log.warning("connection %d is too slow to keep up: dropping it", conn)
                 client.closing = True
                 client.connection.abort("too slow")
+
+
+async def _write_pages(client: _Client) -> None:
+    """Send ``client``'s history blocks in order on their lane, until cancelled or the
+    connection ends (then the live writer's close no longer waits for them)."""
+    while True:
+        data = await client.pages.get()
+        try:
+            await client.connection.send(data, HISTORY_LANE)
+        except (TransportError, LocalProtocolError):
+            return
+        finally:
+            client.pages.task_done()
 
 
 def _step(room: Room, conn: int, data: bytes) -> _Step:

@@ -5,8 +5,9 @@ The library's defaults (4 MiB send buffer, 4 MiB receive window, 1 MiB messages)
 transfer; a chat's messages are at most a 64 KiB client frame one way and a ``welcome`` naming
 every user the other. A client that never acknowledges and leaves gaps everywhere can make the
 server hold up to its send buffer plus its receive budget (receive window, one datagram, one
-message), about 9 MiB at the defaults and about 0.6 MiB with these sizes: what 100 hostile
-clients can pin drops from over a gigabyte to well under 100 MiB (``benchmarks/hostile.py``).
+message per lane), about 12 MiB at the defaults (four lanes) and about 0.8 MiB with these
+sizes (the chat's two lanes): what 100 hostile clients can pin drops from over a gigabyte to
+well under 100 MiB (``benchmarks/hostile.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Final
 
 from rudp_chat.core.config import ConnectionConfig
 
+from .lanes import CHAT_LANES
 from .protocol import (
     MAX_CLIENT_FRAME_BYTES,
     MAX_ID,
@@ -56,11 +58,12 @@ def largest_server_message(max_users: int) -> int:
 
 def chat_connection_config(connection: ConnectionConfig, max_users: int) -> ConnectionConfig:
     """``connection`` with message size, send buffer and receive window sized for the chat
-    server's connections (everything else as given)."""
+    server's connections, and the chat's two lanes (everything else as given)."""
     message = max(MESSAGE_SLACK * MAX_CLIENT_FRAME_BYTES, largest_server_message(max_users))
     return dataclasses.replace(
         connection,
         max_message_size=message,
         send_buffer_size=BUFFERED_MESSAGES * message,
         receive_window=BUFFERED_MESSAGES * message,
+        lanes=CHAT_LANES,
     )

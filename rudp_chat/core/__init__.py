@@ -25,6 +25,7 @@ from .events import (
     TerminationReason,
 )
 from .frames import ErrorCode
+from .lanes import LaneConfig
 from .listener import Listener, ListenerStats
 from .state import Role, State
 from .stats import ConnectionStats
@@ -43,6 +44,7 @@ __all__ = [
     "ErrorCode",
     "Event",
     "FrameError",
+    "LaneConfig",
     "Listener",
     "ListenerConfig",
     "ListenerStats",

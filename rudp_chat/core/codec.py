@@ -25,6 +25,7 @@ from .frames import (
     MAX_FRAGMENTS,
     MAX_FRAMES,
     MAX_HANDSHAKE_SIZE,
+    MAX_LANES,
     MAX_TOKEN_SIZE,
     RESET_TOKEN_SIZE,
     SERVER_KEY_SIZE,
@@ -48,6 +49,7 @@ __all__ = [
     "CRC_SIZE",
     "DATAGRAM_FRAME_OVERHEAD",
     "DATA_FRAME_OVERHEAD",
+    "LANE_FIELD_SIZE",
     "MAX_DATAGRAM_SIZE",
     "SEALED_OVERHEAD",
     "SESSION_OVERHEAD",
@@ -55,6 +57,7 @@ __all__ = [
     "decode_frames",
     "encode_datagram",
     "encode_frames",
+    "fragment_cost",
     "fragment_size",
     "padded_ping",
     "payload_room",
@@ -75,6 +78,7 @@ _SEALED_PREFIX: Final = b"\x94\x05"  # fixarray(4), kind SEALED: the one kind wi
 _SEALED_ID_PREFIX: Final = _SEALED_PREFIX + b"\xc4" + bytes([CONNECTION_ID_SIZE])  # + bin8 id
 # Frame list array32 header(5) + DATA frame: fixarray(1) type(1) seq(9) id(9) index(3) count(3) bin32(5).
 DATA_FRAME_OVERHEAD: Final = 5 + 1 + 1 + 9 + 9 + 3 + 3 + 5
+LANE_FIELD_SIZE: Final = 2  # a DATA frame's trailing lane, when not 0: uint8 (0xcc, lane) at most
 # Frame list array32 header(5) + DATAGRAM frame: fixarray(1) type(1) lane(2) bin32(5) sequence(9).
 DATAGRAM_FRAME_OVERHEAD: Final = 5 + 1 + 1 + 2 + 5 + 9
 
@@ -100,6 +104,12 @@ def fragment_size(max_datagram_size: int, insecure: bool) -> int:
     """Bytes of a message one DATA frame carries, so that frame always fits a packet alone
     (1,122 encrypted, 1,134 insecure at the default 1,200-byte datagram)."""
     return payload_room(max_datagram_size, insecure) - DATA_FRAME_OVERHEAD
+
+
+def fragment_cost(fragment: DataFrame) -> int:
+    """Bytes ``fragment`` takes in a packet's frames, at most (lane 0 writes no lane field)."""
+    lane_bytes = LANE_FIELD_SIZE if fragment.lane else 0
+    return len(fragment.payload) + DATA_FRAME_OVERHEAD + lane_bytes
 
 
 def _bin_header_size(length: int) -> int:
@@ -173,8 +183,10 @@ def encode_frames(frames: Sequence[Frame]) -> bytes:
     items: list[list[Any]] = []
     for frame in frames:
         match frame:
-            case DataFrame(seq, message_id, index, count, payload):
+            case DataFrame(seq, message_id, index, count, payload, 0):
                 items.append([_FRAME_DATA, seq, message_id, index, count, payload])
+            case DataFrame(seq, message_id, index, count, payload, lane):
+                items.append([_FRAME_DATA, seq, message_id, index, count, payload, lane])
             case AckFrame(cumulative, ranges, delay_us, window):
                 flat = [bound for first, last in ranges for bound in (last, first)]
                 items.append([_FRAME_ACK, cumulative, flat, delay_us, window])
@@ -306,6 +318,12 @@ def _decode_frame(item: object) -> Frame:
     if type(kind) is not int:
         raise FrameError("frame type must be an integer")
     if kind == _FRAME_DATA:
+        lane = 0
+        if len(item) == 7:  # a trailing lane; lane 0 is never written, so 0 here is malformed
+            lane = _uint(item[6], "lane", MAX_LANES - 1)
+            if lane == 0:
+                raise FrameError("DATA writes lane 0 by omitting the lane field")
+            item = item[:6]
         _, seq, message_id, index, count, payload = _shape(item, 6, "DATA")
         count = _uint(count, "fragment count", MAX_FRAGMENTS)
         if count == 0 or _uint(index, "fragment index", MAX_FRAGMENTS) >= count:
@@ -313,7 +331,12 @@ def _decode_frame(item: object) -> Frame:
         if type(payload) is not bytes:
             raise FrameError("DATA payload must be bytes")
         return DataFrame(
-            _uint(seq, "sequence number"), _uint(message_id, "message id"), index, count, payload
+            _uint(seq, "sequence number"),
+            _uint(message_id, "message id"),
+            index,
+            count,
+            payload,
+            lane,
         )
     if kind == _FRAME_ACK:
         _, cumulative, flat, delay_us, window = _shape(item, 5, "ACK")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .frames import MAX_DATAGRAM_LANES
+from .frames import MAX_DATAGRAM_LANES, MAX_LANES
+from .lanes import LaneConfig
 from .receiving import INITIAL_WINDOW_FRAGMENTS
 
 __all__ = ["ConnectionConfig", "ListenerConfig"]
 
 KIB = 1024
 MIB = 1024 * KIB
+DEFAULT_LANES = 4
 MAX_THIN_COPIES = 8  # beyond this a thin stream would cost more than a bulk one per message
 
 
@@ -99,6 +101,14 @@ class ConnectionConfig:
     ``TCP_THIN_LINEAR_RETRIES``); past them the backoff is exponential, so a dead peer is not
     flooded before the idle timeout declares it gone."""
 
+    lanes: tuple[LaneConfig, ...] = (LaneConfig(),) * DEFAULT_LANES
+    """The lanes ``send`` may use, lane ``i`` scheduled as ``lanes[i]`` says (:mod:`.lanes`,
+    PROTOCOL.md §2.5); also how many the peer may use: DATA on a lane beyond ours is a
+    protocol violation. A receiver may hold one partly reassembled message per lane, so the
+    worst a peer can make it hold grows by ``max_message_size`` a lane. The default: four lanes
+    of one priority and weight (ENet's and GNS's users ask for a few; with one priority the
+    scheduler is plain round robin by bytes)."""
+
     datagram_lanes: int = 16
     """Lanes unreliable datagrams may name (0..this − 1, at most 256): ``send_datagram`` refuses
     others, a receiver drops others (both ends should agree). Bounds the latest-only table."""
@@ -136,6 +146,10 @@ class ConnectionConfig:
                 f"receive_window must hold the {INITIAL_WINDOW_FRAGMENTS} datagrams a peer may "
                 "send before our first ACK"
             )
+        if not 1 <= len(self.lanes) <= MAX_LANES or not all(
+            isinstance(lane, LaneConfig) for lane in self.lanes
+        ):
+            raise ValueError(f"lanes must be a tuple of 1..{MAX_LANES} LaneConfig")
         if not 0 < self.heartbeat_interval < self.idle_timeout:
             raise ValueError("need 0 < heartbeat_interval < idle_timeout")
         if self.handshake_timeout <= 0 or self.initial_rtt <= 0:

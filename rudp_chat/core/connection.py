@@ -6,7 +6,8 @@ handshake), :mod:`.arrivals` (what each state does with each packet and frame),
 :mod:`.sending` (which fragments each packet carries), :mod:`.thin` (copies while the stream
 is thin), :mod:`.sendbuffer` (fragments awaiting acknowledgement), :mod:`.receiving`
 (reassembly and ACK policy), :mod:`.recovery` (loss detection, RTO), :mod:`.congestion` and
-:mod:`.pacing` (window and pacing), :mod:`.codec` (bytes), :mod:`.state` (the transition
+:mod:`.pacing` (window and pacing), :mod:`.lanes` and :mod:`.reassembly` (independent
+ordered flows), :mod:`.codec` (bytes), :mod:`.state` (the transition
 table). Retransmission goes through delivery
 handlers (:mod:`.delivery`) that each frame registers when its packet is built.
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict
 from functools import partial
 from typing import Any
 
@@ -84,7 +84,7 @@ from .rtt import RttEstimator
 from .sendbuffer import SendBuffer
 from .sending import DataSender
 from .state import Input, Role, State, next_state
-from .stats import ConnectionCounters, ConnectionStats
+from .stats import ConnectionCounters, ConnectionStats, snapshot
 from .thin import ThinStream
 from .trace import PACKET_TYPES, SESSION_PACKET_TYPE, ConnectionTrace, TraceSink
 
@@ -172,7 +172,7 @@ class Connection:
         )
         self._recovery = Recovery(self._rtt, self._congestion)
         self._send = SendBuffer(
-            config.send_buffer_size, self._fragment_size, config.max_message_size
+            config.send_buffer_size, self._fragment_size, config.max_message_size, config.lanes
         )
         self._data = DataSender(
             self._send,
@@ -191,6 +191,7 @@ class Connection:
             self._fragment_size,
             config.max_message_size,
             config.max_ack_delay,
+            len(config.lanes),
         )
         self._closing = Closing()
         self._last_heard = now
@@ -267,16 +268,17 @@ class Connection:
 
     # ---------------------------------------------------------------- API calls
 
-    def send(self, data: bytes) -> int:
-        """Queue one message; returns its message id.
+    def send(self, data: bytes, lane: int = 0) -> int:
+        """Queue one message on ``lane`` (:mod:`.lanes`); returns its message id in that lane.
 
         Allowed while connecting and open. Raises :class:`ConnectionClosedError` after
-        ``close`` or termination, :class:`MessageTooLargeError`, or
-        :class:`SendBufferFullError` (wait for ``send_capacity``, then retry).
+        ``close`` or termination, :class:`LocalProtocolError` for a lane beyond
+        ``config.lanes``, :class:`MessageTooLargeError`, or :class:`SendBufferFullError`
+        (wait for ``send_capacity``, then retry).
         """
         if self.state not in (State.CONNECTING, State.OPEN):
             raise ConnectionClosedError(f"cannot send on a {self.state.value} connection")
-        message_id = self._send.push(data)
+        message_id = self._send.push(data, lane)
         self._changed()
         return message_id
 
@@ -306,10 +308,17 @@ class Connection:
 
     @property
     def send_capacity(self) -> int:
-        """Bytes ``send`` accepts now without :class:`SendBufferFullError` (0 once closing)."""
+        """Bytes ``send`` accepts now on lane 0 without :class:`SendBufferFullError` (0 once
+        closing)."""
+        return self.send_capacity_on(0)
+
+    def send_capacity_on(self, lane: int) -> int:
+        """:attr:`send_capacity` on ``lane``: lanes after the first priority group leave the
+        send buffer's last quarter to it (:mod:`.sendbuffer`)."""
         if self.state not in (State.CONNECTING, State.OPEN):
             return 0
-        return self._send.free_bytes if self._send.buffered_bytes else self._send.capacity
+        send = self._send
+        return send.free_bytes_on(lane) if send.buffered_bytes else send.capacity
 
     def close(self) -> None:
         """Close gracefully: queued messages are delivered both ways, then the connection ends.
@@ -369,27 +378,16 @@ class Connection:
         return self.state is State.CLOSED
 
     def stats(self) -> ConnectionStats:
-        rtt, congestion = self._rtt, self._congestion
-        return ConnectionStats(
-            **asdict(self.counters),  # every counter is the statistic of its name
-            state=self.state.value,
-            messages_sent=self._send.next_message_id,
-            duplicates_received=self._receiver.duplicates,
-            smoothed_rtt=rtt.smoothed,
-            rtt_variance=rtt.variance,
-            min_rtt=rtt.min_rtt,
-            rto=rtt.rto(self._recovery.backoff),
-            congestion_window=congestion.congestion_window,
-            pacing_rate=congestion.pacing_rate,
-            bytes_in_flight=self._recovery.bytes_in_flight,
-            send_buffered_bytes=self._send.buffered_bytes,
-            loss_rate=self._recovery.loss.rate,
-            burst_loss_rate=self._recovery.loss.burst_rate,
-            thin_stream=self._data.thin.active,
-            path_datagram_size=self._pmtu.size,
-            pmtu_probes_sent=self._pmtu.probes_sent,
-            pmtu_probes_lost=self._pmtu.probes_lost,
-            pmtu_black_holes=self._pmtu.black_holes,
+        return snapshot(
+            self.state.value,
+            self.counters,
+            self._rtt,
+            self._recovery,
+            self._congestion,
+            self._send,
+            self._pmtu,
+            duplicates=self._receiver.duplicates,
+            thin=self._data.thin.active,
         )
 
     # --------------------------------------------------------- input: packets
@@ -547,9 +545,9 @@ class Connection:
 
     def _deliver(self, frame: DataFrame, now: float) -> None:
         self._closing.check_data(frame.seq)
-        for message_id, data in self._receiver.on_data(frame):
+        for message in self._receiver.on_data(frame):
             self.counters.messages_received += 1
-            self._events.append(MessageReceived(message_id, data))
+            self._events.append(MessageReceived(message.message_id, message.data, message.lane))
 
     def _apply_ack(self, frame: AckFrame, now: float) -> None:
         self._data.peer_window = max(self._data.peer_window, frame.window)

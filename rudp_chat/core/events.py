@@ -59,11 +59,13 @@ class Connected(Event):
 
 @dataclass(frozen=True, slots=True)
 class MessageReceived(Event):
-    """One whole message, delivered exactly once and in order."""
+    """One whole message, delivered exactly once and in order within its lane."""
 
     message_id: int
-    """Position of the message in the peer's send order, from 0."""
+    """Position of the message in the peer's send order on its lane, from 0."""
     data: bytes
+    lane: int = 0
+    """The lane it travelled on (``Connection.send``'s ``lane``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ __all__ = [
     "MAX_FRAGMENTS",
     "MAX_FRAMES",
     "MAX_HANDSHAKE_SIZE",
+    "MAX_LANES",
     "MAX_TOKEN_SIZE",
     "MIN_HELLO_SIZE",
     "PROTOCOL_VERSION",
@@ -51,6 +52,7 @@ MAX_COUNTER = 2**62 - 1  # packet numbers, sequence numbers, message ids never w
 MAX_FRAGMENTS = 65_535  # fragments of one message
 MAX_ACK_RANGES = 32  # packet-number ranges in one ACK
 MAX_FRAMES = 256  # frames in one session packet
+MAX_LANES = 256  # lanes 0..255: the DATA lane field is one byte of msgpack payload at most
 MAX_CLOSE_REASON_BYTES = 256
 AEAD_TAG_SIZE = 16  # ChaCha20-Poly1305's tag: what sealing adds to a payload
 SERVER_KEY_SIZE = 32  # an X25519 public key
@@ -168,9 +170,13 @@ class DataFrame:
     seq: int
     """Sequence number of this fragment; orders delivery, one per fragment, from 0."""
     message_id: int
+    """Position of the message in its lane's send order, from 0."""
     fragment_index: int
     fragment_count: int
     payload: bytes
+    lane: int = 0
+    """The lane the message travels on (PROTOCOL.md §2.3): messages are ordered within a lane,
+    independent across lanes. Lane 0 is not written on the wire."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,9 @@ import math
 from collections import deque
 from collections.abc import Iterable
 
-from .errors import PeerProtocolError
-from .frames import MAX_ACK_RANGES, AckFrame, DataFrame, ErrorCode, Frame
+from .frames import MAX_ACK_RANGES, AckFrame, DataFrame, Frame
 from .rangeset import RangeSet
+from .reassembly import Delivered, Reassembly
 
 __all__ = ["INITIAL_WINDOW_FRAGMENTS", "Receiver"]
 
@@ -24,7 +24,8 @@ ARRIVALS_REMEMBERED = 4 * MAX_ACK_RANGES  # bound on arrivals awaiting their rep
 
 
 class Receiver:
-    """Delivers each message once, in order, and decides when an ACK is owed.
+    """Delivers each message once, in order within its lane (:mod:`.reassembly`), and
+    decides when an ACK is owed.
 
     Memory is bounded twice: the advertised window bounds sequence numbers, and a byte
     budget (``window_bytes``) bounds what any sender, honest or not, can make us hold.
@@ -34,35 +35,32 @@ class Receiver:
         "_acks_built",
         "_advertised",
         "_arrivals",
-        "_buffer",
         "_eliciting_since_ack",
         "_max_ack_delay",
-        "_partial",
-        "_partial_bytes",
-        "_partial_count",
         "_refused",
         "_window_fragments",
         "_window_sent",
         "ack_deadline",
-        "buffered_bytes",
         "duplicates",
         "fragment_size",
         "largest_time",
-        "max_message_size",
-        "next_message_id",
-        "next_seq",
         "packets",
+        "reassembly",
         "unread_bytes",
         "window_bytes",
     )
 
     def __init__(
-        self, window_bytes: int, fragment_size: int, max_message_size: int, max_ack_delay: float
+        self,
+        window_bytes: int,
+        fragment_size: int,
+        max_message_size: int,
+        max_ack_delay: float,
+        lanes: int = 1,
     ) -> None:
         self._max_ack_delay = max_ack_delay
         self.window_bytes = window_bytes
         self.fragment_size = fragment_size
-        self.max_message_size = max_message_size
         self._window_fragments = -(-window_bytes // fragment_size)  # a full message must fit
         self.packets = RangeSet(TRACKED_RANGES)
         self.largest_time = 0.0
@@ -72,15 +70,7 @@ class Receiver:
         self._acks_built = 0
         self._arrivals: deque[tuple[int, int]] = deque(maxlen=ARRIVALS_REMEMBERED)
         """(ACKs built before it arrived, packet number) of packets still to be reported."""
-        self.next_seq = 0
-        """Every fragment below this has arrived (the cumulative ack)."""
-        self.next_message_id = 0
-        self._buffer: dict[int, DataFrame] = {}
-        self._partial: list[bytes] = []
-        self._partial_bytes = 0
-        self._partial_count = 0
-        self.buffered_bytes = 0
-        """Out-of-order fragments plus the message being reassembled."""
+        self.reassembly = Reassembly(lanes, max_message_size)
         self.unread_bytes = 0
         """Delivered messages the application has not taken yet (see ``on_read``)."""
         self._advertised = INITIAL_WINDOW_FRAGMENTS
@@ -128,7 +118,8 @@ class Receiver:
         self._eliciting_since_ack = 0
         delay_us = min(int(max(now - self.largest_time, 0.0) * 1e6), MAX_ACK_DELAY_US)
         self._window_sent = self.window()
-        return AckFrame(self.next_seq, self._ranges_to_report(), delay_us, self._window_sent)
+        cumulative = self.reassembly.next_seq
+        return AckFrame(cumulative, self._ranges_to_report(), delay_us, self._window_sent)
 
     def _ranges_to_report(self) -> tuple[tuple[int, int], ...]:
         """The highest range, and every range a packet arrived in within the last
@@ -156,9 +147,10 @@ class Receiver:
     def holds_all(self, frames: Iterable[Frame]) -> bool:
         """Whether the frames carry DATA and every fragment of it has arrived before."""
         seen = False
+        arrived = self.reassembly.has_arrived
         for frame in frames:
             if type(frame) is DataFrame:
-                if frame.seq >= self.next_seq and frame.seq not in self._buffer:
+                if not arrived(frame.seq):
                     return False
                 seen = True
         return seen
@@ -198,9 +190,14 @@ class Receiver:
         return self.window() - self._window_sent >= max(self._window_fragments // 4, 1)
 
     def window(self) -> int:
-        """The sequence number the sender must stay below; it never shrinks."""
-        used = -(-(self._partial_bytes + self.unread_bytes) // self.fragment_size)
-        self._advertised = max(self._advertised, self.next_seq + self._window_fragments - used)
+        """The sequence number the sender must stay below; it never shrinks.
+
+        With nothing unread it lets at least the next fragment in: messages being reassembled
+        on several lanes at once may fill the budget, and only more fragments finish them."""
+        unread = self.unread_bytes
+        used = -(-(self.reassembly.partial_bytes + unread) // self.fragment_size)
+        room = self._window_fragments - used if unread else max(self._window_fragments - used, 1)
+        self._advertised = max(self._advertised, self.reassembly.next_seq + room)
         return self._advertised
 
     # ------------------------------------------------------------------ data
@@ -215,10 +212,14 @@ class Receiver:
         admitted (a budget full of later fragments must not block the one that frees it). New
         fragments in its packet come along only if we were within the budget, so they overshoot
         it by one datagram at most; otherwise every in-order fragment could carry a datagram of
-        out-of-order data past the budget, up to a window of 64 KB fragments.
+        out-of-order data past the budget, up to a window of 64 KB fragments. With lanes, the
+        fragment at the cumulative point is always one its lane takes (else :mod:`.reassembly`
+        fails the connection), so the exception only grows messages being reassembled: at most
+        one per lane, ``max_message_size`` each.
         """
         window = self.window()
-        next_seq = self.next_seq
+        reassembly = self.reassembly
+        next_seq = reassembly.next_seq
         new_bytes = passenger_bytes = 0
         unblocks = False
         for frame in frames:
@@ -229,9 +230,9 @@ class Receiver:
                 new_bytes += size
                 if frame.seq == next_seq:
                     unblocks = True
-                elif frame.seq not in self._buffer:  # a bundled copy of a held one costs nothing
+                elif not reassembly.has_arrived(frame.seq):  # a bundled copy costs nothing
                     passenger_bytes += size
-        held = self.buffered_bytes + self.unread_bytes
+        held = reassembly.buffered_bytes + self.unread_bytes
         if not new_bytes or held + new_bytes <= self.window_bytes:
             return True  # a packet without new data (ACK, PING, CLOSE) always gets through
         return (
@@ -240,53 +241,30 @@ class Receiver:
             and (not passenger_bytes or held <= self.window_bytes)
         )
 
-    def on_data(self, frame: DataFrame) -> list[tuple[int, bytes]]:
-        """Accept one admitted fragment; returns the (message id, data) pairs it completes.
+    def on_data(self, frame: DataFrame) -> list[Delivered]:
+        """Accept one admitted fragment; returns the messages it completes.
 
-        Raises :class:`PeerProtocolError` for fragments inconsistent with their message.
+        Raises :class:`PeerProtocolError` for fragments inconsistent with their lane.
         """
-        seq = frame.seq
-        if seq < self.next_seq or seq in self._buffer:
+        delivered = self.reassembly.on_data(frame)
+        if delivered is None:
             self.duplicates += 1
             return []
-        self.buffered_bytes += len(frame.payload)
-        if seq != self.next_seq:
-            self._buffer[seq] = frame
-            return []
-        delivered: list[tuple[int, bytes]] = []
-        buffer = self._buffer
-        while True:
-            self._assemble(frame, delivered)
-            self.next_seq += 1
-            next_frame = buffer.pop(self.next_seq, None)
-            if next_frame is None:
-                return delivered
-            frame = next_frame
+        for message in delivered:
+            self.unread_bytes += len(message.data)
+        return delivered
 
-    def _assemble(self, frame: DataFrame, delivered: list[tuple[int, bytes]]) -> None:
-        if (
-            frame.message_id != self.next_message_id
-            or frame.fragment_index != len(self._partial)
-            or (self._partial and frame.fragment_count != self._partial_count)
-        ):
-            raise PeerProtocolError(
-                ErrorCode.PROTOCOL_VIOLATION, f"fragment {frame.seq} out of place"
-            )
-        self._partial_bytes += len(frame.payload)
-        if self._partial_bytes > self.max_message_size:
-            raise PeerProtocolError(ErrorCode.PROTOCOL_VIOLATION, "message over the size limit")
-        self._partial.append(frame.payload)
-        self._partial_count = frame.fragment_count
-        if frame.fragment_index + 1 == frame.fragment_count:
-            data = frame.payload if len(self._partial) == 1 else b"".join(self._partial)
-            delivered.append((self.next_message_id, data))
-            self.next_message_id += 1
-            self.buffered_bytes -= self._partial_bytes
-            self.unread_bytes += self._partial_bytes
-            self._partial = []
-            self._partial_bytes = 0
+    @property
+    def next_seq(self) -> int:
+        """Every fragment below this has arrived (the cumulative ack)."""
+        return self.reassembly.next_seq
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Fragments held early plus the messages being reassembled."""
+        return self.reassembly.buffered_bytes
 
     @property
     def mid_message(self) -> bool:
         """A message is partly reassembled (a CLOSE before its end is a violation)."""
-        return bool(self._partial)
+        return self.reassembly.mid_message

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from .codec import DATA_FRAME_OVERHEAD
+from .codec import fragment_cost
 from .congestion import CongestionController
 from .delivery import DeliveryHandler
 from .frames import MAX_FRAMES, DataFrame, Frame
@@ -75,13 +75,15 @@ class DataSender:
         fragment = send.next_retransmission() or send.oldest_in_flight()
         if fragment is None:
             return room
-        if len(fragment.payload) + DATA_FRAME_OVERHEAD > room:
+        if fragment_cost(fragment) > room:
             return None
         if fragment is send.next_retransmission():
             send.pop_retransmission()
         self._add(frames, handlers, fragment, retransmission=True)
-        self.thin.on_data_sent([fragment], handlers, now, self._recovery, probe=True)
-        return room - len(fragment.payload) - DATA_FRAME_OVERHEAD
+        self.thin.on_data_sent(
+            [fragment], handlers, now, self._recovery, send.is_urgent, probe=True
+        )
+        return room - fragment_cost(fragment)
 
     def fill(
         self, frames: list[Frame], handlers: list[DeliveryHandler], room: int, now: float
@@ -94,7 +96,7 @@ class DataSender:
             return copy_room
         room = self._add_fresh(frames, handlers, room, now)
         fragments = [frame for frame in frames if isinstance(frame, DataFrame)]
-        self.thin.on_data_sent(fragments, handlers, now, self._recovery)
+        self.thin.on_data_sent(fragments, handlers, now, self._recovery, self.buffer.is_urgent)
         return room
 
     def _add_fresh(
@@ -114,20 +116,20 @@ class DataSender:
         while len(frames) < DATA_FRAMES_PER_PACKET:
             fragment = send.next_retransmission()
             if fragment is not None:
-                if len(fragment.payload) + DATA_FRAME_OVERHEAD > room:
+                if fragment_cost(fragment) > room:
                     return room
                 send.pop_retransmission()
                 self._add(frames, handlers, fragment, retransmission=True)
-                room -= len(fragment.payload) + DATA_FRAME_OVERHEAD
+                room -= fragment_cost(fragment)
                 continue
             fragment = send.next_new()
-            if fragment is None or fragment.seq >= self.peer_window:
+            if fragment is None or fragment.seq >= self.peer_window - send.window_reserve(fragment):
                 break
-            if len(fragment.payload) + DATA_FRAME_OVERHEAD > room:
+            if fragment_cost(fragment) > room:
                 return room
             send.pop_new()
             self._add(frames, handlers, fragment, retransmission=False)
-            room -= len(fragment.payload) + DATA_FRAME_OVERHEAD
+            room -= fragment_cost(fragment)
         if not send.has_pending:
             if frames:
                 budget = self.thin.bundle_room(room)
@@ -144,8 +146,8 @@ class DataSender:
         unacked = self.buffer.unacked
         while (copy := self.thin.take_due(now)) is not None:
             for fragment, handler in zip(copy.fragments, copy.handlers, strict=True):
-                if fragment.seq in unacked and len(fragment.payload) + DATA_FRAME_OVERHEAD <= room:
-                    room -= len(fragment.payload) + DATA_FRAME_OVERHEAD
+                if fragment.seq in unacked and fragment_cost(fragment) <= room:
+                    room -= fragment_cost(fragment)
                     self._place(frames, handlers, fragment, handler, retransmission=True)
             if frames:
                 return room
@@ -165,10 +167,10 @@ class DataSender:
                 break
             if fragment.seq in carried:
                 continue
-            if len(fragment.payload) + DATA_FRAME_OVERHEAD > room:
+            if fragment_cost(fragment) > room:
                 break
             self._add(frames, handlers, fragment, retransmission=True)
-            room -= len(fragment.payload) + DATA_FRAME_OVERHEAD
+            room -= fragment_cost(fragment)
             bundled += 1
         return room
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["ConnectionCounters", "ConnectionStats"]
+if TYPE_CHECKING:  # the parts a snapshot reads; they import this module's counters
+    from .congestion import CongestionController
+    from .pmtu import PathMtu
+    from .recovery import Recovery
+    from .rtt import RttEstimator
+    from .sendbuffer import SendBuffer
+
+__all__ = ["ConnectionCounters", "ConnectionStats", "snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,3 +102,39 @@ class ConnectionCounters:
     datagram_frames_dropped: int = 0
     datagram_frames_received: int = 0
     datagram_frames_discarded: int = 0
+
+
+def snapshot(
+    state: str,
+    counters: ConnectionCounters,
+    rtt: RttEstimator,
+    recovery: Recovery,
+    congestion: CongestionController,
+    send: SendBuffer,
+    pmtu: PathMtu,
+    *,
+    duplicates: int,
+    thin: bool,
+) -> ConnectionStats:
+    """One connection's :class:`ConnectionStats`, read from its parts."""
+    return ConnectionStats(
+        **asdict(counters),  # every counter is the statistic of its name
+        state=state,
+        messages_sent=send.messages_pushed,
+        duplicates_received=duplicates,
+        smoothed_rtt=rtt.smoothed,
+        rtt_variance=rtt.variance,
+        min_rtt=rtt.min_rtt,
+        rto=rtt.rto(recovery.backoff),
+        congestion_window=congestion.congestion_window,
+        pacing_rate=congestion.pacing_rate,
+        bytes_in_flight=recovery.bytes_in_flight,
+        send_buffered_bytes=send.buffered_bytes,
+        loss_rate=recovery.loss.rate,
+        burst_loss_rate=recovery.loss.burst_rate,
+        thin_stream=thin,
+        path_datagram_size=pmtu.size,
+        pmtu_probes_sent=pmtu.probes_sent,
+        pmtu_probes_lost=pmtu.probes_lost,
+        pmtu_black_holes=pmtu.black_holes,
+    )

@@ -28,6 +28,7 @@ settles the fragment as the original would have. See PROTOCOL.md, "Thin streams"
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import ConnectionConfig
@@ -55,7 +56,7 @@ class Copy:
 class ThinStream:
     """Whether the connection is thin now, and the copies it still owes."""
 
-    __slots__ = ("_config", "_copies", "_last_sent", "active")
+    __slots__ = ("_config", "_copies", "_last_sent", "active", "urgent_active")
 
     def __init__(self, config: ConnectionConfig) -> None:
         self._config = config
@@ -63,6 +64,9 @@ class ThinStream:
         self._last_sent: float | None = None  # when the last packet with DATA (not a probe) left
         self.active = False
         """Thin as of the last :meth:`refresh`."""
+        self.urgent_active = False
+        """The first priority group's lanes alone are thin (as of the last :meth:`refresh`):
+        while later lanes carry bulk, their fragments still get copies (:mod:`.lanes`)."""
 
     def refresh(self, send: SendBuffer, recovery: Recovery) -> None:
         """Re-decide thinness from the send buffer; leaving it drops the copies still owed.
@@ -70,9 +74,11 @@ class ThinStream:
         Sets ``recovery.linear_timeouts``: the RTO backs off linearly only while thin.
         """
         config = self._config
-        self.active = send.buffered_bytes < config.thin_max_in_flight * config.max_datagram_size
+        limit = config.thin_max_in_flight * config.max_datagram_size
+        self.active = send.buffered_bytes < limit
+        self.urgent_active = send.urgent_bytes < limit
         recovery.linear_timeouts = config.thin_linear_timeouts if self.active else 0
-        if not self.active:
+        if not self.urgent_active:
             self._copies.clear()
 
     def copies_needed(self, loss: LossEstimator, *, margin: bool) -> int:
@@ -93,11 +99,12 @@ class ThinStream:
         handlers: list[DeliveryHandler],
         now: float,
         recovery: Recovery,
+        urgent: Callable[[DataFrame], bool],
         *,
         probe: bool = False,
     ) -> None:
         """A packet carrying ``fragments`` (with their ``handlers``) leaves: while thin, owe
-        its further copies. A timeout ``probe`` gets ``thin_max_copies`` if it is the first
+        its further copies (while only the ``urgent`` lanes are thin, of their fragments). A timeout ``probe`` gets ``thin_max_copies`` if it is the first
         consecutive one: no copy of what it repeats was acknowledged within an RTO, so the path
         (or its ACKs) lost more than the estimate expects, and a second set lost whole would
         cost a second RTO (the worst chat line at 30 % loss took 746 ms that way). A later
@@ -113,7 +120,12 @@ class ThinStream:
         missed p99 <= 300 ms on 1 seed of 5, 315 ms). A sparser stream's lost packet delays
         itself only, and the measured rate suffices: 4 copies at 30 % loss (0.8 % all
         lost), not 5, for 0.3 fewer bytes on the wire per payload byte."""
-        if not self.active or not fragments:
+        if not self.active and self.urgent_active:  # copy only the urgent lanes' fragments
+            kept = [(f, h) for f, h in zip(fragments, handlers, strict=True) if urgent(f)]
+            fragments, handlers = [f for f, _ in kept], [h for _, h in kept]
+        elif not self.active:
+            return
+        if not fragments:
             return
         spacing = self._config.thin_copy_spacing
         if probe:

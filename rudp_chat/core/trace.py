@@ -75,7 +75,7 @@ PACKET_TYPES: dict[type[Packet], str] = {
 def _frame(frame: Frame) -> dict[str, Any]:
     """One frame's summary: QUIC's ``frame_type`` where one fits, our fields otherwise."""
     if type(frame) is DataFrame:
-        return {
+        data = {
             "frame_type": "data",
             "seq": frame.seq,
             "message_id": frame.message_id,
@@ -83,6 +83,7 @@ def _frame(frame: Frame) -> dict[str, Any]:
             "fragment_count": frame.fragment_count,
             "length": len(frame.payload),
         }
+        return data | {"lane": frame.lane} if frame.lane else data
     if type(frame) is AckFrame:
         return {
             "frame_type": "ack",
