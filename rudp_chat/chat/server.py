@@ -308,7 +308,8 @@ class ChatServer:
             self._send(outputs)
 
     def _send(self, outputs: list[Output]) -> None:
-        """Queue each output for its connection, encoding each message once."""
+        """Send each output to its connection (queued behind any that wait), encoding each
+        message once."""
         encoded: dict[int, bytes] = {}
         for conn, message in outputs:
             client = self._clients.get(conn)
@@ -317,7 +318,8 @@ class ChatServer:
             data = encoded.get(id(message))
             if data is None:
                 data = encoded[id(message)] = encode(message)
-            client.queue.put_nowait(data)
+            if not (client.queue.empty() and _try_send(client.connection, data)):
+                client.queue.put_nowait(data)
             if isinstance(message, Bye | Refused):
                 client.closing = True
                 client.queue.put_nowait(None)
@@ -325,6 +327,16 @@ class ChatServer:
                 log.warning("connection %d is too slow to keep up: dropping it", conn)
                 client.closing = True
                 client.connection.abort("too slow")
+
+
+def _try_send(connection: ReliableConnection, data: bytes) -> bool:
+    """Hand ``data`` to the connection now if nothing waits before it (the common case): no
+    writer task wakes per recipient of a line. False leaves it to the writer, which also
+    reports a connection that ended."""
+    try:
+        return connection.try_send(data)
+    except (TransportError, LocalProtocolError):
+        return False
 
 
 def _step(room: Room, conn: int, data: bytes) -> _Step:
