@@ -495,6 +495,42 @@ def test_send_waits_for_a_slow_reader(run: Runner) -> None:
     run(main(), 20)
 
 
+def test_try_send_queues_only_what_send_would_not_wait_for(run: Runner) -> None:
+    """``try_send`` takes messages until the send buffer is full, then refuses (queueing
+    nothing) while a waiting ``send`` holds its place; everything arrives once, in order."""
+    window = 64 * 1024
+    config = ConnectionConfig(
+        max_message_size=window, send_buffer_size=window, receive_window=window
+    )
+    messages = [bytes([index]) * 16 * 1024 for index in range(32)]
+
+    async def main() -> None:
+        async with (
+            await serve(LOCALHOST, 0, config=ListenerConfig(connection=config)) as server,
+            await connect(*server.address, config=config) as client,
+        ):
+            accepted = await server.accept()
+            taken = 0
+            while client.try_send(messages[taken]):
+                taken += 1
+            assert 0 < taken < len(messages)  # the buffer holds a few, never all 32
+            waiting = asyncio.create_task(client.send(messages[taken]))
+            await asyncio.sleep(0)  # the send now waits, holding its place in line
+            assert not waiting.done()
+            assert not client.try_send(messages[taken + 1])
+            received = [await accepted.recv() for _ in range(taken + 1)]
+            await waiting
+            assert received == messages[: taken + 1]
+            rest = messages[taken + 1 :]
+            _, received = await asyncio.gather(
+                _send_each(client, rest), _receive_each(accepted, len(rest))
+            )
+            assert received == rest
+            await accepted.close()
+
+    run(main(), 20)
+
+
 def test_abort_is_reported_to_the_peer(run: Runner) -> None:
     async def main() -> None:
         async with await serve(LOCALHOST, 0) as server:
