@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import resource
 import subprocess
@@ -29,14 +30,21 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from rudp_chat.aio import ReliableConnection, TransportError, connect, serve
+from rudp_chat.aio import (
+    HandshakeTimeoutError,
+    ReliableConnection,
+    TransportError,
+    connect,
+    serve,
+)
 from rudp_chat.core import ConnectionConfig, ListenerConfig
 
 HOST = "127.0.0.1"
 TARGET_CPU_PERCENT = 25.0  # the issues' budget for 2,000 and for 10,000 idle connections
 CONNECTIONS_PER_CLIENT_PROCESS = 2500  # the default P: one process's share of heartbeats
 IDLE_TIMEOUT_HEARTBEATS = 10  # idle timeout as a multiple of the heartbeat: the default ratio
-CONNECT_CONCURRENCY = 64  # handshakes in flight at once while connecting
+CONNECT_CONCURRENCY = 64  # handshakes in flight at once while connecting, over all clients
+CONNECT_ATTEMPTS = 3  # a handshake the loaded server did not answer in time is tried again
 STARTUP_LIMIT_S = 120.0  # give up if the processes are not ready by then
 
 
@@ -135,7 +143,7 @@ async def _clients(args: argparse.Namespace) -> None:
     """Connections ``args.first``, ``args.first + P``, ... of N: this process's share."""
     config = _config(args.heartbeat)
     spacing = args.heartbeat / args.connections  # spread the heartbeats' phases evenly
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    gate = asyncio.Semaphore(max(1, CONNECT_CONCURRENCY // args.client_processes))
     start = asyncio.get_running_loop().time()
 
     async def open_one(index: int) -> ReliableConnection:
@@ -143,6 +151,9 @@ async def _clients(args: argparse.Namespace) -> None:
             await asyncio.sleep(
                 max(0.0, start + index * spacing - asyncio.get_running_loop().time())
             )
+            for _ in range(CONNECT_ATTEMPTS - 1):
+                with contextlib.suppress(HandshakeTimeoutError):
+                    return await connect(HOST, args.port, config=config)
             return await connect(HOST, args.port, config=config)
 
     mine = range(args.first, args.connections, args.client_processes)
