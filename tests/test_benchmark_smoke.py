@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -142,3 +143,18 @@ def test_fanout_quick_delivers_every_line_once(tmp_path: Path) -> None:
     assert row["lost"] == row["duplicated"] == row["out_of_order"] == 0
     _assert_numbers(row, {"server_cpu_s", "cpu_us_per_delivery", "p50_ms", "p99_ms"})
     assert row["server_cpu_s"] > 0
+    assert row["target"] == "rudp"
+
+
+@pytest.mark.skipif(
+    shutil.which("/usr/sbin/inspircd") is None, reason="the inspircd package is not installed"
+)
+def test_fanout_quick_against_inspircd_over_tls(tmp_path: Path) -> None:
+    """The anchor path: a generated InspIRCd configuration, TLS verified against the throwaway
+    certificate, the IRC load clients; every line reaches every other client once, in order.
+    Skipped where InspIRCd is absent (CI does not install it)."""
+    args = ["--quick", "--targets", "inspircd-tls"]
+    (row,) = _run("fanout.py", args, tmp_path / "fanout.json", 120)
+    assert row["target"] == "inspircd-tls"
+    assert row["deliveries"] == row["lines_sent"] * (row["clients"] - 1) > 0
+    assert row["lost"] == row["duplicated"] == row["out_of_order"] == 0
