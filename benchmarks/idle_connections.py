@@ -27,7 +27,7 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from rudp_chat.aio import (
@@ -45,6 +45,7 @@ CONNECTIONS_PER_CLIENT_PROCESS = 2500  # the default P: one process's share of h
 IDLE_TIMEOUT_HEARTBEATS = 10  # idle timeout as a multiple of the heartbeat: the default ratio
 CONNECT_CONCURRENCY = 64  # handshakes in flight at once while connecting, over all clients
 CONNECT_ATTEMPTS = 3  # a handshake the loaded server did not answer in time is tried again
+HANDSHAKE_TIMEOUT_S = 30.0  # not the default 10 s: thousands of handshakes queue on a busy box
 STARTUP_LIMIT_S = 120.0  # give up if the processes are not ready by then
 
 
@@ -141,7 +142,7 @@ async def _server(args: argparse.Namespace) -> None:
 
 async def _clients(args: argparse.Namespace) -> None:
     """Connections ``args.first``, ``args.first + P``, ... of N: this process's share."""
-    config = _config(args.heartbeat)
+    config = replace(_config(args.heartbeat), handshake_timeout=HANDSHAKE_TIMEOUT_S)
     spacing = args.heartbeat / args.connections  # spread the heartbeats' phases evenly
     gate = asyncio.Semaphore(max(1, CONNECT_CONCURRENCY // args.client_processes))
     start = asyncio.get_running_loop().time()
