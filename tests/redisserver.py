@@ -1,12 +1,10 @@
 """A real ``redis-server`` (the Debian package) for the cluster tests: on a free port, in a
 temporary directory, with the append-only file fsynced at every write, so a test can kill it
 (``SIGKILL``) and start it again on the same port and file. No mock stands in for it: where
-``redis-server`` is missing the tests skip, or fail when ``RUDP_CHAT_REQUIRE_REDIS=1`` (CI)."""
+``redis-server`` is missing the tests skip, or fail under ``RUDP_CHAT_REQUIRE_SERVICES=1`` (CI)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -14,31 +12,22 @@ import time
 from pathlib import Path
 from typing import Final
 
-import pytest
+from services import find_executable, missing
 
-__all__ = ["REQUIRE_VARIABLE", "RedisServer", "require_redis"]
+__all__ = ["RedisServer", "require_redis"]
 
-REQUIRE_VARIABLE: Final = "RUDP_CHAT_REQUIRE_REDIS"
 START_TIMEOUT_S: Final = 10.0  # a loaded 2-core machine starts it in well under a second
 
 
 def require_redis() -> str:
-    """The path of ``redis-server``, and the ``redis`` package importable; else skip the test
-    (fail it if ``RUDP_CHAT_REQUIRE_REDIS=1``)."""
-    executable = shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
-    )
-    missing = "redis-server is not installed (apt-get install redis-server)"
-    if executable is not None:
-        try:
-            import redis  # noqa: F401  # the cluster extra
-        except ImportError:
-            missing = "the redis package is not installed (pip install '.[cluster]')"
-        else:
-            return executable
-    if os.environ.get(REQUIRE_VARIABLE) == "1":
-        pytest.fail(f"{missing}, and {REQUIRE_VARIABLE}=1")
-    pytest.skip(missing)
+    """The path of ``redis-server``, with the ``redis`` package importable; else
+    :func:`services.missing`."""
+    executable = find_executable("/usr/bin/redis-server", "redis-server")
+    try:
+        import redis  # noqa: F401  # the cluster extra
+    except ImportError:
+        missing("the redis package is not installed (pip install '.[cluster]')")
+    return executable
 
 
 def _free_port() -> int:

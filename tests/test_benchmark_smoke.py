@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from services import find_executable
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
@@ -142,3 +143,16 @@ def test_fanout_quick_delivers_every_line_once(tmp_path: Path) -> None:
     assert row["lost"] == row["duplicated"] == row["out_of_order"] == 0
     _assert_numbers(row, {"server_cpu_s", "cpu_us_per_delivery", "p50_ms", "p99_ms"})
     assert row["server_cpu_s"] > 0
+    assert row["target"] == "rudp"
+
+
+def test_fanout_quick_against_inspircd_over_tls(tmp_path: Path) -> None:
+    """The anchor path: a generated InspIRCd configuration, TLS verified against the throwaway
+    certificate, the IRC load clients; every line reaches every other client once, in order.
+    A real InspIRCd (``services``: skipped where absent, a failure in CI)."""
+    find_executable("/usr/sbin/inspircd", "inspircd")
+    args = ["--quick", "--targets", "inspircd-tls"]
+    (row,) = _run("fanout.py", args, tmp_path / "fanout.json", 120)
+    assert row["target"] == "inspircd-tls"
+    assert row["deliveries"] == row["lines_sent"] * (row["clients"] - 1) > 0
+    assert row["lost"] == row["duplicated"] == row["out_of_order"] == 0
