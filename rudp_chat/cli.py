@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import sqlite3
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from rudp_chat import __version__
 from rudp_chat.aio import proxy
-from rudp_chat.arguments import count, host_ports, port, positive
+from rudp_chat.arguments import count, host_port, host_ports, port, positive
 from rudp_chat.chat.client import ClientOptions
 from rudp_chat.chat.confusables import SkeletonsUnavailableError
 from rudp_chat.chat.console import run_client
@@ -242,6 +243,13 @@ def _add_server(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         action="store_true",
         help="refuse clients without a key (--guest): every user owns the name it uses",
     )
+    parser.add_argument(
+        "--metrics",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (port 0: any free one, "
+        "printed at start); needs prometheus_client: pip install 'rudp-chat[metrics]'",
+    )
     _add_insecure(parser)
     _add_timeouts(parser)
     _add_qlog(parser)
@@ -253,6 +261,10 @@ def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(f"argument --history-size: at most {MAX_PAGE}, got {args.history_size}")
     if args.no_guests and args.insecure:
         parser.error("--no-guests needs encryption: without it no client presents a key")
+    if args.metrics is not None and importlib.util.find_spec("prometheus_client") is None:
+        parser.error(
+            "argument --metrics: needs prometheus_client: pip install 'rudp-chat[metrics]'"
+        )
     limits = RoomLimits(
         max_users=args.max_clients,
         history_size=args.history_size,
@@ -271,6 +283,7 @@ def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         key_file=args.key_file,
         max_per_address=args.max_per_address,
         allow_guests=not args.no_guests,
+        metrics=args.metrics,
     )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr

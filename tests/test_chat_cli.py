@@ -373,6 +373,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         ),
         (("client", "--name", "a", "--handshake-timeout", "nan"), "argument --handshake-timeout"),
         (("client", "--name", "a", "--server", "127.0.0.1"), "argument --server: expected HOST:"),
+        (("server", "--metrics", "9100"), "argument --metrics: expected HOST:PORT, got '9100'"),
         (
             ("client", "--name", "a", "--server", "127.0.0.1:1,127.0.0.1:0"),
             "argument --server: expected a port within 1..65535",
