@@ -19,6 +19,7 @@ from rudp_chat import __version__
 from rudp_chat.aio import proxy
 from rudp_chat.arguments import count, host_port, host_ports, port, positive
 from rudp_chat.chat.client import ClientOptions
+from rudp_chat.chat.clusterconfig import DEFAULT_NAME_TTL_S, DEFAULT_STREAM_MAXLEN, ClusterOptions
 from rudp_chat.chat.confusables import SkeletonsUnavailableError
 from rudp_chat.chat.console import run_client
 from rudp_chat.chat.demo import DemoSettings, run_demo
@@ -250,10 +251,81 @@ def _add_server(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         help="serve Prometheus metrics on http://HOST:PORT/metrics (port 0: any free one, "
         "printed at start); needs prometheus_client: pip install 'rudp-chat[metrics]'",
     )
+    _add_cluster(parser)
     _add_insecure(parser)
     _add_timeouts(parser)
     _add_qlog(parser)
     parser.set_defaults(run=lambda args: _server(parser, args))
+
+
+def _add_cluster(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "cluster", "several servers (nodes) serving one chat through one Redis (README: Cluster)"
+    )
+    group.add_argument(
+        "--redis",
+        metavar="URL",
+        help="join the cluster whose Redis this is (redis://HOST:PORT/DB); "
+        "without it the server stands alone",
+    )
+    group.add_argument(
+        "--node", metavar="NAME", help="this node's name, unique in the cluster (default: host name)"
+    )
+    group.add_argument(
+        "--stream-maxlen",
+        type=count(1, "a number of lines >= 1"),
+        default=DEFAULT_STREAM_MAXLEN,
+        metavar="N",
+        help="lines each room's Redis stream keeps (MAXLEN ~); older ones stay in each node's "
+        "SQLite history (default %(default)s)",
+    )
+    group.add_argument(
+        "--name-ttl",
+        type=positive("seconds"),
+        default=DEFAULT_NAME_TTL_S,
+        metavar="S",
+        help="seconds after a node's last heartbeat that its users time out on the other "
+        "nodes and its names free (default %(default)s)",
+    )
+    group.add_argument(
+        "--wait-replicas",
+        type=count(0, "a number of replicas >= 0"),
+        default=0,
+        metavar="N",
+        help="acknowledge a line only once N Redis replicas have it (WAIT; default %(default)s)",
+    )
+    group.add_argument(
+        "--wait-timeout",
+        type=positive("seconds"),
+        default=1.0,
+        metavar="S",
+        help="seconds one WAIT waits for the replicas (retried until they confirm; "
+        "default %(default)s)",
+    )
+
+
+def _cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ClusterOptions | None:
+    """The cluster ``--redis`` names (None: the server stands alone); exits on a bad value."""
+    if args.redis is None:
+        if args.node is not None:
+            parser.error("argument --node: needs --redis")
+        return None
+    if importlib.util.find_spec("redis") is None:
+        parser.error("argument --redis: needs the redis package: pip install 'rudp-chat[cluster]'")
+    if not args.redis.startswith(("redis://", "rediss://", "unix://")):
+        parser.error(f"argument --redis: expected redis://HOST:PORT/DB, got {args.redis!r}")
+    node = {} if args.node is None else {"node": args.node}
+    try:
+        return ClusterOptions(
+            args.redis,
+            **node,
+            stream_maxlen=args.stream_maxlen,
+            name_ttl=args.name_ttl,
+            replicas=args.wait_replicas,
+            replica_timeout=args.wait_timeout,
+        )
+    except ValueError as exc:
+        parser.error(f"cluster: {exc}")
 
 
 def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -284,6 +356,7 @@ def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         max_per_address=args.max_per_address,
         allow_guests=not args.no_guests,
         metrics=args.metrics,
+        cluster=_cluster(parser, args),
     )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr

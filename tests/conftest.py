@@ -14,9 +14,11 @@ on the generated volume, not on a regression.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
+from redisserver import RedisServer, require_redis
 
 from rudp_chat.aio.batching import BATCHED_IO_VARIABLE
 from rudp_chat.aio.socketpath import SOCKET_PATH_VARIABLE, SocketPath
@@ -82,3 +84,14 @@ def socket_io(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     """:func:`socket_path`, and ``add_reader`` with batched I/O off too: the transport's own
     tests run under all three."""
     return _force_socket_io(request, monkeypatch)
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real ``redis-server`` of its own for the test (see :mod:`redisserver`), stopped after."""
+    server = RedisServer(require_redis(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -151,6 +151,12 @@ class History:
         row = self._db.execute("SELECT max(seq) FROM lines WHERE room = ?", (room,)).fetchone()
         return int(row[0] or 0)
 
+    def last_seqs(self) -> dict[str, int]:
+        """Each room with a stored line, with its highest ``seq`` (a walk of the index: at
+        a cluster node's start)."""
+        rows = self._db.execute("SELECT room, max(seq) FROM lines GROUP BY room").fetchall()
+        return {str(room): int(seq) for room, seq in rows}
+
     def before(self, room: str, seq: int, limit: int) -> list[Chat]:
         """The newest ``limit`` lines of ``room`` older than ``seq``, oldest first."""
         return self._lines(

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import (
@@ -33,6 +34,9 @@ from rudp_chat.core.state import State
 
 from .failover import ServerAddress
 from .server import ChatServer
+
+if TYPE_CHECKING:  # only a cluster node has them, and only it needs redis
+    from .cluster import ClusterStats
 
 __all__ = ["RTT_BUCKETS_S", "MetricsCollector", "Snapshot", "serve_metrics", "snapshot"]
 
@@ -58,10 +62,13 @@ class Snapshot:
     packets_lost: int
     rtts: tuple[float, ...]
     """The smoothed RTT (seconds) of each established connection."""
+    cluster: ClusterStats | None = None
+    """A copy of the node's Redis figures; None for a server on its own."""
 
 
-def snapshot(server: ChatServer) -> Snapshot:
-    """Read ``server``'s figures; call it on the server's event loop."""
+def snapshot(server: ChatServer, cluster: ClusterStats | None = None) -> Snapshot:
+    """Read ``server``'s figures (and ``cluster``'s, a node's); call it on the server's event
+    loop."""
     traffic = server.traffic
     retransmitted, lost = traffic.retransmitted_fragments, traffic.packets_lost
     rtts = []
@@ -80,15 +87,22 @@ def snapshot(server: ChatServer) -> Snapshot:
         retransmitted_fragments=retransmitted,
         packets_lost=lost,
         rtts=tuple(rtts),
+        cluster=None if cluster is None else dataclasses.replace(cluster),
     )
 
 
 class MetricsCollector(Collector):
     """Turns a :class:`Snapshot`, taken on ``loop`` at each scrape, into metric families."""
 
-    def __init__(self, server: ChatServer, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        server: ChatServer,
+        loop: asyncio.AbstractEventLoop,
+        cluster: ClusterStats | None = None,
+    ) -> None:
         self._server = server
         self._loop = loop
+        self._cluster = cluster
 
     def collect(self) -> Iterator[Metric]:
         """Called by the HTTP thread; raises ``TimeoutError`` if the loop does not answer."""
@@ -96,7 +110,7 @@ class MetricsCollector(Collector):
 
         def take() -> None:
             try:
-                taken.set_result(snapshot(self._server))
+                taken.set_result(snapshot(self._server, self._cluster))
             except Exception as exc:  # reported to the scraper as a failed scrape
                 taken.set_exception(exc)
 
@@ -127,15 +141,42 @@ def families(figures: Snapshot) -> Iterator[Metric]:
         buckets=[*buckets, ("+Inf", len(figures.rtts))],
         gsum_value=sum(figures.rtts),
     )
+    if figures.cluster is not None:
+        yield from _cluster_families(figures.cluster)
+
+
+def _cluster_families(stats: ClusterStats) -> Iterator[Metric]:
+    """A node's Redis figures, as the cluster module keeps them."""
+    gauges = (
+        ("redis_up", "1 if the last Redis command reached Redis.", float(stats.redis_up)),
+        ("redis_round_trip_seconds", "The last commit's round trip (script, WAIT).",
+         stats.round_trip_s),
+        ("stream_lag_seconds", "From the newest delivered line's posting to its delivery here.",
+         stats.stream_lag_s),
+        ("pending_lines", "Lines said here waiting for Redis.", float(stats.pending)),
+    )  # fmt: skip
+    for name, documentation, figure in gauges:
+        yield GaugeMetricFamily(PREFIX + name, documentation, value=figure)
+    counters = (
+        ("redis_commits", "Commit scripts run.", stats.commits),
+        ("lines_published", "Lines this node stored in Redis.", stats.lines_published),
+        ("lines_followed", "Lines this node read from the streams.", stats.lines_delivered),
+        ("redis_errors", "Redis commands that failed (each retried).", stats.redis_errors),
+    )
+    for name, documentation, count in counters:
+        yield CounterMetricFamily(PREFIX + name, documentation, value=count)
 
 
 @contextmanager
-def serve_metrics(address: ServerAddress, server: ChatServer) -> Iterator[ServerAddress]:
-    """Serve ``server``'s metrics (and its process's CPU and memory) on ``http://address/``
-    while in the block; yields the address bound (port 0 picks one). Call it on the server's
-    event loop. Raises ``OSError`` if the address cannot be bound."""
+def serve_metrics(
+    address: ServerAddress, server: ChatServer, cluster: ClusterStats | None = None
+) -> Iterator[ServerAddress]:
+    """Serve ``server``'s metrics (a node's ``cluster`` figures too, and its process's CPU and
+    memory) on ``http://address/`` while in the block; yields the address bound (port 0 picks
+    one). Call it on the server's event loop. Raises ``OSError`` if the address cannot be
+    bound."""
     registry = CollectorRegistry()
-    registry.register(MetricsCollector(server, asyncio.get_running_loop()))
+    registry.register(MetricsCollector(server, asyncio.get_running_loop(), cluster))
     ProcessCollector(registry=registry)  # process_cpu_seconds_total and the like
     http, thread = start_http_server(address[1], address[0], registry=registry)
     try:

@@ -21,6 +21,7 @@ from typing import Final
 from .access import MAX_BANS, MAX_OPERATORS, Access
 from .channel import Channel, Lines
 from .departures import Departures, Memory
+from .limits import MAX_PAGE, RoomLimits
 from .owners import Owners, name_skeletons
 from .protocol import (
     LOBBY,
@@ -54,7 +55,7 @@ from .protocol import (
     Welcome,
 )
 from .ratelimit import TokenBucket
-from .store import EmptyStore, Journal, Store
+from .store import EmptyStore, Journal, Proposal, Store
 from .text import (
     MAX_NAME_CHARS,
     ROOM_PREFIX,
@@ -65,14 +66,13 @@ from .text import (
     normalise_room,
 )
 
-__all__ = ["HELP", "Output", "Room", "RoomLimits"]
+__all__ = ["HELP", "MAX_PAGE", "Output", "Room", "RoomLimits"]
 
 log = logging.getLogger(__name__)
 
 Output = tuple[int, ServerMessage]
 """A message and the connection (an id the shell chose) it goes to."""
 
-MAX_PAGE: Final = 200  # lines one /history sends: a few screens, a bounded answer
 BARE_PAGE: Final = 50  # lines a bare /history sends when --history-size is 0
 # Lines a reconnecting client is sent per room (older ones by /history): a hello naming
 # --rooms-per-user rooms (20) then queues about 4,000 messages, well within the 10,000 a slow
@@ -103,50 +103,6 @@ HELP = (
     "  /help             this list",
     "  //TEXT            send TEXT that starts with /",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class RoomLimits:
-    """How much the server takes. Raises ``ValueError`` when a value cannot work."""
-
-    max_users: int = 100
-    history_size: int = 50
-    """Lines a user is shown on entering a room, and by a bare ``/history``."""
-    rate: float = 20.0
-    """Messages per second a user may send, sustained (faster than anyone types)."""
-    burst: int = 40
-    """Messages a user may send at once (a pasted paragraph)."""
-    flood_kick: int = 20
-    """Messages refused after the warning before the user is disconnected."""
-    flood_cooldown: float = 30.0
-    """Seconds a session kicked for flooding, and its source address, are refused (at least
-    ``burst / rate``, the refill time). A user who left unkicked comes back, by session or by
-    address, to its spent bucket until it would have refilled. So reconnecting buys no fresh
-    burst: the bound holds per person, not per session. Everyone behind that address (a NAT,
-    an office) shares the penalty: the accepted price of keying on the address, which a
-    flooder cannot change as easily as its session."""
-    remembered: int = 10_000
-    """Departed users' allowances and cool-downs kept (an entry per session and per address;
-    expired ones are dropped, past this the oldest): memory stays bounded under any churn."""
-    rooms_per_user: int = 20
-    """Rooms one user may be in at once, ``#lobby`` included."""
-    members_per_room: int = 100
-    """Members of one room other than ``#lobby`` (which holds everyone: ``max_users``)."""
-    max_rooms: int = 100
-    """Rooms with members at once, ``#lobby`` included."""
-
-    def __post_init__(self) -> None:
-        if self.max_users < 1 or self.history_size < 0 or self.flood_kick < 1:
-            raise ValueError("need max_users >= 1, history_size >= 0 and flood_kick >= 1")
-        if not self.rate > 0 or self.burst < 1:
-            raise ValueError("need rate > 0 messages per second and burst >= 1")
-        if not 0 <= self.flood_cooldown < math.inf or self.remembered < 2:
-            # a departure is remembered under two keys, its session and its address
-            raise ValueError("need 0 <= flood_cooldown < inf seconds and remembered >= 2")
-        if self.rooms_per_user < 1 or self.members_per_room < 1 or self.max_rooms < 1:
-            raise ValueError("need rooms_per_user, members_per_room and max_rooms >= 1")
-        if self.history_size > MAX_PAGE:
-            raise ValueError(f"need history_size <= {MAX_PAGE}")
 
 
 @dataclass(slots=True)
@@ -200,12 +156,15 @@ class Room:
         *,
         lost_within: float | None = None,
         owners: Owners | None = None,
+        shared_log: bool = False,
     ) -> None:
         """Start empty, continuing what ``store`` holds (None: nothing; lines are then only
         seen live and in the journal). ``lost_within``: the seconds within which the shell
         notices a dead connection (its idle timeout), so a refusal of a taken name can say
         when a crashed owner's name frees (None: not said). ``owners``: who owns
-        which name (default: nobody yet, and claims only journaled)."""
+        which name (default: nobody yet, and claims only journaled). ``shared_log``: lines are
+        numbered by a log other servers share (a cluster): a line said here is journaled as a
+        :class:`Proposal` and reaches the members through :meth:`deliver`."""
         self.limits = limits
         self._owners = Owners() if owners is None else owners
         self.lost_within = lost_within
@@ -216,7 +175,9 @@ class Room:
         self._by_session: dict[bytes, _User] = {}
         self._channels: dict[str, Channel] = {}
         self._departures = Departures(limits.remembered)
+        self._shared_log = shared_log
         self._journal_messages: list[Chat] = []
+        self._journal_proposed: list[Proposal] = []
         self._journal_acked: dict[bytes, int] = {}
         self._journal_topics: dict[str, str] = {}
         self._journal_access: dict[str, Access] = {}
@@ -237,6 +198,10 @@ class Room:
         channel = self._channels.get(room)
         return [] if channel is None else [self._users[c].name for c in channel.members]
 
+    def roster(self) -> list[tuple[bytes, str, tuple[str, ...]]]:
+        """Each user's session, name and rooms (what a cluster node tells the others)."""
+        return [(user.session, user.name, tuple(user.rooms)) for user in self._users.values()]
+
     def rooms_of(self, conn: int) -> list[str]:
         """The rooms ``conn`` is in, in the order it entered them."""
         user = self._users.get(conn)
@@ -247,6 +212,7 @@ class Room:
         claims = self._owners.take()
         if not (
             self._journal_messages
+            or self._journal_proposed
             or self._journal_acked
             or self._journal_topics
             or claims
@@ -259,8 +225,10 @@ class Room:
             tuple(self._journal_topics.items()),
             claims,
             tuple(self._journal_access.items()),
+            tuple(self._journal_proposed),
         )
         self._journal_messages.clear()
+        self._journal_proposed.clear()
         self._journal_acked.clear()
         self._journal_topics.clear()
         self._journal_access.clear()
@@ -380,6 +348,21 @@ class Room:
         user."""
         user = self._users.get(conn)
         return [] if user is None else self._remove(user, reason, "", now)
+
+    def deliver(self, chat: Chat) -> list[Output]:
+        """A line the shared log numbered (see ``shared_log``): journaled, to be kept here
+        too, and sent to the room's members; the room's numbering continues after it."""
+        self._journal_messages.append(chat)
+        channel = self._channels.get(chat.room)
+        if channel is None:
+            return []
+        channel.next_seq = max(channel.next_seq, chat.seq + 1)
+        return self._to_members(channel, chat)
+
+    def announce(self, room: str, message: ServerMessage) -> list[Output]:
+        """``message`` (news from another server of a cluster) for every member of ``room``."""
+        channel = self._channels.get(room)
+        return [] if channel is None else self._to_members(channel, message)
 
     def shutdown(self, now: float) -> list[Output]:
         """The server is stopping: a goodbye to every user, and every room is empty."""
@@ -617,6 +600,10 @@ class Room:
             usage = "/me needs an action" if action else "empty message"
             return [(user.conn, Error(ErrorCode.EMPTY, usage, say_id))], None
         channel = self._channels[room]
+        if self._shared_log:  # numbered (its ack's seq too) once the log took it
+            line = Chat(0, now, user.name, text, action, room=room)
+            self._journal_proposed.append(Proposal(user.session, say_id, line))
+            return [], None
         chat = Chat(channel.next_seq, now, user.name, text, action, room=room)
         channel.next_seq += 1
         self._journal_messages.append(chat)

@@ -15,7 +15,7 @@ import itertools
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +31,12 @@ from rudp_chat.identity import KnownServers, default_key_file, load_or_create_se
 from rudp_chat.stopsignals import on_stop_signals
 
 from . import confusables
+from .clusterconfig import ClusterOptions
 from .failover import ServerAddress
 from .history import DEFAULT_HISTORY_FILE, MEMORY_LINES, History
 from .owners import Owners
 from .protocol import (
+    Ack,
     Bye,
     Chat,
     ChatProtocolError,
@@ -48,6 +50,7 @@ from .protocol import (
 )
 from .room import Output, Room, RoomLimits
 from .sizing import chat_connection_config
+from .store import Journal, StorageError
 
 __all__ = ["ChatServer", "ServerOptions", "Traffic", "open_room", "run_server"]
 
@@ -78,6 +81,8 @@ class ServerOptions:
     """Connections from one IP address: users behind one NAT share it."""
     allow_guests: bool = True
     """Whether clients without a key may connect (False: ``--no-guests``)."""
+    cluster: ClusterOptions | None = None
+    """The cluster this server is a node of (``--redis``); None: a server on its own."""
     metrics: ServerAddress | None = None
     """Where to serve Prometheus metrics (``--metrics``); None serves none."""
 
@@ -149,13 +154,25 @@ async def run_server(options: ServerOptions) -> int:
         print(f"Server is listening on {host}:{port} (UDP socket via {via})", flush=True)
         stop = asyncio.Event()
         with on_stop_signals(asyncio.get_running_loop(), stop.set):
-            room = open_room(history, options.limits, lost_within=options.connection.idle_timeout)
-            server = ChatServer(transport, room, history)
+            lost_within = options.connection.idle_timeout
+            cluster = options.cluster
+            redis = None
+            if cluster is None:
+                room = open_room(history, options.limits, lost_within=lost_within)
+                server = ChatServer(transport, room, history)
+            else:
+                from .cluster import ClusterServer  # needs redis (the cluster extra)
+
+                print(f"Cluster: {cluster.describe()}", flush=True)
+                server = node = ClusterServer.open(
+                    transport, history, options.limits, cluster, lost_within=lost_within
+                )
+                redis = node.stats
             if options.metrics is None:
                 return await server.run(stop)
             from .metrics import serve_metrics  # needs prometheus_client (the metrics extra)
 
-            with serve_metrics(options.metrics, server) as (host, port):
+            with serve_metrics(options.metrics, server, redis) as (host, port):
                 print(f"Metrics: http://{KnownServers.name(host, port)}/metrics", flush=True)
                 return await server.run(stop)
     finally:
@@ -189,6 +206,8 @@ class _Client:
     queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
     """Encoded messages to send; None closes the connection after them."""
     closing: bool = False
+    session: bytes = b""
+    """The client session its hello named (empty before it)."""
 
 
 class ChatServer:
@@ -298,8 +317,13 @@ class ChatServer:
             log.info("dropped %s before hello: %s", peer, _silence(exc))
             connection.abort("no hello")
             return None
+        refusal = await self._admit(hello)
+        if refusal is not None:
+            self._send([(conn, refusal)])
+            return None
+        self._clients[conn].session = hello.session
         key = connection.peer_static_key
-        self._input(lambda now: self.room.join(conn, hello, now, host, key))  # no port: changes
+        self._input(lambda now: self._join(conn, hello, now, host, key))  # no port: changes
         try:
             async for data in connection:
                 self.traffic.messages_received += 1
@@ -326,7 +350,6 @@ class ChatServer:
     async def _dispatch(self) -> None:
         """Apply inputs in order; store what must be stored; then send. Returns only when
         storage failed; raises only on a bug outside the room."""
-        loop = asyncio.get_running_loop()
         while True:
             steps = [await self._inputs.get()]
             while not self._inputs.empty():
@@ -341,12 +364,46 @@ class ChatServer:
             journal = self.room.take_journal()
             if journal is not None:
                 try:
-                    await loop.run_in_executor(self._storage, self.history.write, journal, now)
-                except sqlite3.Error:
+                    numbered = await self._commit(journal, now)
+                except StorageError:
                     log.exception("cannot store messages: shutting down without acknowledging")
                     self._storage_failed.set()
                     return
+                if numbered:
+                    outputs = [self._numbered(output, numbered) for output in outputs]
             self._send(outputs)
+
+    def _join(
+        self, conn: int, hello: Hello, now: float, host: str, key: bytes | None
+    ) -> list[Output]:
+        """The room input for ``conn``'s ``hello``."""
+        return self.room.join(conn, hello, now, host, key)
+
+    async def _admit(self, hello: Hello) -> Refused | None:
+        """A refusal for ``hello`` before the room sees it (a cluster's name claims), or
+        None."""
+        return None
+
+    async def _commit(self, journal: Journal, now: float) -> Mapping[tuple[bytes, int], int | None]:
+        """Store ``journal``; return the ``seq`` each proposed line got, by ``(session, id)``
+        (None: it was stored before). Raises :class:`StorageError` if it cannot be stored."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._storage, self.history.write, journal, now)
+        except sqlite3.Error as exc:
+            raise StorageError(str(exc)) from exc
+        return {}
+
+    def _numbered(
+        self, output: Output, numbered: Mapping[tuple[bytes, int], int | None]
+    ) -> Output:
+        """``output``, or the ack of a proposed line with the ``seq`` the log gave it."""
+        conn, message = output
+        client = self._clients.get(conn)
+        if not isinstance(message, Ack) or client is None:
+            return output
+        key = (client.session, message.id)
+        return (conn, Ack(message.id, numbered[key])) if key in numbered else output
 
     def _send(self, outputs: list[Output]) -> None:
         """Queue each output for its connection, encoding each message once."""

@@ -12,7 +12,23 @@ from .access import Access
 from .owners import Claim
 from .protocol import Chat
 
-__all__ = ["EmptyStore", "Journal", "Store"]
+__all__ = ["EmptyStore", "Journal", "Proposal", "StorageError", "Store"]
+
+
+class StorageError(Exception):
+    """A journal could not be stored: nothing it holds may be acknowledged."""
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A line said on this server of a cluster, for the shared log to number and store once."""
+
+    session: bytes
+    """The sender's client session: with ``id``, what makes a resend (to any server) stored once."""
+    id: int
+    """The ``Say.id`` that said it."""
+    line: Chat
+    """The line, ``seq`` 0 (the log numbers it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +45,8 @@ class Journal:
     """Names their owners' keys used (claimed, or ownership refreshed)."""
     access: tuple[tuple[str, Access], ...] = ()
     """``(room, access)``: each room made or whose operators, bans or modes changed."""
+    proposed: tuple[Proposal, ...] = ()
+    """Lines said here for a cluster's shared log (never with ``messages`` of their own)."""
 
 
 class Store(Protocol):

@@ -1,0 +1,592 @@
+"""A chat server as one node of a cluster: the same shell, with the lines' order kept in Redis.
+
+Every node holds its own UDP connections and its own :class:`Room` (its local users); Redis
+holds what they share. Each room's lines are one Redis Stream, ``rudp-chat:room:<room>``, whose
+entry ids are ``<seq>-0``: the stream's order is the room's one order, and the id is the
+``seq`` clients see, unchanged from a lone server. A line said on a node is a
+:class:`Proposal`; one Lua script (:data:`COMMIT_SCRIPT`) numbers and stores a dispatcher
+batch's proposals atomically, each only if its sender's ``(session, id)`` is newer than the
+session's highest stored id, so a line resent to another node after a failover is stored once.
+The sender's ``ack`` waits for that script (and ``WAIT``, when asked for replicas).
+
+No node shows a line it said until it reads it back: every node follows every room's stream
+with a blocking ``XREAD`` on a connection of its own (:meth:`ClusterServer._follow`), archives
+what it reads in its SQLite history (scrollback, search and entering a room read that, without
+a round trip) and sends it to its members, so all of them see one order. It resumes from the
+last ``seq`` it archived, so a Redis restart or a blip repeats and loses nothing. While Redis is
+unreachable nothing is acknowledged (the senders' lines stay pending) and nothing new is shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Final, TypeVar, cast
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.typing import KeyT, StreamIdT
+
+from rudp_chat.aio import Server
+
+from .clusterconfig import SESSION_RETENTION_MS, ClusterOptions
+from .history import History
+from .limits import RoomLimits
+from .owners import Owners, name_skeletons
+from .presence import Listed, Notice, Presence, decode_roster, encode_roster
+from .protocol import Chat, Entered, Hello, RefusalCode, Refused, ServerMessage, Users
+from .room import Output, Room
+from .server import ChatServer
+from .store import Journal, StorageError
+from .text import InvalidNameError, normalise_name
+
+__all__ = ["COMMIT_SCRIPT", "ClusterServer", "ClusterStats", "Keys"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+COMMAND_TIMEOUT_S: Final = 5.0  # a command Redis has not answered by then failed: retry it
+BLOCK_MS: Final = 2000  # an idle follower's XREAD returns this often (and finds new rooms)
+READ_TIMEOUT_S: Final = BLOCK_MS / 1000 + 5.0  # longer than BLOCK, or a quiet read times out
+READ_COUNT: Final = 500  # entries per stream per read: bounds one delivery step
+RETRY_MIN_S: Final = 0.05
+RETRY_MAX_S: Final = 1.0  # retries while Redis is away: back within a second of its return
+ADMIT_WAIT_S: Final = 5.0  # a hello waits this long for Redis before it is refused
+MAX_RECALLED: Final = 10_000  # sessions whose Redis-stored ids a node keeps (joins in flight)
+ROOMS_LOG_MAXLEN: Final = 1000  # the "room made" log: read within seconds, a short tail does
+
+COMMIT_SCRIPT: Final = """
+-- KEYS: the seq counters (a hash), the rooms log (a stream), then for each line its room's
+-- stream and its sender's session, then for each other acknowledged say its session.
+-- ARGV: MAXLEN, session retention (ms), the number of lines, then per line
+-- room, say id, time, sender, text, action (0/1), then per other say its id.
+-- Returns each line's seq, 0 for a line whose (session, id) was stored before.
+local maxlen, keep, lines = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local seqs, a, k = {}, 4, 3
+for i = 1, lines do
+    local stream, session, room, id = KEYS[k], KEYS[k + 1], ARGV[a], tonumber(ARGV[a + 1])
+    if tonumber(redis.call('GET', session) or '0') >= id then
+        seqs[i] = 0
+    else
+        local seq = redis.call('HINCRBY', KEYS[1], room, 1)
+        redis.call('XADD', stream, 'MAXLEN', '~', maxlen, seq .. '-0', 'time', ARGV[a + 2],
+            'sender', ARGV[a + 3], 'text', ARGV[a + 4], 'action', ARGV[a + 5])
+        redis.call('SET', session, id, 'PX', keep)
+        if seq == 1 then
+            redis.call('XADD', KEYS[2], 'MAXLEN', '~', ROOMS_LOG_MAXLEN, '*', 'room', room)
+        end
+        seqs[i] = seq
+    end
+    a, k = a + 6, k + 2
+end
+while k <= #KEYS do
+    local id = tonumber(ARGV[a])
+    if tonumber(redis.call('GET', KEYS[k]) or '0') < id then
+        redis.call('SET', KEYS[k], id, 'PX', keep)
+    end
+    a, k = a + 1, k + 1
+end
+return seqs
+""".replace("ROOMS_LOG_MAXLEN", str(ROOMS_LOG_MAXLEN))
+"""Numbers and stores a batch of lines and session ids atomically (one script: one entry in
+Redis's append-only file)."""
+
+CLAIM_SCRIPT: Final = """
+-- KEYS: a name's look-alike classes. ARGV: the claimant "<node> <session>", its node, its
+-- session, the TTL (ms). Returns "" when the claimant may use the name (its classes are set to
+-- it, except those another session of its own node holds: that node's room decides), else
+-- the holder that another node serves.
+for _, key in ipairs(KEYS) do
+    local holder = redis.call('GET', key)
+    if holder and holder ~= ARGV[1] then
+        local node, session = string.match(holder, '^(%S+) (%S+)$')
+        if session ~= ARGV[3] and node ~= ARGV[2] then
+            return holder
+        end
+    end
+end
+for _, key in ipairs(KEYS) do
+    local holder = redis.call('GET', key)
+    if not holder or holder == ARGV[1] or string.match(holder, ' (%S+)$') == ARGV[3] then
+        redis.call('SET', key, ARGV[1], 'PX', ARGV[4])
+    end
+end
+return ''
+"""
+"""Claims a name cluster-wide for a ``hello``: at most one online session per look-alike class."""
+
+RELEASE_SCRIPT: Final = """
+-- KEYS: names. ARGV[1]: the holder "<node> <session>" whose they were. Deletes those it holds.
+for _, key in ipairs(KEYS) do
+    if redis.call('GET', key) == ARGV[1] then
+        redis.call('DEL', key)
+    end
+end
+return 0
+"""
+"""Frees the names of users who left (or renamed) since the last beat, if still theirs."""
+
+_Entries = list[tuple[bytes, dict[bytes, bytes]]]
+_Reply = list[tuple[bytes, _Entries]]
+"""What ``XREAD`` answers: per stream, its new entries (id, fields)."""
+
+_UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+"""What a Redis that is down, restarting (loading its file) or cut off raises."""
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The Redis keys of one cluster (all under ``rudp-chat:``)."""
+
+    prefix: str = "rudp-chat:"
+
+    @property
+    def counters(self) -> str:
+        """Hash: room → its highest ``seq`` (every room with a line)."""
+        return self.prefix + "seq"
+
+    @property
+    def rooms_log(self) -> str:
+        """Stream: one entry per room made, so followers start following it at once."""
+        return self.prefix + "rooms"
+
+    def room(self, room: str) -> str:
+        """Stream: the room's lines, entry id ``<seq>-0``."""
+        return f"{self.prefix}room:{room}"
+
+    def session(self, session: bytes) -> str:
+        """String: the highest processed ``say`` id of a client session."""
+        return f"{self.prefix}session:{session.hex()}"
+
+    @property
+    def nodes(self) -> str:
+        """Set: every node name that ever beat (a node is live while its roster is there)."""
+        return self.prefix + "nodes"
+
+    def roster(self, node: str) -> str:
+        """String, expiring: the node's users (:func:`encode_roster`), refreshed each beat."""
+        return f"{self.prefix}roster:{node}"
+
+    def name(self, skeleton: str) -> str:
+        """String, expiring: ``"<node> <session hex>"``, the online holder of a look-alike
+        class of names (:func:`name_skeletons`)."""
+        return f"{self.prefix}name:{skeleton}"
+
+
+@dataclass(slots=True)
+class ClusterStats:
+    """What a node knows of its Redis, for metrics (read them; the node writes them)."""
+
+    redis_up: bool = True
+    """Whether the last command reached Redis."""
+    round_trip_s: float = 0.0
+    """Seconds the last commit (script, and ``WAIT``) took."""
+    stream_lag_s: float = 0.0
+    """Seconds between the newest line's posting and its delivery here (clocks may differ)."""
+    commits: int = 0
+    lines_published: int = 0
+    lines_delivered: int = 0
+    pending: int = 0
+    """Lines said here waiting for Redis (unacknowledged)."""
+    redis_errors: int = 0
+    """Commands that failed because Redis was unreachable (each retried)."""
+
+
+class SharedSessions:
+    """The room's store on a node: its history, plus what other nodes took from the sessions
+    of its ``hello``s (fetched from Redis before the room sees a ``hello``, so a client that
+    moved here resends only what no node took)."""
+
+    def __init__(self, history: History) -> None:
+        self._history = history
+        self._recalled: OrderedDict[bytes, int] = OrderedDict()
+        self.last_seq = history.last_seq
+        self.before = history.before
+        self.after = history.after
+        self.search = history.search
+        self.topic = history.topic
+        self.access = history.access
+
+    def remember(self, session: bytes, acked: int) -> None:
+        """Redis says ``session`` sent up to ``acked`` (the newest :data:`MAX_RECALLED` kept)."""
+        self._recalled[session] = acked
+        self._recalled.move_to_end(session)
+        while len(self._recalled) > MAX_RECALLED:
+            self._recalled.popitem(last=False)
+
+    def recall(self, session: bytes) -> int:
+        """The highest id of ``session`` stored here or, by its last ``hello``, in Redis."""
+        return max(self._history.recall(session), self._recalled.get(session, 0))
+
+
+class ClusterServer(ChatServer):
+    """A :class:`ChatServer` whose room numbers lines through Redis (``Room(shared_log=True)``)."""
+
+    @classmethod
+    def open(
+        cls,
+        transport: Server,
+        history: History,
+        limits: RoomLimits,
+        options: ClusterOptions,
+        *,
+        lost_within: float | None = None,
+    ) -> ClusterServer:
+        """A node serving on ``transport``, archiving in ``history``."""
+        sessions = SharedSessions(history)
+        owners = Owners(history.owner_of)
+        room = Room(limits, sessions, lost_within=lost_within, owners=owners, shared_log=True)
+        return cls(transport, room, history, options, sessions)
+
+    def __init__(
+        self,
+        transport: Server,
+        room: Room,
+        history: History,
+        options: ClusterOptions,
+        sessions: SharedSessions,
+    ) -> None:
+        """Use :meth:`open`: ``room`` must read ``sessions``, a view of ``history``."""
+        super().__init__(transport, room, history)
+        self._sessions = sessions
+        self.options = options
+        self.keys = Keys()
+        self.stats = ClusterStats()
+        self._redis = Redis.from_url(
+            options.redis_url,
+            socket_timeout=COMMAND_TIMEOUT_S,
+            socket_connect_timeout=COMMAND_TIMEOUT_S,
+        )
+        self._commit_script = self._redis.register_script(COMMIT_SCRIPT)
+        self._claim_script = self._redis.register_script(CLAIM_SCRIPT)
+        self._release_script = self._redis.register_script(RELEASE_SCRIPT)
+        self._presence = Presence()
+        self._named: dict[str, str] = {}
+        """Name key → holder value this node set at its last beat (to release what left)."""
+        self._following: dict[str, int] = history.last_seqs()
+        """Room → the highest ``seq`` handed to the room logic (so archived, then shown)."""
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Serve as :meth:`ChatServer.run` does, following the cluster's rooms meanwhile."""
+        following = asyncio.create_task(self._follow())
+        beating = asyncio.create_task(self._beat())
+        try:
+            return await super().run(stop)
+        finally:
+            following.cancel()
+            beating.cancel()
+            await asyncio.gather(following, beating, return_exceptions=True)
+            await self._leave_cluster()
+            await self._redis.aclose()
+
+    async def _admit(self, hello: Hello) -> Refused | None:
+        """Learn what ``hello``'s session sent to any node; refuse it if Redis does not answer
+        soon (its client tries another node, or again)."""
+        try:
+            name = normalise_name(hello.name)
+        except InvalidNameError:
+            name = None  # the room refuses it
+        try:
+            async with asyncio.timeout(ADMIT_WAIT_S):
+                session = self.keys.session(hello.session)
+                acked = await self._retrying(lambda: self._redis.get(session))
+                holder = "" if name is None else await self._retrying(lambda: self._claim(name, hello.session))
+        except TimeoutError:
+            return Refused(RefusalCode.SERVER_FULL, "this node cannot reach the cluster's Redis")
+        if acked is not None:
+            self._sessions.remember(hello.session, int(acked))
+        if holder:
+            node = holder.partition(" ")[0]
+            taken = (
+                f"the name {name} is taken (on node {node}); if it was yours on a connection "
+                f"that died, it frees within {math.ceil(self.options.name_ttl)} s"
+            )
+            return Refused(RefusalCode.NAME_TAKEN, taken)
+        return None
+
+    async def _claim(self, name: str, session: bytes) -> str:
+        """Claim ``name`` for ``session`` on this node: "" if it may use it, else its holder."""
+        keys = [self.keys.name(skeleton) for skeleton in name_skeletons(name)]
+        ttl_ms = int(self.options.name_ttl * 1000)
+        args: list[str | int] = [self._holder(session), self.options.node, session.hex(), ttl_ms]
+        answer = await self._claim_script(keys=keys, args=args)
+        return bytes(answer).decode()
+
+    def _holder(self, session: bytes) -> str:
+        return f"{self.options.node} {session.hex()}"
+
+    def _join(
+        self, conn: int, hello: Hello, now: float, host: str, key: bytes | None
+    ) -> list[Output]:
+        """A user another node listed and who is here now was away: that first, then its
+        join."""
+        notices = self._presence.arrived(hello.session)
+        return [*self._announce(notices), *super()._join(conn, hello, now, host, key)]
+
+    def _announce(self, notices: list[Notice]) -> list[Output]:
+        return [output for room, message in notices for output in self.room.announce(room, message)]
+
+    def _send(self, outputs: list[Output]) -> None:
+        """Send, with the other nodes' members in every member list (``entered``, ``/who``)."""
+        super()._send([(conn, self._with_remote(message)) for conn, message in outputs])
+
+    def _with_remote(self, message: ServerMessage) -> ServerMessage:
+        if isinstance(message, Entered):
+            remote = self._presence.names_in(message.room)
+            return dataclasses.replace(message, users=_merged(message.users, remote))
+        if isinstance(message, Users):
+            remote = self._presence.names_in(message.room)
+            return dataclasses.replace(message, names=_merged(message.names, remote))
+        return message
+
+    # --- presence: this node's users out, the others' in, every heartbeat ---------------------
+
+    async def _beat(self) -> None:
+        """Every :attr:`ClusterOptions.heartbeat`: publish this node's roster and refresh its
+        users' names (both expire a TTL after the last beat), then hear the other nodes'."""
+        while True:
+            try:
+                async with asyncio.timeout(self.options.heartbeat):
+                    await self._beat_once()
+            except (*_UNREACHABLE, TimeoutError) as exc:
+                self.stats.redis_errors += 1
+                log.warning("heartbeat failed (Redis unreachable: %s)", exc)
+            await asyncio.sleep(self.options.heartbeat)
+
+    async def _beat_once(self) -> None:
+        roster = await self._in_order(lambda now: self.room.roster())
+        ttl_ms = int(self.options.name_ttl * 1000)
+        named = {
+            self.keys.name(skeleton): self._holder(session)
+            for session, name, _ in roster
+            for skeleton in name_skeletons(name)
+        }
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.roster(self.options.node), encode_roster(roster), px=ttl_ms)
+            pipe.sadd(self.keys.nodes, self.options.node)
+            for key, holder in named.items():
+                pipe.set(key, holder, px=ttl_ms)
+            pipe.smembers(self.keys.nodes)
+            answers = await pipe.execute()
+        for key, holder in self._named.items():
+            if named.get(key) != holder:
+                await self._release_script(keys=[key], args=[holder])
+        self._named = named
+        others = sorted(n.decode() for n in answers[-1] if n.decode() != self.options.node)
+        found = await self._redis.mget([self.keys.roster(n) for n in others]) if others else []
+        rosters: dict[str, dict[bytes, Listed]] = {}
+        for other, data in zip(others, found, strict=True):
+            if data is None:
+                continue  # stopped beating: its users are gone
+            try:
+                rosters[other] = decode_roster(other, cast(bytes, data))
+            except ValueError as exc:
+                log.error("node %s published a bad roster: %s", other, exc)
+        local = [session for session, _, _ in roster]
+        notices = self._presence.heard(rosters, local)
+        if notices:
+            self._input(lambda now: self._announce(notices))
+
+    async def _in_order(self, read: Callable[[float], _T]) -> _T:
+        """What ``read`` returns when the dispatcher runs it, in order with the inputs."""
+        done: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+
+        def step(now: float) -> list[Output]:
+            if not done.done():  # (not given up on)
+                done.set_result(read(now))
+            return []
+
+        self._input(step)
+        return await done
+
+    async def _leave_cluster(self) -> None:
+        """Stopping: the roster goes at once (the others announce its users), names are freed."""
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                await self._redis.delete(self.keys.roster(self.options.node))
+                for key, holder in self._named.items():
+                    await self._release_script(keys=[key], args=[holder])
+        except (*_UNREACHABLE, TimeoutError) as exc:
+            log.warning("could not leave the cluster cleanly (%s): it forgets this node in %g s", exc, self.options.name_ttl)
+
+    # --- storing: lines in Redis, the rest (and the archive) in the local history -------------
+
+    async def _commit(self, journal: Journal, now: float) -> Mapping[tuple[bytes, int], int | None]:
+        """Number and store the journal's proposals in Redis, with every session's highest
+        id; then archive the rest locally. Waits (retrying) while Redis is unreachable."""
+        numbered: dict[tuple[bytes, int], int | None] = {}
+        if journal.proposed or journal.acked:
+            self.stats.pending = len(journal.proposed)
+            started = time.monotonic()
+            keys, args = self._commit_arguments(journal)
+            seqs = await self._retrying(lambda: self._commit_script(keys=keys, args=args))
+            if self.options.replicas:
+                await self._retrying(self._replicated)
+            self.stats.round_trip_s = time.monotonic() - started
+            self.stats.commits += 1
+            self.stats.lines_published += sum(1 for seq in seqs if seq)
+            self.stats.pending = 0
+            for proposal, seq in zip(journal.proposed, seqs, strict=True):
+                numbered[proposal.session, proposal.id] = int(seq) or None
+        await super()._commit(dataclasses.replace(journal, proposed=()), now)
+        return numbered
+
+    def _commit_arguments(self, journal: Journal) -> tuple[list[str], list[str | int | float]]:
+        keys = [self.keys.counters, self.keys.rooms_log]
+        args: list[str | int | float] = [
+            self.options.stream_maxlen,
+            SESSION_RETENTION_MS,
+            len(journal.proposed),
+        ]
+        for proposal in journal.proposed:
+            line = proposal.line
+            keys += [self.keys.room(line.room), self.keys.session(proposal.session)]
+            args += [line.room, proposal.id, repr(line.time), line.sender, line.text]
+            args.append(int(line.action))
+        for session, acked in journal.acked:  # after the lines: they check the older ids
+            keys.append(self.keys.session(session))
+            args.append(acked)
+        return keys, args
+
+    async def _replicated(self) -> None:
+        """``WAIT`` for the replicas; raises ``TimeoutError`` (retried) if too few confirmed."""
+        confirmed = await self._redis.wait(
+            self.options.replicas, int(self.options.replica_timeout * 1000)
+        )
+        if confirmed < self.options.replicas:
+            raise redis_errors.TimeoutError(
+                f"{confirmed} of {self.options.replicas} replicas confirmed"
+            )
+
+    async def _retrying(self, command: Callable[[], Awaitable[_T]]) -> _T:
+        """``command``'s answer, retried with backoff while Redis is unreachable. Raises
+        :class:`StorageError` for any other Redis error (the server stops acknowledging)."""
+        delay = RETRY_MIN_S
+        while True:
+            try:
+                answer = await command()
+            except _UNREACHABLE as exc:
+                self.stats.redis_errors += 1
+                if self.stats.redis_up:
+                    log.warning(
+                        "Redis unreachable (%s): %d lines pending until it is back",
+                        exc,
+                        self.stats.pending,
+                    )
+                self.stats.redis_up = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            except redis_errors.RedisError as exc:
+                raise StorageError(f"Redis refused a commit: {exc}") from exc
+            if not self.stats.redis_up:
+                log.info("Redis is back")
+                self.stats.redis_up = True
+            return answer
+
+    # --- following: every room's stream, in order, on a connection of its own ----------------
+
+    async def _follow(self) -> None:
+        """Read every room's new lines and hand them to the room logic, in stream order, for
+        as long as the server runs; reconnects (resuming where it was) when Redis goes away."""
+        rooms_log = "$"
+        delay = RETRY_MIN_S
+        while True:
+            # Its own connection, not the pool's: a read cancelled mid-BLOCK would leave a
+            # pooled connection with an answer still to come (redis-py #2624, #2665).
+            reader = Redis.from_url(
+                self.options.redis_url,
+                socket_timeout=READ_TIMEOUT_S,
+                socket_connect_timeout=COMMAND_TIMEOUT_S,
+                single_connection_client=True,
+            )
+            try:
+                if rooms_log == "$":  # its position first: a room made after it is in the log
+                    newest = cast(_Entries, await reader.xrevrange(self.keys.rooms_log, count=1))
+                    rooms_log = newest[0][0].decode() if newest else "0-0"
+                for made in cast(list[bytes], await reader.hkeys(self.keys.counters)):
+                    self._following.setdefault(made.decode(), 0)
+                while True:
+                    streams: dict[KeyT, StreamIdT] = {self.keys.rooms_log: rooms_log}
+                    for room, seq in self._following.items():
+                        streams[self.keys.room(room)] = f"{seq}-0"
+                    answer = await reader.xread(streams, count=READ_COUNT, block=BLOCK_MS)
+                    reply = cast(_Reply, answer)
+                    delay = RETRY_MIN_S
+                    rooms_log = await self._take(reply, rooms_log)
+            except _UNREACHABLE as exc:
+                self.stats.redis_errors += 1
+                log.warning("following the rooms: Redis unreachable (%s); resuming", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+            finally:
+                await reader.aclose()  # never reused: a cancelled read dies with its connection
+
+    async def _take(self, reply: _Reply, rooms_log: str) -> str:
+        """Hand one ``XREAD`` answer to the room logic and wait until it took it (so the
+        follower never runs ahead of the dispatcher); returns the rooms log's new position."""
+        lines: list[Chat] = []
+        for key, entries in reply:
+            name = key.decode()
+            if name == self.keys.rooms_log:
+                for entry_id, fields in entries:
+                    self._following.setdefault(fields[b"room"].decode(), 0)
+                    rooms_log = entry_id.decode()
+                continue
+            room = name.removeprefix(self.keys.room(""))
+            for entry_id, fields in entries:
+                chat = _line(room, entry_id, fields)
+                if chat is None:
+                    log.error("skipped a malformed entry %r of %s", entry_id, name)
+                    continue
+                if chat.seq != self._following[room] + 1:
+                    log.warning(
+                        "%s: lines %d to %d were trimmed from the stream before this node "
+                        "archived them (raise --stream-maxlen)",
+                        room,
+                        self._following[room] + 1,
+                        chat.seq - 1,
+                    )
+                self._following[room] = chat.seq
+                lines.append(chat)
+        if lines:
+            taken = asyncio.get_running_loop().create_future()
+            self._input(lambda now: self._deliver(lines, now, taken))
+            await taken
+        return rooms_log
+
+    def _deliver(self, lines: list[Chat], now: float, taken: asyncio.Future[None]) -> list[Output]:
+        taken.set_result(None)
+        self.stats.lines_delivered += len(lines)
+        self.stats.stream_lag_s = now - lines[-1].time
+        return [output for chat in lines for output in self.room.deliver(chat)]
+
+
+def _merged(here: tuple[str, ...], elsewhere: list[str]) -> tuple[str, ...]:
+    """This node's names, then the other nodes' (a name listed twice once)."""
+    return (*here, *sorted(set(elsewhere) - set(here)))
+
+
+def _line(room: str, entry_id: bytes, fields: Mapping[bytes, bytes]) -> Chat | None:
+    """The line a stream entry holds; None if it is not one this cluster wrote."""
+    seq, _, sub = entry_id.partition(b"-")
+    try:
+        if sub != b"0" or not seq.isdigit():
+            return None
+        return Chat(
+            int(seq),
+            float(fields[b"time"]),
+            fields[b"sender"].decode(),
+            fields[b"text"].decode(),
+            fields[b"action"] == b"1",
+            room=room,
+        )
+    except (KeyError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
