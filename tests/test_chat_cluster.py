@@ -16,7 +16,7 @@ from redisserver import RedisServer
 from test_chat_server import FAST, next_message
 
 from rudp_chat.aio import ReliableConnection, connect, serve
-from rudp_chat.chat.cluster import COMMIT_SCRIPT, ClusterServer, Keys
+from rudp_chat.chat.cluster import ClusterServer
 from rudp_chat.chat.clusterconfig import ClusterOptions
 from rudp_chat.chat.history import History
 from rudp_chat.chat.protocol import (
@@ -36,6 +36,7 @@ from rudp_chat.chat.protocol import (
     decode_server,
     encode,
 )
+from rudp_chat.chat.redisschema import COMMIT_SCRIPT, Keys
 from rudp_chat.chat.room import RoomLimits
 from rudp_chat.chat.sizing import chat_connection_config
 from rudp_chat.core.config import ListenerConfig

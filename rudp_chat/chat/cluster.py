@@ -4,7 +4,7 @@ Every node holds its own UDP connections and its own :class:`Room` (its local us
 holds what they share. Each room's lines are one Redis Stream, ``rudp-chat:room:<room>``, whose
 entry ids are ``<seq>-0``: the stream's order is the room's one order, and the id is the
 ``seq`` clients see, unchanged from a lone server. A line said on a node is a
-:class:`Proposal`; one Lua script (:data:`COMMIT_SCRIPT`) numbers and stores a dispatcher
+:class:`Proposal`; one Lua script (:data:`.redisschema.COMMIT_SCRIPT`) numbers and stores a dispatcher
 batch's proposals atomically, each only if its sender's ``(session, id)`` is newer than the
 session's highest stored id, so a line resent to another node after a failover is stored once.
 The sender's ``ack`` waits for that script (and ``WAIT``, when asked for replicas).
@@ -35,18 +35,28 @@ from redis.typing import KeyT, StreamIdT
 
 from rudp_chat.aio import Server
 
-from .clusterconfig import SESSION_RETENTION_MS, ClusterOptions
+from .clusterconfig import ClusterOptions
 from .history import History
 from .limits import RoomLimits
 from .owners import Owners, name_skeletons
 from .presence import Listed, Notice, Presence, decode_roster, encode_roster
 from .protocol import Chat, Entered, Hello, RefusalCode, Refused, ServerMessage, Users
+from .redisschema import (
+    CLAIM_SCRIPT,
+    COMMIT_SCRIPT,
+    RELEASE_SCRIPT,
+    Entries,
+    Keys,
+    Reply,
+    commit_arguments,
+    line_of,
+)
 from .room import Output, Room
 from .server import ChatServer
 from .store import Journal, StorageError
 from .text import InvalidNameError, normalise_name
 
-__all__ = ["COMMIT_SCRIPT", "ClusterServer", "ClusterStats", "Keys"]
+__all__ = ["ClusterServer", "ClusterStats", "SharedSessions"]
 
 log = logging.getLogger(__name__)
 
@@ -60,124 +70,8 @@ RETRY_MIN_S: Final = 0.05
 RETRY_MAX_S: Final = 1.0  # retries while Redis is away: back within a second of its return
 ADMIT_WAIT_S: Final = 5.0  # a hello waits this long for Redis before it is refused
 MAX_RECALLED: Final = 10_000  # sessions whose Redis-stored ids a node keeps (joins in flight)
-ROOMS_LOG_MAXLEN: Final = 1000  # the "room made" log: read within seconds, a short tail does
-
-COMMIT_SCRIPT: Final = """
--- KEYS: the seq counters (a hash), the rooms log (a stream), then for each line its room's
--- stream and its sender's session, then for each other acknowledged say its session.
--- ARGV: MAXLEN, session retention (ms), the number of lines, then per line
--- room, say id, time, sender, text, action (0/1), then per other say its id.
--- Returns each line's seq, 0 for a line whose (session, id) was stored before.
-local maxlen, keep, lines = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local seqs, a, k = {}, 4, 3
-for i = 1, lines do
-    local stream, session, room, id = KEYS[k], KEYS[k + 1], ARGV[a], tonumber(ARGV[a + 1])
-    if tonumber(redis.call('GET', session) or '0') >= id then
-        seqs[i] = 0
-    else
-        local seq = redis.call('HINCRBY', KEYS[1], room, 1)
-        redis.call('XADD', stream, 'MAXLEN', '~', maxlen, seq .. '-0', 'time', ARGV[a + 2],
-            'sender', ARGV[a + 3], 'text', ARGV[a + 4], 'action', ARGV[a + 5])
-        redis.call('SET', session, id, 'PX', keep)
-        if seq == 1 then
-            redis.call('XADD', KEYS[2], 'MAXLEN', '~', ROOMS_LOG_MAXLEN, '*', 'room', room)
-        end
-        seqs[i] = seq
-    end
-    a, k = a + 6, k + 2
-end
-while k <= #KEYS do
-    local id = tonumber(ARGV[a])
-    if tonumber(redis.call('GET', KEYS[k]) or '0') < id then
-        redis.call('SET', KEYS[k], id, 'PX', keep)
-    end
-    a, k = a + 1, k + 1
-end
-return seqs
-""".replace("ROOMS_LOG_MAXLEN", str(ROOMS_LOG_MAXLEN))
-"""Numbers and stores a batch of lines and session ids atomically (one script: one entry in
-Redis's append-only file)."""
-
-CLAIM_SCRIPT: Final = """
--- KEYS: a name's look-alike classes. ARGV: the claimant "<node> <session>", its node, its
--- session, the TTL (ms). Returns "" when the claimant may use the name (its classes are set to
--- it, except those another session of its own node holds: that node's room decides), else
--- the holder that another node serves.
-for _, key in ipairs(KEYS) do
-    local holder = redis.call('GET', key)
-    if holder and holder ~= ARGV[1] then
-        local node, session = string.match(holder, '^(%S+) (%S+)$')
-        if session ~= ARGV[3] and node ~= ARGV[2] then
-            return holder
-        end
-    end
-end
-for _, key in ipairs(KEYS) do
-    local holder = redis.call('GET', key)
-    if not holder or holder == ARGV[1] or string.match(holder, ' (%S+)$') == ARGV[3] then
-        redis.call('SET', key, ARGV[1], 'PX', ARGV[4])
-    end
-end
-return ''
-"""
-"""Claims a name cluster-wide for a ``hello``: at most one online session per look-alike class."""
-
-RELEASE_SCRIPT: Final = """
--- KEYS: names. ARGV[1]: the holder "<node> <session>" whose they were. Deletes those it holds.
-for _, key in ipairs(KEYS) do
-    if redis.call('GET', key) == ARGV[1] then
-        redis.call('DEL', key)
-    end
-end
-return 0
-"""
-"""Frees the names of users who left (or renamed) since the last beat, if still theirs."""
-
-_Entries = list[tuple[bytes, dict[bytes, bytes]]]
-_Reply = list[tuple[bytes, _Entries]]
-"""What ``XREAD`` answers: per stream, its new entries (id, fields)."""
-
 _UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 """What a Redis that is down, restarting (loading its file) or cut off raises."""
-
-
-@dataclass(frozen=True, slots=True)
-class Keys:
-    """The Redis keys of one cluster (all under ``rudp-chat:``)."""
-
-    prefix: str = "rudp-chat:"
-
-    @property
-    def counters(self) -> str:
-        """Hash: room → its highest ``seq`` (every room with a line)."""
-        return self.prefix + "seq"
-
-    @property
-    def rooms_log(self) -> str:
-        """Stream: one entry per room made, so followers start following it at once."""
-        return self.prefix + "rooms"
-
-    def room(self, room: str) -> str:
-        """Stream: the room's lines, entry id ``<seq>-0``."""
-        return f"{self.prefix}room:{room}"
-
-    def session(self, session: bytes) -> str:
-        """String: the highest processed ``say`` id of a client session."""
-        return f"{self.prefix}session:{session.hex()}"
-
-    @property
-    def nodes(self) -> str:
-        """Set: every node name that ever beat (a node is live while its roster is there)."""
-        return self.prefix + "nodes"
-
-    def roster(self, node: str) -> str:
-        """String, expiring: the node's users (:func:`encode_roster`), refreshed each beat."""
-        return f"{self.prefix}roster:{node}"
-
-    def name(self, skeleton: str) -> str:
-        """String, expiring: ``"<node> <session hex>"``, the online holder of a look-alike
-        class of names (:func:`name_skeletons`)."""
-        return f"{self.prefix}name:{skeleton}"
 
 
 @dataclass(slots=True)
@@ -297,7 +191,11 @@ class ClusterServer(ChatServer):
             async with asyncio.timeout(ADMIT_WAIT_S):
                 session = self.keys.session(hello.session)
                 acked = await self._retrying(lambda: self._redis.get(session))
-                holder = "" if name is None else await self._retrying(lambda: self._claim(name, hello.session))
+                holder = (
+                    ""
+                    if name is None
+                    else await self._retrying(lambda: self._claim(name, hello.session))
+                )
         except TimeoutError:
             return Refused(RefusalCode.SERVER_FULL, "this node cannot reach the cluster's Redis")
         if acked is not None:
@@ -414,7 +312,11 @@ class ClusterServer(ChatServer):
                 for key, holder in self._named.items():
                     await self._release_script(keys=[key], args=[holder])
         except (*_UNREACHABLE, TimeoutError) as exc:
-            log.warning("could not leave the cluster cleanly (%s): it forgets this node in %g s", exc, self.options.name_ttl)
+            log.warning(
+                "could not leave the cluster cleanly (%s): it forgets this node in %g s",
+                exc,
+                self.options.name_ttl,
+            )
 
     # --- storing: lines in Redis, the rest (and the archive) in the local history -------------
 
@@ -425,7 +327,7 @@ class ClusterServer(ChatServer):
         if journal.proposed or journal.acked:
             self.stats.pending = len(journal.proposed)
             started = time.monotonic()
-            keys, args = self._commit_arguments(journal)
+            keys, args = commit_arguments(self.keys, journal, self.options.stream_maxlen)
             seqs = await self._retrying(lambda: self._commit_script(keys=keys, args=args))
             if self.options.replicas:
                 await self._retrying(self._replicated)
@@ -437,23 +339,6 @@ class ClusterServer(ChatServer):
                 numbered[proposal.session, proposal.id] = int(seq) or None
         await super()._commit(dataclasses.replace(journal, proposed=()), now)
         return numbered
-
-    def _commit_arguments(self, journal: Journal) -> tuple[list[str], list[str | int | float]]:
-        keys = [self.keys.counters, self.keys.rooms_log]
-        args: list[str | int | float] = [
-            self.options.stream_maxlen,
-            SESSION_RETENTION_MS,
-            len(journal.proposed),
-        ]
-        for proposal in journal.proposed:
-            line = proposal.line
-            keys += [self.keys.room(line.room), self.keys.session(proposal.session)]
-            args += [line.room, proposal.id, repr(line.time), line.sender, line.text]
-            args.append(int(line.action))
-        for session, acked in journal.acked:  # after the lines: they check the older ids
-            keys.append(self.keys.session(session))
-            args.append(acked)
-        return keys, args
 
     async def _replicated(self) -> None:
         """``WAIT`` for the replicas; raises ``TimeoutError`` (retried) if too few confirmed."""
@@ -509,7 +394,7 @@ class ClusterServer(ChatServer):
             )
             try:
                 if rooms_log == "$":  # its position first: a room made after it is in the log
-                    newest = cast(_Entries, await reader.xrevrange(self.keys.rooms_log, count=1))
+                    newest = cast(Entries, await reader.xrevrange(self.keys.rooms_log, count=1))
                     rooms_log = newest[0][0].decode() if newest else "0-0"
                 for made in cast(list[bytes], await reader.hkeys(self.keys.counters)):
                     self._following.setdefault(made.decode(), 0)
@@ -518,7 +403,7 @@ class ClusterServer(ChatServer):
                     for room, seq in self._following.items():
                         streams[self.keys.room(room)] = f"{seq}-0"
                     answer = await reader.xread(streams, count=READ_COUNT, block=BLOCK_MS)
-                    reply = cast(_Reply, answer)
+                    reply = cast(Reply, answer)
                     delay = RETRY_MIN_S
                     rooms_log = await self._take(reply, rooms_log)
             except _UNREACHABLE as exc:
@@ -529,7 +414,7 @@ class ClusterServer(ChatServer):
             finally:
                 await reader.aclose()  # never reused: a cancelled read dies with its connection
 
-    async def _take(self, reply: _Reply, rooms_log: str) -> str:
+    async def _take(self, reply: Reply, rooms_log: str) -> str:
         """Hand one ``XREAD`` answer to the room logic and wait until it took it (so the
         follower never runs ahead of the dispatcher); returns the rooms log's new position."""
         lines: list[Chat] = []
@@ -542,7 +427,7 @@ class ClusterServer(ChatServer):
                 continue
             room = name.removeprefix(self.keys.room(""))
             for entry_id, fields in entries:
-                chat = _line(room, entry_id, fields)
+                chat = line_of(room, entry_id, fields)
                 if chat is None:
                     log.error("skipped a malformed entry %r of %s", entry_id, name)
                     continue
@@ -572,21 +457,3 @@ class ClusterServer(ChatServer):
 def _merged(here: tuple[str, ...], elsewhere: list[str]) -> tuple[str, ...]:
     """This node's names, then the other nodes' (a name listed twice once)."""
     return (*here, *sorted(set(elsewhere) - set(here)))
-
-
-def _line(room: str, entry_id: bytes, fields: Mapping[bytes, bytes]) -> Chat | None:
-    """The line a stream entry holds; None if it is not one this cluster wrote."""
-    seq, _, sub = entry_id.partition(b"-")
-    try:
-        if sub != b"0" or not seq.isdigit():
-            return None
-        return Chat(
-            int(seq),
-            float(fields[b"time"]),
-            fields[b"sender"].decode(),
-            fields[b"text"].decode(),
-            fields[b"action"] == b"1",
-            room=room,
-        )
-    except (KeyError, ValueError):  # UnicodeDecodeError is a ValueError
-        return None

@@ -35,7 +35,9 @@ class Listed:
 
 def encode_roster(users: Iterable[tuple[bytes, str, tuple[str, ...]]]) -> bytes:
     """A node's users (session, name, rooms) as it publishes them."""
-    return json.dumps([[session.hex(), name, list(rooms)] for session, name, rooms in users]).encode()
+    return json.dumps(
+        [[session.hex(), name, list(rooms)] for session, name, rooms in users]
+    ).encode()
 
 
 def decode_roster(node: str, data: bytes) -> dict[bytes, Listed]:
@@ -85,7 +87,9 @@ class Presence:
         for roster in rosters.values():
             for session, user in roster.items():
                 before = self._known.get(session)
-                if session in here or (session in now and before is not None and before.node == user.node):
+                if session in here or (
+                    session in now and before is not None and before.node == user.node
+                ):
                     continue  # listed twice: the node it was not on before is where it went
                 now[session] = user
         notices: list[Notice] = []
@@ -104,7 +108,9 @@ class Presence:
                     for room in old.rooms
                     if room not in user.rooms
                 ]
-                notices += [(room, Joined(user.name, room)) for room in user.rooms if room not in old.rooms]
+                notices += [
+                    (room, Joined(user.name, room)) for room in user.rooms if room not in old.rooms
+                ]
             else:
                 notices += [(room, Joined(user.name, room)) for room in user.rooms]
         self._known = now
