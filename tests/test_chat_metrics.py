@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from redisserver import RedisServer
 from test_chat_cli import client, processes, server
 
 from rudp_chat.chat.metrics import RTT_BUCKETS_S, Snapshot, families
@@ -85,3 +86,21 @@ def test_the_rtt_histogram_buckets_the_connections_of_the_moment() -> None:
     assert counts["+Inf"] == 3
     (total,) = [s.value for s in histogram.samples if s.name.endswith("_gsum")]
     assert total == sum(figures.rtts)
+
+
+def test_a_cluster_node_adds_its_redis_figures(redis_server: RedisServer, tmp_path: Path) -> None:
+    flags = ("--redis", redis_server.url, "--node", "a", "--metrics", "127.0.0.1:0")
+    with processes() as started:
+        node, port = server(tmp_path / "a.sqlite3", *flags)
+        started.append(node)
+        metrics_port = int(node.wait_line(METRICS_READY)[1])
+        alice = client("alice", port)
+        started.append(alice)
+        alice.type("stored in redis")
+        alice.wait_line(r"^alice: stored in redis$")  # shown once read back from the stream
+        page = scrape(metrics_port)
+        assert value(page, "rudp_chat_redis_up") == 1
+        assert value(page, "rudp_chat_lines_published", "rudp_chat_lines_published_total") == 1
+        assert value(page, "rudp_chat_lines_followed", "rudp_chat_lines_followed_total") == 1
+        assert value(page, "rudp_chat_redis_round_trip_seconds") > 0
+        assert value(page, "rudp_chat_pending_lines") == 0

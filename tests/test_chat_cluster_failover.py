@@ -1,0 +1,90 @@
+"""The issue's fault: three nodes and one Redis, six clients chatting through ``rudp-chat proxy``
+at 10 % loss, one node killed with ``kill -9``. Its clients move to the other nodes within
+5 s, every line reaches every member once and in one order, and the others see the moved users
+time out and come back."""
+
+from __future__ import annotations
+
+import functools
+import signal
+import time
+from pathlib import Path
+
+from redisserver import RedisServer
+from test_chat_cli import CHAT_LINE, Chat, processes, proxy, server
+
+NODES = "abc"
+USERS = [f"u{i}" for i in range(6)]  # u0 and u3 on node a, u1 and u4 on b, u2 and u5 on c
+LINES = 4  # each user says this many before the kill and as many after it
+FAILOVER_BOUND_S = 5.0  # the issue's bound; the clients' idle timeout below is 2 s of it
+CLIENT_FLAGS = ("--heartbeat", "0.2", "--idle-timeout", "2")  # a dead node is noticed in 2 s
+NODE_FLAGS = ("--name-ttl", "1.5")  # its users time out on the others 1.5 s after its death
+
+
+def test_kill_9_of_one_node_of_three_under_loss(redis_server: RedisServer, tmp_path: Path) -> None:
+    with processes() as started:
+        entry = {}  # node -> the lossy proxy's port in front of it
+        nodes = {}
+        for index, node in enumerate(NODES):
+            flags = ("--redis", redis_server.url, "--node", node, *NODE_FLAGS)
+            nodes[node], port = server(tmp_path / f"{node}.sqlite3", *flags)
+            lossy, entry[node] = proxy(port, "0.1", seed=index)
+            started += [nodes[node], lossy]
+        clients = {}
+        for index, user in enumerate(USERS):
+            first = index % 3
+            rest = [NODES[(first + 1) % 3], NODES[(first + 2) % 3]]
+            if index >= 3:
+                rest.reverse()  # so that of a's users one goes on to b, one to c
+            servers = ",".join(f"127.0.0.1:{entry[node]}" for node in [NODES[first], *rest])
+            clients[user] = Chat(
+                ["client", "--plain", "--name", user, "--server", servers, *CLIENT_FLAGS]
+            )
+            started.append(clients[user])
+            clients[user].wait_line(f"^\\*\\*\\* {user} joined$")
+        for chat in clients.values():
+            chat.wait_line(f"^\\*\\*\\* {USERS[-1]} joined$")
+
+        for user, chat in clients.items():
+            chat.type(*(f"{user} line {i}" for i in range(LINES)))
+        for chat in clients.values():  # every line before the kill has been shown everywhere
+            chat.wait_for(lambda lines: _said(lines) >= LINES * len(USERS), "the first lines")
+        nodes["a"].process.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        for user, chat in clients.items():  # a's users type theirs while they have no node
+            chat.type(*(f"{user} line {i}" for i in range(LINES, 2 * LINES)))
+
+        moved = {user: clients[user] for user in ("u0", "u3")}
+        for user, chat in moved.items():
+            chat.wait_line(r"^\*\*\* reconnected to 127\.0\.0\.1:\d+$")
+            took = time.monotonic() - killed
+            assert took < FAILOVER_BOUND_S, f"{user} was back after {took:.1f} s"
+        landed = {
+            user: chat.wait_line(r"^\*\*\* reconnected to 127\.0\.0\.1:(\d+)$")[1]
+            for user, chat in moved.items()
+        }
+        assert landed == {"u0": str(entry["b"]), "u3": str(entry["c"])}
+
+        total = 2 * LINES * len(USERS)
+        for chat in clients.values():
+            chat.wait_for(lambda lines: _said(lines) >= total, f"{total} lines")
+        orders = [
+            [line for line in chat.lines if CHAT_LINE.match(line)] for chat in clients.values()
+        ]
+        assert all(order == orders[0] for order in orders)  # one order, everywhere
+        expected = sorted(f"{u}: {u} line {i}" for u in USERS for i in range(2 * LINES))
+        assert sorted(orders[0]) == expected  # every line once: none lost, none twice
+
+        for user, chat in clients.items():  # a's users: timed out, then back, for the others
+            for gone in moved if user not in moved else ():
+                chat.wait_for(functools.partial(_out_then_back, name=gone), f"{gone} out, back")
+
+
+def _said(lines: list[str]) -> int:
+    return sum(1 for line in lines if CHAT_LINE.match(line))
+
+
+def _out_then_back(lines: list[str], name: str) -> bool:
+    """Whether ``name`` was shown timing out, and joining after that."""
+    out = f"*** {name} left (timed out)"
+    return out in lines and f"*** {name} joined" in lines[lines.index(out) :]
