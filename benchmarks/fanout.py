@@ -31,8 +31,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,7 +40,7 @@ from processes import HelperProcess, chat_server_command
 
 from rudp_chat.chat.client import ChatClient, ClientOptions
 from rudp_chat.chat.protocol import Chat
-from rudp_chat.chat.render import Event
+from rudp_chat.chat.render import Event, Notice
 from rudp_chat.core.config import ConnectionConfig
 
 HOST: Final = "127.0.0.1"
@@ -51,6 +51,8 @@ DRAIN_S: Final = 5.0  # after the last line, how long deliveries may still arriv
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")  # /proc/PID/stat's unit, per second
 RATE_HEADROOM: Final = 4.0  # the server's per-user rate limit, x the load's rate: never binds
 PREFIX: Final = "c"  # client names: c0, c1, ...
+FAILOVER_CONFIG: Final = ConnectionConfig(heartbeat_interval=0.2, idle_timeout=2.0)
+"""With ``--failover``: a dead server is noticed within 2 s (README: Several servers)."""
 
 
 @dataclass(slots=True)
@@ -76,13 +78,13 @@ class Report:
     """``/proc/loadavg`` at the end: the machine's other work."""
 
 
-def _percentile(values: list[float], fraction: float) -> float:
+def percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile, as the other benchmarks compute it."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_s(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (``/proc/PID/stat`` fields 14, 15)."""
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rfind(")") + 2 :].split()  # the name may hold spaces; fields from 3
@@ -100,26 +102,35 @@ def _line(sender: int, index: int) -> str:
 async def _load(args: argparse.Namespace) -> None:
     """One load process: clients ``first`` .. ``first + count - 1``; prints ``ready``, waits for
     the start time on stdin, sends on schedule, then prints what its clients received."""
-    config = ConnectionConfig(insecure=args.insecure)
+    config = FAILOVER_CONFIG if args.failover else ConnectionConfig()
+    config = replace(config, insecure=args.insecure)
     received: list[tuple[int, int, int, float]] = []  # receiver, sender, index, latency s
+    reconnected: list[tuple[int, float]] = []  # client, time.monotonic() it was back
 
     def on_event(me: int) -> Callable[[Event], None]:
         def handle(event: Event) -> None:
-            if isinstance(event, Chat) and not event.history:
+            if isinstance(event, Chat):  # live, or missed while failing over (no history yet)
                 sender, index, stamp, _ = event.text.split(" ", 3)
                 if int(sender) != me:
                     received.append((me, int(sender), int(index), time.monotonic() - float(stamp)))
+            elif isinstance(event, Notice) and event.text.startswith("reconnected"):
+                reconnected.append((me, time.monotonic()))
 
         return handle
 
-    numbers = range(args.first, args.first + args.count)
-    clients = {
-        me: ChatClient(
-            ClientOptions(HOST, args.port, f"{PREFIX}{me}", reconnect=False, connection=config),
-            on_event(me),
+    ports = [int(port) for port in args.ports.split(",")]
+    clients = {}
+    for me in range(args.first, args.first + args.count):
+        mine = ports[me % len(ports) :] + ports[: me % len(ports)]  # spread, then in turn
+        options = ClientOptions(
+            HOST,
+            mine[0],
+            f"{PREFIX}{me}",
+            reconnect=args.failover,
+            connection=config,
+            alternates=tuple((HOST, port) for port in mine[1:]),
         )
-        for me in numbers
-    }
+        clients[me] = ChatClient(options, on_event(me))
     running = [asyncio.create_task(client.run()) for client in clients.values()]
     async with asyncio.timeout(STARTUP_LIMIT_S):
         while any(client.state != "open" for client in clients.values()):
@@ -144,21 +155,25 @@ async def _load(args: argparse.Namespace) -> None:
     for client in clients.values():
         client.quit()
     await asyncio.gather(*running)
-    print(json.dumps({"sent": lines * len(clients), "received": received}), flush=True)
+    outcome = {"sent": lines * len(clients), "received": received, "reconnected": reconnected}
+    print(json.dumps(outcome), flush=True)
 
 
 # -------------------------------------------------------------- director role
 
 
-async def _start_load(
-    args: argparse.Namespace, port: int, first: int, count: int
+async def start_load(
+    args: argparse.Namespace, ports: Sequence[int], first: int, count: int
 ) -> asyncio.subprocess.Process:
+    """A load process for clients ``first`` .. ``first + count - 1`` of the servers on
+    ``ports``."""
     flags = ["--insecure"] if args.insecure else []
+    flags += ["--failover"] if getattr(args, "failover", False) else []
     return await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
         "--role=load",
-        f"--port={port}",
+        f"--ports={','.join(map(str, ports))}",
         f"--first={first}",
         f"--count={count}",
         f"--clients={args.clients}",
@@ -171,48 +186,67 @@ async def _start_load(
     )
 
 
-async def _director(args: argparse.Namespace) -> Report:
+async def drive(
+    args: argparse.Namespace,
+    ports: Sequence[int],
+    pids: Sequence[int],
+    during: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[list[dict[str, Any]], list[float]]:
+    """Run the load (``args.clients`` clients in ``args.processes`` processes; client ``i``
+    starts on ``ports[i % len(ports)]``) until it drained. ``during`` runs once sending has
+    started (a fault to inject). Returns the load processes' outputs and the CPU seconds each of
+    the processes ``pids`` (which must outlive the run) used from the start to the drain."""
+    share = -(-args.clients // args.processes)
+    loads = [
+        await start_load(args, ports, first, min(share, args.clients - first))
+        for first in range(0, args.clients, share)
+    ]
+    for load in loads:
+        if await next_line(load) != b"ready":
+            raise RuntimeError("a load process did not start")
+    start = time.monotonic() + LEAD_S
+    for load in loads:
+        assert load.stdin is not None  # opened with a pipe
+        load.stdin.write(f"{start}\n".encode())
+        await load.stdin.drain()
+    cpu_before = [cpu_s(pid) for pid in pids]
+    if during is not None:
+        await during()
+    for load in loads:
+        if await next_line(load) != b"drained":
+            raise RuntimeError("a load process failed")
+    cpu = [cpu_s(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
+    return [json.loads((await load.communicate())[0]) for load in loads], cpu  # no goodbyes
+
+
+def server_flags(args: argparse.Namespace) -> list[str]:
+    """The flags that let the load in: limits raised for C clients from one address."""
     extra = [f"--max-clients={args.clients}", f"--max-per-address={args.clients}"]
     extra += [f"--rate={RATE_HEADROOM / args.interval}"]
-    extra += ["--insecure"] if args.insecure else []
+    return extra + (["--insecure"] if args.insecure else [])
+
+
+async def _director(args: argparse.Namespace) -> Report:
     with tempfile.TemporaryDirectory() as directory:
-        command = chat_server_command(host=HOST, history=None, extra=extra)
+        command = chat_server_command(host=HOST, history=None, extra=server_flags(args))
         if args.profile is not None:  # cProfile writes the file when the server exits
             command[1:1] = ["-m", "cProfile", "-o", args.profile]
         server = HelperProcess("server", command, Path(directory))
         try:
             port = await server.ready(timeout=STARTUP_LIMIT_S)
-            share = -(-args.clients // args.processes)
-            loads = [
-                await _start_load(args, port, first, min(share, args.clients - first))
-                for first in range(0, args.clients, share)
-            ]
-            for load in loads:
-                if await _next_line(load) != b"ready":
-                    raise RuntimeError("a load process did not start")
-            start = time.monotonic() + LEAD_S
-            for load in loads:
-                assert load.stdin is not None  # opened with a pipe
-                load.stdin.write(f"{start}\n".encode())
-                await load.stdin.drain()
-            cpu_before = _cpu_s(server.process.pid)
-            for load in loads:
-                if await _next_line(load) != b"drained":
-                    raise RuntimeError("a load process failed")
-            cpu = _cpu_s(server.process.pid) - cpu_before  # clients' goodbyes left out
-            outputs = [json.loads((await load.communicate())[0]) for load in loads]
+            outputs, (cpu,) = await drive(args, [port], [server.process.pid])
         finally:
             await server.stop(timeout=STARTUP_LIMIT_S)
-    return _report(args, outputs, cpu)
+    return tally(args, outputs, cpu)
 
 
-async def _next_line(load: asyncio.subprocess.Process) -> bytes:
+async def next_line(load: asyncio.subprocess.Process) -> bytes:
     """The load process's next stdout line, stripped (its stdout is a pipe)."""
     assert load.stdout is not None
     return (await load.stdout.readline()).strip()
 
 
-def _report(args: argparse.Namespace, outputs: list[dict[str, Any]], cpu: float) -> Report:
+def tally(args: argparse.Namespace, outputs: list[dict[str, Any]], cpu: float) -> Report:
     sent = sum(output["sent"] for output in outputs)
     latencies: list[float] = []
     seen: set[tuple[int, int, int]] = set()
@@ -243,8 +277,8 @@ def _report(args: argparse.Namespace, outputs: list[dict[str, Any]], cpu: float)
         server_cpu_s=cpu,
         cpu_us_per_delivery=cpu / deliveries * 1e6 if deliveries else 0.0,
         deliveries_per_s=deliveries / args.duration,
-        p50_ms=_percentile(latencies, 0.50),
-        p99_ms=_percentile(latencies, 0.99),
+        p50_ms=percentile(latencies, 0.50),
+        p99_ms=percentile(latencies, 0.99),
         load=Path("/proc/loadavg").read_text().strip(),
     )
 
@@ -264,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", metavar="PATH", help="run the server under cProfile into PATH (pstats)"
     )
     parser.add_argument("--role", choices=("director", "load"), default="director")
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ports", help=argparse.SUPPRESS)
+    parser.add_argument("--failover", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
