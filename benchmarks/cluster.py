@@ -3,7 +3,8 @@ then with one of 3 nodes killed (``kill -9``) in the middle.
 
 Usage: python benchmarks/cluster.py [--clients C] [--interval S] [--duration D] [--processes P]
                                     [--appendfsync always|everysec] [--insecure] [--quick]
-                                    [--json PATH] [--plot DIR]
+                                    [--repeat N] [--only KINDS] [--json PATH] [--plot DIR]
+                                    [--profile DIR]
 
 The load is ``fanout.py``'s (its load processes, reused): C clients in one room, each sending one
 100 B line every S seconds for D seconds, in P processes apart from the servers; client ``i``
@@ -34,15 +35,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import shutil
 import signal
 import socket
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -83,6 +86,10 @@ class Row:
     """Failover: of those, how many were back on another node."""
     reconnect_p50_ms: float | None = None
     reconnect_p99_ms: float | None = None
+    reconnect_ms: list[float] = field(default_factory=list)
+    """Failover: each moved client's time from the kill to its ``reconnected``, in order."""
+    round: int = 1
+    """Which of ``--repeat`` rounds (each runs every kind once, in turn)."""
     load: str = ""
     """``/proc/loadavg`` at the end of the row: the machine's other work."""
 
@@ -96,8 +103,9 @@ def _free_port() -> int:
 class Cluster:
     """A redis-server (on none, the lone server) and N chat servers, as deployed."""
 
-    def __init__(self, args: argparse.Namespace, nodes: int, workdir: Path) -> None:
+    def __init__(self, args: argparse.Namespace, label: str, nodes: int, workdir: Path) -> None:
         self.args = args
+        self.label = label
         self.nodes = nodes
         self.workdir = workdir
         self.redis: HelperProcess | None = None
@@ -122,6 +130,10 @@ class Cluster:
         for index in range(self.nodes):
             node = ["--node", f"n{index}"] if clustered else []
             command = chat_server_command(host=HOST, history=None, extra=[*extra, *node])
+            if self.args.profile is not None:  # cProfile writes the file when the node exits
+                self.args.profile.mkdir(parents=True, exist_ok=True)
+                name = f"{self.label}-node{index}.pstats"
+                command[1:1] = ["-m", "cProfile", "-o", str(self.args.profile / name)]
             self.servers.append(HelperProcess(f"node{index}", command, self.workdir))
         self.ports = [await server.ready(timeout=STARTUP_LIMIT_S) for server in self.servers]
 
@@ -143,7 +155,7 @@ class Cluster:
 async def _steady(args: argparse.Namespace, kind: str, nodes: int, single: Row | None) -> Row:
     """A row without faults: the load on ``nodes`` servers (clustered unless ``single``)."""
     with tempfile.TemporaryDirectory() as directory:
-        cluster = Cluster(args, nodes, Path(directory))
+        cluster = Cluster(args, kind, nodes, Path(directory))
         try:
             await cluster.start(clustered=kind != "single")
             outputs, cpu = await drive(args, cluster.ports, cluster.pids())
@@ -167,7 +179,7 @@ async def _failover(args: argparse.Namespace) -> Row:
     args = argparse.Namespace(**{**vars(args), "failover": True})
     killed: list[float] = []
     with tempfile.TemporaryDirectory() as directory:
-        cluster = Cluster(args, FAILOVER_NODES, Path(directory))
+        cluster = Cluster(args, "failover", FAILOVER_NODES, Path(directory))
         try:
             await cluster.start(clustered=True)
             victim = cluster.servers[0]
@@ -191,24 +203,46 @@ async def _failover(args: argparse.Namespace) -> Row:
         figures.p50_ms, figures.p99_ms, figures.lost, figures.duplicated, figures.out_of_order,
         None, None, None, moved=len(moved), back=len(back),
         reconnect_p50_ms=percentile(took, 0.50) if took else None,
-        reconnect_p99_ms=percentile(took, 0.99) if took else None, load=figures.load,
+        reconnect_p99_ms=percentile(took, 0.99) if took else None, reconnect_ms=sorted(took),
+        load=figures.load,
     )  # fmt: skip
 
 
 async def run(args: argparse.Namespace) -> list[Row]:
     kinds = [("single", 1), *((f"cluster-{n}", n) for n in args.node_counts), ("failover", 3)]
-    progress = Progress(len(kinds))
+    if args.only:
+        kinds = [(kind, nodes) for kind, nodes in kinds if kind in args.only.split(",")]
+    progress = Progress(len(kinds) * args.repeat)
     rows: list[Row] = []
     single: Row | None = None
-    for kind, nodes in kinds:
-        progress.start(kind)
+    for round_, (kind, nodes) in itertools.product(range(1, args.repeat + 1), kinds):
+        progress.start(f"{kind} (round {round_} of {args.repeat})")
         if kind == "failover":
             rows.append(await _failover(args))
         else:
             rows.append(await _steady(args, kind, nodes, single))
-        single = single or rows[0]
+        rows[-1].round = round_
+        if kind == "single":
+            single = rows[-1]
     progress.done()
     return rows
+
+
+def medians(rows: Sequence[Row]) -> list[str]:
+    """Per kind over the rounds: the median CPU per delivery and ratio, with their range."""
+    lines = []
+    for kind in dict.fromkeys(row.kind for row in rows):
+        cpu = sorted(
+            r.cpu_us_per_delivery for r in rows if r.kind == kind and r.cpu_us_per_delivery
+        )
+        if len(cpu) < 2:
+            continue
+        text = f"{kind:>9}: CPU per delivery median {statistics.median(cpu):.0f} us ({cpu[0]:.0f}-{cpu[-1]:.0f})"
+        ratios = sorted(r.cpu_ratio for r in rows if r.kind == kind and r.cpu_ratio)
+        if ratios and kind != "single":
+            text += f", {statistics.median(ratios):.2f}x the lone server's ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+        lines.append(text + f" over {len(cpu)} rounds")
+    return lines
 
 
 def describe(row: Row) -> str:
@@ -232,17 +266,28 @@ def describe(row: Row) -> str:
 
 
 def plot(rows: Sequence[Row], directory: Path) -> str:
-    """CPU per delivery and p99 latency per row: ``directory/cluster.png``."""
+    """Per kind, the median over the rounds of the CPU per delivery and of the p99 latency, a
+    dot per round: ``directory/cluster.png``."""
     from figures import plt, save  # matplotlib: the bench extra
 
     figure, (cpu, latency) = plt.subplots(1, 2, figsize=(11, 4))
-    steady = [row for row in rows if row.cpu_us_per_delivery is not None]
-    cpu.bar([row.kind for row in steady], [row.cpu_us_per_delivery or 0.0 for row in steady])
-    cpu.set_ylabel("CPU µs per delivery (servers + redis-server)")
-    cpu.set_title("CPU per delivered line", fontsize="medium")
-    latency.bar([row.kind for row in rows], [row.p99_ms for row in rows])
-    latency.set_ylabel("p99 delivery latency, ms")
-    latency.set_title("p99 delivery latency", fontsize="medium")
+    kinds = list(dict.fromkeys(row.kind for row in rows))
+    panels = (
+        (cpu, "cpu_us_per_delivery", "CPU µs per delivery (servers + redis-server)"),
+        (latency, "p99_ms", "p99 delivery latency, ms"),
+    )
+    for axis, name, label in panels:
+        for place, kind in enumerate(kinds):
+            values = [getattr(row, name) for row in rows if row.kind == kind]
+            values = [value for value in values if value is not None]
+            if values:
+                axis.bar(place, statistics.median(values), color="#9ecae1")
+                axis.plot([place] * len(values), values, "k.")
+        axis.set_xticks(range(len(kinds)), kinds)
+        axis.set_ylabel(label)
+        axis.grid(True, axis="y", alpha=0.3)
+    rounds = max(row.round for row in rows)
+    figure.suptitle(f"{rows[0].clients} clients; bars: medians of {rounds} rounds, dots: each")
     return save(figure, directory, "cluster.png")
 
 
@@ -260,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="6 clients, 3 s, 3 rows: under 60 s")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as a JSON list")
     parser.add_argument("--plot", type=Path, metavar="DIR", help="write cluster.png into DIR")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run every row N times, in turn (CPU figures: medians)")  # fmt: skip
+    parser.add_argument("--only", metavar="KINDS",
+                        help="run only these rows, e.g. single,cluster-1 (a comma list)")  # fmt: skip
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="run every server under cProfile, into DIR/ROW-nodeN.pstats")  # fmt: skip
     args = parser.parse_args(argv)
     args.node_counts = NODE_COUNTS
     if args.quick:
@@ -270,13 +321,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = asyncio.run(run(args))
     for row in rows:
         print(f"cluster {describe(row)}")
+    for line in medians(rows):
+        print(f"cluster median {line}")
     if args.json is not None:
         Path(args.json).write_text(json.dumps([asdict(row) for row in rows], indent=2))
     if args.plot is not None:
         print(f"wrote {plot(rows, args.plot)}")
     faults = sum(row.lost + row.duplicated + row.out_of_order for row in rows)
-    failover = rows[-1]
-    return 0 if faults == 0 and failover.back == failover.moved else 1
+    stranded = sum(row.moved - row.back for row in rows)
+    return 0 if faults == 0 and stranded == 0 else 1
 
 
 if __name__ == "__main__":
