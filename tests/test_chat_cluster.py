@@ -5,6 +5,8 @@ partitions. Nodes run in the test's event loop; Redis is the ``redis_server`` fi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from rudp_chat.aio import ReliableConnection, connect, serve
 from rudp_chat.chat.cluster import ClusterServer
 from rudp_chat.chat.clusterconfig import ClusterOptions
 from rudp_chat.chat.history import History
+from rudp_chat.chat.presence import encode_roster
 from rudp_chat.chat.protocol import (
     Ack,
     Chat,
@@ -31,14 +34,16 @@ from rudp_chat.chat.protocol import (
     Refused,
     Say,
     ServerMessage,
+    Topic,
     Users,
     Welcome,
     decode_server,
     encode,
 )
-from rudp_chat.chat.redisschema import COMMIT_SCRIPT, Keys
+from rudp_chat.chat.redisschema import COMMIT_SCRIPT, Keys, commit_arguments, entry_of
 from rudp_chat.chat.room import RoomLimits
 from rudp_chat.chat.sizing import chat_connection_config
+from rudp_chat.chat.store import Journal, Proposal
 from rudp_chat.core.config import ListenerConfig
 
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
@@ -386,5 +391,105 @@ def test_members_and_names_are_cluster_wide(redis_server: RedisServer, tmp_path:
             await expect(alice, Left("bob", LeaveReason.LEFT, "#lobby"))
             carol = await a.join("bob", bytes([3]) * 16)
             assert isinstance(await next_message(carol, Entered), Entered)
+
+    run(body)
+
+
+def test_a_lone_server_s_history_cannot_join_a_cluster(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A history with lines the cluster never numbered would see them numbered again: the node
+    refuses to start (exit code 1) rather than archive two different lines 1."""
+    lone = History(tmp_path / "a.sqlite3", 0.0)
+    lone.write(Journal((Chat(1, 0.0, "alice", "alone", room="#lobby"),), ()), 0.0)
+    lone.close()
+
+    async def body() -> None:
+        async with node(redis_server, "a", tmp_path) as a:
+            assert await a.serving == 1
+
+    run(body)
+
+
+def test_a_topic_is_one_for_the_whole_cluster(redis_server: RedisServer, tmp_path: Path) -> None:
+    """Topics set at once on two nodes reach both in one order (the stream's), so both end
+    with the same one; a later member on either is shown it."""
+
+    async def body() -> None:
+        async with node(redis_server, "a", tmp_path) as a, node(redis_server, "b", tmp_path) as b:
+            alice = await a.join("alice", bytes([1]) * 16)
+            bob = await b.join("bob", bytes([2]) * 16)
+            await alice.send(encode(Say(1, "/topic from a")))
+            await bob.send(encode(Say(1, "/topic from b")))
+            await alice.send(encode(Say(2, "a line between")))
+            seen = []
+            for connection in (alice, bob):
+                got: list[ServerMessage] = []
+                while len(got) < 3:
+                    message = decode_server(await connection.recv())
+                    if isinstance(message, Topic | Chat):
+                        got.append(message)
+                seen.append(got)
+            assert seen[0] == seen[1]
+            last = [m for m in seen[0] if isinstance(m, Topic)][-1]
+            carol = await b.join("carol", bytes([3]) * 16)
+            entered = await next_message(carol, Entered)
+            assert isinstance(entered, Entered) and entered.topic == last.topic
+
+    run(body)
+
+
+def test_the_worked_example_of_protocol_md(redis_server: RedisServer) -> None:
+    """PROTOCOL.md §12, Cluster: the script's KEYS and ARGV, its answers, the stream entry and
+    the chat bytes shown are what the reference makes of alice's line."""
+    spec = (Path(__file__).parent.parent / "PROTOCOL.md").read_text(encoding="utf-8")
+    section = spec[spec.index("### Cluster") : spec.index("## 13.")]
+    session = bytes(range(16))
+    line = Chat(0, 1700000000.25, "alice", "hi", room="#lobby")
+    journal = Journal((), ((session, 7),), proposed=(Proposal(session, 7, line),))
+    keys, args = commit_arguments(Keys(), journal, 10_000)
+    shown = section[section.index("KEYS  ") : section.index("```", section.index("KEYS  "))]
+    assert shown.split() == ["KEYS", *keys, "ARGV", *map(str, args)]
+    chat = dataclasses.replace(line, seq=1)
+    hex_start = section.index("\n88 a4") + 1
+    hex_text = section[hex_start : section.index("```", hex_start)]
+    assert bytes.fromhex(hex_text) == encode(chat)
+    assert f"`chat` ({len(encode(chat))} bytes" in section
+    assert encode_roster([(session, "alice", ("#lobby", "#rust"))]).decode() in section
+
+    async def body() -> None:
+        redis = Redis.from_url(redis_server.url)
+        try:
+            script = redis.register_script(COMMIT_SCRIPT)
+            assert await script(keys=keys, args=args) == [1]
+            assert await script(keys=keys, args=args) == [0]
+            entries = cast(Entries, await redis.xrange(Keys().room("#lobby")))
+            [(entry_id, fields)] = entries
+            shown_row = next(row for row in section.splitlines() if row.startswith("1-0 "))
+            fields_shown = [text.decode() for pair in fields.items() for text in pair]
+            assert shown_row.split() == [entry_id.decode(), *fields_shown]
+            assert entry_of("#lobby", entry_id, fields) == chat
+        finally:
+            await redis.aclose()
+
+    run(body)
+
+
+def test_a_node_stops_when_redis_comes_back_without_its_lines(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Redis restarted without its files (lines this node stored are gone from it): the node
+    stops (exit code 1) rather than let Redis number new lines like stored ones."""
+
+    async def body() -> None:
+        async with node(redis_server, "a", tmp_path) as a:
+            alice = await a.join("alice", bytes([1]) * 16)
+            await alice.send(encode(Say(1, "kept here, lost there")))
+            await take(alice, 1)
+            redis_server.kill()
+            shutil.rmtree(redis_server.directory)
+            redis_server.directory.mkdir()
+            await asyncio.to_thread(redis_server.start)
+            assert await a.serving == 1
 
     run(body)

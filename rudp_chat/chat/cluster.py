@@ -20,6 +20,7 @@ unreachable nothing is acknowledged (the senders' lines stay pending) and nothin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
@@ -31,7 +32,7 @@ from typing import Final, TypeVar, cast
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.typing import KeyT, StreamIdT
+from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
 from rudp_chat.aio import Server
 
@@ -40,16 +41,32 @@ from .history import History
 from .limits import RoomLimits
 from .owners import Owners, name_skeletons
 from .presence import Listed, Notice, Presence, decode_roster, encode_roster
-from .protocol import Chat, Entered, Hello, RefusalCode, Refused, ServerMessage, Users
+from .protocol import (
+    Bye,
+    Chat,
+    Entered,
+    Hello,
+    Joined,
+    LeaveReason,
+    Left,
+    RefusalCode,
+    Refused,
+    Renamed,
+    ServerMessage,
+    Topic,
+    Users,
+    Welcome,
+)
 from .redisschema import (
     CLAIM_SCRIPT,
     COMMIT_SCRIPT,
     RELEASE_SCRIPT,
+    ROOMS_LOG_MAXLEN,
     Entries,
     Keys,
     Reply,
     commit_arguments,
-    line_of,
+    entry_of,
 )
 from .room import Output, Room
 from .server import ChatServer
@@ -162,13 +179,26 @@ class ClusterServer(ChatServer):
         self._claim_script = self._redis.register_script(CLAIM_SCRIPT)
         self._release_script = self._redis.register_script(RELEASE_SCRIPT)
         self._presence = Presence()
+        self._beat_soon = asyncio.Event()
+        """Set when this node's users changed, or another node's: beat now."""
+        self._published = b""
+        """The roster this node last published."""
         self._named: dict[str, str] = {}
         """Name key → holder value this node set at its last beat (to release what left)."""
-        self._following: dict[str, int] = history.last_seqs()
-        """Room → the highest ``seq`` handed to the room logic (so archived, then shown)."""
+        self._following = {room: f"{seq}-0" for room, seq in history.last_seqs().items()}
+        """Room → the id of the last entry of its stream handed to the room logic (so
+        archived, then shown)."""
 
     async def run(self, stop: asyncio.Event) -> int:
-        """Serve as :meth:`ChatServer.run` does, following the cluster's rooms meanwhile."""
+        """Serve as :meth:`ChatServer.run` does, following the cluster's rooms meanwhile.
+        Returns 1 at once if the history holds lines this cluster does not (see
+        :meth:`_foreign_history`)."""
+        foreign = await self._foreign_history()
+        if foreign is not None:
+            log.error("cannot join the cluster: %s", foreign)
+            await self.transport.close(timeout=0.0)
+            await self._redis.aclose()
+            return 1
         following = asyncio.create_task(self._follow())
         beating = asyncio.create_task(self._beat())
         try:
@@ -179,6 +209,31 @@ class ClusterServer(ChatServer):
             await asyncio.gather(following, beating, return_exceptions=True)
             await self._leave_cluster()
             await self._redis.aclose()
+
+    async def _foreign_history(self) -> str | None:
+        """Why the local history cannot be this cluster's archive (None: it can): a room in
+        it has lines beyond the cluster's (a lone server's file, or another cluster's), which
+        the cluster would number again. Not checked (a warning) if Redis does not answer."""
+        archived = {room: _seq(last) for room, last in self._following.items()}
+        if not archived:
+            return None
+        try:
+            async with asyncio.timeout(ADMIT_WAIT_S):
+                known = await self._retrying(
+                    lambda: self._redis.hmget(self.keys.counters, list(archived))
+                )
+        except TimeoutError:
+            log.warning("Redis does not answer: the history file is not checked against it")
+            return None
+        ahead = _ahead(archived, known)
+        if ahead is None:
+            return None
+        room, seq, last = ahead
+        return (
+            f"the history file has {room} up to line {seq}, the cluster only up to {last}: "
+            "give each node a new --history file, or a copy of the file of a node of this "
+            "cluster"
+        )
 
     async def _admit(self, hello: Hello) -> Refused | None:
         """Learn what ``hello``'s session sent to any node; refuse it if Redis does not answer
@@ -228,14 +283,25 @@ class ClusterServer(ChatServer):
         notices = self._presence.arrived(hello.session)
         return [*self._announce(notices), *super()._join(conn, hello, now, host, key)]
 
+    def _leave(self, conn: int, reason: LeaveReason, now: float) -> list[Output]:
+        """Its end, told to the other nodes at once (they announce it)."""
+        self._beat_soon.set()
+        return super()._leave(conn, reason, now)
+
     def _announce(self, notices: list[Notice]) -> list[Output]:
         return [output for room, message in notices for output in self.room.announce(room, message)]
 
     def _send(self, outputs: list[Output]) -> None:
-        """Send, with the other nodes' members in every member list (``entered``, ``/who``)."""
+        """Send, with the other nodes' members in every member list (``welcome``,
+        ``entered``, ``/who``); beat at once if users came, went or were renamed."""
+        if any(isinstance(message, Joined | Left | Renamed | Bye) for _, message in outputs):
+            self._beat_soon.set()
         super()._send([(conn, self._with_remote(message)) for conn, message in outputs])
 
     def _with_remote(self, message: ServerMessage) -> ServerMessage:
+        if isinstance(message, Welcome):
+            remote = self._presence.names_in(None)
+            return dataclasses.replace(message, users=_merged(message.users, remote))
         if isinstance(message, Entered):
             remote = self._presence.names_in(message.room)
             return dataclasses.replace(message, users=_merged(message.users, remote))
@@ -256,7 +322,10 @@ class ClusterServer(ChatServer):
             except (*_UNREACHABLE, TimeoutError) as exc:
                 self.stats.redis_errors += 1
                 log.warning("heartbeat failed (Redis unreachable: %s)", exc)
-            await asyncio.sleep(self.options.heartbeat)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.options.heartbeat):
+                    await self._beat_soon.wait()
+            self._beat_soon.clear()
 
     async def _beat_once(self) -> None:
         roster = await self._in_order(lambda now: self.room.roster())
@@ -266,8 +335,12 @@ class ClusterServer(ChatServer):
             for session, name, _ in roster
             for skeleton in name_skeletons(name)
         }
+        published = encode_roster(roster)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(self.keys.roster(self.options.node), encode_roster(roster), px=ttl_ms)
+            pipe.set(self.keys.roster(self.options.node), published, px=ttl_ms)
+            if published != self._published:
+                log_entry: dict[FieldT, EncodableT] = {"node": self.options.node}
+                pipe.xadd(self.keys.presence_log, log_entry, maxlen=ROOMS_LOG_MAXLEN)
             pipe.sadd(self.keys.nodes, self.options.node)
             for key, holder in named.items():
                 pipe.set(key, holder, px=ttl_ms)
@@ -277,6 +350,7 @@ class ClusterServer(ChatServer):
             if named.get(key) != holder:
                 await self._release_script(keys=[key], args=[holder])
         self._named = named
+        self._published = published
         others = sorted(n.decode() for n in answers[-1] if n.decode() != self.options.node)
         found = await self._redis.mget([self.keys.roster(n) for n in others]) if others else []
         rosters: dict[str, dict[bytes, Listed]] = {}
@@ -381,7 +455,7 @@ class ClusterServer(ChatServer):
     async def _follow(self) -> None:
         """Read every room's new lines and hand them to the room logic, in stream order, for
         as long as the server runs; reconnects (resuming where it was) when Redis goes away."""
-        rooms_log = "$"
+        logs = {self.keys.rooms_log: "$", self.keys.presence_log: "$"}
         delay = RETRY_MIN_S
         while True:
             # Its own connection, not the pool's: a read cancelled mid-BLOCK would leave a
@@ -393,19 +467,23 @@ class ClusterServer(ChatServer):
                 single_connection_client=True,
             )
             try:
-                if rooms_log == "$":  # its position first: a room made after it is in the log
-                    newest = cast(Entries, await reader.xrevrange(self.keys.rooms_log, count=1))
-                    rooms_log = newest[0][0].decode() if newest else "0-0"
+                for key, position in logs.items():  # first: what is made after is in them
+                    if position == "$":
+                        newest = cast(Entries, await reader.xrevrange(key, count=1))
+                        logs[key] = newest[0][0].decode() if newest else "0-0"
+                if await self._lost_by_redis(reader):
+                    return
                 for made in cast(list[bytes], await reader.hkeys(self.keys.counters)):
-                    self._following.setdefault(made.decode(), 0)
+                    self._following.setdefault(made.decode(), "0-0")
                 while True:
-                    streams: dict[KeyT, StreamIdT] = {self.keys.rooms_log: rooms_log}
-                    for room, seq in self._following.items():
-                        streams[self.keys.room(room)] = f"{seq}-0"
+                    streams: dict[KeyT, StreamIdT] = {}
+                    streams.update(logs)
+                    for room, last in self._following.items():
+                        streams[self.keys.room(room)] = last
                     answer = await reader.xread(streams, count=READ_COUNT, block=BLOCK_MS)
                     reply = cast(Reply, answer)
                     delay = RETRY_MIN_S
-                    rooms_log = await self._take(reply, rooms_log)
+                    await self._take(reply, logs)
             except _UNREACHABLE as exc:
                 self.stats.redis_errors += 1
                 log.warning("following the rooms: Redis unreachable (%s); resuming", exc)
@@ -414,44 +492,92 @@ class ClusterServer(ChatServer):
             finally:
                 await reader.aclose()  # never reused: a cancelled read dies with its connection
 
-    async def _take(self, reply: Reply, rooms_log: str) -> str:
+    async def _lost_by_redis(self, reader: Redis) -> bool:
+        """Whether Redis (back after a restart, say) lacks lines this node already stored:
+        then it could number new lines alike, so the node stops (its exit code 1)."""
+        stored = {room: _seq(last) for room, last in self._following.items() if _seq(last)}
+        if not stored:
+            return False
+        known = await reader.hmget(self.keys.counters, list(stored))
+        ahead = _ahead(stored, known)
+        if ahead is None:
+            return False
+        room, seq, last = ahead
+        log.error(
+            "Redis lost lines this node stored (%s: up to %d here, %d in Redis; was it "
+            "restarted without its files, or with RDB only?): stopping",
+            room,
+            seq,
+            last,
+        )
+        self._storage_failed.set()
+        return True
+
+    async def _take(self, reply: Reply, logs: dict[str, str]) -> None:
         """Hand one ``XREAD`` answer to the room logic and wait until it took it (so the
-        follower never runs ahead of the dispatcher); returns the rooms log's new position."""
-        lines: list[Chat] = []
+        follower never runs ahead of the dispatcher); move ``logs`` (the rooms and presence
+        logs' positions) on past what it read of them."""
+        said: list[Chat | Topic] = []
         for key, entries in reply:
             name = key.decode()
             if name == self.keys.rooms_log:
-                for entry_id, fields in entries:
-                    self._following.setdefault(fields[b"room"].decode(), 0)
-                    rooms_log = entry_id.decode()
+                for _, fields in entries:
+                    self._following.setdefault(fields[b"room"].decode(), "0-0")
+            elif name == self.keys.presence_log and any(
+                fields.get(b"node") != self.options.node.encode() for _, fields in entries
+            ):
+                self._beat_soon.set()
+            if name in logs:
+                logs[name] = entries[-1][0].decode()
                 continue
             room = name.removeprefix(self.keys.room(""))
             for entry_id, fields in entries:
-                chat = line_of(room, entry_id, fields)
-                if chat is None:
+                entry = entry_of(room, entry_id, fields)
+                if entry is None:
                     log.error("skipped a malformed entry %r of %s", entry_id, name)
-                    continue
-                if chat.seq != self._following[room] + 1:
+                elif isinstance(entry, Chat) and entry.seq != _seq(self._following[room]) + 1:
                     log.warning(
                         "%s: lines %d to %d were trimmed from the stream before this node "
                         "archived them (raise --stream-maxlen)",
                         room,
-                        self._following[room] + 1,
-                        chat.seq - 1,
+                        _seq(self._following[room]) + 1,
+                        entry.seq - 1,
                     )
-                self._following[room] = chat.seq
-                lines.append(chat)
-        if lines:
+                self._following[room] = entry_id.decode()
+                if entry is not None:
+                    said.append(entry)
+        if said:
             taken = asyncio.get_running_loop().create_future()
-            self._input(lambda now: self._deliver(lines, now, taken))
+            self._input(lambda now: self._deliver(said, now, taken))
             await taken
-        return rooms_log
 
-    def _deliver(self, lines: list[Chat], now: float, taken: asyncio.Future[None]) -> list[Output]:
+    def _deliver(
+        self, said: list[Chat | Topic], now: float, taken: asyncio.Future[None]
+    ) -> list[Output]:
         taken.set_result(None)
-        self.stats.lines_delivered += len(lines)
-        self.stats.stream_lag_s = now - lines[-1].time
-        return [output for chat in lines for output in self.room.deliver(chat)]
+        outputs: list[Output] = []
+        for entry in said:
+            if isinstance(entry, Topic):
+                outputs += self.room.retopic(entry)
+            else:
+                outputs += self.room.deliver(entry)
+                self.stats.lines_delivered += 1
+                self.stats.stream_lag_s = now - entry.time
+        return outputs
+
+
+def _ahead(stored: dict[str, int], known: list[bytes | str | None]) -> tuple[str, int, int] | None:
+    """The first room with a line in ``stored`` beyond its counter in Redis (``known``, in the
+    same order), with both numbers; None if none."""
+    for (room, seq), last in zip(stored.items(), known, strict=True):
+        if int(last or 0) < seq:
+            return room, seq, int(last or 0)
+    return None
+
+
+def _seq(entry_id: str) -> int:
+    """The ``seq`` of the last line at or before a stream entry id ``<seq>-<n>``."""
+    return int(entry_id.partition("-")[0])
 
 
 def _merged(here: tuple[str, ...], elsewhere: list[str]) -> tuple[str, ...]:

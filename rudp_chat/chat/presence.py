@@ -64,9 +64,9 @@ class Presence:
     def __init__(self) -> None:
         self._known: dict[bytes, Listed] = {}
 
-    def names_in(self, room: str) -> list[str]:
-        """The remote users in ``room``, by name."""
-        return [user.name for user in self._known.values() if room in user.rooms]
+    def names_in(self, room: str | None) -> list[str]:
+        """The remote users in ``room`` (None: all of them), by name."""
+        return [user.name for user in self._known.values() if room is None or room in user.rooms]
 
     def arrived(self, session: bytes) -> list[Notice]:
         """``session`` joined this node while another listed it (it moved here): the notices

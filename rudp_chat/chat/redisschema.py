@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .clusterconfig import SESSION_RETENTION_MS
-from .protocol import Chat
+from .protocol import Chat, Topic
 from .store import Journal
 
 __all__ = [
@@ -24,33 +24,39 @@ __all__ = [
     "Keys",
     "Reply",
     "commit_arguments",
-    "line_of",
+    "entry_of",
 ]
 
-ROOMS_LOG_MAXLEN: Final = 1000  # the "room made" log: read within seconds, a short tail does
+ROOMS_LOG_MAXLEN: Final = 1000  # the rooms and presence logs: read within ms, a short tail does
 
 
 COMMIT_SCRIPT: Final = """
--- KEYS: the seq counters (a hash), the rooms log (a stream), then for each line its room's
+-- KEYS: the seq counters (a hash), the rooms log (a stream), then for each proposal its room's
 -- stream and its sender's session, then for each other acknowledged say its session.
--- ARGV: MAXLEN, session retention (ms), the number of lines, then per line
--- room, say id, time, sender, text, action (0/1), then per other say its id.
--- Returns each line's seq, 0 for a line whose (session, id) was stored before.
-local maxlen, keep, lines = ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- ARGV: MAXLEN, session retention (ms), the number of proposals, then per proposal
+-- room, say id, time, sender, text, kind (0: a line, 1: an action line, t: a topic), then per
+-- other say its id.
+-- Returns each proposal's seq: 0 for a topic, and for one whose (session, id) was stored before.
+local maxlen, keep, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local seqs, a, k = {}, 4, 3
-for i = 1, lines do
+for i = 1, count do
     local stream, session, room, id = KEYS[k], KEYS[k + 1], ARGV[a], tonumber(ARGV[a + 1])
-    if tonumber(redis.call('GET', session) or '0') >= id then
-        seqs[i] = 0
-    else
-        local seq = redis.call('HINCRBY', KEYS[1], room, 1)
-        redis.call('XADD', stream, 'MAXLEN', '~', maxlen, seq .. '-0', 'time', ARGV[a + 2],
-            'sender', ARGV[a + 3], 'text', ARGV[a + 4], 'action', ARGV[a + 5])
-        redis.call('SET', session, id, 'PX', keep)
-        if seq == 1 then
+    seqs[i] = 0
+    if tonumber(redis.call('GET', session) or '0') < id then
+        if redis.call('HSETNX', KEYS[1], room, 0) == 1 then
             redis.call('XADD', KEYS[2], 'MAXLEN', '~', ROOMS_LOG_MAXLEN, '*', 'room', room)
         end
-        seqs[i] = seq
+        if ARGV[a + 5] == 't' then
+            local seq = redis.call('HGET', KEYS[1], room)
+            redis.call('XADD', stream, 'MAXLEN', '~', maxlen, seq .. '-*',
+                'sender', ARGV[a + 3], 'topic', ARGV[a + 4])
+        else
+            local seq = redis.call('HINCRBY', KEYS[1], room, 1)
+            redis.call('XADD', stream, 'MAXLEN', '~', maxlen, seq .. '-0', 'time', ARGV[a + 2],
+                'sender', ARGV[a + 3], 'text', ARGV[a + 4], 'action', ARGV[a + 5])
+            seqs[i] = seq
+        end
+        redis.call('SET', session, id, 'PX', keep)
     end
     a, k = a + 6, k + 2
 end
@@ -63,8 +69,9 @@ while k <= #KEYS do
 end
 return seqs
 """.replace("ROOMS_LOG_MAXLEN", str(ROOMS_LOG_MAXLEN))
-"""Numbers and stores a batch of lines and session ids atomically (one script: one entry in
-Redis's append-only file)."""
+"""Orders and stores a batch of lines, topics and session ids atomically (one script: one
+entry in Redis's append-only file). A line is entry ``<seq>-0`` of its room's stream; a topic
+is entry ``<seq>-<n>``, after line ``seq`` (``n`` from 1), so it numbers no line."""
 
 CLAIM_SCRIPT: Final = """
 -- KEYS: a name's look-alike classes. ARGV: the claimant "<node> <session>", its node, its
@@ -123,6 +130,12 @@ class Keys:
         """Stream: one entry per room made, so followers start following it at once."""
         return self.prefix + "rooms"
 
+    @property
+    def presence_log(self) -> str:
+        """Stream: one entry per change of a node's roster (field ``node``), so the others
+        hear it at once rather than at their next beat."""
+        return self.prefix + "presence"
+
     def room(self, room: str) -> str:
         """Stream: the room's lines, entry id ``<seq>-0``."""
         return f"{self.prefix}room:{room}"
@@ -157,22 +170,28 @@ def commit_arguments(
         len(journal.proposed),
     ]
     for proposal in journal.proposed:
-        line = proposal.line
-        names += [keys.room(line.room), keys.session(proposal.session)]
-        args += [line.room, proposal.id, repr(line.time), line.sender, line.text]
-        args.append(int(line.action))
+        said = proposal.said
+        names += [keys.room(said.room), keys.session(proposal.session)]
+        if isinstance(said, Topic):
+            args += [said.room, proposal.id, 0, said.name, said.topic, "t"]
+        else:
+            args += [said.room, proposal.id, repr(said.time), said.sender, said.text]
+            args.append(int(said.action))
     for session, acked in journal.acked:  # after the lines: they check the older ids
         names.append(keys.session(session))
         args.append(acked)
     return names, args
 
 
-def line_of(room: str, entry_id: bytes, fields: Mapping[bytes, bytes]) -> Chat | None:
-    """The line a stream entry holds; None if it is not one this cluster wrote."""
+def entry_of(room: str, entry_id: bytes, fields: Mapping[bytes, bytes]) -> Chat | Topic | None:
+    """The line or topic a stream entry of ``room`` holds; None if it is not one this cluster
+    wrote."""
     seq, _, sub = entry_id.partition(b"-")
     try:
-        if sub != b"0" or not seq.isdigit():
+        if not seq.isdigit() or not sub.isdigit():
             return None
+        if sub != b"0":
+            return Topic(room, fields[b"sender"].decode(), fields[b"topic"].decode())
         return Chat(
             int(seq),
             float(fields[b"time"]),

@@ -359,6 +359,16 @@ class Room:
         channel.next_seq = max(channel.next_seq, chat.seq + 1)
         return self._to_members(channel, chat)
 
+    def retopic(self, topic: Topic) -> list[Output]:
+        """``topic.name`` set the topic (here, or elsewhere and the shared log ordered it):
+        journaled, and shown to the room's members."""
+        self._journal_topics[topic.room] = topic.topic
+        channel = self._channels.get(topic.room)
+        if channel is None:
+            return []
+        channel.topic = topic.topic
+        return self._to_members(channel, topic)
+
     def announce(self, room: str, message: ServerMessage) -> list[Output]:
         """``message`` (news from another server of a cluster) for every member of ``room``."""
         channel = self._channels.get(room)
@@ -638,8 +648,11 @@ class Room:
         if channel.access.topic_locked and not _is_operator(user, channel):
             locked = f"{channel.name} is +t: only its operators set the topic"
             return [(user.conn, Error(ErrorCode.NOT_OPERATOR, locked, say_id))]
-        channel.topic = self._journal_topics[channel.name] = neutralise(argument)[:MAX_TOPIC_CHARS]
-        return self._to_members(channel, Topic(channel.name, user.name, channel.topic))
+        topic = Topic(channel.name, user.name, neutralise(argument)[:MAX_TOPIC_CHARS])
+        if self._shared_log:  # set on every node once the log ordered it (retopic)
+            self._journal_proposed.append(Proposal(user.session, say_id, topic))
+            return []
+        return self.retopic(topic)
 
     def _mode(self, user: _User, channel: Channel, argument: str, say_id: int) -> list[Output]:
         """``/mode``: show the room's modes; ``/mode +t`` / ``-t`` (operators): lock or

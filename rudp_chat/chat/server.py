@@ -285,11 +285,11 @@ class ChatServer:
         try:
             reason = await self._read(conn, connection)
             if reason is not None:
-                self._input(lambda now: self.room.leave(conn, reason, now))
+                self._input(lambda now: self._leave(conn, reason, now))
         except Exception:  # a bug serving one connection must not take everyone down
             log.exception("internal error on connection %d", conn)
             connection.abort("internal error")
-            self._input(lambda now: self.room.leave(conn, LeaveReason.LOST, now))
+            self._input(lambda now: self._leave(conn, LeaveReason.LOST, now))
         finally:
             if not client.closing:
                 client.closing = True
@@ -378,6 +378,10 @@ class ChatServer:
     ) -> list[Output]:
         """The room input for ``conn``'s ``hello``."""
         return self.room.join(conn, hello, now, host, key)
+
+    def _leave(self, conn: int, reason: LeaveReason, now: float) -> list[Output]:
+        """The room input for ``conn``'s end."""
+        return self.room.leave(conn, reason, now)
 
     async def _admit(self, hello: Hello) -> Refused | None:
         """A refusal for ``hello`` before the room sees it (a cluster's name claims), or

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from .access import Access
 from .owners import Claim
-from .protocol import Chat
+from .protocol import Chat, Topic
 
 __all__ = ["EmptyStore", "Journal", "Proposal", "StorageError", "Store"]
 
@@ -21,14 +21,15 @@ class StorageError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Proposal:
-    """A line said on this server of a cluster, for the shared log to number and store once."""
+    """A line said, or a topic set, on this server of a cluster: for the shared log to order
+    (and number, if a line) and store once."""
 
     session: bytes
     """The sender's client session: with ``id``, what makes a resend (to any server) stored once."""
     id: int
     """The ``Say.id`` that said it."""
-    line: Chat
-    """The line, ``seq`` 0 (the log numbers it)."""
+    said: Chat | Topic
+    """The line (``seq`` 0: the log numbers it), or the room's new topic."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,8 @@ class Journal:
     access: tuple[tuple[str, Access], ...] = ()
     """``(room, access)``: each room made or whose operators, bans or modes changed."""
     proposed: tuple[Proposal, ...] = ()
-    """Lines said here for a cluster's shared log (never with ``messages`` of their own)."""
+    """Lines and topics said here, for a cluster's shared log to order (``Room(shared_log=True)``;
+    ``messages`` then holds the lines the log delivered, to keep)."""
 
 
 class Store(Protocol):
