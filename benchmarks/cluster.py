@@ -47,7 +47,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from fanout import HOST, STARTUP_LIMIT_S, drive, percentile, server_flags, tally
 from processes import HelperProcess, chat_server_command, until
@@ -195,6 +195,7 @@ async def _failover(args: argparse.Namespace) -> Row:
         finally:
             await cluster.stop()
     figures = tally(args, outputs, 0.0)
+    _name_missing(args, outputs)
     moved = [me for me in range(args.clients) if me % FAILOVER_NODES == 0]
     back = {me: at for output in outputs for me, at in output["reconnected"] if me in moved}
     took = [(at - killed[0]) * 1000 for at in back.values()]
@@ -206,6 +207,22 @@ async def _failover(args: argparse.Namespace) -> Row:
         reconnect_p99_ms=percentile(took, 0.99) if took else None, reconnect_ms=sorted(took),
         load=figures.load,
     )  # fmt: skip
+
+
+def _name_missing(args: argparse.Namespace, outputs: list[dict[str, Any]]) -> None:
+    """On stderr: which deliveries never came (receiver, sender, line), the first few."""
+    lines = round(args.duration / args.interval)
+    got = {(r, s, i) for output in outputs for r, s, i, _ in output["received"]}
+    clients = range(args.clients)
+    missing = [
+        (r, s, i) for r in clients for s in clients if r != s for i in range(lines)
+        if (r, s, i) not in got
+    ]  # fmt: skip
+    if missing:
+        receivers = sorted({r for r, _, _ in missing})
+        senders = sorted({s for _, s, _ in missing})
+        print(f"missing {len(missing)}: receivers {receivers}, senders {senders}, "
+              f"first {missing[:5]}", file=sys.stderr)  # fmt: skip
 
 
 async def run(args: argparse.Namespace) -> list[Row]:

@@ -48,6 +48,8 @@ LINE_BYTES: Final = 100  # the issue's chat line
 STARTUP_LIMIT_S: Final = 60.0  # every client joined by then, on a loaded 2-core box
 LEAD_S: Final = 0.5  # from "go" to the first line: every load process has read it
 DRAIN_S: Final = 5.0  # after the last line, how long deliveries may still arrive
+FAILOVER_DRAIN_S: Final = 30.0  # with --failover, the bound on waiting for every line: a moved
+# client catches up on what it missed, and the lines it said while moving arrive late
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")  # /proc/PID/stat's unit, per second
 RATE_HEADROOM: Final = 4.0  # the server's per-user rate limit, x the load's rate: never binds
 PREFIX: Final = "c"  # client names: c0, c1, ...
@@ -150,7 +152,13 @@ async def _load(args: argparse.Namespace) -> None:
             client.submit(_line(me, index))
 
     await asyncio.gather(*(speak(me, client) for me, client in clients.items()))
-    await asyncio.sleep(DRAIN_S)
+    if args.failover:  # until every line reached every client here, or the bound
+        expected = lines * (args.clients - 1) * len(clients)
+        deadline = loop.time() + FAILOVER_DRAIN_S
+        while len({(r, s, i) for r, s, i, _ in received}) < expected and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+    else:
+        await asyncio.sleep(DRAIN_S)
     print("drained", flush=True)
     for client in clients.values():
         client.quit()
