@@ -165,7 +165,7 @@ async def _steady(args: argparse.Namespace, kind: str, nodes: int, single: Row |
     figures = tally(args, outputs, total)
     per_delivery = figures.cpu_us_per_delivery
     redis_share = cpu[-1] / total if cluster.redis is not None and total > 0 else None
-    baseline = None if single is None else single.cpu_us_per_delivery
+    baseline = None if single is None or kind == "single" else single.cpu_us_per_delivery
     ratio = per_delivery / baseline if baseline else None
     return Row(
         kind, nodes, args.clients, figures.deliveries, figures.deliveries_per_s, figures.p50_ms,
