@@ -589,8 +589,10 @@ class ChatClient:
         return None
 
     def _may_fail_over(self) -> bool:
-        """Whether a server shutting down sends us to another one rather than ending the run."""
-        return self.options.reconnect and len(self.options.servers) > 1 and not self._quitting
+        """Whether a server shutting down sends us to another one rather than ending the run:
+        while we have one, and have not left with every line confirmed."""
+        options = self.options
+        return options.reconnect and len(options.servers) > 1 and not self._done.is_set()
 
     def _check_done(self) -> None:
         if self._quitting and not self._pending:
