@@ -50,9 +50,11 @@ def _free_port() -> int:
 class RedisServer:
     """One ``redis-server`` process; :meth:`kill` and :meth:`start` again keep port and files."""
 
-    def __init__(self, executable: str, directory: Path) -> None:
+    def __init__(self, executable: str, directory: Path, *, replica_of: int | None = None) -> None:
+        """``replica_of``: the port of a primary on this host to replicate."""
         self.executable = executable
         self.directory = directory
+        self.replica_of = replica_of
         self.port = _free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -73,6 +75,7 @@ class RedisServer:
                 "--appendonly", "yes",
                 "--appendfsync", "always",
                 "--protected-mode", "no",
+                *([] if self.replica_of is None else ["--replicaof", "127.0.0.1", str(self.replica_of)]),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

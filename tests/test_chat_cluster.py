@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+import pytest
 from redis.asyncio import Redis
 from redisserver import RedisServer
 from test_chat_server import FAST, next_message
 
 from rudp_chat.aio import ReliableConnection, connect, serve
+from rudp_chat.chat import server as server_module
 from rudp_chat.chat.cluster import ClusterServer
 from rudp_chat.chat.clusterconfig import ClusterOptions
 from rudp_chat.chat.history import History
@@ -350,7 +352,7 @@ def test_redis_killed_and_restarted_loses_nothing_acknowledged(
             await alice.send(encode(Say(1, "before")))
             first, alice_acks = await take(alice, 1)
             assert first == (await take(bob, 1))[0]
-            redis_server.kill()
+            await asyncio.to_thread(redis_server.kill)
             await alice.send(encode(Say(2, "during")))
             withheld = await no_message_within(alice, 1.0)
             assert not [m for m in withheld if isinstance(m, Chat) or m == Ack(2, 2)], withheld
@@ -486,10 +488,89 @@ def test_a_node_stops_when_redis_comes_back_without_its_lines(
             alice = await a.join("alice", bytes([1]) * 16)
             await alice.send(encode(Say(1, "kept here, lost there")))
             await take(alice, 1)
-            redis_server.kill()
+            await asyncio.to_thread(redis_server.kill)
             shutil.rmtree(redis_server.directory)
             redis_server.directory.mkdir()
             await asyncio.to_thread(redis_server.start)
             assert await a.serving == 1
+
+    run(body)
+
+
+def test_inputs_held_back_while_redis_is_away_all_go_through_after(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the input queue's bound at 5, 40 lines said while the node is cut off from Redis
+    hold its reader back (flow control) and then all go through, once, in order."""
+    monkeypatch.setattr(server_module, "MAX_QUEUED_INPUTS", 5)
+
+    async def body() -> None:
+        link = Cuttable(redis_server.port)
+        await link.start()
+        try:
+            async with node(link, "a", tmp_path) as a:
+                alice = await a.join("alice", bytes([1]) * 16)
+                link.cut()
+                for i in range(1, 41):
+                    await alice.send(encode(Say(i, f"line {i}")))
+                await asyncio.sleep(0.5)
+                link.restore()
+                seen, _ = await take(alice, 40)
+                assert [chat.text for chat in seen] == [f"line {i}" for i in range(1, 41)]
+        finally:
+            link.close()
+
+    run(body)
+
+
+def test_with_wait_replicas_a_line_is_acknowledged_once_a_replica_has_it(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """--wait-replicas 1: acknowledged while the replica runs; with it stopped, a line is
+    stored in the primary but neither acknowledged nor shown until the replica is back."""
+
+    async def body() -> None:
+        replica = RedisServer(
+            redis_server.executable, tmp_path / "replica", replica_of=redis_server.port
+        )
+        replica.directory.mkdir()
+        await asyncio.to_thread(replica.start)
+        try:
+            async with node(redis_server, "a", tmp_path, replicas=1) as a:
+                alice = await a.join("alice", bytes([1]) * 16)
+                await alice.send(encode(Say(1, "replicated")))
+                _, acked = await take(alice, 1)
+                assert await acks(alice, 1, acked) == [Ack(1, 1)]
+                await asyncio.to_thread(replica.stop)  # (the nodes share this event loop)
+                await alice.send(encode(Say(2, "waiting")))
+                withheld = await no_message_within(alice, 1.5)
+                assert not [m for m in withheld if isinstance(m, Ack | Chat)], withheld
+                await asyncio.to_thread(replica.start)
+                seen, acked = await take(alice, 1)
+                assert said_in(seen) == [(2, "waiting")]
+                assert await acks(alice, 1, acked) == [Ack(2, 2)]
+        finally:
+            replica.stop()
+
+    run(body)
+
+
+def test_a_user_who_moves_node_is_shown_timed_out_then_back(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """bob's client moves from node b to node a (same session, as a failover does): alice, on
+    a, sees him leave (timed out) and then join, never two bobs."""
+    session = bytes([2]) * 16
+
+    async def body() -> None:
+        async with node(redis_server, "a", tmp_path) as a, node(redis_server, "b", tmp_path) as b:
+            alice = await a.join("alice", bytes([1]) * 16)
+            await b.join("bob", session)
+            await expect(alice, Joined("bob", "#lobby"))
+            await a.join("bob", session)
+            await expect(alice, Left("bob", LeaveReason.TIMED_OUT, "#lobby"))
+            await expect(alice, Joined("bob", "#lobby"))
+            await alice.send(encode(Say(1, "/who")))
+            assert await next_message(alice, Users) == Users(("alice", "bob"), "#lobby")
 
     run(body)

@@ -87,6 +87,10 @@ RETRY_MIN_S: Final = 0.05
 RETRY_MAX_S: Final = 1.0  # retries while Redis is away: back within a second of its return
 ADMIT_WAIT_S: Final = 5.0  # a hello waits this long for Redis before it is refused
 MAX_RECALLED: Final = 10_000  # sessions whose Redis-stored ids a node keeps (joins in flight)
+_PRESENCE_CHANGES: Final = frozenset({Joined, Left, Renamed, Bye})
+"""Messages that mean this node's users changed (its roster is published at once)."""
+_MEMBER_LISTS: Final = frozenset({Welcome, Entered, Users})
+"""Messages that list members: the other nodes' are added."""
 _UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 """What a Redis that is down, restarting (loading its file) or cut off raises."""
 
@@ -172,7 +176,7 @@ class ClusterServer(ChatServer):
         self.stats = ClusterStats()
         self._redis = Redis.from_url(
             options.redis_url,
-            socket_timeout=COMMAND_TIMEOUT_S,
+            socket_timeout=COMMAND_TIMEOUT_S + options.replica_timeout,  # WAIT blocks
             socket_connect_timeout=COMMAND_TIMEOUT_S,
         )
         self._commit_script = self._redis.register_script(COMMIT_SCRIPT)
@@ -294,9 +298,12 @@ class ClusterServer(ChatServer):
     def _send(self, outputs: list[Output]) -> None:
         """Send, with the other nodes' members in every member list (``welcome``,
         ``entered``, ``/who``); beat at once if users came, went or were renamed."""
-        if any(isinstance(message, Joined | Left | Renamed | Bye) for _, message in outputs):
+        kinds = {type(message) for _, message in outputs}  # one pass: a line's fan-out is long
+        if not kinds.isdisjoint(_PRESENCE_CHANGES):
             self._beat_soon.set()
-        super()._send([(conn, self._with_remote(message)) for conn, message in outputs])
+        if not kinds.isdisjoint(_MEMBER_LISTS):
+            outputs = [(conn, self._with_remote(message)) for conn, message in outputs]
+        super()._send(outputs)
 
     def _with_remote(self, message: ServerMessage) -> ServerMessage:
         if isinstance(message, Welcome):
@@ -328,7 +335,7 @@ class ClusterServer(ChatServer):
             self._beat_soon.clear()
 
     async def _beat_once(self) -> None:
-        roster = await self._in_order(lambda now: self.room.roster())
+        roster = self.room.roster()  # (read between the dispatcher's steps: one thread)
         ttl_ms = int(self.options.name_ttl * 1000)
         named = {
             self.keys.name(skeleton): self._holder(session)
@@ -366,18 +373,6 @@ class ClusterServer(ChatServer):
         if notices:
             self._input(lambda now: self._announce(notices))
 
-    async def _in_order(self, read: Callable[[float], _T]) -> _T:
-        """What ``read`` returns when the dispatcher runs it, in order with the inputs."""
-        done: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
-
-        def step(now: float) -> list[Output]:
-            if not done.done():  # (not given up on)
-                done.set_result(read(now))
-            return []
-
-        self._input(step)
-        return await done
-
     async def _leave_cluster(self) -> None:
         """Stopping: the roster goes at once (the others announce its users), names are freed."""
         try:
@@ -402,9 +397,8 @@ class ClusterServer(ChatServer):
             self.stats.pending = len(journal.proposed)
             started = time.monotonic()
             keys, args = commit_arguments(self.keys, journal, self.options.stream_maxlen)
-            seqs = await self._retrying(lambda: self._commit_script(keys=keys, args=args))
-            if self.options.replicas:
-                await self._retrying(self._replicated)
+            first: list[int] = []
+            seqs = await self._retrying(lambda: self._store(keys, args, first))
             self.stats.round_trip_s = time.monotonic() - started
             self.stats.commits += 1
             self.stats.lines_published += sum(1 for seq in seqs if seq)
@@ -414,15 +408,24 @@ class ClusterServer(ChatServer):
         await super()._commit(dataclasses.replace(journal, proposed=()), now)
         return numbered
 
-    async def _replicated(self) -> None:
-        """``WAIT`` for the replicas; raises ``TimeoutError`` (retried) if too few confirmed."""
-        confirmed = await self._redis.wait(
-            self.options.replicas, int(self.options.replica_timeout * 1000)
-        )
-        if confirmed < self.options.replicas:
-            raise redis_errors.TimeoutError(
-                f"{confirmed} of {self.options.replicas} replicas confirmed"
-            )
+    async def _store(
+        self, keys: list[str], args: list[str | int | float], first: list[int]
+    ) -> list[int]:
+        """Run the commit script, and ``WAIT`` for the replicas on the same connection (WAIT
+        waits for that connection's writes). Returns the proposals' seqs as the first run
+        that stored them answered (kept in ``first`` across retries: a rerun answers 0 for
+        what is stored). Raises ``TimeoutError`` (retried) if too few replicas confirmed."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await self._commit_script(keys=keys, args=args, client=pipe)
+            if self.options.replicas:
+                pipe.wait(self.options.replicas, int(self.options.replica_timeout * 1000))
+            answers = await pipe.execute()
+        seqs = [int(seq) for seq in answers[0]]
+        first[:] = [old or new for old, new in zip(first, seqs, strict=True)] if first else seqs
+        if self.options.replicas and answers[1] < self.options.replicas:
+            confirmed = f"{answers[1]} of {self.options.replicas} replicas confirmed"
+            raise redis_errors.TimeoutError(f"{confirmed}: lines stored but not acknowledged")
+        return first
 
     async def _retrying(self, command: Callable[[], Awaitable[_T]]) -> _T:
         """``command``'s answer, retried with backoff while Redis is unreachable. Raises
@@ -435,7 +438,7 @@ class ClusterServer(ChatServer):
                 self.stats.redis_errors += 1
                 if self.stats.redis_up:
                     log.warning(
-                        "Redis unreachable (%s): %d lines pending until it is back",
+                        "cannot commit (%s): %d lines pending until Redis answers",
                         exc,
                         self.stats.pending,
                     )

@@ -96,7 +96,10 @@ class Presence:
         for session, user in self._known.items():
             new = now.get(session)
             if new is None or new.node != user.node:
-                reason = LeaveReason.TIMED_OUT if user.node not in rosters else LeaveReason.LEFT
+                # gone from a live node: it left; its node died, or it moved: its connection
+                # there is gone
+                alive = user.node in rosters and new is None
+                reason = LeaveReason.LEFT if alive else LeaveReason.TIMED_OUT
                 notices += [(room, Left(user.name, reason, room)) for room in user.rooms]
             elif new.name != user.name:
                 notices.append((LOBBY, Renamed(user.name, new.name)))

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from .clusterconfig import SESSION_RETENTION_MS
-from .protocol import Chat, Topic
+from .protocol import MAX_TEXT_CHARS, MAX_TIME, MAX_TOPIC_CHARS, Chat, Topic
 from .store import Journal
+from .text import MAX_NAME_CHARS
 
 __all__ = [
     "CLAIM_SCRIPT",
@@ -60,11 +61,11 @@ for i = 1, count do
     end
     a, k = a + 6, k + 2
 end
+-- Always a write (it renews the session's retention too): a WAIT after this script then
+-- waits for a replication offset past every line this batch's proposals ever stored.
 while k <= #KEYS do
-    local id = tonumber(ARGV[a])
-    if tonumber(redis.call('GET', KEYS[k]) or '0') < id then
-        redis.call('SET', KEYS[k], id, 'PX', keep)
-    end
+    local id = math.max(tonumber(ARGV[a]), tonumber(redis.call('GET', KEYS[k]) or '0'))
+    redis.call('SET', KEYS[k], id, 'PX', keep)
     a, k = a + 1, k + 1
 end
 return seqs
@@ -184,21 +185,21 @@ def commit_arguments(
 
 
 def entry_of(room: str, entry_id: bytes, fields: Mapping[bytes, bytes]) -> Chat | Topic | None:
-    """The line or topic a stream entry of ``room`` holds; None if it is not one this cluster
-    wrote."""
+    """The line or topic a stream entry of ``room`` holds; None if it is not one a node of
+    this cluster wrote (a bad id, a missing field, a value no client would accept)."""
     seq, _, sub = entry_id.partition(b"-")
     try:
         if not seq.isdigit() or not sub.isdigit():
             return None
+        sender = fields[b"sender"].decode()
+        if not 0 < len(sender) <= MAX_NAME_CHARS:
+            return None
         if sub != b"0":
-            return Topic(room, fields[b"sender"].decode(), fields[b"topic"].decode())
-        return Chat(
-            int(seq),
-            float(fields[b"time"]),
-            fields[b"sender"].decode(),
-            fields[b"text"].decode(),
-            fields[b"action"] == b"1",
-            room=room,
-        )
+            topic = fields[b"topic"].decode()
+            return Topic(room, sender, topic) if len(topic) <= MAX_TOPIC_CHARS else None
+        when, text = float(fields[b"time"]), fields[b"text"].decode()
+        if not 0.0 <= when <= MAX_TIME or len(text) > MAX_TEXT_CHARS or int(seq) < 1:
+            return None
+        return Chat(int(seq), when, sender, text, fields[b"action"] == b"1", room=room)
     except (KeyError, ValueError):  # UnicodeDecodeError is a ValueError
         return None

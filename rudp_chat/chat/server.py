@@ -60,6 +60,9 @@ CONNECTION_SLACK: Final = 64  # transport slots beyond max users: handshakes, cl
 HELLO_TIMEOUT_S: Final = 10.0  # a connection that says nothing is dropped: bounds idle strangers
 SHUTDOWN_DRAIN_S: Final = 5.0  # how long shutdown waits for goodbyes and queued messages
 MAX_QUEUED_MESSAGES: Final = 10_000  # for one client; past it the client is dropped as too slow
+# Inputs waiting for the dispatcher (a commit is slow, a cluster's Redis away); past it the
+# connections' readers wait, so clients are held back by the transport's flow control.
+MAX_QUEUED_INPUTS: Final = 100_000
 
 _Step = Callable[[float], list[Output]]
 """One input for the room, applied at the given time."""
@@ -220,6 +223,8 @@ class ChatServer:
         self._clients: dict[int, _Client] = {}
         self._ids = itertools.count(1)
         self._inputs: asyncio.Queue[_Step] = asyncio.Queue()
+        self._inputs_taken = asyncio.Event()
+        """Set (and replaced) each time the dispatcher takes the queued inputs."""
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._storage = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-history")
@@ -328,6 +333,8 @@ class ChatServer:
             async for data in connection:
                 self.traffic.messages_received += 1
                 self._input(_step(self.room, conn, data))
+                if self._inputs.qsize() >= MAX_QUEUED_INPUTS:
+                    await self._inputs_taken.wait()
         except ConnectionLostError as exc:
             if exc.reason is TerminationReason.IDLE_TIMEOUT:
                 return LeaveReason.TIMED_OUT
@@ -354,6 +361,8 @@ class ChatServer:
             steps = [await self._inputs.get()]
             while not self._inputs.empty():
                 steps.append(self._inputs.get_nowait())
+            taken, self._inputs_taken = self._inputs_taken, asyncio.Event()
+            taken.set()
             now = time.time()
             outputs: list[Output] = []
             for step in steps:
