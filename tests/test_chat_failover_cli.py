@@ -7,25 +7,27 @@ numbering carry over as they do between the nodes of a cluster.
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 from test_chat_cli import CHAT_LINE, FAST_FLAGS, Chat, processes, server
+from test_security_cli import FINGERPRINT
 
 
 def reserved_port(tmp_path: Path) -> int:
-    """A port a server ran on and left (gracefully): free now, and ours to start one on later."""
+    """A port a server ran on and left: free now, and ours to start one on later."""
     standby, port = server(tmp_path / "standby.sqlite3")
-    standby.process.send_signal(signal.SIGTERM)
-    assert standby.exit_code() == 0
     standby.kill()
     return port
 
 
-def failover_client(name: str, *ports: int) -> Chat:
+def failover_client(name: str, ports: Sequence[int], *flags: str) -> Chat:
+    """A plain client of the servers on ``ports``, in that order."""
     servers = ",".join(f"127.0.0.1:{port}" for port in ports)
-    return Chat(["client", "--plain", "--name", name, "--server", servers, *FAST_FLAGS])
+    return Chat(["client", "--plain", "--name", name, "--server", servers, *FAST_FLAGS, *flags])
 
 
 def test_a_dead_node_is_skipped_at_start_and_left_after_kill_9(tmp_path: Path) -> None:
@@ -33,7 +35,7 @@ def test_a_dead_node_is_skipped_at_start_and_left_after_kill_9(tmp_path: Path) -
     standby_port = reserved_port(tmp_path)
     with processes() as started:
         first, port = server(history)
-        alice = failover_client("alice", standby_port, port)  # the standby is not up yet
+        alice = failover_client("alice", [standby_port, port])  # the standby is not up yet
         started += [first, alice]
         alice.wait_line(r"^\*\*\* alice joined$")
         alice.type(*(f"alice line {i}" for i in range(5)))
@@ -46,7 +48,7 @@ def test_a_dead_node_is_skipped_at_start_and_left_after_kill_9(tmp_path: Path) -
         started.append(second)
         alice.wait_line(rf"^\*\*\* reconnected to 127\.0\.0\.1:{standby_port}$")
         alice.wait_line(r"^alice: alice line 5$")
-        bob = failover_client("bob", standby_port, port)
+        bob = failover_client("bob", [standby_port, port])
         started.append(bob)
         bob.wait_line(r"^\*\*\* end of history$")
         shown = [line for line in bob.lines if CHAT_LINE.match(line)]
@@ -59,7 +61,7 @@ def test_a_rolling_restart_moves_the_client_instead_of_ending_it(tmp_path: Path)
     standby_port = reserved_port(tmp_path)
     with processes() as started:
         first, port = server(history)
-        alice = failover_client("alice", port, standby_port)
+        alice = failover_client("alice", [port, standby_port])
         started += [first, alice]
         alice.wait_line(r"^\*\*\* alice joined$")
         alice.type("before")
@@ -90,8 +92,40 @@ def test_when_no_server_answers_each_is_named() -> None:
             probe.bind(("127.0.0.1", 0))
             ports.append(probe.getsockname()[1])
     with processes() as started:
-        nobody = failover_client("alice", *ports)
+        nobody = failover_client("alice", ports)
         started.append(nobody)
         assert nobody.exit_code() == 1
         named = "; ".join(f"127.0.0.1:{port}: nothing listens there" for port in ports)
         assert nobody.errors == [f"error: cannot connect to {named}"]
+
+
+def test_one_cluster_key_is_checked_on_every_node_and_another_key_stops_the_client(
+    tmp_path: Path,
+) -> None:
+    history, cluster_key = tmp_path / "history.sqlite3", str(tmp_path / "cluster_key")
+    standby_port = reserved_port(tmp_path)
+    with processes() as started:
+        first, port = server(history, "--key-file", cluster_key)
+        started.append(first)
+        key = first.wait_line(f"^Server key: {FINGERPRINT} ")[1]
+        alice = failover_client("alice", [port, standby_port], "--server-key", key)
+        started.append(alice)
+        alice.wait_line(rf"^\*\*\* server key {re.escape(key)} pinned")
+        alice.wait_line(r"^\*\*\* alice joined$")
+        first.process.send_signal(signal.SIGKILL)
+
+        second, _ = server(history, "--key-file", cluster_key, port=standby_port)  # the same key
+        started.append(second)
+        alice.wait_line(rf"^\*\*\* reconnected to 127\.0\.0\.1:{standby_port}$")
+        second.process.send_signal(signal.SIGKILL)
+
+        other_key = str(tmp_path / "other_key")  # a node with a key of its own: not trusted
+        third, _ = server(history, "--key-file", other_key, port=port)
+        started.append(third)
+        stranger = third.wait_line(f"^Server key: {FINGERPRINT} ")[1]
+        assert alice.exit_code() == 1
+        (error,) = alice.errors
+        assert error.startswith(
+            f"error: the server at 127.0.0.1:{port} presented key {stranger}, but {key} is "
+            "pinned for it (--server-key)"
+        )
