@@ -84,7 +84,43 @@ def _said(lines: list[str]) -> int:
     return sum(1 for line in lines if CHAT_LINE.match(line))
 
 
-def _out_then_back(lines: list[str], name: str) -> bool:
-    """Whether ``name`` was shown timing out, and joining after that."""
-    out = f"*** {name} left (timed out)"
-    return out in lines and f"*** {name} joined" in lines[lines.index(out) :]
+def _out_then_back(lines: list[str], name: str, why: str = "timed out") -> bool:
+    """Whether ``name`` was shown leaving (for reason ``why``; any, if empty), and joining after
+    that."""
+    out = next(
+        (i for i, line in enumerate(lines) if line.startswith(f"*** {name} left ({why}")), None
+    )
+    return out is not None and f"*** {name} joined" in lines[out:]
+
+
+def test_a_rolling_restart_moves_a_node_s_clients_to_another(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    with processes() as started:
+        ports = {}
+        for node in "ab":
+            flags = ("--redis", redis_server.url, "--node", node, *NODE_FLAGS)
+            chat_server, ports[node] = server(tmp_path / f"{node}.sqlite3", *flags)
+            started.append(chat_server)
+        node_a = started[0]
+        servers = f"127.0.0.1:{ports['a']},127.0.0.1:{ports['b']}"
+        alice = Chat(["client", "--plain", "--name", "alice", "--server", servers, *CLIENT_FLAGS])
+        started.append(alice)
+        alice.wait_line(r"^\*\*\* alice joined$")
+        bob = Chat(["client", "--plain", "--name", "bob", "--port", str(ports["b"]), *CLIENT_FLAGS])
+        started.append(bob)
+        alice.wait_line(r"^\*\*\* bob joined$")
+        alice.type("alice line 0")
+        bob.wait_line(r"^alice: alice line 0$")
+
+        node_a.process.send_signal(signal.SIGTERM)  # a rolling restart takes node a down
+        alice.wait_line(r"^\*\*\* the server is shutting down$")
+        alice.type("alice line 1")  # said while moving: confirmed by node b, once
+        alice.wait_line(rf"^\*\*\* reconnected to 127\.0\.0\.1:{ports['b']}$")
+        assert node_a.exit_code() == 0
+        alice.type("alice line 2")
+        for chat in (alice, bob):
+            chat.wait_line(r"^alice: alice line 2$")
+            said = [line for line in chat.lines if CHAT_LINE.match(line)]
+            assert said == [f"alice: alice line {i}" for i in range(3)]
+        bob.wait_for(lambda lines: _out_then_back(lines, "alice", ""), "alice out, then back")
