@@ -78,6 +78,8 @@ class Row:
     """Servers' and redis-server's CPU per delivery (None for the failover row)."""
     redis_cpu_share: float | None
     """Of that CPU, redis-server's part."""
+    process_cpu_s: list[float]
+    """CPU seconds of each server, then of redis-server, over the sending and drain."""
     cpu_ratio: float | None
     """``cpu_us_per_delivery`` over the ``single`` row's."""
     moved: int = 0
@@ -170,7 +172,7 @@ async def _steady(args: argparse.Namespace, kind: str, nodes: int, single: Row |
     return Row(
         kind, nodes, args.clients, figures.deliveries, figures.deliveries_per_s, figures.p50_ms,
         figures.p99_ms, figures.lost, figures.duplicated, figures.out_of_order, per_delivery,
-        redis_share, ratio, load=figures.load,
+        redis_share, cpu, ratio, load=figures.load,
     )  # fmt: skip
 
 
@@ -202,7 +204,7 @@ async def _failover(args: argparse.Namespace) -> Row:
     return Row(
         "failover", FAILOVER_NODES, args.clients, figures.deliveries, figures.deliveries_per_s,
         figures.p50_ms, figures.p99_ms, figures.lost, figures.duplicated, figures.out_of_order,
-        None, None, None, moved=len(moved), back=len(back),
+        None, None, [], None, moved=len(moved), back=len(back),
         reconnect_p50_ms=percentile(took, 0.50) if took else None,
         reconnect_p99_ms=percentile(took, 0.99) if took else None, reconnect_ms=sorted(took),
         load=figures.load,
