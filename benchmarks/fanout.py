@@ -39,8 +39,8 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -50,19 +50,24 @@ from processes import HelperProcess, chat_server_command
 
 from rudp_chat.chat.client import ChatClient, ClientOptions
 from rudp_chat.chat.protocol import Chat
-from rudp_chat.chat.render import Event
+from rudp_chat.chat.render import Event, Notice
 from rudp_chat.core.config import ConnectionConfig
 
 HOST: Final = "127.0.0.1"
 LINE_BYTES: Final = 100  # the issue's chat line
 STARTUP_LIMIT_S: Final = 60.0  # every client joined by then, on a loaded 2-core box
 LEAD_S: Final = 0.5  # from "go" to the first line: every load process has read it
+DRAIN_S: Final = 5.0  # after the last line, how long deliveries may still arrive
+FAILOVER_DRAIN_S: Final = 30.0  # with --failover, the bound on waiting for every line: a moved
+# client catches up on what it missed, and the lines it said while moving arrive late
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")  # /proc/PID/stat's unit, per second
 RATE_HEADROOM: Final = 4.0  # the server's per-user rate limit, x the load's rate: never binds
 JOIN_CONCURRENCY: Final = 32  # IRC users registering at once in one load process
 PREFIX: Final = "c"  # client names: c0, c1, ...
 LATENCY_BOUND_MS: Final = 100.0  # the sweep's p99 bound: past it the server is at capacity
 TARGETS: Final = ("rudp", "rudp-insecure", "inspircd", "inspircd-tls", "ngircd", "ngircd-tls")
+FAILOVER_CONFIG: Final = ConnectionConfig(heartbeat_interval=0.2, idle_timeout=2.0)
+"""With ``--failover``: a dead server is noticed within 2 s (README: Several servers)."""
 
 
 @dataclass(slots=True)
@@ -95,13 +100,13 @@ class Report:
         return self.lost == self.duplicated == self.out_of_order == 0
 
 
-def _percentile(values: list[float], fraction: float) -> float:
+def percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile, as the other benchmarks compute it."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_s(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (``/proc/PID/stat`` fields 14, 15)."""
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rfind(")") + 2 :].split()  # the name may hold spaces; fields from 3
@@ -130,15 +135,33 @@ class _User(Protocol):
 
 
 class _RudpUser:
-    """A :class:`ChatClient` behind the :class:`_User` interface."""
+    """A :class:`ChatClient` behind the :class:`_User` interface. With ``failover`` it moves to
+    the next of ``ports`` when its server dies, and calls ``on_back`` once it is back."""
 
-    def __init__(self, port: int, nick: str, insecure: bool, on_text: Callable[[str], None]):
+    def __init__(
+        self,
+        ports: Sequence[int],
+        nick: str,
+        insecure: bool,
+        failover: bool,
+        on_text: Callable[[str], None],
+        on_back: Callable[[], None],
+    ):
         def handle(event: Event) -> None:
-            if isinstance(event, Chat) and not event.history:
+            if isinstance(event, Chat):  # live, or missed while failing over (no history yet)
                 on_text(event.text)
+            elif isinstance(event, Notice) and event.text.startswith("reconnected"):
+                on_back()
 
-        config = ConnectionConfig(insecure=insecure)
-        options = ClientOptions(HOST, port, nick, reconnect=False, connection=config)
+        config = replace(FAILOVER_CONFIG if failover else ConnectionConfig(), insecure=insecure)
+        options = ClientOptions(
+            HOST,
+            ports[0],
+            nick,
+            reconnect=failover,
+            connection=config,
+            alternates=tuple((HOST, port) for port in ports[1:]),
+        )
         self._client = ChatClient(options, handle)
         self._running: asyncio.Task[int] | None = None
 
@@ -162,6 +185,7 @@ async def _load(args: argparse.Namespace) -> None:
     """One load process: clients ``first`` .. ``first + count - 1``; prints ``ready``, waits for
     the start time on stdin, sends on schedule, then prints what its clients received."""
     received: list[tuple[int, int, int, float]] = []  # receiver, sender, index, latency s
+    reconnected: list[tuple[int, float]] = []  # client, time.monotonic() it was back
 
     def on_text(me: int) -> Callable[[str], None]:
         def handle(text: str) -> None:
@@ -171,14 +195,20 @@ async def _load(args: argparse.Namespace) -> None:
 
         return handle
 
+    def on_back(me: int) -> Callable[[], None]:
+        return lambda: reconnected.append((me, time.monotonic()))
+
+    ports = [int(port) for port in args.ports.split(",")]
     tls = tls_context(Path(args.cafile)) if args.cafile else None
     users: dict[int, _User] = {}
     for me in range(args.first, args.first + args.count):
         nick = f"{PREFIX}{me}"
         if args.target.startswith("rudp"):
-            users[me] = _RudpUser(args.port, nick, args.target == "rudp-insecure", on_text(me))
+            mine = ports[me % len(ports) :] + ports[: me % len(ports)]  # spread, then in turn
+            insecure = args.target == "rudp-insecure"
+            users[me] = _RudpUser(mine, nick, insecure, args.failover, on_text(me), on_back(me))
         else:
-            users[me] = IrcUser(HOST, args.port, nick, tls, on_text(me))
+            users[me] = IrcUser(HOST, ports[0], nick, tls, on_text(me))
     gate = asyncio.Semaphore(JOIN_CONCURRENCY)
 
     async def join(user: _User) -> None:
@@ -203,34 +233,49 @@ async def _load(args: argparse.Namespace) -> None:
             user.say(_line(me, index))
 
     await asyncio.gather(*(speak(me, user) for me, user in users.items()))
-    await asyncio.sleep(args.drain)
+    if args.failover:  # until every line reached every client here, or the bound
+        expected = lines * (args.clients - 1) * len(users)
+        deadline = loop.time() + FAILOVER_DRAIN_S
+        while len({(r, s, i) for r, s, i, _ in received}) < expected and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+    else:
+        await asyncio.sleep(args.drain)
     wall = time.monotonic() - start
     cpu = _own_cpu_s() - cpu
     print("drained", flush=True)
     await asyncio.gather(*(user.close() for user in users.values()))
-    output = {"sent": lines * len(users), "received": received, "cpu_s": cpu, "wall_s": wall}
-    print(json.dumps(output), flush=True)
+    output = {"sent": lines * len(users), "received": received, "reconnected": reconnected}
+    print(json.dumps({**output, "cpu_s": cpu, "wall_s": wall}), flush=True)
 
 
 # -------------------------------------------------------------- director role
 
 
-async def _start_load(
-    args: argparse.Namespace, target: str, port: int, cafile: Path | None, first: int, count: int
+async def start_load(
+    args: argparse.Namespace,
+    target: str,
+    ports: Sequence[int],
+    cafile: Path | None,
+    first: int,
+    count: int,
 ) -> asyncio.subprocess.Process:
+    """A load process for clients ``first`` .. ``first + count - 1`` of the ``target`` servers
+    on ``ports``."""
+    flags = ["--failover"] if getattr(args, "failover", False) else []
     return await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
         "--role=load",
+        *flags,
         f"--targets={target}",
-        f"--port={port}",
+        f"--ports={','.join(map(str, ports))}",
         f"--cafile={cafile or ''}",
         f"--first={first}",
         f"--count={count}",
         f"--clients={args.clients}",
         f"--interval={args.interval}",
         f"--duration={args.duration}",
-        f"--drain={args.drain}",
+        f"--drain={getattr(args, 'drain', DRAIN_S)}",
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         limit=2**30,
@@ -243,10 +288,7 @@ async def _start_server(
     """The ``target`` server, started in ``directory``: its process, port and (for TLS) the
     certificate its clients verify."""
     if target.startswith("rudp"):
-        extra = [f"--max-clients={args.clients}", f"--max-per-address={args.clients}"]
-        extra += [f"--rate={RATE_HEADROOM / args.interval}"]
-        extra += ["--insecure"] if target == "rudp-insecure" else []
-        command = chat_server_command(host=HOST, history=None, extra=extra)
+        command = chat_server_command(host=HOST, history=None, extra=server_flags(args, target))
         if args.profile is not None:  # cProfile writes the file when the server exits
             command[1:1] = ["-m", "cProfile", "-o", args.profile]
         server = HelperProcess("server", command, directory)
@@ -257,47 +299,74 @@ async def _start_server(
     return irc.process, irc.port, cert if tls else None
 
 
+async def drive(
+    args: argparse.Namespace,
+    target: str,
+    ports: Sequence[int],
+    pids: Sequence[int],
+    cafile: Path | None = None,
+    during: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[list[dict[str, Any]], list[float]]:
+    """Run the load (``args.clients`` clients in ``args.processes`` processes; client ``i``
+    starts on ``ports[i % len(ports)]``) until it drained. ``during`` runs once sending has
+    started (a fault to inject). Returns the load processes' outputs and the CPU seconds each of
+    the processes ``pids`` (which must outlive the run) used from the start to the drain."""
+    share = -(-args.clients // args.processes)
+    loads: list[asyncio.subprocess.Process] = []
+    try:
+        for first in range(0, args.clients, share):
+            count = min(share, args.clients - first)
+            loads.append(await start_load(args, target, ports, cafile, first, count))
+        for load in loads:
+            if await next_line(load) != b"ready":
+                raise RuntimeError("a load process did not start")
+        start = time.monotonic() + LEAD_S
+        for load in loads:
+            assert load.stdin is not None  # opened with a pipe
+            load.stdin.write(f"{start}\n".encode())
+            await load.stdin.drain()
+        cpu_before = [cpu_s(pid) for pid in pids]
+        if during is not None:
+            await during()
+        for load in loads:
+            if await next_line(load) != b"drained":
+                raise RuntimeError("a load process failed")
+        cpu = [cpu_s(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
+        return [json.loads((await load.communicate())[0]) for load in loads], cpu  # no goodbyes
+    finally:
+        for load in loads:
+            if load.returncode is None:
+                load.kill()
+                await load.wait()
+
+
+def server_flags(args: argparse.Namespace, target: str) -> list[str]:
+    """The rudp server's flags that let the load in: limits raised for C clients from one
+    address, unencrypted for ``rudp-insecure``."""
+    extra = [f"--max-clients={args.clients}", f"--max-per-address={args.clients}"]
+    extra += [f"--rate={RATE_HEADROOM / args.interval}"]
+    return extra + (["--insecure"] if target == "rudp-insecure" else [])
+
+
 async def _run(args: argparse.Namespace, target: str) -> Report:
     """One run of the load against a fresh ``target`` server."""
     with tempfile.TemporaryDirectory() as name:
         directory = Path(name)
         server, port, cafile = await _start_server(args, target, directory)
-        loads: list[asyncio.subprocess.Process] = []
         try:
-            share = -(-args.clients // args.processes)
-            for first in range(0, args.clients, share):
-                count = min(share, args.clients - first)
-                loads.append(await _start_load(args, target, port, cafile, first, count))
-            for load in loads:
-                if await _next_line(load) != b"ready":
-                    raise RuntimeError("a load process did not start")
-            start = time.monotonic() + LEAD_S
-            for load in loads:
-                assert load.stdin is not None  # opened with a pipe
-                load.stdin.write(f"{start}\n".encode())
-                await load.stdin.drain()
-            cpu_before = _cpu_s(server.process.pid)
-            for load in loads:
-                if await _next_line(load) != b"drained":
-                    raise RuntimeError("a load process failed")
-            cpu = _cpu_s(server.process.pid) - cpu_before  # clients' goodbyes left out
-            outputs = [json.loads((await load.communicate())[0]) for load in loads]
+            outputs, (cpu,) = await drive(args, target, [port], [server.process.pid], cafile)
         finally:
-            for load in loads:
-                if load.returncode is None:
-                    load.kill()
-                    await load.wait()
             await server.stop(timeout=STARTUP_LIMIT_S)
-    return _report(args, target, outputs, cpu)
+    return tally(args, target, outputs, cpu)
 
 
-async def _next_line(load: asyncio.subprocess.Process) -> bytes:
+async def next_line(load: asyncio.subprocess.Process) -> bytes:
     """The load process's next stdout line, stripped (its stdout is a pipe)."""
     assert load.stdout is not None
     return (await load.stdout.readline()).strip()
 
 
-def _report(
+def tally(
     args: argparse.Namespace, target: str, outputs: list[dict[str, Any]], cpu: float
 ) -> Report:
     sent = sum(output["sent"] for output in outputs)
@@ -330,8 +399,8 @@ def _report(
         server_cpu_s=cpu,
         cpu_us_per_delivery=cpu / deliveries * 1e6 if deliveries else 0.0,
         deliveries_per_s=deliveries / args.duration,
-        p50_ms=_percentile(latencies, 0.50),
-        p99_ms=_percentile(latencies, 0.99),
+        p50_ms=percentile(latencies, 0.50),
+        p99_ms=percentile(latencies, 0.99),
         load_cpu_percent=max(100 * output["cpu_s"] / output["wall_s"] for output in outputs),
         load=Path("/proc/loadavg").read_text().strip(),
     )
@@ -391,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--duration", type=float, default=60.0, metavar="D", help="seconds sending")
     parser.add_argument(
-        "--drain", type=float, default=5.0, help="seconds after the last line for deliveries"
+        "--drain", type=float, default=DRAIN_S, help="seconds after the last line for deliveries"
     )
     parser.add_argument("--processes", type=int, default=2, help="load processes")
     parser.add_argument("--sweep", action="store_true", help="raise the rate until p99 > 100 ms")
@@ -403,7 +472,8 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", metavar="PATH", help="run the rudp server under cProfile into PATH (pstats)"
     )
     parser.add_argument("--role", choices=("director", "load"), default="director")
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ports", help=argparse.SUPPRESS)
+    parser.add_argument("--failover", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cafile", help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)

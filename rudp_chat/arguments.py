@@ -10,7 +10,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-__all__ = ["count", "number", "port", "positive"]
+__all__ = ["count", "host_port", "host_ports", "number", "port", "positive"]
 
 MAX_PORT = 65_535
 
@@ -64,3 +64,23 @@ def port(*, any_allowed: bool) -> Callable[[str], int]:
         return int(text)
 
     return parse
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, with IPv6 hosts in brackets (``[::1]:9000``); port 0 is allowed (a listener
+    picks any free one)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > MAX_PORT:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return (host.removeprefix("[").removesuffix("]"), int(port))
+
+
+def host_ports(text: str) -> list[tuple[str, int]]:
+    """A comma list of ``HOST:PORT`` to connect to (a cluster's nodes): no port 0, no blanks."""
+    addresses = []
+    for part in text.split(","):
+        address = host_port(part.strip())
+        if address[1] == 0:
+            raise argparse.ArgumentTypeError(f"expected a port within 1..{MAX_PORT} in {text!r}")
+        addresses.append(address)
+    return addresses

@@ -17,12 +17,13 @@ from pathlib import Path
 
 from rudp_chat import __version__
 from rudp_chat.aio import proxy
-from rudp_chat.arguments import count, port, positive
+from rudp_chat.arguments import count, host_port, host_ports, port, positive
 from rudp_chat.chat.client import ClientOptions
 from rudp_chat.chat.clusterconfig import DEFAULT_NAME_TTL_S, DEFAULT_STREAM_MAXLEN, ClusterOptions
 from rudp_chat.chat.confusables import SkeletonsUnavailableError
 from rudp_chat.chat.console import run_client
 from rudp_chat.chat.demo import DemoSettings, run_demo
+from rudp_chat.chat.failover import ServerAddress
 from rudp_chat.chat.history import DEFAULT_HISTORY_FILE
 from rudp_chat.chat.room import MAX_PAGE, RoomLimits
 from rudp_chat.chat.server import ServerOptions, run_server
@@ -30,6 +31,7 @@ from rudp_chat.core.config import ConnectionConfig, ListenerConfig
 from rudp_chat.core.noise import StaticKey
 from rudp_chat.identity import (
     KeyFileError,
+    KnownServers,
     default_client_key_file,
     default_key_file,
     default_known_servers,
@@ -41,6 +43,8 @@ __all__ = ["main"]
 
 _DEFAULTS = ConnectionConfig()
 _LIMITS = RoomLimits()
+DEFAULT_PORT = 12345  # the server listens on it; a client without --port or --server uses it
+CLIENT_HOST = "127.0.0.1"  # a client's server without --host or --server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +157,7 @@ def _add_server(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument(
         "--port",
         type=port(any_allowed=True),
-        default=12345,
+        default=DEFAULT_PORT,
         help="UDP port to listen on, 1-65535; 0 picks a free one (default %(default)s)",
     )
     stored = parser.add_mutually_exclusive_group()
@@ -240,6 +244,13 @@ def _add_server(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         action="store_true",
         help="refuse clients without a key (--guest): every user owns the name it uses",
     )
+    parser.add_argument(
+        "--metrics",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (port 0: any free one, "
+        "printed at start); needs prometheus_client: pip install 'rudp-chat[metrics]'",
+    )
     _add_cluster(parser)
     _add_insecure(parser)
     _add_timeouts(parser)
@@ -322,6 +333,10 @@ def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(f"argument --history-size: at most {MAX_PAGE}, got {args.history_size}")
     if args.no_guests and args.insecure:
         parser.error("--no-guests needs encryption: without it no client presents a key")
+    if args.metrics is not None and importlib.util.find_spec("prometheus_client") is None:
+        parser.error(
+            "argument --metrics: needs prometheus_client: pip install 'rudp-chat[metrics]'"
+        )
     limits = RoomLimits(
         max_users=args.max_clients,
         history_size=args.history_size,
@@ -340,6 +355,7 @@ def _server(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         key_file=args.key_file,
         max_per_address=args.max_per_address,
         allow_guests=not args.no_guests,
+        metrics=args.metrics,
         cluster=_cluster(parser, args),
     )
     logging.basicConfig(
@@ -366,12 +382,21 @@ def _add_client(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "(or with --plain) one line in is one message, one line out per message.",
     )
     parser.add_argument("--name", required=True, help="your user name")
-    parser.add_argument("--host", default="127.0.0.1", help="server address (default %(default)s)")
+    parser.add_argument("--host", help=f"server address (default {CLIENT_HOST})")
     parser.add_argument(
         "--port",
         type=port(any_allowed=False),
-        default=12345,
-        help="server UDP port, 1-65535 (default %(default)s)",
+        help=f"server UDP port, 1-65535 (default {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--server",
+        dest="servers",
+        type=host_ports,
+        action="extend",
+        metavar="HOST:PORT[,...]",
+        help="a server to use instead of --host and --port; give it several times (or a comma "
+        "list) for the nodes of a cluster: the client uses the first that answers and, when "
+        "its node dies or shuts down, moves on to the next",
     )
     parser.add_argument(
         "--plain",
@@ -399,7 +424,8 @@ def _add_client(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         type=_fingerprint,
         metavar="FINGERPRINT",
         help="the server key's fingerprint (SHA256:...), as the server prints it at start; "
-        "without it the first key seen is pinned",
+        "without it the first key seen is pinned (per HOST:PORT); with several --server, "
+        "every node must present it (nodes sharing one --key-file)",
     )
     parser.add_argument(
         "--known-servers",
@@ -437,15 +463,31 @@ def _client_key(args: argparse.Namespace) -> StaticKey | None:
     return load_or_create_client_key(args.client_key)[0]
 
 
+def _servers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[ServerAddress]:
+    """The servers to try, in order; exits 2 for a server given twice or --server with --host
+    or --port."""
+    if not args.servers:
+        return [(args.host or CLIENT_HOST, args.port or DEFAULT_PORT)]
+    if args.host is not None or args.port is not None:
+        parser.error("argument --server: give either --server or --host and --port, not both")
+    servers: list[ServerAddress] = args.servers
+    for index, server in enumerate(servers):
+        if server in servers[:index]:
+            parser.error(f"argument --server: {KnownServers.name(*server)} is given twice")
+    return servers
+
+
 def _client(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    (host, port_number), *alternates = _servers(parser, args)
     try:
         client_key = _client_key(args)
     except KeyFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     options = ClientOptions(
-        host=args.host,
-        port=args.port,
+        host=host,
+        port=port_number,
+        alternates=tuple(alternates),
         name=args.name,
         reconnect=not args.no_reconnect,
         connection=_connection(parser, args),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redisserver import require_redis
 from services import find_executable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,3 +157,20 @@ def test_fanout_quick_against_inspircd_over_tls(tmp_path: Path) -> None:
     assert row["target"] == "inspircd-tls"
     assert row["deliveries"] == row["lines_sent"] * (row["clients"] - 1) > 0
     assert row["lost"] == row["duplicated"] == row["out_of_order"] == 0
+
+
+def test_cluster_quick_delivers_every_line_once_and_fails_over(tmp_path: Path) -> None:
+    """A lone server, 3 nodes and a kill -9 of one of them: every line reaches every other
+    client once, in order (the script exits 1 otherwise), and the dead node's clients are back."""
+    require_redis()
+    rows = _run("cluster.py", ["--quick"], tmp_path / "cluster.json", 180)
+    assert [row["kind"] for row in rows] == ["single", "cluster-3", "failover"]
+    for row in rows:
+        assert row["deliveries"] > 0
+        assert row["lost"] == row["duplicated"] == row["out_of_order"] == 0
+        _assert_numbers(row, {"deliveries_per_s", "p50_ms", "p99_ms"})
+    for row in rows[:2]:
+        _assert_numbers(row, {"cpu_us_per_delivery"})
+    failover = rows[2]
+    assert failover["back"] == failover["moved"] > 0
+    _assert_numbers(failover, {"reconnect_p50_ms", "reconnect_p99_ms"})

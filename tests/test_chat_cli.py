@@ -372,6 +372,20 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
             "--heartbeat (5 s) must be shorter",
         ),
         (("client", "--name", "a", "--handshake-timeout", "nan"), "argument --handshake-timeout"),
+        (("client", "--name", "a", "--server", "127.0.0.1"), "argument --server: expected HOST:"),
+        (("server", "--metrics", "9100"), "argument --metrics: expected HOST:PORT, got '9100'"),
+        (
+            ("client", "--name", "a", "--server", "127.0.0.1:1,127.0.0.1:0"),
+            "argument --server: expected a port within 1..65535",
+        ),
+        (
+            ("client", "--name", "a", "--server", "h:1", "--server", "h:2,h:1"),
+            "argument --server: h:1 is given twice",
+        ),
+        (
+            ("client", "--name", "a", "--server", "h:1", "--port", "2"),
+            "argument --server: give either --server or --host and --port",
+        ),
         (
             ("proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--report", "0"),
             "argument --report: expected finite seconds > 0",

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from rudp_chat.arguments import number, positive
+from rudp_chat.arguments import host_port, number, positive
 from rudp_chat.core.connection import Address
 from rudp_chat.sim.link import Link, LinkProfile, LinkStats
 from rudp_chat.stopsignals import on_stop_signals
@@ -349,14 +349,6 @@ class UdpProxy:
 # ------------------------------------------------------------------ command line
 
 
-def _host_port(text: str) -> Address:
-    """``HOST:PORT``, with IPv6 hosts in brackets (``[::1]:9000``)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65_535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return (host.removeprefix("[").removesuffix("]"), int(port))
-
-
 def _format(address: Address) -> str:
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -435,14 +427,14 @@ _DIRECTIONAL: tuple[tuple[str, Callable[[str], Any], Any, str, str], ...] = (
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--listen",
-        type=_host_port,
+        type=host_port,
         required=True,
         metavar="HOST:PORT",
         help="where clients send to (port 0: any free port, printed at start)",
     )
     parser.add_argument(
         "--upstream",
-        type=_host_port,
+        type=host_port,
         required=True,
         metavar="HOST:PORT",
         help="the server the datagrams are forwarded to",

@@ -12,6 +12,13 @@ acknowledged, then closes the connection gracefully; a second ``/quit`` leaves w
 A lost connection is one notice; while reconnecting the state (for a status bar) says how often
 it was tried and the last reason, and a ``reconnected`` notice ends it.
 
+Failover: given several servers of one chat (a cluster's nodes, :mod:`.failover` says in which
+order they are tried), the client uses one at a time. When its connection is lost, or its
+server says it shuts down (a rolling restart), the next is tried at once and the session resumes
+there as on a reconnect (the cluster shares sessions and message numbers, so the same acks and
+cursors hold); the notice then names the new server, ``reconnected to HOST:PORT``. Keys are
+pinned per server (``HOST:PORT``), or ``server_key`` is one key every node presents.
+
 Rooms: the client keeps the rooms it is in, with the last line it saw in each, and the active
 room (where typed lines go). Its ``hello`` names them all, so after a reconnect it is back in
 each and is sent exactly the lines it missed there (shown as live lines, without history
@@ -50,6 +57,7 @@ from rudp_chat.core.noise import StaticKey
 from rudp_chat.core.stats import ConnectionStats
 from rudp_chat.identity import KnownServers
 
+from .failover import Rotation, ServerAddress
 from .protocol import (
     LOBBY,
     MAX_TEXT_CHARS,
@@ -97,8 +105,6 @@ EXIT_FAILURE: Final = 1
 EXIT_NAME_REFUSED: Final = 2
 
 WELCOME_TIMEOUT_S: Final = 10.0  # the server answers hello at once; this only bounds a stuck one
-BACKOFF_FIRST_S: Final = 0.5  # first reconnect delay: a restarting server is usually back soon
-BACKOFF_MAX_S: Final = 8.0  # later delays double up to this, with ±25 % jitter against herds
 RECONNECT_GIVE_UP_S: Final = 300.0  # a server gone for five minutes is not coming back soon
 PACING_SHARE: Final = 0.5  # of the server's rate and burst, leaving slack for delivery bunching
 HELP: Final = "this client: /say TEXT (sends TEXT as written), /stats, /quit or exit"
@@ -114,13 +120,22 @@ class ClientOptions:
     reconnect: bool = True
     connection: ConnectionConfig = field(default_factory=ConnectionConfig)
     server_key: str | None = None
-    """The fingerprint the server's key must have; it replaces the pin once it connects."""
+    """The fingerprint every server's key must have (nodes sharing one key file); it replaces
+    the pin once it connects."""
     known_servers: Path | None = None
     """Where pins are kept (like ``known_hosts``); None pins for this process only."""
     client_key: StaticKey | None = None
     """Our identity, proven to the server by the handshake; None connects as a guest."""
     show_typing: bool = False
     """Hand each typing notice to ``on_event`` (plain mode prints them), besides the status."""
+    alternates: tuple[ServerAddress, ...] = ()
+    """Other servers of the same chat (a cluster's nodes), tried in this order after
+    ``host:port`` when a connection fails or its server shuts down."""
+
+    @property
+    def servers(self) -> tuple[ServerAddress, ...]:
+        """Every server to try, in order: ``host:port`` first."""
+        return ((self.host, self.port), *self.alternates)
 
 
 class ChatClient:
@@ -162,6 +177,10 @@ class ChatClient:
         self._known = KnownServers(options.known_servers)
         self._typing = TypingNotifier()
         self._typists = TypingBoard()
+        self.server: ServerAddress = (options.host, options.port)
+        """The server in use, or being tried."""
+        self._welcomed_by: ServerAddress | None = None  # the server of the last welcome
+        self._server_shut_down = False  # on this connection, and another server may take us
 
     # --- what the front-end calls -----------------------------------------------------------
 
@@ -327,15 +346,19 @@ class ChatClient:
     async def run(self) -> int:
         """Connect, chat, reconnect as needed; returns the exit code (:data:`EXIT_OK`, ...)."""
         options = self.options
-        backoff = BACKOFF_FIRST_S
+        rotation = Rotation(options.servers, random.Random())
         lost_since: float | None = None
         attempts = 0
+        problems: list[str] = []  # of the first round, while never connected
         while True:
-            pinned = options.server_key or self._known.lookup(options.host, options.port)
+            host, port = self.server = rotation.current
+            where = KnownServers.name(host, port)
+            named = f"{where}: " if len(options.servers) > 1 else ""  # which one, if not the only
+            pinned = options.server_key or self._known.lookup(host, port)
             try:  # a refusal may also come after connect returned: the conversation raises it
                 connection = await connect(
-                    options.host,
-                    options.port,
+                    host,
+                    port,
                     config=options.connection,
                     server_fingerprint=pinned,
                     client_key=options.client_key,
@@ -347,32 +370,36 @@ class ChatClient:
                 return EXIT_FAILURE
             except GuestsNotAllowedError as exc:  # final too: a guest stays a guest
                 self.state = "closed"
-                where = f"{options.host}:{options.port}"
                 self.error = f"{where}: {exc.detail} (leave out --guest)"
                 return EXIT_FAILURE
             except (ConnectError, OSError) as exc:
                 problem = _connect_problem(exc, options.connection.handshake_timeout)
-                if lost_since is None:
+                delay = rotation.failed()
+                if self._welcomed_by is None:  # never connected: each server once, then give up
+                    problems.append(f"{where}: {problem}")
+                    if delay == 0.0:
+                        continue
                     self.state = "closed"
-                    self.error = f"cannot connect to {options.host}:{options.port}: {problem}"
+                    self.error = f"cannot connect to {'; '.join(problems)}"
                     return EXIT_FAILURE
                 attempts += 1
-                self.retrying = f"{attempts} failed: {problem}"
+                self.retrying = f"{attempts} failed: {named}{problem}"
             else:
                 if code is not None:
                     self.state = "closed"
                     return code
                 if self.state == "lost":  # it worked for a while: start backing off afresh
-                    backoff, lost_since, attempts = BACKOFF_FIRST_S, None, 0
+                    lost_since, attempts = None, 0
+                delay = rotation.lost()
             now = time.monotonic()
             lost_since = lost_since or now
             if not options.reconnect or now - lost_since > RECONNECT_GIVE_UP_S:
                 self.state = "closed"
                 unsent = f"; {len(self._pending)} messages not delivered" if self._pending else ""
-                self.error = f"connection to {options.host}:{options.port} lost{unsent}"
+                last = KnownServers.name(*self._welcomed_by or self.server)
+                self.error = f"connection to {last} lost{unsent}"
                 return EXIT_FAILURE
             self.state = "reconnecting"
-            delay = backoff * random.uniform(0.75, 1.25)
             try:
                 async with asyncio.timeout(delay):
                     await self._done.wait()  # leaving with nothing pending needs no server
@@ -381,7 +408,7 @@ class ChatClient:
                 self.state = "closed"
                 return EXIT_OK
             except TimeoutError:
-                backoff = min(BACKOFF_MAX_S, backoff * 2)
+                pass
 
     async def _converse_on(self, connection: ReliableConnection, pinned: str | None) -> int | None:
         """Pin the server's key, then :meth:`_converse`; the connection never outlives a
@@ -396,9 +423,9 @@ class ChatClient:
 
     def _pin(self, presented: str | None, pinned: str | None) -> None:
         options = self.options
-        if presented is None or presented == self._known.lookup(options.host, options.port):
+        if presented is None or presented == self._known.lookup(*self.server):
             return
-        self._known.pin(options.host, options.port, presented)
+        self._known.pin(*self.server, presented)
         where = "" if options.known_servers is None else f" in {options.known_servers}"
         verb = "trusted on first use" if pinned is None else "pinned"
         self._on_event(Notice(f"server key {presented} {verb}{where}"))
@@ -406,7 +433,7 @@ class ChatClient:
     def _untrusted(self, error: UntrustedServerError, pinned: str | None) -> str:
         """What went wrong and how to proceed, naming both keys."""
         options = self.options
-        server = KnownServers.name(options.host, options.port)
+        server = KnownServers.name(*self.server)
         if error.presented is None or pinned is None or error.presented == pinned:
             return f"{server}: {error.detail}"
         source = "--server-key" if options.server_key else str(options.known_servers)
@@ -444,7 +471,10 @@ class ChatClient:
             self._on_event(Notice("the server did not answer hello with a welcome"))
             return None
         if self.state == "reconnecting":
-            self._on_event(Notice("reconnected"))
+            moved = self.server != self._welcomed_by  # a failover names the new server
+            to = f" to {KnownServers.name(*self.server)}" if moved else ""
+            self._on_event(Notice(f"reconnected{to}"))
+        self._welcomed_by = self.server
         pacer = self._welcome(first)
         receiver = asyncio.create_task(self._receive(connection))
         sender = asyncio.create_task(self._send(connection, pacer))
@@ -466,6 +496,8 @@ class ChatClient:
         self.state = "lost"
         termination = connection.termination
         reason = "closed" if termination is None else termination.reason.value
+        if self._server_shut_down:
+            reason, self._server_shut_down = "the server shut down", False
         again = "; reconnecting" if self.options.reconnect else ""
         self._on_event(Notice(f"connection lost ({reason}){again}"))
         connection.abort("lost")
@@ -524,7 +556,7 @@ class ChatClient:
                     self._on_event(Notice(f"ignored a malformed message from the server: {exc}"))
                     continue
                 code = self._handle(message)
-                if code is not None:
+                if code is not None or self._server_shut_down:
                     return code
         except ConnectionLostError:
             pass
@@ -599,6 +631,10 @@ class ChatClient:
                     self.name = new
                 for members in self.members.values():
                     members[:] = [new if member == old else member for member in members]
+            case Bye(code=ByeCode.SHUTDOWN) if self._may_fail_over():
+                self._on_event(message)
+                self._server_shut_down = True  # a rolling restart: another server takes us
+                return None
             case Bye(code=code, text=text):
                 self._on_event(message)
                 if code in (ByeCode.SHUTDOWN, ByeCode.LEFT):
@@ -607,6 +643,12 @@ class ChatClient:
                 return EXIT_FAILURE
         self._on_event(message)
         return None
+
+    def _may_fail_over(self) -> bool:
+        """Whether a server shutting down sends us to another one rather than ending the run:
+        while we have one, and have not left with every line confirmed."""
+        options = self.options
+        return options.reconnect and len(options.servers) > 1 and not self._done.is_set()
 
     def _check_done(self) -> None:
         if self._quitting and not self._pending:

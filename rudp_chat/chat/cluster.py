@@ -322,6 +322,7 @@ class ClusterServer(ChatServer):
     async def _beat(self) -> None:
         """Every :attr:`ClusterOptions.heartbeat`: publish this node's roster and refresh its
         users' names (both expire a TTL after the last beat), then hear the other nodes'."""
+        beating = asyncio.current_task()
         while True:
             try:
                 async with asyncio.timeout(self.options.heartbeat):
@@ -332,6 +333,8 @@ class ClusterServer(ChatServer):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.options.heartbeat):
                     await self._beat_soon.wait()
+            if beating is not None and beating.cancelling():  # stopping: a cancel that one of
+                raise asyncio.CancelledError  # the handlers above took for a timeout (seen)
             self._beat_soon.clear()
 
     async def _beat_once(self) -> None:

@@ -37,6 +37,7 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.patch_stdout import patch_stdout
 
+from rudp_chat.identity import KnownServers
 from rudp_chat.stopsignals import on_stop_signals
 
 from .client import ChatClient, ClientOptions
@@ -148,10 +149,10 @@ async def _prompt(client: ChatClient, running: asyncio.Task[int]) -> None:
     """Read lines at a prompt until ``running`` ends; ``exit``, ``/quit``, Ctrl-D and Ctrl-C
     leave (a second time: without waiting for unconfirmed lines). Lines the server has not
     confirmed wait, dimmed, above the prompt; the toolbar shows the room and the connection."""
-    where = f"{client.options.host}:{client.options.port}"
 
     def toolbar() -> str:
         name = neutralise(client.name)
+        where = KnownServers.name(*client.server)  # the one in use: it changes on a failover
         return f" {neutralise(client.status())} | {name} @ {where} | /help /stats /quit"
 
     def message() -> FormattedText:

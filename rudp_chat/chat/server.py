@@ -28,17 +28,20 @@ from rudp_chat.core.config import ConnectionConfig, ListenerConfig
 from rudp_chat.core.errors import LocalProtocolError
 from rudp_chat.core.events import TerminationReason
 from rudp_chat.core.noise import StaticKey, fingerprint
-from rudp_chat.identity import default_key_file, load_or_create_server_key
+from rudp_chat.core.stats import ConnectionStats
+from rudp_chat.identity import KnownServers, default_key_file, load_or_create_server_key
 from rudp_chat.stopsignals import on_stop_signals
 
 from . import confusables
 from .clusterconfig import ClusterOptions
+from .failover import ServerAddress
 from .history import DEFAULT_HISTORY_FILE, MEMORY_LINES, History
 from .lanes import HISTORY_LANE, LIVE_LANE, LaneRouter
 from .owners import Owners
 from .protocol import (
     Ack,
     Bye,
+    Chat,
     ChatProtocolError,
     Hello,
     LeaveReason,
@@ -53,7 +56,7 @@ from .sizing import chat_connection_config
 from .store import Journal, StorageError
 from .typing import TypingRelay
 
-__all__ = ["ChatServer", "ServerOptions", "open_room", "run_server"]
+__all__ = ["ChatServer", "ServerOptions", "Traffic", "open_room", "run_server"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,8 @@ class ServerOptions:
     """Whether clients without a key may connect (False: ``--no-guests``)."""
     cluster: ClusterOptions | None = None
     """The cluster this server is a node of (``--redis``); None: a server on its own."""
+    metrics: ServerAddress | None = None
+    """Where to serve Prometheus metrics (``--metrics``); None serves none."""
 
 
 def server_identity(options: ServerOptions) -> StaticKey | None:
@@ -158,18 +163,48 @@ async def run_server(options: ServerOptions) -> int:
         with on_stop_signals(asyncio.get_running_loop(), stop.set):
             lost_within = options.connection.idle_timeout
             cluster = options.cluster
+            redis = None
             if cluster is None:
                 room = open_room(history, options.limits, lost_within=lost_within)
-                return await ChatServer(transport, room, history).run(stop)
-            from .cluster import ClusterServer  # needs redis (the cluster extra)
+                server = ChatServer(transport, room, history)
+            else:
+                from .cluster import ClusterServer  # needs redis (the cluster extra)
 
-            print(f"Cluster: {cluster.describe()}", flush=True)
-            node = ClusterServer.open(
-                transport, history, options.limits, cluster, lost_within=lost_within
-            )
-            return await node.run(stop)
+                print(f"Cluster: {cluster.describe()}", flush=True)
+                server = node = ClusterServer.open(
+                    transport, history, options.limits, cluster, lost_within=lost_within
+                )
+                redis = node.stats
+            if options.metrics is None:
+                return await server.run(stop)
+            from .metrics import serve_metrics  # needs prometheus_client (the metrics extra)
+
+            with serve_metrics(options.metrics, server, redis) as (host, port):
+                print(f"Metrics: http://{KnownServers.name(host, port)}/metrics", flush=True)
+                return await server.run(stop)
     finally:
         history.close()
+
+
+@dataclass(slots=True)
+class Traffic:
+    """What a server counted, for metrics: plain integers, so counting costs next to nothing."""
+
+    messages_received: int = 0
+    """Chat messages from clients (hello included)."""
+    messages_sent: int = 0
+    """Chat messages queued for clients."""
+    deliveries: int = 0
+    """Live chat lines queued for a member (not history shown on entering a room)."""
+    retransmitted_fragments: int = 0
+    """Of connections that ended (the live ones have theirs in their statistics)."""
+    packets_lost: int = 0
+    """Likewise."""
+
+    def ended(self, stats: ConnectionStats) -> None:
+        """Keep an ended connection's counts, so totals never go back."""
+        self.retransmitted_fragments += stats.retransmitted_fragments
+        self.packets_lost += stats.packets_lost
 
 
 @dataclass(slots=True)
@@ -203,6 +238,7 @@ class ChatServer:
         self._storage = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-history")
         self._storage_failed = asyncio.Event()
         self._typing = TypingRelay(room)
+        self.traffic = Traffic()
 
     async def run(self, stop: asyncio.Event) -> int:
         """Serve until ``stop`` is set (or storage fails), then shut down gracefully: every
@@ -239,6 +275,10 @@ class ChatServer:
         self._storage.shutdown()
         return 0 if healthy else 1
 
+    def connections(self) -> list[ReliableConnection]:
+        """The connections being served (from before their hello until their end)."""
+        return [client.connection for client in self._clients.values()]
+
     # --- inputs --------------------------------------------------------------------------------
 
     def _input(self, step: _Step) -> None:
@@ -274,6 +314,7 @@ class ChatServer:
             await writer
             await asyncio.gather(typing, return_exceptions=True)
             del self._clients[conn]
+            self.traffic.ended(connection.stats())  # in the same step: totals never go back
 
     async def _read(self, conn: int, connection: ReliableConnection) -> LeaveReason | None:
         """Feed what ``conn`` sends to the room; returns why it left (None: it never joined)."""
@@ -282,6 +323,7 @@ class ChatServer:
         try:
             async with asyncio.timeout(HELLO_TIMEOUT_S):
                 first = await connection.recv()
+            self.traffic.messages_received += 1
             hello = decode_client(first)
             if not isinstance(hello, Hello):
                 raise ChatProtocolError("the first message must be hello")
@@ -302,6 +344,7 @@ class ChatServer:
         self._input(lambda now: self._join(conn, hello, now, host, key))  # no port: changes
         try:
             async for data in connection:
+                self.traffic.messages_received += 1
                 self._input(_step(self.room, conn, data))
                 if self._inputs.qsize() >= MAX_QUEUED_INPUTS:
                     await self._inputs_taken.wait()
@@ -412,6 +455,7 @@ class ChatServer:
     def _send(self, outputs: list[Output]) -> None:
         """Queue each output for its connection, encoding each message once."""
         encoded: dict[int, bytes] = {}
+        traffic = self.traffic
         for conn, message in outputs:
             client = self._clients.get(conn)
             if client is None or client.closing:
@@ -423,6 +467,9 @@ class ChatServer:
                 client.pages.put_nowait(data)
             else:
                 client.queue.put_nowait(data)
+            traffic.messages_sent += 1
+            if isinstance(message, Chat) and not message.history:
+                traffic.deliveries += 1
             if isinstance(message, Bye | Refused):
                 client.closing = True
                 client.queue.put_nowait(None)
