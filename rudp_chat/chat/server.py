@@ -158,9 +158,10 @@ async def run_server(options: ServerOptions) -> int:
             print(f"History: {path} (SQLite, WAL, synchronous=FULL)", flush=True)
         host, port = transport.address
         via = transport.stats().socket_path
-        print(f"Server is listening on {host}:{port} (UDP socket via {via})", flush=True)
         stop = asyncio.Event()
         with on_stop_signals(asyncio.get_running_loop(), stop.set):
+            # Only now: whoever waits for this line may send SIGTERM at once and get a clean stop.
+            print(f"Server is listening on {host}:{port} (UDP socket via {via})", flush=True)
             lost_within = options.connection.idle_timeout
             cluster = options.cluster
             redis = None
