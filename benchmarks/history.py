@@ -17,7 +17,8 @@ times ``--fetches`` calls of each kind at random places, as the server would mak
 * ``search``: the newest 11 hits of a random word before the end (``/search``; 10 shown).
 
 Prints p50, p99 and max per kind in milliseconds and whether ``before`` meets the target;
-exits 1 if it does not. ``--json`` writes the rows.
+exits 1 if it does not, unless ``--no-check`` (the tests' smoke run: a time on a loaded machine
+is a figure to read, not a test). ``--json`` writes the rows.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--no-check", action="store_true", help="exit 0 even if the target is missed")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(target <= {TARGET_P99_MS:g} ms)")  # fmt: skip
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
-    return 0 if met else 1
+    return 0 if met or args.no_check else 1
 
 
 if __name__ == "__main__":
