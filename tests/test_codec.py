@@ -607,3 +607,46 @@ def test_the_sealed_header_is_what_msgpack_would_write(
     """Built by hand for speed, it must equal the canonical encoding a decoder reads back."""
     expected = msgpack.packb([PacketKind.SEALED, cid, number, b"\0" * size], use_bin_type=True)
     assert sealed_header(cid, number, size) == expected[:-size]
+
+
+UINT_FORMS = ((0xCC, 1), (0xCD, 2), (0xCE, 4), (0xCF, 8))
+BIN_FORMS = ((0xC4, 1), (0xC5, 2), (0xC6, 4))
+
+
+@given(
+    connection_ids,
+    st.integers(0, MAX_COUNTER),
+    st.binary(min_size=AEAD_TAG_SIZE, max_size=300),
+    st.sampled_from([None, *UINT_FORMS]),
+    st.sampled_from(BIN_FORMS),
+    st.sampled_from(["as is", "one byte more", "one byte less"]),
+)
+def test_sealed_datagrams_in_any_integer_and_length_form_decode_alike(
+    cid: bytes,
+    number: int,
+    ciphertext: bytes,
+    number_form: tuple[int, int] | None,
+    length_form: tuple[int, int],
+    change: str,
+) -> None:
+    """SEALED datagrams are read without msgpack when in the shortest forms; every other form
+    msgpack allows (wider integers and lengths) still decodes to the same packet, and a
+    length that disagrees with the datagram is still an error, whichever path reads it."""
+    if number_form is None:
+        assume(number < 0x80)
+        number_bytes = bytes([number])
+    else:
+        marker, width = number_form
+        assume(number < 2 ** (8 * width))
+        number_bytes = bytes([marker]) + number.to_bytes(width, "big")
+    marker, width = length_form
+    assume(len(ciphertext) < 2 ** (8 * width))
+    header = b"\x94\x05\xc4\x08" + cid + number_bytes + bytes([marker])
+    header += len(ciphertext).to_bytes(width, "big")
+    datagram = header + ciphertext
+    if change == "as is":
+        assert decode_datagram(datagram) == SealedPacket(cid, number, header, ciphertext)
+    else:
+        changed = datagram + b"\0" if change == "one byte more" else datagram[:-1]
+        with pytest.raises(FrameError):
+            decode_datagram(changed)
