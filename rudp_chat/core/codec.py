@@ -78,10 +78,6 @@ _FRAME_DATA: Final = 1
 _FRAME_PING: Final = 2
 _FRAME_CLOSE: Final = 3
 
-_UINT_WIDTHS: Final = {**dict.fromkeys(range(0x80), 0), 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
-"""msgpack's unsigned integer markers: a positive fixint (the value itself), else its width."""
-_BIN_WIDTHS: Final = {0xC4: 1, 0xC5: 2, 0xC6: 4}
-"""msgpack's bin markers and the width of the length that follows."""
 _CRC: Final = struct.Struct(">I")
 _BIN16: Final = struct.Struct(">BH")
 _BIN32: Final = struct.Struct(">BI")
@@ -228,10 +224,6 @@ def decode_datagram(data: bytes) -> Packet:
     any flaw. A SEALED packet's ciphertext is not opened here: that needs the session's key."""
     if not CRC_SIZE < len(data) <= MAX_DATAGRAM_SIZE:
         raise FrameError("datagram size out of range")
-    if data.startswith(_SEALED_ID_PREFIX):
-        sealed = _sealed_fast(data)
-        if sealed is not None:
-            return sealed
     if data.startswith(_SEALED_PREFIX):
         _, cid, number, ciphertext = _shape(_unpack(data), 4, "SEALED")
         ciphertext = _bin(ciphertext, "ciphertext", AEAD_TAG_SIZE, len(data))
@@ -287,32 +279,6 @@ def decode_datagram(data: bytes) -> Packet:
             _bin(reset_token, "reset token", RESET_TOKEN_SIZE, RESET_TOKEN_SIZE),
         )
     raise FrameError("unknown packet kind")
-
-
-def _sealed_fast(data: bytes) -> SealedPacket | None:
-    """A SEALED datagram in the shortest forms ``sealed_header`` writes, read without msgpack:
-    it is every encrypted packet's path. None for any other form (the general path, which
-    accepts exactly these and more, then decides), never an error of its own."""
-    at = len(_SEALED_ID_PREFIX) + CONNECTION_ID_SIZE
-    marker = data[at] if len(data) > at else 0xC1  # 0xC1: never used by msgpack
-    width = _UINT_WIDTHS.get(marker, -1)
-    if width < 0:
-        return None
-    if width:
-        number = int.from_bytes(data[at + 1 : at + 1 + width], "big")
-        at += 1 + width
-    else:
-        number = marker
-        at += 1
-    length_width = _BIN_WIDTHS.get(data[at] if len(data) > at else 0xC1, 0)
-    start = at + 1 + length_width
-    if not length_width or len(data) < start:
-        return None
-    length = int.from_bytes(data[at + 1 : start], "big")
-    if length != len(data) - start or length < AEAD_TAG_SIZE or number > MAX_COUNTER:
-        return None
-    cid = data[len(_SEALED_ID_PREFIX) : len(_SEALED_ID_PREFIX) + CONNECTION_ID_SIZE]
-    return SealedPacket(cid, number, data[:start], data[start:])
 
 
 def decode_frames(payload: bytes) -> tuple[Frame, ...]:
