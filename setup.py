@@ -12,9 +12,11 @@ from typing import Any
 
 from setuptools import setup
 
-NOT_COMPILED = frozenset({"errors.py"})
-"""mypyc compiles no class derived from RuntimeError (LocalProtocolError); raising is off the
-hot path, so the exceptions stay plain Python, which compiled modules raise and catch alike."""
+NOT_COMPILED = frozenset({"errors.py", "listener.py"})
+"""errors.py: mypyc compiles no class derived from RuntimeError (LocalProtocolError); raising
+is off the hot path, so the exceptions stay plain Python, which compiled modules raise and catch
+alike. listener.py: the transport's ServerStats extends its ListenerStats, and Python classes
+cannot extend compiled ones; the listener only routes each datagram to its compiled connection."""
 
 
 def ext_modules() -> list[Any]:

@@ -22,7 +22,6 @@ HOT_MODULES = (
     "rudp_chat.core.protection",
     "rudp_chat.core.congestion",
     "rudp_chat.core.arrivals",
-    "rudp_chat.core.listener",
 )
 """The modules every datagram passes through: the ones the compiled build must compile."""
 

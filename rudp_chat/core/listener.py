@@ -12,7 +12,6 @@ import heapq
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from .codec import decode_datagram, encode_datagram
 from .config import ListenerConfig
@@ -33,20 +32,12 @@ from .noise import KEY_SIZE, Pattern, Responder, StaticKey, fingerprint, prologu
 from .tokens import TokenIssuer
 from .trace import TraceSink
 
-if TYPE_CHECKING:
-    from mypy_extensions import mypyc_attr
-else:  # the pure-Python package needs no mypy_extensions: the decorator only guides mypyc
-
-    def mypyc_attr(**_flags: bool) -> Callable[[type], type]:
-        return lambda cls: cls
-
 __all__ = ["Listener", "ListenerStats"]
 
 RESET_SIZE = 34  # every RESET: fixarray, kind, bin8 id, bin8 token, CRC (PROTOCOL.md §3.4)
 GUESTS_REFUSED = "this server takes no guests: connect with a client key"
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # the transport's ServerStats extends it
 @dataclass(slots=True)
 class ListenerStats:
     """Counters of what the listener dropped or answered without a connection."""
