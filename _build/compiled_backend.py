@@ -1,5 +1,6 @@
-"""The build backend: setuptools' own, plus mypy (whose mypyc compiles) as a build requirement
-when ``RUDP_CHAT_COMPILE=1`` asks for the compiled core; ``setup.py`` does the compiling.
+"""The build backend: setuptools' own, plus mypy (whose mypyc compiles) and the package's
+dependencies as build requirements when ``RUDP_CHAT_COMPILE=1`` asks for the compiled core;
+``setup.py`` does the compiling.
 
 Without the variable nothing changes: a pure-Python wheel, no compiler and no mypy needed.
 """
@@ -7,6 +8,7 @@ Without the variable nothing changes: a pure-Python wheel, no compiler and no my
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -36,7 +38,13 @@ COMPILER = "mypy>=1.10"  # mypyc ships with mypy; the same floor as the test ext
 
 
 def _compiler() -> list[str]:
-    return [COMPILER] if os.environ.get(COMPILE_VARIABLE) == "1" else []
+    """mypy, and the package's own dependencies: mypyc type-checks the core (strict, as
+    pyproject.toml says) against their real types, which a bare build environment lacks."""
+    if os.environ.get(COMPILE_VARIABLE) != "1":
+        return []
+    with open("pyproject.toml", "rb") as handle:
+        dependencies: list[str] = tomllib.load(handle)["project"]["dependencies"]
+    return [COMPILER, *dependencies]
 
 
 @contextmanager
