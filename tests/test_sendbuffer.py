@@ -331,12 +331,11 @@ def _stall_then_read(config: ConnectionConfig, count: int) -> tuple[Pair, list[b
     for message in sent:
         pair.client.send(message)
     pair.collect()
-    original_next_event = server.next_event
-    server.next_event = lambda datagrams=True: None  # type: ignore[method-assign,misc]
+    pair.server = None  # the harness takes no events from a server it does not know
     try:
         pair.run(until=20.0)
     finally:
-        server.next_event = original_next_event  # type: ignore[method-assign]
+        pair.server = server
     assert server.state.value == "open" and pair.client.state.value == "open"
     assert pair.received_by_server() == []
     pair.collect()  # the application reads at last

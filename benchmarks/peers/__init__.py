@@ -9,7 +9,10 @@ boundary) and give up when ``stop`` is set. :mod:`peers.harness` runs each in it
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
+
+from .rudp_compiled import COMPILED_PATH_VARIABLE
 
 __all__ = ["IMPLS", "Impl", "missing"]
 
@@ -27,6 +30,8 @@ class Impl:
     """rudp: both peers with ``ConnectionConfig(insecure=True)`` (no encryption)."""
     batched_io: bool = True
     """rudp: GSO/GRO where the kernel has them (False: one datagram per system call)."""
+    compiled: bool = False
+    """rudp: the compiled core, found where ``RUDP_CHAT_COMPILED_PATH`` says."""
 
 
 IMPLS: dict[str, Impl] = {
@@ -40,12 +45,16 @@ IMPLS: dict[str, Impl] = {
         Impl("rudp-insecure", "peers.rudp", ("rudp_chat.aio",), insecure=True),
         Impl("rudp-unbatched", "peers.rudp", ("rudp_chat.aio",), batched_io=False),
         Impl("rudp-uvloop", "peers.rudp", ("rudp_chat.aio", "uvloop"), loop="uvloop"),
+        Impl("rudp-compiled", "peers.rudp_compiled", ("rudp_chat.aio",), compiled=True),
     )
 }
 
 
 def missing(impl: Impl) -> str | None:
-    """The first module ``impl`` needs that cannot be imported here, or None."""
+    """The first module ``impl`` needs that cannot be imported here (or the compiled build it
+    needs and was not given), or None."""
+    if impl.compiled and not os.path.isdir(os.environ.get(COMPILED_PATH_VARIABLE, "")):
+        return f"the compiled build ({COMPILED_PATH_VARIABLE} or --compiled DIR)"
     for name in impl.requires:
         try:
             found = importlib.util.find_spec(name) is not None

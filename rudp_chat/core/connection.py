@@ -336,7 +336,7 @@ class Connection:
         """Drop everything, tell the peer once, and end now with ``ConnectionTerminated(ABORTED)``."""
         if self.state in _LIVE:
             self._closing.queue_error(ErrorCode.APPLICATION, self._send.next_seq, detail)
-        if self.state in (State.CONNECTING, *_LIVE):
+        if self.state is State.CONNECTING or self.state in _LIVE:
             self._terminate(Input.FAILED, TerminationReason.ABORTED, ErrorCode.APPLICATION, detail)
         self._changed()
 

@@ -128,7 +128,7 @@ class ConnectionTrace:
         self.now = now
         self.size = 0
         """Bytes of the datagram being received (``arrival`` to ``received``)."""
-        self._metrics: dict[str, float] = {}
+        self._metrics: dict[str, int | float] = {}
         self._mode = ""
         self._epochs: tuple[int, int] | None = None
 
@@ -200,7 +200,7 @@ class ConnectionTrace:
         """After an input's datagrams left: trace what changed of the metrics, the
         controller's mode and the key epochs (``(sending, receiving)``, None in the clear)."""
         self.now = now
-        metrics = {
+        metrics: dict[str, int | float] = {  # not dict[str, float]: compiled, ints stay ints
             "min_rtt": round(rtt.min_rtt * MS_PER_S, 3),
             "smoothed_rtt": round(rtt.smoothed * MS_PER_S, 3),
             "latest_rtt": round(rtt.latest * MS_PER_S, 3),
