@@ -146,10 +146,10 @@ class ConnectionConfig:
                 f"receive_window must hold the {INITIAL_WINDOW_FRAGMENTS} datagrams a peer may "
                 "send before our first ACK"
             )
-        if not 1 <= len(self.lanes) <= MAX_LANES or not all(
-            isinstance(lane, LaneConfig) for lane in self.lanes
-        ):
+        if not 1 <= len(self.lanes) <= MAX_LANES:
             raise ValueError(f"lanes must be a tuple of 1..{MAX_LANES} LaneConfig")
+        if not all(isinstance(lane, LaneConfig) for lane in self.lanes):
+            raise TypeError("lanes must hold LaneConfig")  # as the compiled core raises it
         if not 0 < self.heartbeat_interval < self.idle_timeout:
             raise ValueError("need 0 < heartbeat_interval < idle_timeout")
         if self.handshake_timeout <= 0 or self.initial_rtt <= 0:
