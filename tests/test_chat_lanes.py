@@ -3,21 +3,34 @@ lane, everything else (the lines a reconnect missed included) on the live lane."
 
 from __future__ import annotations
 
-from test_chat_server import S1, S2, Live, next_message, run_with_server
+import asyncio
 
+from test_chat_server import FAST, S1, S2, Live, next_message, run_with_server
+
+from rudp_chat.aio import ReliableConnection, serve
+from rudp_chat.chat.client import ChatClient, ClientOptions
 from rudp_chat.chat.lanes import HISTORY_LANE, LIVE_LANE, LaneRouter
 from rudp_chat.chat.protocol import (
     Ack,
+    Bye,
+    ByeCode,
     Chat,
     Entered,
+    Hello,
     HistoryEnd,
     HistoryKind,
     HistoryStart,
     Joined,
     Say,
+    Welcome,
+    decode_client,
     decode_server,
     encode,
 )
+from rudp_chat.chat.render import Event, Notice
+from rudp_chat.chat.room import RoomLimits
+from rudp_chat.chat.sizing import chat_connection_config
+from rudp_chat.core.config import ListenerConfig
 
 
 def line(seq: int) -> Chat:
@@ -60,3 +73,40 @@ def test_entering_sends_the_latest_lines_on_the_history_lane() -> None:
         await bob.close()
 
     assert run_with_server(body) == 0
+
+
+def test_the_client_shows_a_history_block_whole_even_when_a_live_line_overtakes_it() -> None:
+    """A server (played by the test) sends a block's start and a line on the history lane, a
+    live ``joined`` on the live lane, then the block's end: the client shows ``joined`` first
+    and the block after it, uncut."""
+    seen: list[Event] = []
+
+    async def main() -> None:
+        sized = chat_connection_config(FAST, RoomLimits().max_users)
+        async with await serve("127.0.0.1", 0, config=ListenerConfig(connection=sized)) as server:
+            options = ClientOptions(*server.address, "carol", connection=FAST)
+            client = ChatClient(options, seen.append)
+            running = asyncio.create_task(client.run())
+            carol = await server.accept()
+            assert isinstance(decode_client(await carol.recv()), Hello)
+            await carol.send(encode(Welcome("carol", ("carol",), 0, 1000, 10.0, 10)))
+            await carol.send(encode(HistoryStart(1)), HISTORY_LANE)
+            await carol.send(encode(line(1)), HISTORY_LANE)
+            await acknowledged(carol)  # the block's start is in, and shown without the fix
+            await carol.send(encode(Joined("dave")), LIVE_LANE)
+            await acknowledged(carol)  # the live line arrives while the block is open
+            await carol.send(encode(HistoryEnd()), HISTORY_LANE)
+            await acknowledged(carol)  # the live lane goes first: the goodbye must not overtake
+            await carol.send(encode(Bye(ByeCode.SHUTDOWN, "test over")), LIVE_LANE)
+            assert await running == 0
+            await carol.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+    kinds = [type(event).__name__ for event in seen if not isinstance(event, Notice)]
+    assert kinds[kinds.index("Joined") :][:4] == ["Joined", "HistoryStart", "Chat", "HistoryEnd"]
+
+
+async def acknowledged(connection: ReliableConnection) -> None:
+    """Until the peer has acknowledged everything sent."""
+    while connection.stats().send_buffered_bytes:
+        await asyncio.sleep(0.01)

@@ -58,6 +58,8 @@ from rudp_chat.core.stats import ConnectionStats
 from rudp_chat.identity import KnownServers
 
 from .failover import Rotation, ServerAddress
+from .lanes import HISTORY_LANE
+from .limits import MAX_PAGE
 from .protocol import (
     LOBBY,
     MAX_TEXT_CHARS,
@@ -107,6 +109,7 @@ EXIT_NAME_REFUSED: Final = 2
 WELCOME_TIMEOUT_S: Final = 10.0  # the server answers hello at once; this only bounds a stuck one
 RECONNECT_GIVE_UP_S: Final = 300.0  # a server gone for five minutes is not coming back soon
 PACING_SHARE: Final = 0.5  # of the server's rate and burst, leaving slack for delivery bunching
+MAX_HELD_BLOCK: Final = MAX_PAGE + 2  # a history block: its start, its lines, its end
 HELP: Final = "this client: /say TEXT (sends TEXT as written), /stats, /quit or exit"
 
 
@@ -547,18 +550,31 @@ class ChatClient:
             await self._wake.wait()
 
     async def _receive(self, connection: ReliableConnection) -> int | None:
-        """Show what arrives; an exit code when the server says goodbye, None if lost."""
+        """Show what arrives; an exit code when the server says goodbye, None if lost.
+
+        A history block read back comes on its own lane, beside live lines that do not wait
+        for it: it is held until its end and shown whole, never cut by a live line."""
+        block: list[ServerMessage] = []
         try:
-            async for data in connection:
+            while True:
+                received = await connection.receive()
                 try:
-                    message = decode_server(data)
+                    message = decode_server(received.data)
                 except ChatProtocolError as exc:
                     self._on_event(Notice(f"ignored a malformed message from the server: {exc}"))
                     continue
-                code = self._handle(message)
-                if code is not None or self._server_shut_down:
-                    return code
-        except ConnectionLostError:
+                if received.lane == HISTORY_LANE:
+                    block.append(message)
+                    if not isinstance(message, HistoryEnd) and len(block) < MAX_HELD_BLOCK:
+                        continue
+                    arrived, block = block, []
+                else:
+                    arrived = [message]
+                for message in arrived:
+                    code = self._handle(message)
+                    if code is not None or self._server_shut_down:
+                        return code
+        except (EOFError, ConnectionLostError):
             pass
         return None
 
