@@ -91,6 +91,8 @@ _PRESENCE_CHANGES: Final = frozenset({Joined, Left, Renamed, Bye})
 """Messages that mean this node's users changed (its roster is published at once)."""
 _MEMBER_LISTS: Final = frozenset({Welcome, Entered, Users})
 """Messages that list members: the other nodes' are added."""
+_NOTHING_KEPT: Final = Journal(messages=(), acked=())
+"""A journal with nothing for the local history."""
 _UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 """What a Redis that is down, restarting (loading its file) or cut off raises."""
 
@@ -115,9 +117,10 @@ class ClusterStats:
 
 
 class SharedSessions:
-    """The room's store on a node: its history, plus what other nodes took from the sessions
+    """The room's store on a node: its history, plus what the cluster took from the sessions
     of its ``hello``s (fetched from Redis before the room sees a ``hello``, so a client that
-    moved here resends only what no node took)."""
+    moved here resends only what no node took). A node keeps its sessions' ids in Redis
+    only (the commit script stores them), not in its history too."""
 
     def __init__(self, history: History) -> None:
         self._history = history
@@ -408,7 +411,9 @@ class ClusterServer(ChatServer):
             self.stats.pending = 0
             for proposal, seq in zip(journal.proposed, seqs, strict=True):
                 numbered[proposal.session, proposal.id] = int(seq) or None
-        await super()._commit(dataclasses.replace(journal, proposed=()), now)
+        kept = dataclasses.replace(journal, proposed=(), acked=())  # the ids: in Redis only
+        if kept != _NOTHING_KEPT:  # a say's own cycle: no local write (a thread hop) at all
+            await super()._commit(kept, now)
         return numbered
 
     async def _store(
@@ -418,11 +423,13 @@ class ClusterServer(ChatServer):
         waits for that connection's writes). Returns the proposals' seqs as the first run
         that stored them answered (kept in ``first`` across retries: a rerun answers 0 for
         what is stored). Raises ``TimeoutError`` (retried) if too few replicas confirmed."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            await self._commit_script(keys=keys, args=args, client=pipe)
-            if self.options.replicas:
+        if not self.options.replicas:  # one round trip (a pipeline with a script asks
+            answers = [await self._commit_script(keys=keys, args=args)]  # SCRIPT EXISTS first)
+        else:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                await self._commit_script(keys=keys, args=args, client=pipe)
                 pipe.wait(self.options.replicas, int(self.options.replica_timeout * 1000))
-            answers = await pipe.execute()
+                answers = await pipe.execute()
         seqs = [int(seq) for seq in answers[0]]
         first[:] = [old or new for old, new in zip(first, seqs, strict=True)] if first else seqs
         if self.options.replicas and answers[1] < self.options.replicas:
