@@ -70,14 +70,14 @@ from rudp_chat.core import (
 )
 from rudp_chat.sim import LinkProfile, Network
 from rudp_chat.sim.endpoint import Endpoint, Recorded
+from rudp_chat.sim.pair import CLIENT, SERVER, simulated_pair
+from rudp_chat.sim.pair import SimulatedPair as Setup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from lanehol import BOTTLENECK_LINK, BULK_LANE, HOL_LINK, LIVE_LANE, run_hol  # lanes-hol rows
 from reno import RenoReceiver, RenoSender  # the Reno reference flow of the tests
 
-SERVER = ("10.0.0.1", 4000)
-CLIENT = ("10.0.0.2", 5000)
 STAMP = struct.Struct(">I")  # message index, so latency needs no side table lookups by content
 BULK_RATE = 10e6 / 8  # bytes per second: the bulk rows' bottleneck
 BULK_ONE_WAY_S = 0.025
@@ -129,26 +129,10 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-@dataclass(slots=True)
-class Setup:
-    network: Network
-    client: Connection
-    server: Endpoint
-    client_endpoint: Endpoint
-
-
 def _setup(seed: int, up: LinkProfile, down: LinkProfile, config: ConnectionConfig) -> Setup:
-    rng = random.Random(seed)
-    network = Network(seed)
-    network.set_link(CLIENT, SERVER, up)
-    network.set_link(SERVER, CLIENT, down)
-    server = Endpoint(Listener(rng.randbytes, ListenerConfig(connection=config)))
-    network.attach(SERVER, server)
-    client = Connection.connect(SERVER, 0.0, rng.randbytes, config)
-    client_endpoint = Endpoint(client)
-    network.attach(CLIENT, client_endpoint)
-    network.run(stop=lambda: client.state.value == "open", until=30.0)
-    return Setup(network, client, server, client_endpoint)
+    setup = simulated_pair(seed, up, down, config)
+    setup.network.run(stop=lambda: setup.client.state.value == "open", until=30.0)
+    return setup
 
 
 def _row(

@@ -10,22 +10,19 @@ it as the ``lanes-hol`` row.
 
 from __future__ import annotations
 
-import random
 import struct
 from dataclasses import dataclass
 from functools import partial
 from typing import Final
 
 from rudp_chat.core import (
-    Connection,
     ConnectionConfig,
     LaneConfig,
-    Listener,
-    ListenerConfig,
     MessageReceived,
 )
-from rudp_chat.sim import LinkProfile, Network
-from rudp_chat.sim.endpoint import Endpoint, Recorded
+from rudp_chat.sim import LinkProfile
+from rudp_chat.sim.endpoint import Recorded
+from rudp_chat.sim.pair import CLIENT, SERVER, simulated_pair
 
 __all__ = [
     "BOTTLENECK_LINK",
@@ -56,8 +53,6 @@ HOL_CONFIG: Final = ConnectionConfig(
 )
 """A chat-sized receive window (the chat sizes its own smaller still): the history is
 flow-controlled to about 40 Mbit/s at this RTT, below the link's rate."""
-SERVER: Final = ("10.0.0.1", 4000)
-CLIENT: Final = ("10.0.0.2", 5000)
 STAMP: Final = struct.Struct(">I")  # a line's index, first in its bytes
 HISTORY: Final = b"H"  # a page's first byte (a line starts with its index's high byte, 0)
 
@@ -91,15 +86,8 @@ def run_hol(
 ) -> HolRun:
     """``lines`` live lines on ``LIVE_LANE`` while history streams on ``bulk_lane`` (None: no
     history). Raises ``RuntimeError`` if a line is lost or delivered out of order."""
-    rng = random.Random(seed)
-    network = Network(seed)
-    network.set_link(CLIENT, SERVER, link)
-    network.set_link(SERVER, CLIENT, link)
-    server = Endpoint(Listener(rng.randbytes, ListenerConfig(connection=config)))
-    network.attach(SERVER, server)
-    client = Connection.connect(SERVER, 0.0, rng.randbytes, config)
-    client_endpoint = Endpoint(client)
-    network.attach(CLIENT, client_endpoint)
+    pair = simulated_pair(seed, link, link, config)
+    network, client, server = pair.network, pair.client, pair.server
     network.run(stop=lambda: client.state.value == "open" and bool(server.connections), until=30)
     [connection] = server.connections
     start = network.now + SETTLE_S
@@ -125,7 +113,7 @@ def run_hol(
             raise RuntimeError(f"line {len(arrived)} out of order: {event!r:.80}")
         arrived.append(record.time)
 
-    client_endpoint.on_event = on_client
+    pair.client_endpoint.on_event = on_client
 
     def line(index: int) -> None:
         connection.send(STAMP.pack(index) + bytes(LINE_BYTES - STAMP.size), LIVE_LANE)

@@ -20,10 +20,8 @@ from test_benchmark_smoke import SIMULATED_NUMBERS, _assert_numbers, _run
 
 from rudp_chat.aio import ReliableConnection, connect, serve
 from rudp_chat.core import (
-    Connection,
     ConnectionConfig,
     LaneConfig,
-    Listener,
     ListenerConfig,
     MessageReceived,
 )
@@ -47,8 +45,9 @@ from rudp_chat.core.lanes import WINDOW_RESERVE_FRAGMENTS, LaneScheduler
 from rudp_chat.core.reassembly import Delivered, Reassembly
 from rudp_chat.core.receiving import Receiver
 from rudp_chat.core.sendbuffer import SEND_RESERVE_DIVISOR, SendBuffer
-from rudp_chat.sim import LinkProfile, Network
-from rudp_chat.sim.endpoint import Endpoint, Recorded
+from rudp_chat.sim import LinkProfile
+from rudp_chat.sim.endpoint import Recorded
+from rudp_chat.sim.pair import CLIENT, SERVER, simulated_pair
 
 TWO_LANES = (LaneConfig(priority=0), LaneConfig(priority=1))
 LANED = ConnectionConfig(insecure=True, lanes=TWO_LANES)
@@ -329,8 +328,6 @@ def test_a_lost_datagram_of_the_bulk_lane_does_not_delay_live_messages(
 
 # --------------------------------------------------------------- the simulator
 
-SERVER = ("10.0.0.1", 4000)
-CLIENT = ("10.0.0.2", 5000)
 
 profiles = st.builds(
     LinkProfile,
@@ -354,15 +351,9 @@ def test_every_message_arrives_once_in_order_within_its_lane(
 ) -> None:
     lanes = (LaneConfig(priority=0), LaneConfig(priority=1, weight=3), LaneConfig(priority=1))
     config = ConnectionConfig(lanes=lanes)
-    rng = random.Random(seed)
-    network = Network(seed)
-    network.set_link(CLIENT, SERVER, link)
-    network.set_link(SERVER, CLIENT, link)
-    server = Endpoint(Listener(rng.randbytes, ListenerConfig(connection=config)))
-    network.attach(SERVER, server)
-    client = Connection.connect(SERVER, 0.0, rng.randbytes, config)
-    client_end = Endpoint(client)
-    network.attach(CLIENT, client_end)
+    pair = simulated_pair(seed, link, link, config)
+    rng = random.Random(seed)  # the messages' bytes
+    network, client, server, client_end = pair.network, pair.client, pair.server, pair.client_endpoint
     received: dict[str, defaultdict[int, list[bytes]]] = {
         "client": defaultdict(list),
         "server": defaultdict(list),
