@@ -13,8 +13,8 @@ handlers (:mod:`.delivery`) that each frame registers when its packet is built.
 
 Inputs: :meth:`send`, :meth:`send_datagram` (unreliable: :mod:`.datagrams`), :meth:`close`,
 :meth:`abort`, :meth:`receive_datagram`, :meth:`handle_timer`. Outputs:
-:meth:`datagrams_to_send`, :meth:`get_timer`, :meth:`next_event`. After every input, call ``datagrams_to_send`` and re-arm the
-timer from ``get_timer``. A ``trace`` sink (:mod:`.trace`) sees the connection's qlog events.
+:meth:`datagrams_to_send`, :meth:`get_timer`, :meth:`next_event`. After every input, call
+``datagrams_to_send`` and re-arm the timer from ``get_timer``. A ``trace`` sink (:mod:`.trace`) sees the connection's qlog events.
 """
 
 from __future__ import annotations

@@ -75,7 +75,8 @@ class DataSender:
         fragment = send.next_retransmission() or send.oldest_in_flight()
         if fragment is None:
             return room
-        if fragment_cost(fragment) > room:
+        cost = fragment_cost(fragment)
+        if cost > room:
             return None
         if fragment is send.next_retransmission():
             send.pop_retransmission()
@@ -83,7 +84,7 @@ class DataSender:
         self.thin.on_data_sent(
             [fragment], handlers, now, self._recovery, send.is_urgent, probe=True
         )
-        return room - fragment_cost(fragment)
+        return room - cost
 
     def fill(
         self, frames: list[Frame], handlers: list[DeliveryHandler], room: int, now: float
@@ -116,20 +117,22 @@ class DataSender:
         while len(frames) < DATA_FRAMES_PER_PACKET:
             fragment = send.next_retransmission()
             if fragment is not None:
-                if fragment_cost(fragment) > room:
+                cost = fragment_cost(fragment)
+                if cost > room:
                     return room
                 send.pop_retransmission()
                 self._add(frames, handlers, fragment, retransmission=True)
-                room -= fragment_cost(fragment)
+                room -= cost
                 continue
             fragment = send.next_new()
             if fragment is None or fragment.seq >= self.peer_window - send.window_reserve(fragment):
                 break
-            if fragment_cost(fragment) > room:
+            cost = fragment_cost(fragment)
+            if cost > room:
                 return room
             send.pop_new()
             self._add(frames, handlers, fragment, retransmission=False)
-            room -= fragment_cost(fragment)
+            room -= cost
         if not send.has_pending:
             if frames:
                 budget = self.thin.bundle_room(room)
@@ -146,8 +149,9 @@ class DataSender:
         unacked = self.buffer.unacked
         while (copy := self.thin.take_due(now)) is not None:
             for fragment, handler in zip(copy.fragments, copy.handlers, strict=True):
-                if fragment.seq in unacked and fragment_cost(fragment) <= room:
-                    room -= fragment_cost(fragment)
+                cost = fragment_cost(fragment)
+                if fragment.seq in unacked and cost <= room:
+                    room -= cost
                     self._place(frames, handlers, fragment, handler, retransmission=True)
             if frames:
                 return room
@@ -167,10 +171,11 @@ class DataSender:
                 break
             if fragment.seq in carried:
                 continue
-            if fragment_cost(fragment) > room:
+            cost = fragment_cost(fragment)
+            if cost > room:
                 break
             self._add(frames, handlers, fragment, retransmission=True)
-            room -= fragment_cost(fragment)
+            room -= cost
             bundled += 1
         return room
 

@@ -103,15 +103,16 @@ class ThinStream:
         *,
         probe: bool = False,
     ) -> None:
-        """A packet carrying ``fragments`` (with their ``handlers``) leaves: while thin, owe
-        its further copies (while only the ``urgent`` lanes are thin, of their fragments). A timeout ``probe`` gets ``thin_max_copies`` if it is the first
-        consecutive one: no copy of what it repeats was acknowledged within an RTO, so the path
-        (or its ACKs) lost more than the estimate expects, and a second set lost whole would
-        cost a second RTO (the worst chat line at 30 % loss took 746 ms that way). A later
-        consecutive probe gets none: that whole set going unanswered means, far more likely
-        than its loss (under 1 %), that the ACKs are being lost; one packet draws the ACK
-        as well, where the most copies cost 4 packets each time (at 10 % loss in bursts,
-        66 such probes per 1,000 lines, 0.3 bytes on the wire per payload byte).
+        """A packet carrying ``fragments`` (with their ``handlers``) leaves: while thin, owe its
+        further copies (while only the ``urgent`` lanes are thin, of their fragments). A timeout
+        ``probe`` gets ``thin_max_copies`` if it is the first consecutive one: no copy of what
+        it repeats was acknowledged within an RTO, so the path (or its ACKs) lost more than the
+        estimate expects, and a second set lost whole would cost a second RTO (the worst chat
+        line at 30 % loss took 746 ms that way). A later consecutive probe gets none: that whole
+        set going unanswered means, far more likely than its loss (under 1 %), that the ACKs are
+        being lost; one packet draws the ACK as well, where the most copies cost 4 packets each
+        time (at 10 % loss in bursts, 66 such probes per 1,000 lines, 0.3 bytes on the wire per
+        payload byte).
 
         A packet that follows the previous one within an RTO gets copies for the loss rate
         with a margin (``LossEstimator.upper_rate``): were it lost whole, every message sent
