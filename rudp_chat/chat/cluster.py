@@ -92,6 +92,22 @@ _PRESENCE_CHANGES: Final = frozenset({Joined, Left, Renamed, Bye})
 _MEMBER_LISTS: Final = frozenset({Welcome, Entered, Users})
 """Messages that list members: the other nodes' are added."""
 _NOTHING_KEPT: Final = Journal(messages=(), acked=())
+STOP_RECHECK_S: Final = 0.5  # a stopping node cancels again a task that went on after this
+
+
+async def _stop(*tasks: asyncio.Task[None]) -> None:
+    """Cancel ``tasks`` and wait for them to end. A cancel that arrives as a timeout expires can
+    be taken for the timeout (``asyncio.timeout`` in Python 3.11; redis-py reads under one), and
+    the task's retry loop goes on; so the cancel is repeated until every task has ended, or a
+    stopping node would hang (seen, in the heartbeat and in a rolling-restart test)."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=STOP_RECHECK_S)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a cluster task failed while stopping", exc_info=task.exception())
 """A journal with nothing for the local history."""
 _UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 """What a Redis that is down, restarting (loading its file) or cut off raises."""
@@ -211,9 +227,7 @@ class ClusterServer(ChatServer):
         try:
             return await super().run(stop)
         finally:
-            following.cancel()
-            beating.cancel()
-            await asyncio.gather(following, beating, return_exceptions=True)
+            await _stop(following, beating)
             await self._leave_cluster()
             await self._redis.aclose()
 
@@ -325,7 +339,6 @@ class ClusterServer(ChatServer):
     async def _beat(self) -> None:
         """Every :attr:`ClusterOptions.heartbeat`: publish this node's roster and refresh its
         users' names (both expire a TTL after the last beat), then hear the other nodes'."""
-        beating = asyncio.current_task()
         while True:
             try:
                 async with asyncio.timeout(self.options.heartbeat):
@@ -336,8 +349,6 @@ class ClusterServer(ChatServer):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.options.heartbeat):
                     await self._beat_soon.wait()
-            if beating is not None and beating.cancelling():  # stopping: a cancel that one of
-                raise asyncio.CancelledError  # the handlers above took for a timeout (seen)
             self._beat_soon.clear()
 
     async def _beat_once(self) -> None:
