@@ -9,21 +9,11 @@ delivers as soon as its own next fragment is in, whatever another lane is missin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .errors import PeerProtocolError
+from .events import MessageReceived
 from .frames import DataFrame, ErrorCode
 
-__all__ = ["Delivered", "Reassembly"]
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    """A message completed by a fragment."""
-
-    lane: int
-    message_id: int
-    data: bytes
+__all__ = ["Reassembly"]
 
 
 class _Lane:
@@ -87,9 +77,10 @@ class Reassembly:
         """A message is partly reassembled on some lane (a CLOSE before its end is a violation)."""
         return any(lane.partial for lane in self._lanes)
 
-    def on_data(self, frame: DataFrame) -> list[Delivered] | None:
-        """Accept one admitted fragment; returns the messages it completes, or None for a
-        duplicate (its sequence number arrived before).
+    def on_data(self, frame: DataFrame) -> list[MessageReceived] | None:
+        """Accept one admitted fragment; returns the messages it completes (as the events the
+        application gets: no second record per message), or None for a duplicate (its sequence
+        number arrived before).
 
         Raises :class:`PeerProtocolError` for a lane beyond those configured, or a fragment
         inconsistent with its lane (a position taken, or left behind by the cumulative point).
@@ -104,7 +95,7 @@ class Reassembly:
         if position < lane.next_position or position in lane.waiting:
             raise _out_of_place(f"fragment {seq} repeats a position of lane {frame.lane}")
         self.buffered_bytes += len(frame.payload)
-        delivered: list[Delivered] = []
+        delivered: list[MessageReceived] = []
         if position == lane.next_position:
             self._assemble(lane, frame, delivered)
             while (early := lane.waiting.pop(lane.next_position, None)) is not None:
@@ -130,7 +121,7 @@ class Reassembly:
             arrived.remove(seq)
         self.next_seq = seq
 
-    def _assemble(self, lane: _Lane, frame: DataFrame, delivered: list[Delivered]) -> None:
+    def _assemble(self, lane: _Lane, frame: DataFrame, delivered: list[MessageReceived]) -> None:
         if lane.partial and frame.fragment_count != lane.partial_count:
             raise _out_of_place(f"fragment {frame.seq} changes its message's fragment count")
         size = len(frame.payload)
@@ -142,7 +133,7 @@ class Reassembly:
         lane.partial_count = frame.fragment_count
         if frame.fragment_index + 1 == frame.fragment_count:
             data = frame.payload if len(lane.partial) == 1 else b"".join(lane.partial)
-            delivered.append(Delivered(frame.lane, lane.next_message_id, data))
+            delivered.append(MessageReceived(lane.next_message_id, data, frame.lane))
             lane.next_message_id += 1
             self.buffered_bytes -= lane.partial_bytes
             self.partial_bytes -= lane.partial_bytes

@@ -6,9 +6,10 @@ import math
 from collections import deque
 from collections.abc import Iterable
 
+from .events import MessageReceived
 from .frames import MAX_ACK_RANGES, AckFrame, DataFrame, Frame
 from .rangeset import RangeSet
-from .reassembly import Delivered, Reassembly
+from .reassembly import Reassembly
 
 __all__ = ["INITIAL_WINDOW_FRAGMENTS", "Receiver"]
 
@@ -241,7 +242,7 @@ class Receiver:
             and (not passenger_bytes or held <= self.window_bytes)
         )
 
-    def on_data(self, frame: DataFrame) -> list[Delivered]:
+    def on_data(self, frame: DataFrame) -> list[MessageReceived]:
         """Accept one admitted fragment; returns the messages it completes.
 
         Raises :class:`PeerProtocolError` for fragments inconsistent with their lane.
