@@ -91,17 +91,18 @@ class Reassembly:
         if frame.lane >= len(self._lanes):
             raise _out_of_place(f"lane {frame.lane} beyond the {len(self._lanes)} configured")
         lane = self._lanes[frame.lane]
-        position = frame.message_id, frame.fragment_index
-        if position < lane.next_position or position in lane.waiting:
+        position, expected = (frame.message_id, frame.fragment_index), lane.next_position
+        waiting = lane.waiting
+        if position < expected or position in waiting:
             raise _out_of_place(f"fragment {seq} repeats a position of lane {frame.lane}")
         self.buffered_bytes += len(frame.payload)
         delivered: list[MessageReceived] = []
-        if position == lane.next_position:
+        if position == expected:
             self._assemble(lane, frame, delivered)
-            while (early := lane.waiting.pop(lane.next_position, None)) is not None:
+            while waiting and (early := waiting.pop(lane.next_position, None)) is not None:
                 self._assemble(lane, self._held.pop(early), delivered)
         else:
-            lane.waiting[position] = seq
+            waiting[position] = seq
             self._held[seq] = frame
         self._arrive(seq)
         return delivered

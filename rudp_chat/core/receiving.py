@@ -130,8 +130,10 @@ class Receiver:
         while arrivals and arrivals[0][0] <= self._acks_built - ACK_RANGE_REPEATS:
             arrivals.popleft()
         self._acks_built += 1
-        fresh = sorted((number for _, number in arrivals), reverse=True)
         ranges = self.packets.descending(TRACKED_RANGES)
+        if len(ranges) < 2:  # no gap (the loss-free case): the highest range is all there is
+            return ranges
+        fresh = sorted((number for _, number in arrivals), reverse=True)
         reported = list(ranges[:1])
         index = 0
         for first, last in ranges[1:]:

@@ -7,7 +7,9 @@ own ``__init__`` is a native constructor there and a cheaper one in pure Python,
 of these are made per message. What the dataclasses gave, this base gives once for all of
 them, from the one tuple each class declares, ``__match_args__`` (its fields in constructor
 order, so class patterns match as before): a ``repr`` that is valid Python (a failing property
-test prints a reproducer), equality and hashing by fields.
+test prints a reproducer), equality and hashing by fields. A subclass writes
+``__match_args__ = (...)`` and then ``__slots__ = __match_args__`` (mypyc takes no chained
+assignment in a class body).
 
 Immutability: each field is declared ``Final`` in ``__init__``, so ``mypy --strict`` rejects
 any assignment after construction, and the compiled build makes the attributes read-only;
