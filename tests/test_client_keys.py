@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import stat
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -256,7 +255,9 @@ def test_a_tampered_key_carrying_hello_opens_nothing() -> None:
     assert isinstance(hello, HelloPacket) and len(hello.handshake) == IK_MESSAGE1_SIZE
     damaged = bytearray(hello.handshake)
     damaged[40] ^= 1  # inside the encrypted client key (bytes 32..79)
-    forged = replace(hello, handshake=bytes(damaged))
+    forged = HelloPacket(
+        hello.client_id, hello.number, hello.version, hello.token, bytes(damaged), hello.padding
+    )
     pair.listener.receive_datagram(encode_datagram(forged), pair.client_address, pair.now)
     pair.collect()
     assert pair.listener.stats.hellos_bad_handshake == 1

@@ -48,7 +48,6 @@ from rudp_chat.core.frames import (
     SessionPacket,
 )
 from rudp_chat.core.handshake import HELLO_RETRY_CAP_S
-from rudp_chat.core.reassembly import Delivered
 from rudp_chat.core.receiving import Receiver
 from rudp_chat.core.recovery import Recovery
 from rudp_chat.core.rtt import RttEstimator
@@ -884,7 +883,7 @@ def test_a_receiver_over_its_byte_budget_still_hears_pings_acks_and_closes() -> 
     first = DataFrame(0, 0, 0, 3, b"x" * 1_000)
     next_message = DataFrame(3, 1, 0, 2, b"y" * 1_000)
     assert receiver.admits([first, next_message])  # what delivery waits for is let in ...
-    assert receiver.on_data(first) == [Delivered(0, 0, b"x" * 3_000)]
+    assert receiver.on_data(first) == [MessageReceived(0, b"x" * 3_000)]
     receiver.on_data(next_message)  # ... with its packet-mate, over the budget
     for frames in (
         [PingFrame()],

@@ -42,7 +42,7 @@ from rudp_chat.core.errors import (
 from rudp_chat.core.events import ConnectionTerminated, TerminationReason
 from rudp_chat.core.frames import MAX_LANES, DataFrame, ErrorCode
 from rudp_chat.core.lanes import WINDOW_RESERVE_FRAGMENTS, LaneScheduler
-from rudp_chat.core.reassembly import Delivered, Reassembly
+from rudp_chat.core.reassembly import Reassembly
 from rudp_chat.core.receiving import Receiver
 from rudp_chat.core.sendbuffer import SEND_RESERVE_DIVISOR, SendBuffer
 from rudp_chat.sim import LinkProfile
@@ -193,9 +193,9 @@ def test_a_lost_fragment_of_one_lane_does_not_hold_another() -> None:
     bulk = [DataFrame(seq, 0, seq, 3, b"b", lane=1) for seq in range(3)]
     line = DataFrame(3, 0, 0, 1, b"line")
     assert reassembly.on_data(bulk[1]) == []
-    assert reassembly.on_data(line) == [Delivered(0, 0, b"line")]  # seq 0 is still missing
+    assert reassembly.on_data(line) == [MessageReceived(0, b"line", 0)]  # seq 0 is still missing
     assert reassembly.on_data(bulk[2]) == []
-    assert reassembly.on_data(bulk[0]) == [Delivered(1, 0, b"bbb")]
+    assert reassembly.on_data(bulk[0]) == [MessageReceived(0, b"bbb", 1)]
     assert reassembly.next_seq == 4 and reassembly.buffered_bytes == 0
 
 

@@ -102,6 +102,8 @@ class Reaction(enum.Enum):
     IGNORE = "ignored"
     """The packet is acknowledged, the frame does nothing (DRAINING: the connection ended)."""
 
+    __hash__ = object.__hash__  # as Arrival's: the connection looks its handler up per packet
+
 
 _S, _A, _R = State, Arrival, Reaction
 ARRIVALS: dict[tuple[State, Arrival], Reaction] = {

@@ -19,7 +19,6 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
-from dataclasses import dataclass
 
 from .delivery import DeliveryHandler
 from .rtt import RttEstimator
@@ -48,19 +47,39 @@ INFLIGHT_GROWTH_PACKETS = 1  # the bound grows this much a round without congest
 # additive increase, so a Reno flow sharing the queue keeps its share (RFC 5681)
 
 
-@dataclass(slots=True)
 class SentPacket:
-    """An ack-eliciting packet in flight, with the stamps delivery-rate estimation needs."""
+    """An ack-eliciting packet in flight, with the stamps delivery-rate estimation needs
+    (:meth:`CongestionController.on_packet_sent` sets them). A plain slotted class, not a
+    dataclass: one is made per packet sent, and a dataclass's generated ``__init__`` stays
+    interpreted in the compiled build (:mod:`.slotted`)."""
 
-    number: int
-    time_sent: float
-    size: int
-    handlers: tuple[DeliveryHandler, ...] = ()
-    """Called with the packet's fate, one per frame that cares (see ``delivery``)."""
-    delivered: int = 0
-    delivered_time: float = 0.0
-    first_sent_time: float = 0.0
-    app_limited: bool = False
+    __slots__ = (
+        "app_limited",
+        "delivered",
+        "delivered_time",
+        "first_sent_time",
+        "handlers",
+        "number",
+        "size",
+        "time_sent",
+    )
+
+    def __init__(
+        self,
+        number: int,
+        time_sent: float,
+        size: int,
+        handlers: tuple[DeliveryHandler, ...] = (),
+    ) -> None:
+        self.number = number
+        self.time_sent = time_sent
+        self.size = size
+        self.handlers = handlers
+        """Called with the packet's fate, one per frame that cares (see ``delivery``)."""
+        self.delivered = 0
+        self.delivered_time = 0.0
+        self.first_sent_time = 0.0
+        self.app_limited = False
 
 
 class RoundsMax:

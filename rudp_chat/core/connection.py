@@ -545,25 +545,26 @@ class Connection:
 
     def _deliver(self, frame: DataFrame, now: float) -> None:
         self._closing.check_data(frame.seq)
-        for message in self._receiver.on_data(frame):
-            self.counters.messages_received += 1
-            self._events.append(MessageReceived(message.message_id, message.data, message.lane))
+        delivered = self._receiver.on_data(frame)
+        if delivered:
+            self.counters.messages_received += len(delivered)
+            self._events.extend(delivered)
 
     def _apply_ack(self, frame: AckFrame, now: float) -> None:
         self._data.peer_window = max(self._data.peer_window, frame.window)
         self._send.acknowledge_below(frame.cumulative)
-        result = self._recovery.on_ack(frame, now, frame.delay_us / 1e6)
+        acked, lost, acked_late = self._recovery.on_ack(frame, now, frame.delay_us / 1e6)
         pmtu = self._pmtu
-        for packet in result.acked:
+        for packet in acked:
             pmtu.on_packet_acked(packet.size)
             for handler in packet.handlers:
                 handler(Delivery.ACKED)
-        for packet in result.acked_late:
+        for packet in acked_late:
             for handler in packet.handlers:
                 handler(Delivery.ACKED_LATE)
         if pmtu.on_ack_ranges(frame.ranges, now):
             self._resize()
-        self._on_lost(result.lost, now)
+        self._on_lost(lost, now)
 
     def _resize(self) -> None:
         """Path MTU discovery changed the datagram size: new packets take it (fragments keep

@@ -1,4 +1,4 @@
-"""What a connection tells its application, as small frozen dataclasses.
+"""What a connection tells its application, as small immutable values (:mod:`.slotted`).
 
 Their ``repr`` is valid Python, so a failing property test prints a reproducer.
 """
@@ -6,7 +6,9 @@ Their ``repr`` is valid Python, so a failing property test prints a reproducer.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import Final
+
+from .slotted import Slotted
 
 __all__ = [
     "Connected",
@@ -44,46 +46,59 @@ class TerminationReason(enum.Enum):
         return f"TerminationReason.{self.name}"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(Slotted):
     """Base of everything ``Connection.next_event`` returns."""
 
+    __slots__ = ()
 
-@dataclass(frozen=True, slots=True)
+
 class Connected(Event):
     """The handshake completed; ``send`` may be called."""
 
-    connection_id: bytes
-    """Our own connection id: what the peer writes in the packets it sends us."""
+    __match_args__ = ("connection_id",)
+    __slots__ = __match_args__
+
+    def __init__(self, connection_id: bytes) -> None:
+        self.connection_id: Final = connection_id
+        """Our own connection id: what the peer writes in the packets it sends us."""
 
 
-@dataclass(frozen=True, slots=True)
 class MessageReceived(Event):
     """One whole message, delivered exactly once and in order within its lane."""
 
-    message_id: int
-    """Position of the message in the peer's send order on its lane, from 0."""
-    data: bytes
-    lane: int = 0
-    """The lane it travelled on (``Connection.send``'s ``lane``)."""
+    __match_args__ = ("message_id", "data", "lane")
+    __slots__ = __match_args__
+
+    def __init__(self, message_id: int, data: bytes, lane: int = 0) -> None:
+        self.message_id: Final = message_id
+        """Position of the message in the peer's send order on its lane, from 0."""
+        self.data: Final = data
+        self.lane: Final = lane
+        """The lane it travelled on (``Connection.send``'s ``lane``)."""
 
 
-@dataclass(frozen=True, slots=True)
 class DatagramReceived(Event):
     """One unreliable datagram (``Connection.send_datagram``): at most once, in no particular
     order with messages or other datagrams (a latest-only lane never goes backwards)."""
 
-    data: bytes
-    lane: int
-    """The lane the sender named (0..255)."""
+    __match_args__ = ("data", "lane")
+    __slots__ = __match_args__
+
+    def __init__(self, data: bytes, lane: int) -> None:
+        self.data: Final = data
+        self.lane: Final = lane
+        """The lane the sender named (0..255)."""
 
 
-@dataclass(frozen=True, slots=True)
 class ConnectionTerminated(Event):
     """The last event of every connection."""
 
-    reason: TerminationReason
-    error_code: int = 0
-    """The code carried by CLOSE (0 = no error), see ``ErrorCode``."""
-    detail: str = ""
-    """Human-readable reason, for logs only."""
+    __match_args__ = ("reason", "error_code", "detail")
+    __slots__ = __match_args__
+
+    def __init__(self, reason: TerminationReason, error_code: int = 0, detail: str = "") -> None:
+        self.reason: Final = reason
+        self.error_code: Final = error_code
+        """The code carried by CLOSE (0 = no error), see ``ErrorCode``."""
+        self.detail: Final = detail
+        """Human-readable reason, for logs only."""

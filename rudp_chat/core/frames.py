@@ -1,13 +1,16 @@
 """The wire vocabulary: packets (what a datagram holds) and frames (what a session packet holds).
 
-Pure data; :mod:`rudp_chat.core.codec` turns them into bytes and back.
+Pure data, immutable values (:mod:`.slotted`); :mod:`rudp_chat.core.codec` turns them into
+bytes and back.
 See PROTOCOL.md for the layout of each.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import Final
+
+from .slotted import Slotted
 
 __all__ = [
     "AEAD_TAG_SIZE",
@@ -91,121 +94,177 @@ class ErrorCode(enum.IntEnum):
     """The server takes no guests: connect with a client key (the IK handshake)."""
 
 
-@dataclass(frozen=True, slots=True)
-class HelloPacket:
-    client_id: bytes
-    number: int
-    version: int
-    token: bytes
-    """Empty on the first HELLO; the RETRY token afterwards."""
-    handshake: bytes = b""
-    """With the token, unless insecure: Noise message 1, IK with a client key or NK for a
-    guest (see ``noise``)."""
-    padding: int = 0
-    """Bytes of padding (their content is ignored)."""
+class HelloPacket(Slotted):
+    __match_args__ = ("client_id", "number", "version", "token", "handshake", "padding")
+    __slots__ = __match_args__
+
+    def __init__(
+        self,
+        client_id: bytes,
+        number: int,
+        version: int,
+        token: bytes,
+        handshake: bytes = b"",
+        padding: int = 0,
+    ) -> None:
+        self.client_id: Final = client_id
+        self.number: Final = number
+        self.version: Final = version
+        self.token: Final = token
+        """Empty on the first HELLO; the RETRY token afterwards."""
+        self.handshake: Final = handshake
+        """With the token, unless insecure: Noise message 1, IK with a client key or NK for a
+        guest (see ``noise``)."""
+        self.padding: Final = padding
+        """Bytes of padding (their content is ignored)."""
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPacket:
-    client_id: bytes
-    token: bytes
-    server_key: bytes = b""
-    """The server's static X25519 public key; empty when it runs insecure."""
+class RetryPacket(Slotted):
+    __match_args__ = ("client_id", "token", "server_key")
+    __slots__ = __match_args__
+
+    def __init__(self, client_id: bytes, token: bytes, server_key: bytes = b"") -> None:
+        self.client_id: Final = client_id
+        self.token: Final = token
+        self.server_key: Final = server_key
+        """The server's static X25519 public key; empty when it runs insecure."""
 
 
-@dataclass(frozen=True, slots=True)
-class WelcomePacket:
-    client_id: bytes
-    number: int
-    body: bytes
-    """The server's id and the token its RESETs carry: in the clear when insecure, else the
-    Noise NK second message whose payload they are."""
+class WelcomePacket(Slotted):
+    __match_args__ = ("client_id", "number", "body")
+    __slots__ = __match_args__
+
+    def __init__(self, client_id: bytes, number: int, body: bytes) -> None:
+        self.client_id: Final = client_id
+        self.number: Final = number
+        self.body: Final = body
+        """The server's id and the token its RESETs carry: in the clear when insecure, else
+        the Noise NK second message whose payload they are."""
 
 
-@dataclass(frozen=True, slots=True)
-class ResetPacket:
-    connection_id: bytes
-    reset_token: bytes
+class ResetPacket(Slotted):
+    __match_args__ = ("connection_id", "reset_token")
+    __slots__ = __match_args__
+
+    def __init__(self, connection_id: bytes, reset_token: bytes) -> None:
+        self.connection_id: Final = connection_id
+        self.reset_token: Final = reset_token
 
 
-@dataclass(frozen=True, slots=True)
-class SessionPacket:
-    connection_id: bytes
-    """The receiver's own id."""
-    number: int
-    """Packet number: one per datagram sent, never reused, so every ACK gives an exact RTT."""
-    payload: bytes
-    """Encoded frames (see ``codec.encode_frames``)."""
+class SessionPacket(Slotted):
+    __match_args__ = ("connection_id", "number", "payload")
+    __slots__ = __match_args__
+
+    def __init__(self, connection_id: bytes, number: int, payload: bytes) -> None:
+        self.connection_id: Final = connection_id
+        """The receiver's own id."""
+        self.number: Final = number
+        """Packet number: one per datagram sent, never reused, so every ACK gives an exact
+        RTT."""
+        self.payload: Final = payload
+        """Encoded frames (see ``codec.encode_frames``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class SealedPacket:
-    connection_id: bytes
-    """The receiver's own id."""
-    number: int
-    """Packet number, as in SESSION; also the AEAD nonce, so it is never reused."""
-    header: bytes
-    """The datagram's bytes before ``ciphertext``: the AEAD's associated data."""
-    ciphertext: bytes
-    """Encoded frames, sealed; the last ``AEAD_TAG_SIZE`` bytes are the tag."""
+class SealedPacket(Slotted):
+    __match_args__ = ("connection_id", "number", "header", "ciphertext")
+    __slots__ = __match_args__
+
+    def __init__(self, connection_id: bytes, number: int, header: bytes, ciphertext: bytes) -> None:
+        self.connection_id: Final = connection_id
+        """The receiver's own id."""
+        self.number: Final = number
+        """Packet number, as in SESSION; also the AEAD nonce, so it is never reused."""
+        self.header: Final = header
+        """The datagram's bytes before ``ciphertext``: the AEAD's associated data."""
+        self.ciphertext: Final = ciphertext
+        """Encoded frames, sealed; the last ``AEAD_TAG_SIZE`` bytes are the tag."""
 
 
 Packet = HelloPacket | RetryPacket | WelcomePacket | ResetPacket | SessionPacket | SealedPacket
 
 
-@dataclass(frozen=True, slots=True)
-class AckFrame:
-    cumulative: int
-    """Every DATA sequence number below this was received."""
-    ranges: tuple[tuple[int, int], ...]
-    """Received packet numbers as inclusive (first, last) ranges, highest first."""
-    delay_us: int
-    """How long the receiver held the ACK after the largest packet arrived (µs)."""
-    window: int
-    """The receiver accepts DATA with sequence numbers below this."""
+class AckFrame(Slotted):
+    __match_args__ = ("cumulative", "ranges", "delay_us", "window")
+    __slots__ = __match_args__
+
+    def __init__(
+        self, cumulative: int, ranges: tuple[tuple[int, int], ...], delay_us: int, window: int
+    ) -> None:
+        self.cumulative: Final = cumulative
+        """Every DATA sequence number below this was received."""
+        self.ranges: Final = ranges
+        """Received packet numbers as inclusive (first, last) ranges, highest first."""
+        self.delay_us: Final = delay_us
+        """How long the receiver held the ACK after the largest packet arrived (µs)."""
+        self.window: Final = window
+        """The receiver accepts DATA with sequence numbers below this."""
 
 
-@dataclass(frozen=True, slots=True)
-class DataFrame:
-    seq: int
-    """Sequence number of this fragment; orders delivery, one per fragment, from 0."""
-    message_id: int
-    """Position of the message in its lane's send order, from 0."""
-    fragment_index: int
-    fragment_count: int
-    payload: bytes
-    lane: int = 0
-    """The lane the message travels on (PROTOCOL.md §2.3): messages are ordered within a lane,
-    independent across lanes. Lane 0 is not written on the wire."""
+class DataFrame(Slotted):
+    __match_args__ = (
+        "seq", "message_id", "fragment_index", "fragment_count", "payload", "lane"
+    )  # fmt: skip
+    __slots__ = __match_args__
+
+    def __init__(
+        self,
+        seq: int,
+        message_id: int,
+        fragment_index: int,
+        fragment_count: int,
+        payload: bytes,
+        lane: int = 0,
+    ) -> None:
+        self.seq: Final = seq
+        """Sequence number of this fragment; orders delivery, one per fragment, from 0."""
+        self.message_id: Final = message_id
+        """Position of the message in its lane's send order, from 0."""
+        self.fragment_index: Final = fragment_index
+        self.fragment_count: Final = fragment_count
+        self.payload: Final = payload
+        self.lane: Final = lane
+        """The lane the message travels on (PROTOCOL.md §2.3): messages are ordered within a
+        lane, independent across lanes. Lane 0 is not written on the wire."""
 
 
-@dataclass(frozen=True, slots=True)
-class PingFrame:
+class PingFrame(Slotted):
     """Asks for an immediate ACK: the heartbeat (the ACK is the pong), or padded, a path
     MTU probe (the ACK confirms the size)."""
 
-    padding: int = 0
-    """Bytes of padding (zeros on the wire, content ignored); 0 encodes the one-element PING."""
+    __match_args__ = ("padding",)
+    __slots__ = __match_args__
+
+    def __init__(self, padding: int = 0) -> None:
+        self.padding: Final = padding
+        """Bytes of padding (zeros on the wire, content ignored); 0 encodes the one-element
+        PING."""
 
 
-@dataclass(frozen=True, slots=True)
-class CloseFrame:
-    error_code: int
-    final_seq: int
-    """The sender will send no DATA at or beyond this sequence number."""
-    reason: str = ""
+class CloseFrame(Slotted):
+    __match_args__ = ("error_code", "final_seq", "reason")
+    __slots__ = __match_args__
+
+    def __init__(self, error_code: int, final_seq: int, reason: str = "") -> None:
+        self.error_code: Final = error_code
+        self.final_seq: Final = final_seq
+        """The sender will send no DATA at or beyond this sequence number."""
+        self.reason: Final = reason
 
 
-@dataclass(frozen=True, slots=True)
-class DatagramFrame:
+class DatagramFrame(Slotted):
     """An unreliable datagram (RFC 9221): delivered at most once, never retransmitted."""
 
-    lane: int
-    """The application's flow it belongs to, 0..``MAX_DATAGRAM_LANES`` - 1."""
-    payload: bytes
-    sequence: int | None = None
-    """Latest-only datagrams of a lane are numbered 0, 1, 2, ...: a receiver drops one older
-    than the newest it delivered on that lane. None: delivered whatever came before."""
+    __match_args__ = ("lane", "payload", "sequence")
+    __slots__ = __match_args__
+
+    def __init__(self, lane: int, payload: bytes, sequence: int | None = None) -> None:
+        self.lane: Final = lane
+        """The application's flow it belongs to, 0..``MAX_DATAGRAM_LANES`` - 1."""
+        self.payload: Final = payload
+        self.sequence: Final = sequence
+        """Latest-only datagrams of a lane are numbered 0, 1, 2, ...: a receiver drops one
+        older than the newest it delivered on that lane. None: delivered whatever came
+        before."""
 
 
 Frame = AckFrame | DataFrame | PingFrame | CloseFrame | DatagramFrame

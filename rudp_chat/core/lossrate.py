@@ -87,7 +87,11 @@ class LossEstimator:
         Successive ack-eliciting packets by number are paired (a pure ACK between them takes a
         number but has no fate). Near ``rate`` for independent losses, higher where losses come
         in bursts (a fade, a handover), which is what defeats copies sent back to back.
+        With no loss in the window it is 0 without the walk (a thin stream on a clean path asks
+        once per packet).
         """
+        if not self._lost:
+            return 0.0
         previous_lost = False
         pairs = both = 0
         for _, lost in sorted(self._fates.items()):

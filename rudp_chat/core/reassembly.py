@@ -9,21 +9,11 @@ delivers as soon as its own next fragment is in, whatever another lane is missin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .errors import PeerProtocolError
+from .events import MessageReceived
 from .frames import DataFrame, ErrorCode
 
-__all__ = ["Delivered", "Reassembly"]
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    """A message completed by a fragment."""
-
-    lane: int
-    message_id: int
-    data: bytes
+__all__ = ["Reassembly"]
 
 
 class _Lane:
@@ -87,9 +77,10 @@ class Reassembly:
         """A message is partly reassembled on some lane (a CLOSE before its end is a violation)."""
         return any(lane.partial for lane in self._lanes)
 
-    def on_data(self, frame: DataFrame) -> list[Delivered] | None:
-        """Accept one admitted fragment; returns the messages it completes, or None for a
-        duplicate (its sequence number arrived before).
+    def on_data(self, frame: DataFrame) -> list[MessageReceived] | None:
+        """Accept one admitted fragment; returns the messages it completes (as the events the
+        application gets: no second record per message), or None for a duplicate (its sequence
+        number arrived before).
 
         Raises :class:`PeerProtocolError` for a lane beyond those configured, or a fragment
         inconsistent with its lane (a position taken, or left behind by the cumulative point).
@@ -100,17 +91,18 @@ class Reassembly:
         if frame.lane >= len(self._lanes):
             raise _out_of_place(f"lane {frame.lane} beyond the {len(self._lanes)} configured")
         lane = self._lanes[frame.lane]
-        position = frame.message_id, frame.fragment_index
-        if position < lane.next_position or position in lane.waiting:
+        position, expected = (frame.message_id, frame.fragment_index), lane.next_position
+        waiting = lane.waiting
+        if position < expected or position in waiting:
             raise _out_of_place(f"fragment {seq} repeats a position of lane {frame.lane}")
         self.buffered_bytes += len(frame.payload)
-        delivered: list[Delivered] = []
-        if position == lane.next_position:
+        delivered: list[MessageReceived] = []
+        if position == expected:
             self._assemble(lane, frame, delivered)
-            while (early := lane.waiting.pop(lane.next_position, None)) is not None:
+            while waiting and (early := waiting.pop(lane.next_position, None)) is not None:
                 self._assemble(lane, self._held.pop(early), delivered)
         else:
-            lane.waiting[position] = seq
+            waiting[position] = seq
             self._held[seq] = frame
         self._arrive(seq)
         return delivered
@@ -130,7 +122,7 @@ class Reassembly:
             arrived.remove(seq)
         self.next_seq = seq
 
-    def _assemble(self, lane: _Lane, frame: DataFrame, delivered: list[Delivered]) -> None:
+    def _assemble(self, lane: _Lane, frame: DataFrame, delivered: list[MessageReceived]) -> None:
         if lane.partial and frame.fragment_count != lane.partial_count:
             raise _out_of_place(f"fragment {frame.seq} changes its message's fragment count")
         size = len(frame.payload)
@@ -142,7 +134,7 @@ class Reassembly:
         lane.partial_count = frame.fragment_count
         if frame.fragment_index + 1 == frame.fragment_count:
             data = frame.payload if len(lane.partial) == 1 else b"".join(lane.partial)
-            delivered.append(Delivered(frame.lane, lane.next_message_id, data))
+            delivered.append(MessageReceived(lane.next_message_id, data, frame.lane))
             lane.next_message_id += 1
             self.buffered_bytes -= lane.partial_bytes
             self.partial_bytes -= lane.partial_bytes

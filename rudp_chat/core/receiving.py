@@ -6,9 +6,10 @@ import math
 from collections import deque
 from collections.abc import Iterable
 
+from .events import MessageReceived
 from .frames import MAX_ACK_RANGES, AckFrame, DataFrame, Frame
 from .rangeset import RangeSet
-from .reassembly import Delivered, Reassembly
+from .reassembly import Reassembly
 
 __all__ = ["INITIAL_WINDOW_FRAGMENTS", "Receiver"]
 
@@ -129,8 +130,10 @@ class Receiver:
         while arrivals and arrivals[0][0] <= self._acks_built - ACK_RANGE_REPEATS:
             arrivals.popleft()
         self._acks_built += 1
-        fresh = sorted((number for _, number in arrivals), reverse=True)
         ranges = self.packets.descending(TRACKED_RANGES)
+        if len(ranges) < 2:  # no gap (the loss-free case): the highest range is all there is
+            return ranges
+        fresh = sorted((number for _, number in arrivals), reverse=True)
         reported = list(ranges[:1])
         index = 0
         for first, last in ranges[1:]:
@@ -241,7 +244,7 @@ class Receiver:
             and (not passenger_bytes or held <= self.window_bytes)
         )
 
-    def on_data(self, frame: DataFrame) -> list[Delivered]:
+    def on_data(self, frame: DataFrame) -> list[MessageReceived]:
         """Accept one admitted fragment; returns the messages it completes.
 
         Raises :class:`PeerProtocolError` for fragments inconsistent with their lane.

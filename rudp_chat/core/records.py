@@ -9,6 +9,7 @@ its epoch, and a captured key does not open earlier epochs.
 
 from __future__ import annotations
 
+import struct
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -23,11 +24,13 @@ INTEGRITY_LIMIT: Final = 2**36
 """Forged packets one connection tolerates before it must end (RFC 9001 §6.6)."""
 _REKEY_NONCE: Final = b"\0\0\0\0" + b"\xff" * 8
 _ZEROS: Final = bytes(32)
+_NONCE: Final = struct.Struct("<4xQ")  # 32 zero bits, then a 64-bit little-endian number
 
 
 def nonce(number: int) -> bytes:
-    """Noise's nonce layout: 32 zero bits, then the packet number as 64-bit little-endian."""
-    return b"\0\0\0\0" + number.to_bytes(8, "little")
+    """Noise's nonce layout: 32 zero bits, then the packet number as 64-bit little-endian (one
+    struct call: two per packet, sealing and opening)."""
+    return _NONCE.pack(number)
 
 
 def _rekey(key: bytes) -> bytes:

@@ -10,8 +10,6 @@ packets: the delivery callbacks of aioquic, not retransmission special cases.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .congestion import CongestionController, SentPacket
 from .frames import AckFrame
 from .lossrate import LossEstimator
@@ -28,13 +26,10 @@ LATE_ACK_MEMORY = 64  # packets declared lost that a late ACK may still acknowle
 # newest ones: a spurious loss is one whose ACK was only delayed, by a few RTTs at most)
 
 
-@dataclass(slots=True)
-class AckResult:
-    acked: list[SentPacket]
-    lost: list[SentPacket]
-    acked_late: list[SentPacket]
-    """Packets declared lost before that this ACK covers (a spurious loss): their frames
-    arrived after all, though congestion control counted them lost."""
+AckResult = tuple[list[SentPacket], list[SentPacket], list[SentPacket]]
+"""What one ACK settled: the packets it acknowledged, those it shows lost, and those declared
+lost before that it covers (a spurious loss: their frames arrived after all, though congestion
+control counted them lost). A tuple: it is only unpacked, once per ACK."""
 
 
 class Recovery:
@@ -122,7 +117,7 @@ class Recovery:
                 self.loss.on_delivered(number)  # late, not lost: the estimate forgets the loss
         lost = self.detect_losses(now)
         self.congestion.on_ack_processed(now, self.rtt, self.bytes_in_flight)
-        return AckResult(acked, lost, late)
+        return acked, lost, late
 
     def detect_losses(self, now: float) -> list[SentPacket]:
         """Declare lost what the packet or time threshold condemns; set ``loss_time`` for the rest."""
@@ -152,7 +147,7 @@ class Recovery:
         self.congestion.on_packet_lost(packet, self.rtt)
 
     def _remember(self, lost: list[SentPacket]) -> None:
-        """Keep the newest lost packets for a late ACK (see ``AckResult.acked_late``)."""
+        """Keep the newest lost packets for a late ACK (``AckResult``'s third list)."""
         recently_lost = self.recently_lost
         for packet in lost:
             recently_lost[packet.number] = packet

@@ -96,8 +96,9 @@ class DataSender:
         if copy_room is not None:
             return copy_room
         room = self._add_fresh(frames, handlers, room, now)
-        fragments = [frame for frame in frames if isinstance(frame, DataFrame)]
-        self.thin.on_data_sent(fragments, handlers, now, self._recovery, self.buffer.is_urgent)
+        if frames:  # (the call that ends each flush has nothing to send)
+            fragments = [frame for frame in frames if isinstance(frame, DataFrame)]
+            self.thin.on_data_sent(fragments, handlers, now, self._recovery, self.buffer.is_urgent)
         return room
 
     def _add_fresh(

@@ -29,7 +29,7 @@ settles the fragment as the original would have. See PROTOCOL.md, "Thin streams"
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Final
 
 from .config import ConnectionConfig
 from .delivery import DeliveryHandler
@@ -37,20 +37,29 @@ from .frames import DataFrame
 from .lossrate import LossEstimator
 from .recovery import Recovery
 from .sendbuffer import SendBuffer
+from .slotted import Slotted
 
 __all__ = ["Copy", "ThinStream"]
 
 
-@dataclass(frozen=True, slots=True)
-class Copy:
+class Copy(Slotted):
     """A copy of a packet's DATA due to be sent."""
 
-    due: float
-    """When it may leave (seconds, the connection's clock)."""
-    fragments: tuple[DataFrame, ...]
-    """The fragments the original carried; those acknowledged by then are left out."""
-    handlers: tuple[DeliveryHandler, ...]
-    """Their delivery handlers (one per fragment), registered again with the copy."""
+    __match_args__ = ("due", "fragments", "handlers")
+    __slots__ = __match_args__
+
+    def __init__(
+        self,
+        due: float,
+        fragments: tuple[DataFrame, ...],
+        handlers: tuple[DeliveryHandler, ...],
+    ) -> None:
+        self.due: Final = due
+        """When it may leave (seconds, the connection's clock)."""
+        self.fragments: Final = fragments
+        """The fragments the original carried; those acknowledged by then are left out."""
+        self.handlers: Final = handlers
+        """Their delivery handlers (one per fragment), registered again with the copy."""
 
 
 class ThinStream:
