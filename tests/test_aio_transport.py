@@ -33,6 +33,7 @@ from rudp_chat.aio import (
     serve,
 )
 from rudp_chat.aio.batching import batched_io_wanted, enable_batched_io
+from rudp_chat.aio.endpoint import RECEIVE_BATCH
 from rudp_chat.aio.proxy import UdpProxy
 from rudp_chat.aio.socketpath import SocketPath
 from rudp_chat.core import (
@@ -563,6 +564,30 @@ def test_send_nowait_never_overtakes_a_waiting_send(run: Runner) -> None:
             assert received == [*fill, big]
             assert await accepted.recv() == b"x"
             await accepted.close()
+
+    run(main(), 20)
+
+
+def test_a_full_read_batch_marks_the_listener_backlogged_until_the_socket_is_empty(
+    run: Runner, socket_io: SocketPath
+) -> None:
+    """More datagrams queued than one wake-up reads: that wake-up counts a full batch and
+    the listener rations handshakes until a wake-up finds the socket empty. The portable
+    datagram-endpoint path cannot tell, and never rations."""
+    queued = RECEIVE_BATCH + 50
+
+    async def main() -> None:
+        async with await serve(LOCALHOST, 0) as server:
+            noise = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with noise:
+                for index in range(queued):  # sizes grow: GRO cannot glue any together
+                    noise.sendto(b"\xc1" * (40 + index), server.address)
+                while server.stats().dropped_invalid < queued:
+                    await asyncio.sleep(0.01)
+            stats = server.stats()
+            reader = socket_io is SocketPath.READER
+            assert stats.socket.full_batches == (1 if reader else 0)
+            assert not server._listener.backlogged
 
     run(main(), 20)
 
