@@ -61,6 +61,11 @@ class Sample:
     timer_wakeups: int
     read_wakeups: int
     send_errors: int
+    full_batches: int = 0
+    """Server: read wake-ups that left datagrams queued (its socket was backlogged)."""
+    hellos_deferred: int = 0
+    """Server: new clients' HELLOs it left unanswered while backlogged (all along, not just
+    in the window: connecting is when they happen)."""
 
 
 def _cpu_s() -> float:
@@ -128,6 +133,8 @@ async def _server(args: argparse.Namespace) -> None:
         after.timer_wakeups - before.timer_wakeups,
         after.read_wakeups - before.read_wakeups,
         after.send_errors - before.send_errors,
+        after.full_batches - before.full_batches,
+        server.stats().hellos_deferred,
     )
     print(json.dumps(asdict(sample)), flush=True)
     await _command()  # "exit"
@@ -270,6 +277,8 @@ def _report(args: argparse.Namespace, server: Sample, clients: list[Sample]) -> 
             f"{1e6 * server.cpu_s / max(1, server.datagrams_received + server.datagrams_sent):.1f} us",
         ),
         ("server send errors", f"{server.send_errors}"),
+        ("server full read batches (backlogged)", f"{server.full_batches}"),
+        ("server HELLOs deferred while connecting", f"{server.hellos_deferred}"),
         (
             "client processes' CPU (not counted)",
             f"{len(clients)} using "

@@ -33,6 +33,7 @@ from rudp_chat.aio import (
     serve,
 )
 from rudp_chat.aio.batching import batched_io_wanted, enable_batched_io
+from rudp_chat.aio.endpoint import RECEIVE_BATCH
 from rudp_chat.aio.proxy import UdpProxy
 from rudp_chat.aio.socketpath import SocketPath
 from rudp_chat.core import (
@@ -525,6 +526,68 @@ def test_send_waits_for_a_slow_reader(run: Runner) -> None:
             await sender
             assert received == messages
             await accepted.close()
+
+    run(main(), 20)
+
+
+def test_send_nowait_never_overtakes_a_waiting_send(run: Runner) -> None:
+    """``send_nowait`` queues at once while there is room, and refuses (False, nothing queued)
+    while an earlier ``send`` on the lane waits, even with room for the smaller message: the
+    lane keeps its order."""
+    window = 64 * 1024
+    config = ConnectionConfig(
+        max_message_size=window, send_buffer_size=window, receive_window=window
+    )
+    fill = [bytes([index]) * 15 * 1024 for index in range(7)]
+    big = b"B" * 32 * 1024
+
+    async def main() -> None:
+        listener_config = ListenerConfig(connection=config)
+        async with (
+            await serve(LOCALHOST, 0, config=listener_config) as server,
+            await connect(*server.address, config=config) as client,
+        ):
+            accepted = await server.accept()
+            assert all(client.send_nowait(message) for message in fill[:4])
+            assert not client.send_nowait(fill[4])  # the send buffer is full
+            while client.stats().send_buffered_bytes:  # the peer's window takes them
+                await asyncio.sleep(0.05)
+            assert all(client.send_nowait(message) for message in fill[4:])
+            waiting = asyncio.create_task(client.send(big))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            assert client._core.send_capacity_on(0) >= 1  # room for b"x", yet it must wait
+            assert not client.send_nowait(b"x")
+            received = [await accepted.recv() for _ in range(len(fill) + 1)]
+            await waiting
+            assert client.send_nowait(b"x")
+            assert received == [*fill, big]
+            assert await accepted.recv() == b"x"
+            await accepted.close()
+
+    run(main(), 20)
+
+
+def test_a_full_read_batch_marks_the_listener_backlogged_until_the_socket_is_empty(
+    run: Runner, socket_io: SocketPath
+) -> None:
+    """More datagrams queued than one wake-up reads: that wake-up counts a full batch and
+    the listener rations handshakes until a wake-up finds the socket empty. The portable
+    datagram-endpoint path cannot tell, and never rations."""
+    queued = RECEIVE_BATCH + 50
+
+    async def main() -> None:
+        async with await serve(LOCALHOST, 0) as server:
+            noise = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with noise:
+                for index in range(queued):  # sizes grow: GRO cannot glue any together;
+                    noise.sendto(b"\xc1" * (1 + index), server.address)  # small: all fit
+                while server.stats().dropped_invalid < queued:
+                    await asyncio.sleep(0.01)
+            stats = server.stats()
+            reader = socket_io is SocketPath.READER
+            assert stats.socket.full_batches == (1 if reader else 0)
+            assert not server._listener.backlogged
 
     run(main(), 20)
 

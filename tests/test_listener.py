@@ -27,7 +27,7 @@ from rudp_chat.core.frames import (
     SessionPacket,
     WelcomePacket,
 )
-from rudp_chat.core.listener import RESET_SIZE, Listener
+from rudp_chat.core.listener import BACKLOGGED_HELLOS_PER_S, RESET_SIZE, Listener
 from rudp_chat.core.state import State
 
 CID = b"client01"
@@ -534,6 +534,33 @@ def test_flushed_names_exactly_the_connections_an_input_reached() -> None:
     listener.handle_timer(deadline)
     listener.datagrams_to_send(deadline)
     assert listener.flushed() and set(listener.flushed()) <= {first, second}
+
+
+def test_a_backlogged_listener_answers_new_hellos_only_within_its_budget() -> None:
+    """While the shell reports its socket backlogged, new clients' HELLOs beyond
+    ``BACKLOGGED_HELLOS_PER_S`` (a burst of that many, then that rate) go unanswered and are
+    counted; a HELLO of a connection already made (its WELCOME was lost) is always answered;
+    once the backlog is gone every HELLO is answered again."""
+    listener = make_listener()
+    budget = int(BACKLOGGED_HELLOS_PER_S)
+    made = open_connection(listener)
+
+    def hellos(first: int, count: int, now: float) -> int:
+        for index in range(first, first + count):
+            address = (f"10.1.{index // 250}.{index % 250 + 1}", 4000)
+            listener.receive_datagram(hello(b"c%07d" % index), address, now)
+        return len(replies(listener, now))
+
+    listener.backlogged = True
+    assert hellos(0, budget + 50, 1.0) == budget
+    assert listener.stats.hellos_deferred == 50
+    listener.receive_datagram(hello(CID), CLIENT, 1.0)  # made: answered, over the budget
+    assert [type(p) for p, _, _ in replies(listener, 1.0)] == [WelcomePacket]
+    assert listener.accept() is None and made.state is State.OPEN
+    assert hellos(1000, 30, 1.1) == int(0.1 * BACKLOGGED_HELLOS_PER_S)  # the rate refills it
+    listener.backlogged = False
+    assert hellos(2000, budget + 50, 1.1) == budget + 50
+    assert listener.stats.hellos_deferred == 50 + 30 - int(0.1 * BACKLOGGED_HELLOS_PER_S)
 
 
 def test_reset_size_is_what_a_reset_encodes_to() -> None:

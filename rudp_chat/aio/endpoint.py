@@ -98,6 +98,10 @@ class SocketStats:
     read_wakeups`` is the mean batch."""
     timer_wakeups: int = 0
     """Times the one protocol timer fired."""
+    full_batches: int = 0
+    """Read wake-ups that took a whole batch (``RECEIVE_BATCH``), leaving datagrams queued: a
+    server's listener is backlogged until a wake-up empties the socket (it then rations
+    handshakes, see ``Listener.backlogged``)."""
     receive_buffer: int = 0
     """SO_RCVBUF the OS granted, bytes (Linux reports double the usable size)."""
     send_buffer: int = 0
@@ -187,6 +191,7 @@ class DatagramEndpoint:
         self._sock = sock
         self._fd = sock.fileno()
         self._node = node
+        self._listener = node if isinstance(node, Listener) else None
         self._peer = peer
         self._dispatch: Callable[[], None] = _ignore
         self._on_error: Callable[[OSError], None] | None = None
@@ -271,6 +276,7 @@ class DatagramEndpoint:
         now = clock()
         peer = self._peer
         received = size = 0
+        full = True  # until the socket runs dry
         for _ in range(RECEIVE_BATCH):
             try:
                 if peer is None:
@@ -280,6 +286,7 @@ class DatagramEndpoint:
                     data = self._sock.recv(RECEIVE_SIZE)
                     address = peer
             except (BlockingIOError, InterruptedError):
+                full = False
                 break
             except OSError as error:  # also Windows' ConnectionResetError: counted, not fatal
                 self._receive_failed(error)
@@ -291,6 +298,7 @@ class DatagramEndpoint:
             node.receive_datagram(data, address, now)
         stats.datagrams_received += received
         stats.bytes_received += size
+        self._read_done(full)
         self._after_input()
 
     def _on_readable_batched(self) -> None:
@@ -302,10 +310,12 @@ class DatagramEndpoint:
         peer = self._peer
         recvmsg = self._sock.recvmsg
         received = size = 0
+        full = True  # until the socket runs dry
         for _ in range(RECEIVE_BATCH):
             try:
                 data, ancillary, _flags, sender = recvmsg(RECEIVE_SIZE, GRO_CONTROL_BYTES)
             except (BlockingIOError, InterruptedError):
+                full = False
                 break
             except OSError as error:
                 self._receive_failed(error)
@@ -325,7 +335,16 @@ class DatagramEndpoint:
             node.receive_datagram(data, address, now)
         stats.datagrams_received += received
         stats.bytes_received += size
+        self._read_done(full)
         self._after_input()
+
+    def _read_done(self, full: bool) -> None:
+        """A read wake-up ended; ``full``: it took a whole batch, so more datagrams wait (a
+        listener is backlogged until a wake-up empties the socket)."""
+        if full:
+            self.stats.full_batches += 1
+        if self._listener is not None:
+            self._listener.backlogged = full
 
     def _receive_failed(self, error: OSError) -> None:
         self.stats.receive_errors += 1

@@ -153,17 +153,7 @@ class ReliableConnection:
         server's refusal).
         """
         async with self._send_locks.setdefault(lane, asyncio.Lock()):
-            while True:
-                try:
-                    self._core.send(data, lane)
-                    return
-                except SendBufferFullError:
-                    pass
-                except ConnectionClosedError:
-                    termination = self._termination
-                    if termination is not None and termination.reason not in _GRACEFUL:
-                        raise self._end_error() from None
-                    raise
+            while not self._queue(data, lane):
                 waiter = self._endpoint.loop.create_future()
                 self._send_waiters[lane] = len(data), waiter
                 try:
@@ -201,6 +191,27 @@ class ReliableConnection:
                 return event
             if type(event) is ConnectionTerminated:
                 raise self._end_error()
+
+    def send_nowait(self, data: bytes, lane: int = 0) -> bool:
+        """:meth:`send` if it need not wait: False, nothing queued, when it would (the lane's
+        send buffer is full, or an earlier :meth:`send` on the lane still waits, which keeps
+        the lane's order). No task switch: a server fanning one line out to many connections
+        queues it in each at once. Raises as :meth:`send` does."""
+        lock = self._send_locks.get(lane)
+        return (lock is None or not lock.locked()) and self._queue(data, lane)
+
+    def _queue(self, data: bytes, lane: int) -> bool:
+        """Hand ``data`` to the core: False when its send buffer is full."""
+        try:
+            self._core.send(data, lane)
+        except SendBufferFullError:
+            return False
+        except ConnectionClosedError:
+            termination = self._termination
+            if termination is not None and termination.reason not in _GRACEFUL:
+                raise self._end_error() from None
+            raise
+        return True
 
     def send_datagram(self, data: bytes, lane: int = 0, latest_only: bool = False) -> None:
         """Queue one unreliable datagram (``Connection.send_datagram``): sent at most once, never

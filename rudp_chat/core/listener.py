@@ -35,6 +35,10 @@ from .trace import TraceSink
 __all__ = ["Listener", "ListenerStats"]
 
 RESET_SIZE = 34  # every RESET: fixarray, kind, bin8 id, bin8 token, CRC (PROTOCOL.md §3.4)
+BACKLOGGED_HELLOS_PER_S = 200.0  # HELLOs answered per second while the socket is backlogged
+# (two per new client: RETRY, then the handshake): with a pure-Python Noise handshake at about
+# half a millisecond that bounds handshakes to ~6 % of a core, the rest serving established
+# connections; never zero, so no flood of datagrams can lock new clients out
 GUESTS_REFUSED = "this server takes no guests: connect with a client key"
 
 
@@ -59,6 +63,9 @@ class ListenerStats:
     resets_sent: int = 0
     resets_suppressed: int = 0
     """Unknown-id datagrams left unanswered (rate limit, or too small to answer without amplifying)."""
+    hellos_deferred: int = 0
+    """New clients' HELLOs left unanswered while the socket was backlogged (see
+    :attr:`Listener.backlogged`); each client sends its HELLO again on its handshake timer."""
     accepted: int = 0
 
 
@@ -105,6 +112,13 @@ class Listener:
         self._timer_counter = 0
         self._reset_budget = self.config.resets_per_second
         self._reset_time = 0.0
+        self.backlogged = False
+        """Set by the shell while its socket holds more datagrams than one read takes: then
+        at most :data:`BACKLOGGED_HELLOS_PER_S` new clients' HELLOs are answered, so that a
+        server short of CPU spends it on its connections' datagrams rather than on handshakes
+        (an overflowing socket drops both, and connections that hear nothing time out)."""
+        self._hello_budget = BACKLOGGED_HELLOS_PER_S
+        self._hello_time = 0.0
 
     # ------------------------------------------------------------------ API
 
@@ -167,6 +181,9 @@ class Listener:
             return
         if self._retired.get(key, -1.0) >= now:
             stats.dropped_unexpected += 1
+            return
+        if self._deferred(now):
+            stats.hellos_deferred += 1
             return
         if hello.token and self._tokens.check_retry_token(hello.token, hello.client_id, addr, now):
             self._open(hello, addr, now)
@@ -244,6 +261,20 @@ class Listener:
         connection.on_change = self.wake
         self._accept_queue.append(connection)
         self._dirty[server_id] = connection
+
+    def _deferred(self, now: float) -> bool:
+        """Whether to leave a new client's HELLO unanswered: only while backlogged and past
+        the budget. A HELLO of a connection already made is always answered (its WELCOME
+        was lost; the handshake is paid for)."""
+        rate = BACKLOGGED_HELLOS_PER_S
+        self._hello_budget = min(rate, self._hello_budget + (now - self._hello_time) * rate)
+        self._hello_time = now
+        if not self.backlogged:
+            return False
+        if self._hello_budget < 1:
+            return True
+        self._hello_budget -= 1
+        return False
 
     def _moved(self, connection: Connection, old_address: Address) -> None:
         """The peer migrated: its tables follow it (a NAT rebinding is not a new client)."""
