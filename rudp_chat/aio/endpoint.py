@@ -238,6 +238,17 @@ class DatagramEndpoint:
         if self._flush_handle is None and not self.closed:
             self._flush_handle = self.loop.call_soon(self._on_flush)
 
+    def flush_pending(self) -> bool:
+        """Run a requested flush now instead of on the next loop iteration; False if none was
+        requested. For an owner about to wait (``recv``): what it queued goes out a loop
+        iteration sooner, with the ACK it carries, and that iteration is not spent."""
+        handle = self._flush_handle
+        if handle is None:
+            return False
+        handle.cancel()
+        self._on_flush()
+        return True
+
     def flush(self) -> None:
         """Send what the node has queued now, without dispatching (``abort`` before ``close``)."""
         if not self.closed:

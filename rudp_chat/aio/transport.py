@@ -188,6 +188,8 @@ class ReliableConnection:
             if event is None:
                 if self._termination is not None:
                     raise self._end_error()
+                if self._endpoint.flush_pending():
+                    continue  # sent what we queued (an echo) before waiting; look again
                 self._recv_waiter = waiter = self._endpoint.loop.create_future()
                 try:
                     event = await waiter
