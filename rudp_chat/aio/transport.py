@@ -91,6 +91,9 @@ class ReliableConnection:
         self._send_waiters: dict[int, tuple[int, asyncio.Future[None]]] = {}
         """Per lane, the sender waiting for room: (bytes it needs, its future)."""
         self._send_locks: dict[int, asyncio.Lock] = {}  # FIFO per lane: senders keep their order
+        self._queued_senders: dict[int, int] = {}
+        """Per lane, senders on the waiting path (holding the lock or queued for it): while
+        any is, a new sender queues too instead of overtaking them."""
         self._closing = False
         self._discard = False  # after abort: unread messages are dropped
         self._unreachable = False
@@ -152,24 +155,35 @@ class ReliableConnection:
         after an abnormal end (:class:`ConnectionRefusedByServer` when the end was the
         server's refusal).
         """
-        async with self._send_locks.setdefault(lane, asyncio.Lock()):
-            while True:
-                try:
-                    self._core.send(data, lane)
-                    return
-                except SendBufferFullError:
-                    pass
-                except ConnectionClosedError:
-                    termination = self._termination
-                    if termination is not None and termination.reason not in _GRACEFUL:
-                        raise self._end_error() from None
-                    raise
-                waiter = self._endpoint.loop.create_future()
-                self._send_waiters[lane] = len(data), waiter
-                try:
-                    await waiter
-                finally:
-                    del self._send_waiters[lane]
+        queued = self._queued_senders
+        if not queued.get(lane) and self._try_send(data, lane):
+            return  # the usual case: room, and nobody ahead on this lane to overtake
+        queued[lane] = queued.get(lane, 0) + 1
+        try:
+            async with self._send_locks.setdefault(lane, asyncio.Lock()):
+                while not self._try_send(data, lane):
+                    waiter = self._endpoint.loop.create_future()
+                    self._send_waiters[lane] = len(data), waiter
+                    try:
+                        await waiter
+                    finally:
+                        del self._send_waiters[lane]
+        finally:
+            queued[lane] -= 1
+
+    def _try_send(self, data: bytes, lane: int) -> bool:
+        """Hand ``data`` to the core; False while its send buffer is full. Raises as
+        :meth:`send` does."""
+        try:
+            self._core.send(data, lane)
+        except SendBufferFullError:
+            return False
+        except ConnectionClosedError:
+            termination = self._termination
+            if termination is not None and termination.reason not in _GRACEFUL:
+                raise self._end_error() from None
+            raise
+        return True
 
     async def recv(self) -> bytes:
         """The next message. Raises ``EOFError`` once a graceful close by either side delivered
