@@ -15,10 +15,10 @@ from collections import deque
 
 from .common import SEQ, WARMUP_PINGS, Address, Job, Ready, Result, StopFlag, guard, run_loop
 
-__all__ = ["client", "server"]
+__all__ = ["Inbox", "client", "server"]
 
 
-class _Inbox(asyncio.DatagramProtocol):
+class Inbox(asyncio.DatagramProtocol):
     """Datagrams as they arrive, handed to one awaiting task (the minimum an application has)."""
 
     def __init__(self) -> None:
@@ -55,7 +55,7 @@ def server(job: Job, ready: Ready, stop: StopFlag) -> Result:
 
 async def _serve(job: Job, ready: Ready, stop: StopFlag) -> Result:
     loop = asyncio.get_running_loop()
-    transport, inbox = await loop.create_datagram_endpoint(_Inbox, local_addr=(job.host, 0))
+    transport, inbox = await loop.create_datagram_endpoint(Inbox, local_addr=(job.host, 0))
     try:
         ready(transport.get_extra_info("sockname")[:2])
 
@@ -78,7 +78,7 @@ def client(job: Job, address: Address, stop: StopFlag) -> Result:
 
 async def _ping(job: Job, address: Address, stop: StopFlag) -> Result:
     loop = asyncio.get_running_loop()
-    transport, inbox = await loop.create_datagram_endpoint(_Inbox, remote_addr=address)
+    transport, inbox = await loop.create_datagram_endpoint(Inbox, remote_addr=address)
     rtts: list[float] = []
     tail = bytes(max(0, job.size - SEQ.size))
 
