@@ -592,6 +592,48 @@ def test_a_full_read_batch_marks_the_listener_backlogged_until_the_socket_is_emp
     run(main(), 20)
 
 
+def test_a_sender_waiting_for_room_is_not_overtaken(run: Runner) -> None:
+    """Senders on one lane keep their order: once one waits for room in the send buffer, a
+    later, smaller message that would fit waits behind it instead of taking the room. The peer
+    is a process killed after the handshake, so nothing is acknowledged and no room comes."""
+    child_code = (
+        "import asyncio\n"
+        "from rudp_chat.aio import serve\n"
+        "async def main():\n"
+        "    server = await serve('127.0.0.1', 0)\n"
+        "    print(server.address[1], flush=True)\n"
+        "    await server.accept()\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    buffer = 64 * 1024
+    config = ConnectionConfig(max_message_size=buffer, send_buffer_size=buffer)
+
+    async def main() -> None:
+        with subprocess.Popen([sys.executable, "-c", child_code], stdout=subprocess.PIPE) as child:
+            try:
+                assert child.stdout is not None
+                port = int(await asyncio.to_thread(child.stdout.readline))
+                client = await connect(LOCALHOST, port, config=config)
+            finally:
+                child.kill()
+        await client.send(bytes(40_000))  # fits: returns at once
+        held = client.stats().send_buffered_bytes  # 40,000 B and their framing
+        first = asyncio.create_task(client.send(bytes(30_000)))  # ~23,000 B left: waits
+        second = asyncio.create_task(client.send(bytes(10_000)))  # would fit: must wait too
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        assert not first.done() and not second.done()
+        assert client.stats().send_buffered_bytes == held
+        for task in (first, second):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        client.abort()
+
+    run(main(), 30)
+
+
 def test_abort_is_reported_to_the_peer(run: Runner) -> None:
     async def main() -> None:
         async with await serve(LOCALHOST, 0) as server:

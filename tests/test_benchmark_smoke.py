@@ -98,6 +98,21 @@ def test_throughput_quick_runs_and_writes_rows(tmp_path: Path) -> None:
     assert lossy["goodput_ratio"] is not None
 
 
+def test_throughput_quick_pingpong_has_the_event_loop_floor_beside_rudp(tmp_path: Path) -> None:
+    rows = _run(
+        "throughput.py",
+        ["--quick", "--only", "pingpong,raw-udp,asyncio-udp,rudp"],
+        tmp_path / "rows.json",
+        120,
+    )
+    assert [row["impl"] for row in rows] == ["raw-udp", "asyncio-udp", "rudp"]
+    for row in rows:
+        assert row["status"] == "ok", row
+        _assert_numbers(row, THROUGHPUT_NUMBERS)
+        assert row["delivered"] > 0
+        assert 0 < row["p50_ms"] <= row["p99_ms"]
+
+
 def test_throughput_quick_chat_30_delivers_every_message_both_ways(tmp_path: Path) -> None:
     rows = _run("throughput.py", ["--quick", "--only", "chat-30,rudp"], tmp_path / "rows.json", 180)
     (row,) = rows

@@ -38,6 +38,8 @@ IMPLS: dict[str, Impl] = {
     impl.name: impl
     for impl in (
         Impl("raw-udp", "peers.raw_udp", ()),
+        Impl("asyncio-udp", "peers.asyncio_udp", ()),
+        Impl("asyncio-udp-uvloop", "peers.asyncio_udp", ("uvloop",), loop="uvloop"),
         Impl("tcp", "peers.tcp", ()),
         Impl("kcp", "peers.kcp_peer", ("kcp",)),
         Impl("aioquic", "peers.quic", ("aioquic", "cryptography")),

@@ -196,7 +196,8 @@ class DatagramEndpoint:
         self._dispatch: Callable[[], None] = _ignore
         self._on_error: Callable[[OSError], None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._deadline: float | None = None
+        self._deadline: float | None = None  # the node's next timer, as last read
+        self._armed: float | None = None  # when ``_timer`` fires: at or before ``_deadline``
         self._flush_handle: asyncio.Handle | None = None
         self._backlog: deque[tuple[bytes, Address]] = deque()
         self._writing = False  # add_writer is active
@@ -243,6 +244,17 @@ class DatagramEndpoint:
         if self._flush_handle is None and not self.closed:
             self._flush_handle = self.loop.call_soon(self._on_flush)
 
+    def flush_pending(self) -> bool:
+        """Run a requested flush now instead of on the next loop iteration; False if none was
+        requested. For an owner about to wait (``recv``): what it queued goes out a loop
+        iteration sooner, with the ACK it carries, and that iteration is not spent."""
+        handle = self._flush_handle
+        if handle is None:
+            return False
+        handle.cancel()
+        self._on_flush()
+        return True
+
     def flush(self) -> None:
         """Send what the node has queued now, without dispatching (``abort`` before ``close``)."""
         if not self.closed:
@@ -257,6 +269,7 @@ class DatagramEndpoint:
             if handle is not None:
                 handle.cancel()
         self._timer = self._flush_handle = None
+        self._armed = None
         if self._channel is not None:
             self._channel.close()  # the transport closes the socket
             return
@@ -377,11 +390,12 @@ class DatagramEndpoint:
         self.stats.timer_wakeups += 1
         now = clock()
         deadline = self._deadline
-        if deadline is not None and now < deadline:  # uvloop: see TIMER_RETRY_S
+        if deadline is not None and now < deadline:  # armed early (see _after_input), or uvloop
+            self._armed = deadline  # (see TIMER_RETRY_S)
             self._timer = self.loop.call_later(max(deadline - now, TIMER_RETRY_S), self._on_timer)
             return
         self._timer = None
-        self._deadline = None
+        self._deadline = self._armed = None
         self._node.handle_timer(now)
         self._after_input()
 
@@ -395,12 +409,14 @@ class DatagramEndpoint:
         self._dispatch()
         if self.closed:
             return
-        deadline = self._node.get_timer()
-        if deadline == self._deadline:
-            return
+        deadline = self._deadline = self._node.get_timer()
+        armed = self._armed
+        if deadline is not None and armed is not None and armed <= deadline:
+            return  # fires first, then waits out the rest: a deadline that moves later on each
+            # send and receive (an RTO, a delayed ACK) costs no new loop timer each time
         if self._timer is not None:
             self._timer.cancel()
-        self._deadline = deadline
+        self._armed = deadline
         self._timer = (
             None if deadline is None else self.loop.call_later(deadline - clock(), self._on_timer)
         )

@@ -91,6 +91,9 @@ class ReliableConnection:
         self._send_waiters: dict[int, tuple[int, asyncio.Future[None]]] = {}
         """Per lane, the sender waiting for room: (bytes it needs, its future)."""
         self._send_locks: dict[int, asyncio.Lock] = {}  # FIFO per lane: senders keep their order
+        self._queued_senders: dict[int, int] = {}
+        """Per lane, senders on the waiting path (holding the lock or queued for it): while
+        any is, a new sender queues too instead of overtaking them."""
         self._closing = False
         self._discard = False  # after abort: unread messages are dropped
         self._unreachable = False
@@ -152,14 +155,42 @@ class ReliableConnection:
         after an abnormal end (:class:`ConnectionRefusedByServer` when the end was the
         server's refusal).
         """
-        async with self._send_locks.setdefault(lane, asyncio.Lock()):
-            while not self._queue(data, lane):
-                waiter = self._endpoint.loop.create_future()
-                self._send_waiters[lane] = len(data), waiter
-                try:
-                    await waiter
-                finally:
-                    del self._send_waiters[lane]
+        if self.send_nowait(data, lane):
+            return  # the usual case: room, and nobody ahead on this lane to overtake
+        queued = self._queued_senders
+        queued[lane] = queued.get(lane, 0) + 1
+        try:
+            async with self._send_locks.setdefault(lane, asyncio.Lock()):
+                while not self._try_send(data, lane):
+                    waiter = self._endpoint.loop.create_future()
+                    self._send_waiters[lane] = len(data), waiter
+                    try:
+                        await waiter
+                    finally:
+                        del self._send_waiters[lane]
+        finally:
+            queued[lane] -= 1
+
+    def send_nowait(self, data: bytes, lane: int = 0) -> bool:
+        """:meth:`send` if it need not wait: False, nothing queued, when it would (the lane's
+        send buffer is full, or an earlier :meth:`send` on the lane still waits, which keeps
+        the lane's order). No task switch: a server fanning one line out to many connections
+        queues it in each at once. Raises as :meth:`send` does."""
+        return not self._queued_senders.get(lane) and self._try_send(data, lane)
+
+    def _try_send(self, data: bytes, lane: int) -> bool:
+        """Hand ``data`` to the core; False while its send buffer is full. Raises as
+        :meth:`send` does."""
+        try:
+            self._core.send(data, lane)
+        except SendBufferFullError:
+            return False
+        except ConnectionClosedError:
+            termination = self._termination
+            if termination is not None and termination.reason not in _GRACEFUL:
+                raise self._end_error() from None
+            raise
+        return True
 
     async def recv(self) -> bytes:
         """The next message. Raises ``EOFError`` once a graceful close by either side delivered
@@ -178,6 +209,8 @@ class ReliableConnection:
             if event is None:
                 if self._termination is not None:
                     raise self._end_error()
+                if self._endpoint.flush_pending():
+                    continue  # sent what we queued (an echo) before waiting; look again
                 self._recv_waiter = waiter = self._endpoint.loop.create_future()
                 try:
                     event = await waiter
@@ -191,27 +224,6 @@ class ReliableConnection:
                 return event
             if type(event) is ConnectionTerminated:
                 raise self._end_error()
-
-    def send_nowait(self, data: bytes, lane: int = 0) -> bool:
-        """:meth:`send` if it need not wait: False, nothing queued, when it would (the lane's
-        send buffer is full, or an earlier :meth:`send` on the lane still waits, which keeps
-        the lane's order). No task switch: a server fanning one line out to many connections
-        queues it in each at once. Raises as :meth:`send` does."""
-        lock = self._send_locks.get(lane)
-        return (lock is None or not lock.locked()) and self._queue(data, lane)
-
-    def _queue(self, data: bytes, lane: int) -> bool:
-        """Hand ``data`` to the core: False when its send buffer is full."""
-        try:
-            self._core.send(data, lane)
-        except SendBufferFullError:
-            return False
-        except ConnectionClosedError:
-            termination = self._termination
-            if termination is not None and termination.reason not in _GRACEFUL:
-                raise self._end_error() from None
-            raise
-        return True
 
     def send_datagram(self, data: bytes, lane: int = 0, latest_only: bool = False) -> None:
         """Queue one unreliable datagram (``Connection.send_datagram``): sent at most once, never
