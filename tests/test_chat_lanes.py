@@ -106,6 +106,36 @@ def test_the_client_shows_a_history_block_whole_even_when_a_live_line_overtakes_
     assert kinds[kinds.index("Joined") :][:4] == ["Joined", "HistoryStart", "Chat", "HistoryEnd"]
 
 
+def test_the_client_keeps_a_history_block_that_overtakes_the_welcome() -> None:
+    """Lanes are independent, so on a lossy path the history read back on joining can arrive
+    before the welcome (its datagram lost, the block's not): the client takes the welcome as
+    the answer to its hello and shows the block after it, instead of giving up on the
+    connection. The test plays the server and sends the block first."""
+    seen: list[Event] = []
+
+    async def main() -> None:
+        sized = chat_connection_config(FAST, RoomLimits().max_users)
+        async with await serve("127.0.0.1", 0, config=ListenerConfig(connection=sized)) as server:
+            options = ClientOptions(*server.address, "carol", connection=FAST)
+            client = ChatClient(options, seen.append)
+            running = asyncio.create_task(client.run())
+            carol = await server.accept()
+            assert isinstance(decode_client(await carol.recv()), Hello)
+            for message in (HistoryStart(1), line(1), HistoryEnd()):
+                await carol.send(encode(message), HISTORY_LANE)
+            await acknowledged(carol)  # the whole block is in before the welcome is sent
+            await carol.send(encode(Welcome("carol", ("carol",), 0, 1000, 10.0, 10)))
+            await acknowledged(carol)
+            await carol.send(encode(Bye(ByeCode.SHUTDOWN, "test over")), LIVE_LANE)
+            assert await running == 0
+            await carol.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+    assert not [e for e in seen if isinstance(e, Notice) and "welcome" in e.text]
+    kinds = [type(event).__name__ for event in seen if not isinstance(event, Notice)]
+    assert kinds[kinds.index("Welcome") :][:4] == ["Welcome", "HistoryStart", "Chat", "HistoryEnd"]
+
+
 async def acknowledged(connection: ReliableConnection) -> None:
     """Until the peer has acknowledged everything sent."""
     while connection.stats().send_buffered_bytes:

@@ -53,6 +53,7 @@ from rudp_chat.aio import (
 )
 from rudp_chat.core.config import ConnectionConfig
 from rudp_chat.core.errors import LocalProtocolError
+from rudp_chat.core.events import MessageReceived
 from rudp_chat.core.noise import StaticKey
 from rudp_chat.core.stats import ConnectionStats
 from rudp_chat.identity import KnownServers
@@ -452,8 +453,13 @@ class ChatClient:
         try:
             rooms = tuple(self._seen.items())
             await connection.send(encode(Hello(self.name, self._session, rooms=rooms)))
-            async with asyncio.timeout(WELCOME_TIMEOUT_S):
-                first = decode_server(await connection.recv())
+            early: list[MessageReceived] = []  # lanes are independent: a history block read
+            async with asyncio.timeout(WELCOME_TIMEOUT_S):  # back may overtake the welcome
+                while (received := await connection.receive()).lane == HISTORY_LANE:
+                    if len(early) == MAX_HELD_BLOCK:
+                        raise ChatProtocolError("no welcome before a whole history block")
+                    early.append(received)
+                first = decode_server(received.data)
         except (
             ConnectionLostError,
             EOFError,
@@ -479,7 +485,7 @@ class ChatClient:
             self._on_event(Notice(f"reconnected{to}"))
         self._welcomed_by = self.server
         pacer = self._welcome(first)
-        receiver = asyncio.create_task(self._receive(connection))
+        receiver = asyncio.create_task(self._receive(connection, early))
         sender = asyncio.create_task(self._send(connection, pacer))
         done = asyncio.create_task(self._done.wait())
         typists = asyncio.create_task(self._receive_typing(connection))
@@ -549,15 +555,18 @@ class ChatClient:
             self._wake.clear()
             await self._wake.wait()
 
-    async def _receive(self, connection: ReliableConnection) -> int | None:
-        """Show what arrives; an exit code when the server says goodbye, None if lost.
+    async def _receive(
+        self, connection: ReliableConnection, early: list[MessageReceived]
+    ) -> int | None:
+        """Show what arrives (``early``: what came before the welcome, first); an exit code
+        when the server says goodbye, None if lost.
 
         A history block read back comes on its own lane, beside live lines that do not wait
         for it: it is held until its end and shown whole, never cut by a live line."""
         block: list[ServerMessage] = []
         try:
             while True:
-                received = await connection.receive()
+                received = early.pop(0) if early else await connection.receive()
                 try:
                     message = decode_server(received.data)
                 except ChatProtocolError as exc:
