@@ -118,11 +118,16 @@ def instructions(args: argparse.Namespace, count: int) -> int:
         ]  # fmt: skip
         env = {**os.environ, "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}
         subprocess.run(command, check=True, capture_output=True, env=env)
-        with open(out, encoding="utf-8") as profile:
-            found = TOTAL_LINE.search(profile.read())
-        if found is None:
-            raise RuntimeError(f"no total in {out}")
-        return int(found.group(1))
+        return callgrind_total(out)
+
+
+def callgrind_total(path: str) -> int:
+    """The instructions a callgrind output file counts in all."""
+    with open(path, encoding="utf-8") as profile:
+        found = TOTAL_LINE.search(profile.read())
+    if found is None:
+        raise RuntimeError(f"no total in {path}")
+    return int(found.group(1))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,13 +21,13 @@ import argparse
 import asyncio
 import gc
 import os
-import re
 import subprocess
 import sys
 import tempfile
 from collections.abc import Coroutine
 from typing import Any
 
+from hotpath import callgrind_total
 from peers.asyncio_udp import Inbox
 
 from rudp_chat.aio import connect, serve
@@ -38,7 +38,6 @@ SIZE = 64  # bytes per ping, as throughput.py's pingpong
 WARMUP = 50  # round trips before the counted ones: lazy imports, first key use
 SLOW = ConnectionConfig(min_rto=1.0, max_ack_delay=0.5, initial_rtt=1.0)
 """Timers that never fire in a real ping-pong stay quiet at valgrind's pace too."""
-TOTAL_LINE = re.compile(r"^(?:summary|totals): (\d+)", re.MULTILINE)
 
 
 async def _rudp_server(count: int) -> None:
@@ -115,11 +114,7 @@ def _pair(args: argparse.Namespace, count: int, counted: str) -> int:
             client_cmd = [*(wrap if counted == "client" else []), *base, "--role", "client"]
             subprocess.run([*client_cmd, "--port", port], check=True, capture_output=True)
             server.wait(120)
-        with open(out, encoding="utf-8") as profile:
-            found = TOTAL_LINE.search(profile.read())
-    if found is None:
-        raise RuntimeError(f"no total in {out}")
-    return int(found.group(1))
+        return callgrind_total(out)
 
 
 def main(argv: list[str] | None = None) -> int:
