@@ -4,6 +4,7 @@ lane, everything else (the lines a reconnect missed included) on the live lane."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from test_chat_server import FAST, S1, S2, Live, next_message, run_with_server
 
@@ -79,29 +80,17 @@ def test_the_client_shows_a_history_block_whole_even_when_a_live_line_overtakes_
     """A server (played by the test) sends a block's start and a line on the history lane, a
     live ``joined`` on the live lane, then the block's end: the client shows ``joined`` first
     and the block after it, uncut."""
-    seen: list[Event] = []
 
-    async def main() -> None:
-        sized = chat_connection_config(FAST, RoomLimits().max_users)
-        async with await serve("127.0.0.1", 0, config=ListenerConfig(connection=sized)) as server:
-            options = ClientOptions(*server.address, "carol", connection=FAST)
-            client = ChatClient(options, seen.append)
-            running = asyncio.create_task(client.run())
-            carol = await server.accept()
-            assert isinstance(decode_client(await carol.recv()), Hello)
-            await carol.send(encode(Welcome("carol", ("carol",), 0, 1000, 10.0, 10)))
-            await carol.send(encode(HistoryStart(1)), HISTORY_LANE)
-            await carol.send(encode(line(1)), HISTORY_LANE)
-            await acknowledged(carol)  # the block's start is in, and shown without the fix
-            await carol.send(encode(Joined("dave")), LIVE_LANE)
-            await acknowledged(carol)  # the live line arrives while the block is open
-            await carol.send(encode(HistoryEnd()), HISTORY_LANE)
-            await acknowledged(carol)  # the live lane goes first: the goodbye must not overtake
-            await carol.send(encode(Bye(ByeCode.SHUTDOWN, "test over")), LIVE_LANE)
-            assert await running == 0
-            await carol.close()
+    async def script(carol: ReliableConnection) -> None:
+        await carol.send(encode(Welcome("carol", ("carol",), 0, 1000, 10.0, 10)))
+        await carol.send(encode(HistoryStart(1)), HISTORY_LANE)
+        await carol.send(encode(line(1)), HISTORY_LANE)
+        await acknowledged(carol)  # the block's start is in, and shown without the fix
+        await carol.send(encode(Joined("dave")), LIVE_LANE)
+        await acknowledged(carol)  # the live line arrives while the block is open
+        await carol.send(encode(HistoryEnd()), HISTORY_LANE)
 
-    asyncio.run(asyncio.wait_for(main(), 20))
+    seen = shown_by_client(script)
     kinds = [type(event).__name__ for event in seen if not isinstance(event, Notice)]
     assert kinds[kinds.index("Joined") :][:4] == ["Joined", "HistoryStart", "Chat", "HistoryEnd"]
 
@@ -111,29 +100,39 @@ def test_the_client_keeps_a_history_block_that_overtakes_the_welcome() -> None:
     before the welcome (its datagram lost, the block's not): the client takes the welcome as
     the answer to its hello and shows the block after it, instead of giving up on the
     connection. The test plays the server and sends the block first."""
+
+    async def script(carol: ReliableConnection) -> None:
+        for message in (HistoryStart(1), line(1), HistoryEnd()):
+            await carol.send(encode(message), HISTORY_LANE)
+        await acknowledged(carol)  # the whole block is in before the welcome is sent
+        await carol.send(encode(Welcome("carol", ("carol",), 0, 1000, 10.0, 10)))
+
+    seen = shown_by_client(script)
+    assert not [e for e in seen if isinstance(e, Notice) and "welcome" in e.text]
+    kinds = [type(event).__name__ for event in seen if not isinstance(event, Notice)]
+    assert kinds[kinds.index("Welcome") :][:4] == ["Welcome", "HistoryStart", "Chat", "HistoryEnd"]
+
+
+def shown_by_client(script: Callable[[ReliableConnection], Awaitable[None]]) -> list[Event]:
+    """What a chat client (carol) shows while the test plays its server: ``script`` runs
+    after carol's hello, then the server says goodbye and the client must exit 0."""
     seen: list[Event] = []
 
     async def main() -> None:
         sized = chat_connection_config(FAST, RoomLimits().max_users)
         async with await serve("127.0.0.1", 0, config=ListenerConfig(connection=sized)) as server:
             options = ClientOptions(*server.address, "carol", connection=FAST)
-            client = ChatClient(options, seen.append)
-            running = asyncio.create_task(client.run())
+            running = asyncio.create_task(ChatClient(options, seen.append).run())
             carol = await server.accept()
             assert isinstance(decode_client(await carol.recv()), Hello)
-            for message in (HistoryStart(1), line(1), HistoryEnd()):
-                await carol.send(encode(message), HISTORY_LANE)
-            await acknowledged(carol)  # the whole block is in before the welcome is sent
-            await carol.send(encode(Welcome("carol", ("carol",), 0, 1000, 10.0, 10)))
-            await acknowledged(carol)
+            await script(carol)
+            await acknowledged(carol)  # the live lane goes first: the goodbye must not overtake
             await carol.send(encode(Bye(ByeCode.SHUTDOWN, "test over")), LIVE_LANE)
             assert await running == 0
             await carol.close()
 
     asyncio.run(asyncio.wait_for(main(), 20))
-    assert not [e for e in seen if isinstance(e, Notice) and "welcome" in e.text]
-    kinds = [type(event).__name__ for event in seen if not isinstance(event, Notice)]
-    assert kinds[kinds.index("Welcome") :][:4] == ["Welcome", "HistoryStart", "Chat", "HistoryEnd"]
+    return seen
 
 
 async def acknowledged(connection: ReliableConnection) -> None:
